@@ -1,0 +1,634 @@
+//! Shape inference and the rules of a listing: one `check_xxx` function per layer kind, each
+//! taking the shape that flows in and returning the shape that flows out, or reporting what is
+//! wrong (expected vs found, the arithmetic, the fix) at the smallest culprit token.
+//!
+//! After an error, a layer still reports the output it would have (a Linear with the wrong
+//! in_features still outputs out_features), so later layers are checked without a cascade; only
+//! when no output can be known are the later shape checks skipped.
+
+use std::collections::HashSet;
+
+use proc_macro2::Span;
+use staticnet_shape::{conv_out, effective_kernel, pool_out};
+
+use crate::ast::{Item, Layer, NetworkDef, SpanRange};
+use crate::ctxt::Ctxt;
+use crate::layers::{self, Args};
+use crate::value::Value;
+
+/// The shape of one sample: `[C, H, W]` or `[F]`.
+pub type Shape = Vec<usize>;
+
+/// A network whose every layer has been checked and sized.
+pub struct Checked {
+    pub input: Option<Shape>,
+    pub layers: Vec<Sized>,
+    /// The output shape, when it could be inferred (also after errors, for the stub).
+    pub output: Option<Shape>,
+}
+
+/// A layer with its configuration resolved and its shapes known.
+pub struct Sized {
+    /// The PyTorch module path: `cnn1`, `features.0`.
+    pub path: String,
+    pub kind: Kind,
+    /// PyTorch's repr of the layer: `Conv2d(1, 16, kernel_size=(5, 5), stride=(1, 1))`.
+    pub display: String,
+    pub input: Shape,
+    pub output: Shape,
+    pub span: SpanRange,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    Conv2d { c_in: usize, c_out: usize, kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2], bias: bool },
+    Linear { in_features: usize, out_features: usize, bias: bool },
+    Activation(Act),
+    MaxPool2d { kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2], ceil_mode: bool },
+    AvgPool2d { kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], ceil_mode: bool, count_include_pad: bool, divisor_override: usize },
+    AdaptiveAvgPool2d { output: [usize; 2] },
+    Flatten,
+    Dropout { p: f64 },
+    BatchNorm { two_d: bool, c: usize, eps: f64, momentum: Option<f64>, affine: bool, track_running_stats: bool },
+    Softmax { log: bool },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Act {
+    ReLU,
+    LeakyReLU(f64),
+    Sigmoid,
+    Tanh,
+}
+
+/// Where the shape flowing into a layer comes from, for messages.
+#[derive(Clone)]
+enum Origin {
+    Input,
+    Layer(String),
+    Flatten(Shape),
+}
+
+impl Origin {
+    /// "the network input [1, 28, 28]", "`cnn1`'s output [16, 28, 28]", "Flatten of [32, 8, 8]".
+    fn describe(&self, shape: &Shape) -> String {
+        match self {
+            Origin::Input => format!("the network input {}", fmt_shape(shape)),
+            Origin::Layer(path) => format!("`{path}` outputs {}", fmt_shape(shape)),
+            Origin::Flatten(of) => format!("Flatten of {}", fmt_shape(of)),
+        }
+    }
+}
+
+pub fn fmt_shape(s: &[usize]) -> String {
+    format!("[{}]", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+}
+
+fn fmt_pair(p: [usize; 2]) -> String {
+    format!("({}, {})", p[0], p[1])
+}
+
+fn fmt_pair_or_int(p: [usize; 2]) -> String {
+    if p[0] == p[1] { p[0].to_string() } else { fmt_pair(p) }
+}
+
+fn py_bool(b: bool) -> &'static str {
+    if b { "True" } else { "False" }
+}
+
+/// PyTorch's float repr: `1e-05`, `0.1`, `0.5`.
+fn py_float(v: f64) -> String {
+    if v != 0.0 && v.abs() < 1e-4 {
+        let s = format!("{v:e}");
+        let (m, e) = s.split_once('e').unwrap();
+        let e: i32 = e.parse().unwrap();
+        format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
+    } else {
+        let s = format!("{v}");
+        if s.contains('.') { s } else { format!("{s}.0") }
+    }
+}
+
+/// Checks a whole network; errors go to `cx`.
+pub fn check(cx: &mut Ctxt, def: &NetworkDef) -> Checked {
+    let mut items = def.items.iter().peekable();
+    let input = match items.peek() {
+        Some(Item::Input(input)) => {
+            items.next();
+            check_input(cx, input)
+        }
+        _ => {
+            cx.error(
+                def.name.span(),
+                format!("network `{}` has no input shape", def.name),
+                Some("add `input: [C, H, W],` (an image, e.g. `input: [1, 28, 28],`) or `input: [F],` (a vector) as its first line".into()),
+            );
+            None
+        }
+    };
+    let rest: Vec<&Item> = items.collect();
+    let mut state = Flow { shape: input.clone(), origin: Origin::Input, layers: Vec::new() };
+    check_items(cx, &rest, "", &mut state);
+    Checked { input, layers: state.layers, output: state.shape }
+}
+
+fn check_input(cx: &mut Ctxt, input: &crate::ast::Input) -> Option<Shape> {
+    let mut dims = Vec::new();
+    for d in &input.dims {
+        match crate::value::eval(d) {
+            Ok(Value::Int(v)) if v >= 1 => dims.push(v as usize),
+            Ok(Value::Int(v)) => {
+                cx.error_spanned(d, format!("an input size must be at least 1, got {v}"), None);
+                return None;
+            }
+            Ok(other) => {
+                cx.error_spanned(d, format!("an input size must be an integer, got {}", other.describe()), None);
+                return None;
+            }
+            Err(e) => {
+                cx.push(e);
+                return None;
+            }
+        }
+    }
+    if dims.len() != 3 && dims.len() != 1 {
+        cx.error_range(
+            input.span,
+            format!("the input of a network is one sample shaped [C, H, W] (an image) or [F] (a vector), got {} sizes", dims.len()),
+            Some("the batch size is not part of the input: it is chosen at run time".into()),
+        );
+        return None;
+    }
+    Some(dims)
+}
+
+/// The shape flowing through a listing, and the layers sized so far.
+struct Flow {
+    shape: Option<Shape>,
+    origin: Origin,
+    layers: Vec<Sized>,
+}
+
+fn check_items(cx: &mut Ctxt, items: &[&Item], prefix: &str, flow: &mut Flow) {
+    let mut names: HashSet<String> = HashSet::new();
+    for (index, item) in items.iter().enumerate() {
+        let (name, name_span) = match item {
+            Item::Input(input) => {
+                cx.error(input.key.span(), "`input:` must be the first line of the network", None);
+                continue;
+            }
+            Item::Block(b) => (b.name.to_string(), Some(b.name.span())),
+            Item::Layer(l) => match &l.name {
+                Some(n) => (n.to_string(), Some(n.span())),
+                None => (index.to_string(), None),
+            },
+        };
+        if let Some(span) = name_span
+            && !names.insert(name.clone())
+        {
+            cx.error(
+                span,
+                format!("the name `{name}` is used twice{}", if prefix.is_empty() { String::new() } else { format!(" in block `{}`", prefix.trim_end_matches('.')) }),
+                Some("layer names become state_dict keys (`name.weight`), so they must be unique within a block: rename one".into()),
+            );
+        }
+        names.insert(name.clone());
+        let path = format!("{prefix}{name}");
+        match item {
+            Item::Block(b) => {
+                let inner: Vec<&Item> = b.items.iter().collect();
+                check_items(cx, &inner, &format!("{path}."), flow);
+            }
+            Item::Layer(l) => check_layer(cx, l, path, flow),
+            Item::Input(_) => unreachable!(),
+        }
+    }
+}
+
+fn check_layer(cx: &mut Ctxt, layer: &Layer, path: String, flow: &mut Flow) {
+    let Some(sig) = layers::lookup(&layer.kind.to_string()) else {
+        layers::unknown_layer(cx, &layer.kind);
+        flow.shape = None;
+        return;
+    };
+    let args = layers::bind(cx, layer, sig);
+    let Some(input) = flow.shape.clone() else {
+        return; // the shape is unknown after an earlier error: only the arguments were checked
+    };
+    let at = Here { kind_span: layer.kind.span(), origin: flow.origin.clone(), input: input.clone() };
+    let result = match sig.kind {
+        "Conv2d" => check_conv2d(cx, &args, &at),
+        "Linear" => check_linear(cx, &args, &at),
+        "ReLU" => check_activation(cx, &args, &at, |_, _| Some(Act::ReLU)),
+        "LeakyReLU" => check_activation(cx, &args, &at, |cx, a| a.float(cx, "negative_slope").map(|s| Act::LeakyReLU(s.value))),
+        "Sigmoid" => check_activation(cx, &args, &at, |_, _| Some(Act::Sigmoid)),
+        "Tanh" => check_activation(cx, &args, &at, |_, _| Some(Act::Tanh)),
+        "MaxPool2d" | "AvgPool2d" => check_pool2d(cx, &args, &at),
+        "AdaptiveAvgPool2d" => check_adaptive_avg_pool2d(cx, &args, &at),
+        "Flatten" => check_flatten(cx, &args, &at),
+        "Dropout" => check_dropout(cx, &args, &at),
+        "BatchNorm2d" | "BatchNorm1d" => check_batch_norm(cx, &args, &at),
+        "Softmax" | "LogSoftmax" => check_softmax(cx, &args, &at),
+        other => unreachable!("no check for {other}"),
+    };
+    match result {
+        Some((kind, display, output)) => {
+            flow.origin = match kind {
+                Kind::Flatten if input.len() > 1 => Origin::Flatten(input.clone()),
+                Kind::Flatten => flow.origin.clone(),
+                _ => Origin::Layer(path.clone()),
+            };
+            flow.shape = Some(output.clone());
+            flow.layers.push(Sized { path, kind, display, input, output, span: layer.span });
+        }
+        None => flow.shape = None,
+    }
+}
+
+/// What a check knows about where it is: the layer's kind token, and what flows in.
+struct Here {
+    kind_span: Span,
+    origin: Origin,
+    input: Shape,
+}
+
+impl Here {
+    fn from(&self) -> String {
+        self.origin.describe(&self.input)
+    }
+}
+
+type Outcome = Option<(Kind, String, Shape)>;
+
+/// An image input `[C, H, W]`, or an error saying the layer needs one.
+fn need_image(cx: &mut Ctxt, at: &Here, kind: &str) -> Option<(usize, usize, usize)> {
+    match at.input[..] {
+        [c, h, w] => Some((c, h, w)),
+        _ => {
+            let help = match at.origin {
+                Origin::Flatten(_) => format!("{kind} works on [C, H, W] images: move it before Flatten"),
+                _ => format!("{kind} works on [C, H, W] images"),
+            };
+            cx.error(at.kind_span, format!("{kind} needs an image input [C, H, W], but {} arrives ({})", fmt_shape(&at.input), at.from()), Some(help));
+            None
+        }
+    }
+}
+
+/// `Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+/// bias=True, padding_mode='zeros')`, with `padding='same'|'valid'` as in PyTorch.
+fn check_conv2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
+    let image = need_image(cx, at, "Conv2d");
+    let c_in = a.size(cx, "in_channels", image.map(|(c, _, _)| c));
+    let c_out = a.positive(cx, "out_channels");
+    let kernel = a.pair(cx, "kernel_size", 1);
+    let stride = a.pair(cx, "stride", 1);
+    let dilation = a.pair(cx, "dilation", 1);
+    let bias = a.bool(cx, "bias");
+    if let Some(g) = a.size(cx, "groups", None)
+        && g.value != 1
+    {
+        cx.error(g.span, format!("Conv2d with groups = {} is not supported yet: staticnet has dense convolutions (groups = 1)", g.value), None);
+    }
+    if let Some((Value::Str(mode), span)) = a.value("padding_mode")
+        && mode != "zeros"
+    {
+        cx.error(span, format!("padding_mode = \"{mode}\" is not supported yet: staticnet pads with zeros"), None);
+    }
+    let padding = conv_padding(cx, a, kernel.as_ref().map(|k| k.value), dilation.as_ref().map(|d| d.value), stride.as_ref().map(|s| s.value));
+    let (c_in, c_out, kernel, stride, dilation, bias, padding, (c, h, w)) = (c_in?, c_out?, kernel?, stride?, dilation?, bias?, padding?, image?);
+    if c_in.value != c {
+        cx.error(
+            c_in.span,
+            format!("Conv2d expects {} input channels, but {c} arrive ({})", c_in.value, at.from()),
+            Some(format!("write {}, or {} to infer it", a.render_with("in_channels", &c.to_string()), a.render_with("in_channels", "_"))),
+        );
+    }
+    let (k, s, d, p) = (kernel.value, stride.value, dilation.value, padding.value);
+    let mut out = [0; 2];
+    for axis in 0..2 {
+        let len = [h, w][axis];
+        match conv_out(len, k[axis], s[axis], p[axis], d[axis]) {
+            Some(o) => out[axis] = o,
+            None => {
+                let span = a.given("kernel_size").map_or(at.kind_span, |b| b.span);
+                let eff = effective_kernel(k[axis], d[axis]);
+                let dilated = if d[axis] > 1 { format!(" (dilated to {eff})") } else { String::new() };
+                cx.error(
+                    span,
+                    format!(
+                        "Conv2d's kernel{} is larger than its padded input: {} + 2·{} = {} < {eff}{dilated} along the {}",
+                        if k[0] == k[1] { format!(" {}×{}", k[0], k[1]) } else { format!(" {}×{}", k[0], k[1]) },
+                        len,
+                        p[axis],
+                        len + 2 * p[axis],
+                        ["height", "width"][axis]
+                    ),
+                    Some(format!("the input is {} ({}): use a kernel_size of at most {}, or more padding", fmt_shape(&at.input), at.from(), len + 2 * p[axis])),
+                );
+                return None;
+            }
+        }
+    }
+    let mut display = format!("Conv2d({c_in}, {c_out}, kernel_size={}, stride={}", fmt_pair(k), fmt_pair(s), c_in = c_in.value, c_out = c_out.value);
+    if p != [0, 0] {
+        display += &format!(", padding={}", fmt_pair(p));
+    }
+    if d != [1, 1] {
+        display += &format!(", dilation={}", fmt_pair(d));
+    }
+    if !bias.value {
+        display += ", bias=False";
+    }
+    display.push(')');
+    let kind = Kind::Conv2d { c_in: c_in.value, c_out: c_out.value, kernel: k, stride: s, padding: p, dilation: d, bias: bias.value };
+    Some((kind, display, vec![c_out.value, out[0], out[1]]))
+}
+
+/// Conv2d's padding: sizes, or PyTorch's strings 'valid' (none) and 'same' (stride 1 only).
+fn conv_padding(cx: &mut Ctxt, a: &Args, kernel: Option<[usize; 2]>, dilation: Option<[usize; 2]>, stride: Option<[usize; 2]>) -> Option<crate::value::Spanned<[usize; 2]>> {
+    match a.value("padding")? {
+        (Value::Str(s), span) if s == "valid" => Some(crate::value::Spanned { value: [0, 0], span }),
+        (Value::Str(s), span) if s == "same" => {
+            let (k, d) = (kernel?, dilation?);
+            if stride? != [1, 1] {
+                cx.error(span, "padding = \"same\" needs stride 1 (PyTorch refuses it for strided convolutions)", Some("give the padding as a number".into()));
+                return None;
+            }
+            let total = [d[0] * (k[0] - 1), d[1] * (k[1] - 1)];
+            if total[0] % 2 == 1 || total[1] % 2 == 1 {
+                cx.error(span, "padding = \"same\" with an even kernel pads one side more than the other, which staticnet does not support yet", Some("use an odd kernel_size".into()));
+                return None;
+            }
+            Some(crate::value::Spanned { value: [total[0] / 2, total[1] / 2], span })
+        }
+        (Value::Str(s), span) => {
+            cx.error(span, format!("padding must be a size, a pair, \"same\" or \"valid\", got \"{s}\""), None);
+            None
+        }
+        _ => a.pair(cx, "padding", 0),
+    }
+}
+
+/// `Linear(in_features, out_features, bias=True)`.
+fn check_linear(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
+    let flat = match at.input[..] {
+        [f] => Some(f),
+        _ => None,
+    };
+    let in_f = a.size(cx, "in_features", flat);
+    let out_f = a.positive(cx, "out_features");
+    let bias = a.bool(cx, "bias");
+    let (out_f, bias) = (out_f?, bias?);
+    let Some(f) = flat else {
+        let numel: usize = at.input.iter().product();
+        let product = at.input.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" * ");
+        cx.error(
+            at.kind_span,
+            format!("Linear needs a flat input, but {} arrives ({})", fmt_shape(&at.input), at.from()),
+            Some(format!("add `Flatten,` before this layer: it turns {} into {product} = {numel} features", fmt_shape(&at.input))),
+        );
+        return None;
+    };
+    let in_f = in_f?;
+    if in_f.value != f {
+        let written = match &at.origin {
+            Origin::Flatten(of) => of.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" * "),
+            _ => f.to_string(),
+        };
+        cx.error(
+            in_f.span,
+            format!("Linear expects {} input features, but {f} arrive ({})", in_f.value, at.from()),
+            Some(format!("write {}, or {} to infer it", a.render_with("in_features", &written), a.render_with("in_features", "_"))),
+        );
+    }
+    let display = format!("Linear(in_features={}, out_features={}, bias={})", in_f.value, out_f.value, py_bool(bias.value));
+    Some((Kind::Linear { in_features: in_f.value, out_features: out_f.value, bias: bias.value }, display, vec![out_f.value]))
+}
+
+/// ReLU, LeakyReLU, Sigmoid, Tanh: any shape; `inplace` is accepted and changes nothing.
+fn check_activation(cx: &mut Ctxt, a: &Args, at: &Here, act: impl Fn(&mut Ctxt, &Args) -> Option<Act>) -> Outcome {
+    if a.sig.params.iter().any(|p| p.name == "inplace") {
+        a.bool(cx, "inplace")?;
+    }
+    let act = act(cx, a)?;
+    let display = match act {
+        Act::ReLU => "ReLU()".to_string(),
+        Act::LeakyReLU(s) => format!("LeakyReLU(negative_slope={})", py_float(s)),
+        Act::Sigmoid => "Sigmoid()".to_string(),
+        Act::Tanh => "Tanh()".to_string(),
+    };
+    Some((Kind::Activation(act), display, at.input.clone()))
+}
+
+/// `MaxPool2d(kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
+/// ceil_mode=False)` and `AvgPool2d(kernel_size, stride=None, padding=0, ceil_mode=False,
+/// count_include_pad=True, divisor_override=None)`.
+fn check_pool2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
+    let kind = a.sig.kind;
+    let is_max = kind == "MaxPool2d";
+    let image = need_image(cx, at, kind);
+    let kernel = a.pair(cx, "kernel_size", 1);
+    let stride = match a.value("stride") {
+        Some((Value::None, _)) => kernel.as_ref().map(|k| crate::value::Spanned { value: k.value, span: k.span }),
+        _ => a.pair(cx, "stride", 1),
+    };
+    let padding = a.pair(cx, "padding", 0);
+    let dilation = if is_max { a.pair(cx, "dilation", 1) } else { Some(crate::value::Spanned { value: [1, 1], span: at.kind_span }) };
+    let ceil_mode = a.bool(cx, "ceil_mode");
+    let (mut count_include_pad, mut divisor) = (true, 0);
+    if is_max {
+        if let Some(r) = a.bool(cx, "return_indices")
+            && r.value
+        {
+            cx.error(r.span, "return_indices = true is not supported: staticnet keeps the indices for the backward itself", None);
+        }
+    } else {
+        count_include_pad = a.bool(cx, "count_include_pad")?.value;
+        divisor = match a.value("divisor_override")? {
+            (Value::None, _) => 0,
+            _ => a.positive(cx, "divisor_override")?.value,
+        };
+    }
+    let (kernel, stride, padding, dilation, ceil_mode, (c, h, w)) = (kernel?, stride?, padding?, dilation?, ceil_mode?, image?);
+    let (k, s, p, d) = (kernel.value, stride.value, padding.value, dilation.value);
+    // PyTorch: "pad should be at most half of effective kernel size".
+    for axis in 0..2 {
+        let eff = effective_kernel(k[axis], d[axis]);
+        if 2 * p[axis] > eff {
+            cx.error(
+                padding.span,
+                format!("{kind} padding {} is more than half of its kernel size {eff}, which PyTorch refuses", p[axis]),
+                Some(format!("use padding = {} or less", eff / 2)),
+            );
+            return None;
+        }
+    }
+    let mut out = [0; 2];
+    for axis in 0..2 {
+        let len = [h, w][axis];
+        match pool_out(len, k[axis], s[axis], p[axis], d[axis], ceil_mode.value) {
+            Some(o) => out[axis] = o,
+            None => {
+                cx.error(
+                    at.kind_span,
+                    format!(
+                        "{kind} shrinks {} to nothing: its {}×{} window does not fit the {}×{} input{}",
+                        fmt_shape(&at.input),
+                        k[0],
+                        k[1],
+                        h,
+                        w,
+                        if p[axis] > 0 { format!(" padded by {}", p[axis]) } else { String::new() }
+                    ),
+                    Some(format!("the input comes from {}: remove this pooling layer or pool less before it", at.from())),
+                );
+                return None;
+            }
+        }
+    }
+    let (kind_v, display) = if is_max {
+        (
+            Kind::MaxPool2d { kernel: k, stride: s, padding: p, dilation: d, ceil_mode: ceil_mode.value },
+            format!(
+                "MaxPool2d(kernel_size={}, stride={}, padding={}, dilation={}, ceil_mode={})",
+                fmt_pair_or_int(k),
+                fmt_pair_or_int(s),
+                fmt_pair_or_int(p),
+                fmt_pair_or_int(d),
+                py_bool(ceil_mode.value)
+            ),
+        )
+    } else {
+        (
+            Kind::AvgPool2d { kernel: k, stride: s, padding: p, ceil_mode: ceil_mode.value, count_include_pad, divisor_override: divisor },
+            format!("AvgPool2d(kernel_size={}, stride={}, padding={})", fmt_pair_or_int(k), fmt_pair_or_int(s), fmt_pair_or_int(p)),
+        )
+    };
+    Some((kind_v, display, vec![c, out[0], out[1]]))
+}
+
+/// `AdaptiveAvgPool2d(output_size)`: an int, a pair, or a pair with None (keep that side).
+fn check_adaptive_avg_pool2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
+    let image = need_image(cx, at, "AdaptiveAvgPool2d");
+    let (value, span) = a.value("output_size")?;
+    let (c, h, w) = image?;
+    let side = |cx: &mut Ctxt, v: &Value, keep: usize| -> Option<usize> {
+        match v {
+            Value::Int(i) if *i >= 1 => Some(*i as usize),
+            Value::None => Some(keep),
+            Value::Int(i) => {
+                cx.error(span, format!("AdaptiveAvgPool2d output_size must be at least 1, got {i}"), None);
+                None
+            }
+            other => {
+                cx.error(span, format!("AdaptiveAvgPool2d output_size must be an integer or a pair, got {}", other.describe()), None);
+                None
+            }
+        }
+    };
+    let out = match &value {
+        Value::Tuple(items) if items.len() == 2 => [side(cx, &items[0], h)?, side(cx, &items[1], w)?],
+        Value::Tuple(_) => {
+            cx.error(span, "AdaptiveAvgPool2d output_size must be one integer or a pair (height, width)", None);
+            return None;
+        }
+        v => {
+            let s = side(cx, v, h)?;
+            [s, s]
+        }
+    };
+    let display = format!("AdaptiveAvgPool2d(output_size={})", if out[0] == out[1] && !matches!(value, Value::Tuple(_)) { out[0].to_string() } else { fmt_pair(out) });
+    Some((Kind::AdaptiveAvgPool2d { output: out }, display, vec![c, out[0], out[1]]))
+}
+
+/// `Flatten(start_dim=1, end_dim=-1)`: everything after the batch dimension into one.
+fn check_flatten(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
+    let (start, end) = (a.value("start_dim")?, a.value("end_dim")?);
+    let last = at.input.len() as i64; // the last dimension, counting the batch as 0
+    let ok_end = matches!(end.0, Value::Int(e) if e == -1 || e == last);
+    if start.0 != Value::Int(1) || !ok_end {
+        cx.error(start.1, "Flatten keeps the batch dimension and flattens all the others: only start_dim = 1, end_dim = -1 is supported", None);
+        return None;
+    }
+    Some((Kind::Flatten, "Flatten(start_dim=1, end_dim=-1)".into(), vec![at.input.iter().product()]))
+}
+
+/// `Dropout(p=0.5, inplace=False)`.
+fn check_dropout(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
+    a.bool(cx, "inplace")?;
+    let p = a.float(cx, "p")?;
+    if !(0.0..1.0).contains(&p.value) {
+        cx.error(
+            p.span,
+            format!("Dropout probability has to be in [0, 1), got {}", p.value),
+            Some("p is the probability of zeroing an element: 0.5 drops half of them".into()),
+        );
+        return None;
+    }
+    Some((Kind::Dropout { p: p.value }, format!("Dropout(p={}, inplace=False)", py_float(p.value)), at.input.clone()))
+}
+
+/// `BatchNorm2d(num_features, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)`
+/// on images, `BatchNorm1d` on vectors.
+fn check_batch_norm(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
+    let kind = a.sig.kind;
+    let two_d = kind == "BatchNorm2d";
+    let channels = match (two_d, &at.input[..]) {
+        (true, [c, _, _]) | (false, [c]) => Some(*c),
+        _ => None,
+    };
+    let n = a.size(cx, "num_features", channels);
+    let eps = a.float(cx, "eps");
+    let momentum = a.opt_float(cx, "momentum");
+    let affine = a.bool(cx, "affine");
+    let track = a.bool(cx, "track_running_stats");
+    let (n, eps, momentum, affine, track) = (n?, eps?, momentum?, affine?, track?);
+    let Some(c) = channels else {
+        let (want, other) = if two_d { ("an image input [C, H, W]", "BatchNorm1d for vectors") } else { ("a vector input [F]", "BatchNorm2d for images") };
+        cx.error(at.kind_span, format!("{kind} needs {want}, but {} arrives ({})", fmt_shape(&at.input), at.from()), Some(format!("use {other}")));
+        return None;
+    };
+    if n.value != c {
+        cx.error(
+            n.span,
+            format!("{kind} expects {} {}, but {c} arrive ({})", n.value, if two_d { "channels" } else { "features" }, at.from()),
+            Some(format!("write {}, or {} to infer it", a.render_with("num_features", &c.to_string()), a.render_with("num_features", "_"))),
+        );
+    }
+    if eps.value <= 0.0 {
+        cx.error(eps.span, format!("{kind} eps must be positive, got {}", eps.value), None);
+    }
+    if let Some(m) = momentum.value
+        && !(0.0..=1.0).contains(&m)
+    {
+        cx.error(momentum.span, format!("{kind} momentum must be in [0, 1] (or None for a cumulative average), got {m}"), None);
+    }
+    let display = format!(
+        "{kind}({}, eps={}, momentum={}, affine={}, track_running_stats={})",
+        n.value,
+        py_float(eps.value),
+        momentum.value.map_or("None".to_string(), py_float),
+        py_bool(affine.value),
+        py_bool(track.value)
+    );
+    let kind_v = Kind::BatchNorm { two_d, c: n.value, eps: eps.value, momentum: momentum.value, affine: affine.value, track_running_stats: track.value };
+    Some((kind_v, display, at.input.clone()))
+}
+
+/// `Softmax(dim=None)` and `LogSoftmax(dim=None)`: over dimension 1 (the features or channels),
+/// which is also what PyTorch's implicit dim picks for these inputs.
+fn check_softmax(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
+    let kind = a.sig.kind;
+    let (dim, span) = a.value("dim")?;
+    let ok = match dim {
+        Value::None | Value::Int(1) => true,
+        Value::Int(-1) => at.input.len() == 1,
+        _ => false,
+    };
+    if !ok {
+        cx.error(span, format!("{kind} normalises over dim = 1 (the features or channels) in staticnet; dim = {dim:?} is not supported"), None);
+        return None;
+    }
+    Some((Kind::Softmax { log: kind == "LogSoftmax" }, format!("{kind}(dim=1)"), at.input.clone()))
+}

@@ -1,0 +1,113 @@
+//! The backward pass: the layers in reverse, each reading the gradient of its output and
+//! writing the gradient of its input (when a layer before it has parameters) and adding to
+//! its parameters' gradients (unless they are frozen). For Model A's second convolution:
+//!
+//! ```text
+//! let (dy, dx) = B::io(p.grad, G_CNN2.at(n), G_MAXPOOL1.at(n));
+//! let dwb = if p.frozen[3] { None } else { Some(B::dst(p.grads, P_CNN2)) };
+//! p.dev.conv2d_backward(&CNN2, n, B::src(p.act, X_MAXPOOL1.at(n)), B::src(p.params, P_CNN2), dy, Some(dx), dwb, B::dst(p.scratch, 0..p.scratch_len))?;
+//! ```
+
+use proc_macro2::{Literal, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+
+use super::op_ident;
+use crate::check::Kind;
+use crate::plan::{Plan, Step};
+
+/// `fn backward_pass(p: Pass<'_, B>) -> Result<()>`.
+pub fn backward_pass(plan: &Plan) -> TokenStream {
+    let steps = plan.steps.iter().rev().map(step);
+    quote! {
+        fn backward_pass(mut p: Pass<'_, B>) -> Result<()> {
+            let n = p.n;
+            #(#steps)*
+            Ok(())
+        }
+    }
+}
+
+fn step(step: &Step) -> TokenStream {
+    let Some(dy) = &step.dy else { return TokenStream::new() };
+    let op = op_ident(step);
+    let (x, y, dy) = (&step.x.ident, &step.y.ident, &dy.ident);
+    let span = step.layer.span.start;
+    // dy, and dx when this layer passes a gradient on.
+    let (grads, dx) = match &step.dx {
+        Some(dx) => {
+            let dx = &dx.ident;
+            (quote!(let (dy, dx) = B::io(p.grad, #dy.at(n), #dx.at(n));), quote!(Some(dx)))
+        }
+        None => (quote!(let dy = B::src(p.grad, #dy.at(n));), quote!(None)),
+    };
+    let layer = Literal::usize_unsuffixed(step.index);
+    let params = step.params.as_ref().map(|_| format_ident!("P_{}", step.stem));
+    let dwb = match &params {
+        Some(params) => quote!(let dwb = if p.frozen[#layer] { None } else { Some(B::dst(p.grads, #params)) };),
+        None => quote!(let dwb = None;),
+    };
+    let body = match &step.layer.kind {
+        Kind::Flatten => return TokenStream::new(),
+        Kind::Conv2d { .. } => quote! {
+            #grads
+            #dwb
+            p.dev.conv2d_backward(&#op, n, B::src(p.act, #x.at(n)), B::src(p.params, #params), dy, #dx, dwb, B::dst(p.scratch, 0..p.scratch_len))?;
+        },
+        Kind::Linear { .. } => quote! {
+            #grads
+            #dwb
+            p.dev.linear_backward(&#op, n, B::src(p.act, #x.at(n)), B::src(p.params, #params), dy, #dx, dwb)?;
+        },
+        // A layer without parameters runs its backward only to pass the gradient on: dx exists.
+        Kind::Activation(_) => quote! {
+            #grads
+            p.dev.activation_backward(#op, n * #y.len, B::src(p.act, #x.at(n)), B::src(p.act, #y.at(n)), dy, dx)?;
+        },
+        Kind::MaxPool2d { .. } => {
+            let idx = format_ident!("I_{}", step.stem);
+            quote! {
+                #grads
+                p.dev.max_pool2d_backward(&#op, n, B::src(p.idx, #idx.at(n)), dy, dx)?;
+            }
+        }
+        Kind::AvgPool2d { .. } => quote! {
+            #grads
+            p.dev.avg_pool2d_backward(&#op, n, dy, dx)?;
+        },
+        Kind::AdaptiveAvgPool2d { .. } => quote! {
+            #grads
+            p.dev.adaptive_avg_pool2d_backward(&#op, n, dy, dx)?;
+        },
+        Kind::BatchNorm { track_running_stats, .. } => {
+            let saved = format_ident!("S_{}", step.stem);
+            let wb = match &params {
+                Some(params) => quote!(Some(B::src(p.params, #params))),
+                None => quote!(None),
+            };
+            // Batch statistics were used (and are differentiated) in training, or always
+            // without running statistics.
+            let batch_stats = if *track_running_stats { quote!(p.training) } else { quote!(true) };
+            quote! {
+                #grads
+                #dwb
+                p.dev.batch_norm_backward(&#op, n, #batch_stats, B::src(p.act, #x.at(n)), #wb, B::dst(p.saved, #saved), dy, #dx, dwb)?;
+            }
+        }
+        Kind::Dropout { .. } => {
+            let layer = Literal::u32_unsuffixed(step.index as u32);
+            quote! {
+                #grads
+                if p.training {
+                    p.dev.dropout_backward(&#op, n, ops::Dropout::key(p.seed, p.step, #layer), dy, dx)?;
+                } else {
+                    p.dev.copy(dy, dx)?;
+                }
+            }
+        }
+        Kind::Softmax { .. } => quote! {
+            #grads
+            p.dev.softmax_backward(&#op, n, B::src(p.act, #y.at(n)), dy, dx)?;
+        },
+    };
+    quote_spanned!(span=> { #body })
+}

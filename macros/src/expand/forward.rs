@@ -1,0 +1,108 @@
+//! The forward pass: one kernel call per layer, in order, each reading its input's slot and
+//! writing its output's slot. For Model A's first layer:
+//!
+//! ```text
+//! let (x, y) = B::io(p.act, X_INPUT.at(n), X_CNN1.at(n));
+//! p.dev.conv2d_forward(&CNN1, n, x, B::src(p.params, P_CNN1), y, B::dst(p.scratch, 0..p.scratch_len))?;
+//! ```
+
+use proc_macro2::{Literal, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+
+use super::op_ident;
+use crate::check::Kind;
+use crate::plan::{Plan, Step};
+
+/// `fn forward_pass(p: Pass<'_, B>) -> Result<()>`.
+pub fn forward_pass(plan: &Plan) -> TokenStream {
+    let steps = plan.steps.iter().map(step);
+    quote! {
+        fn forward_pass(mut p: Pass<'_, B>) -> Result<()> {
+            let n = p.n;
+            #(#steps)*
+            Ok(())
+        }
+    }
+}
+
+/// One layer's forward. Spanned at the layer, so a type error in it points at the listing.
+fn step(step: &Step) -> TokenStream {
+    let op = op_ident(step);
+    let (x, y) = (&step.x.ident, &step.y.ident);
+    let span = step.layer.span.start;
+    let io = quote!(let (x, y) = B::io(p.act, #x.at(n), #y.at(n)););
+    let params = step.params.as_ref().map(|_| format_ident!("P_{}", step.stem));
+    let body = match &step.layer.kind {
+        Kind::Flatten => return TokenStream::new(),
+        Kind::Conv2d { .. } => quote! {
+            #io
+            p.dev.conv2d_forward(&#op, n, x, B::src(p.params, #params), y, B::dst(p.scratch, 0..p.scratch_len))?;
+        },
+        Kind::Linear { .. } => quote! {
+            #io
+            p.dev.linear_forward(&#op, n, x, B::src(p.params, #params), y)?;
+        },
+        Kind::Activation(_) => quote! {
+            #io
+            p.dev.activation_forward(#op, n * #y.len, x, y)?;
+        },
+        Kind::MaxPool2d { .. } => {
+            let idx = format_ident!("I_{}", step.stem);
+            quote! {
+                #io
+                p.dev.max_pool2d_forward(&#op, n, x, y, B::dst(p.idx, #idx.at(n)))?;
+            }
+        }
+        Kind::AvgPool2d { .. } => quote! {
+            #io
+            p.dev.avg_pool2d_forward(&#op, n, x, y)?;
+        },
+        Kind::AdaptiveAvgPool2d { .. } => quote! {
+            #io
+            p.dev.adaptive_avg_pool2d_forward(&#op, n, x, y)?;
+        },
+        Kind::BatchNorm { track_running_stats, .. } => {
+            let saved = format_ident!("S_{}", step.stem);
+            let wb = match &params {
+                Some(params) => quote!(Some(B::src(p.params, #params))),
+                None => quote!(None),
+            };
+            if *track_running_stats {
+                let running = format_ident!("R_{}", step.stem);
+                let counter = Literal::usize_unsuffixed(step.counter.expect("a tracking batch-norm has a counter"));
+                quote! {
+                    #io
+                    if p.training {
+                        p.counters[#counter] += 1;
+                        let factor = #op.factor(p.counters[#counter]);
+                        p.dev.batch_norm_forward_train(&#op, n, x, #wb, Some(B::dst(p.buffers, #running)), factor, B::dst(p.saved, #saved), y)?;
+                    } else {
+                        p.dev.batch_norm_forward_eval(&#op, n, x, #wb, B::src(p.buffers, #running), B::dst(p.saved, #saved), y)?;
+                    }
+                }
+            } else {
+                // Without running statistics PyTorch normalises with the batch's in both modes.
+                quote! {
+                    #io
+                    p.dev.batch_norm_forward_train(&#op, n, x, #wb, None, 0.0, B::dst(p.saved, #saved), y)?;
+                }
+            }
+        }
+        Kind::Dropout { .. } => {
+            let layer = Literal::u32_unsuffixed(step.index as u32);
+            quote! {
+                #io
+                if p.training {
+                    p.dev.dropout_forward(&#op, n, ops::Dropout::key(p.seed, p.step, #layer), x, y)?;
+                } else {
+                    p.dev.copy(x, y)?;
+                }
+            }
+        }
+        Kind::Softmax { .. } => quote! {
+            #io
+            p.dev.softmax_forward(&#op, n, x, y)?;
+        },
+    };
+    quote_spanned!(span=> { #body })
+}

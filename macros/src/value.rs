@@ -1,0 +1,108 @@
+//! Evaluation of argument values: integer expressions (`32 * 7 * 7`), `_`, floats, booleans,
+//! `None`, tuples and strings, each kept with its span.
+
+use proc_macro2::Span;
+use syn::spanned::Spanned as _;
+use syn::{BinOp, Expr, Lit, UnOp};
+
+/// An evaluated argument.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    /// `_`: infer from the shape flowing in.
+    Infer,
+    /// Python's `None`.
+    None,
+    Tuple(Vec<Value>),
+    Str(String),
+}
+
+impl Value {
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Value::Int(_) => "an integer",
+            Value::Float(_) => "a float",
+            Value::Bool(_) => "a boolean",
+            Value::Infer => "`_`",
+            Value::None => "None",
+            Value::Tuple(_) => "a tuple",
+            Value::Str(_) => "a string",
+        }
+    }
+}
+
+/// Evaluates `expr`; the error points at the part that cannot be evaluated.
+pub fn eval(expr: &Expr) -> syn::Result<Value> {
+    match expr {
+        Expr::Lit(lit) => match &lit.lit {
+            Lit::Int(i) => Ok(Value::Int(i.base10_parse()?)),
+            Lit::Float(f) => Ok(Value::Float(f.base10_parse()?)),
+            Lit::Bool(b) => Ok(Value::Bool(b.value)),
+            Lit::Str(s) => Ok(Value::Str(s.value())),
+            other => Err(syn::Error::new(other.span(), "expected a number, a boolean, `_`, None, a tuple or a string")),
+        },
+        Expr::Infer(_) => Ok(Value::Infer),
+        Expr::Paren(p) => eval(&p.expr),
+        Expr::Group(g) => eval(&g.expr),
+        Expr::Tuple(t) => Ok(Value::Tuple(t.elems.iter().map(eval).collect::<syn::Result<_>>()?)),
+        Expr::Path(p) if p.path.is_ident("None") => Ok(Value::None),
+        // PyTorch code spells booleans the Python way; accept both.
+        Expr::Path(p) if p.path.is_ident("True") => Ok(Value::Bool(true)),
+        Expr::Path(p) if p.path.is_ident("False") => Ok(Value::Bool(false)),
+        Expr::Unary(u) if matches!(u.op, UnOp::Neg(_)) => match eval(&u.expr)? {
+            Value::Int(v) => Ok(Value::Int(-v)),
+            Value::Float(v) => Ok(Value::Float(-v)),
+            _ => Err(syn::Error::new(u.span(), "only a number can be negated")),
+        },
+        Expr::Binary(b) => {
+            let (l, r) = (eval(&b.left)?, eval(&b.right)?);
+            let overflow = || syn::Error::new(b.span(), "this size overflows");
+            match (l, r) {
+                (Value::Int(l), Value::Int(r)) => match b.op {
+                    BinOp::Add(_) => l.checked_add(r).map(Value::Int).ok_or_else(overflow),
+                    BinOp::Sub(_) => l.checked_sub(r).map(Value::Int).ok_or_else(overflow),
+                    BinOp::Mul(_) => l.checked_mul(r).map(Value::Int).ok_or_else(overflow),
+                    BinOp::Div(_) | BinOp::Rem(_) if r == 0 => Err(syn::Error::new(b.right.span(), "division by zero")),
+                    BinOp::Div(_) => Ok(Value::Int(l / r)),
+                    BinOp::Rem(_) => Ok(Value::Int(l % r)),
+                    _ => Err(syn::Error::new(b.op.span(), "sizes support only + - * / %")),
+                },
+                (l, r) => match (as_float(&l), as_float(&r)) {
+                    (Some(l), Some(r)) => match b.op {
+                        BinOp::Add(_) => Ok(Value::Float(l + r)),
+                        BinOp::Sub(_) => Ok(Value::Float(l - r)),
+                        BinOp::Mul(_) => Ok(Value::Float(l * r)),
+                        BinOp::Div(_) => Ok(Value::Float(l / r)),
+                        _ => Err(syn::Error::new(b.op.span(), "numbers support only + - * /")),
+                    },
+                    _ => Err(syn::Error::new(b.span(), "only numbers can be combined with + - * /")),
+                },
+            }
+        }
+        Expr::Path(p) => Err(syn::Error::new(
+            p.span(),
+            format!(
+                "network! computes every size at compile time and cannot read `{}`: write the number, or `_` to infer it",
+                quote::ToTokens::to_token_stream(&p.path).to_string().replace(' ', "")
+            ),
+        )),
+        other => Err(syn::Error::new(other.span(), "expected a number, a boolean, `_`, None, a tuple or a string")),
+    }
+}
+
+fn as_float(v: &Value) -> Option<f64> {
+    match v {
+        Value::Int(i) => Some(*i as f64),
+        Value::Float(f) => Some(*f),
+        _ => None,
+    }
+}
+
+/// A value and where it was written.
+#[derive(Clone, Debug)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub span: Span,
+}

@@ -1,0 +1,236 @@
+//! The CPU backend: buffers are `Vec`s, views are slices, kernels are `ops::<op>::cpu` run on
+//! rayon's thread pool (set its size with `RAYON_NUM_THREADS`).
+
+use std::ops::Range;
+
+use super::{Backend, Elem};
+use crate::Result;
+use crate::network::Op;
+use crate::ops::{self, Activation, AdamStep, AdaptiveAvgPool2d, BatchNorm, Conv2d, CrossEntropy, Dropout, Linear, LossOutput, Pool2d, SgdStep, Softmax};
+
+/// The CPU, with as many threads as rayon's global pool has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cpu;
+
+fn disjoint(a: &Range<usize>, b: &Range<usize>) -> bool {
+    a.is_empty() || b.is_empty() || a.end <= b.start || b.end <= a.start
+}
+
+impl Backend for Cpu {
+    type Buf<T: Elem> = Vec<T>;
+    type Src<'a, T: Elem> = &'a [T];
+    type Dst<'a, T: Elem> = &'a mut [T];
+
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn alloc<T: Elem>(&self, len: usize) -> Result<Vec<T>> {
+        Ok(vec![T::default(); len])
+    }
+
+    fn len<T: Elem>(buf: &Vec<T>) -> usize {
+        buf.len()
+    }
+
+    fn upload<T: Elem>(&self, dst: &mut Vec<T>, at: usize, src: &[T]) -> Result<()> {
+        dst[at..at + src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn download<T: Elem>(&self, src: &Vec<T>, at: usize, dst: &mut [T]) -> Result<()> {
+        dst.copy_from_slice(&src[at..at + dst.len()]);
+        Ok(())
+    }
+
+    fn src<T: Elem>(buf: &Vec<T>, range: Range<usize>) -> &[T] {
+        &buf[range]
+    }
+
+    fn dst<T: Elem>(buf: &mut Vec<T>, range: Range<usize>) -> &mut [T] {
+        &mut buf[range]
+    }
+
+    fn io<T: Elem>(buf: &mut Vec<T>, src: Range<usize>, dst: Range<usize>) -> (&[T], &mut [T]) {
+        let (a, _, y) = Self::io2(buf, src.clone(), src, dst);
+        (a, y)
+    }
+
+    fn io2<T: Elem>(buf: &mut Vec<T>, a: Range<usize>, b: Range<usize>, dst: Range<usize>) -> (&[T], &[T], &mut [T]) {
+        assert!(disjoint(&a, &dst) && disjoint(&b, &dst), "views {a:?}, {b:?} overlap the output {dst:?}");
+        assert!(a.end <= buf.len() && b.end <= buf.len() && dst.end <= buf.len() && a.start <= a.end && b.start <= b.end && dst.start <= dst.end);
+        let p = buf.as_mut_ptr();
+        // SAFETY: all three ranges are inside the buffer, and the written one overlaps neither
+        // read one (checked above), so no element is both borrowed shared and mutably.
+        unsafe {
+            (
+                std::slice::from_raw_parts(p.add(a.start), a.len()),
+                std::slice::from_raw_parts(p.add(b.start), b.len()),
+                std::slice::from_raw_parts_mut(p.add(dst.start), dst.len()),
+            )
+        }
+    }
+
+    fn dst2<T: Elem>(buf: &mut Vec<T>, a: Range<usize>, b: Range<usize>) -> (&mut [T], &mut [T]) {
+        assert!(disjoint(&a, &b), "output views {a:?} and {b:?} overlap");
+        assert!(a.end <= buf.len() && b.end <= buf.len() && a.start <= a.end && b.start <= b.end);
+        let p = buf.as_mut_ptr();
+        // SAFETY: both ranges are inside the buffer and do not overlap (checked above).
+        unsafe { (std::slice::from_raw_parts_mut(p.add(a.start), a.len()), std::slice::from_raw_parts_mut(p.add(b.start), b.len())) }
+    }
+
+    fn fill(&self, dst: &mut [f32], value: f32) -> Result<()> {
+        dst.fill(value);
+        Ok(())
+    }
+
+    fn copy(&self, src: &[f32], dst: &mut [f32]) -> Result<()> {
+        dst.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn scratch_len(&self, op: &Op, n: usize) -> usize {
+        match op {
+            Op::Conv2d(op) => ops::conv2d::cpu::scratch_len(op, n),
+            _ => 0,
+        }
+    }
+
+    fn conv2d_forward(&self, op: &Conv2d, n: usize, x: &[f32], wb: &[f32], y: &mut [f32], scratch: &mut [f32]) -> Result<()> {
+        ops::conv2d::cpu::forward(op, n, x, wb, y, scratch);
+        Ok(())
+    }
+
+    fn conv2d_backward(&self, op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dwb: Option<&mut [f32]>, scratch: &mut [f32]) -> Result<()> {
+        ops::conv2d::cpu::backward(op, n, x, wb, dy, dx, dwb, scratch);
+        Ok(())
+    }
+
+    fn linear_forward(&self, op: &Linear, n: usize, x: &[f32], wb: &[f32], y: &mut [f32]) -> Result<()> {
+        ops::linear::cpu::forward(op, n, x, wb, y);
+        Ok(())
+    }
+
+    fn linear_backward(&self, op: &Linear, n: usize, x: &[f32], wb: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dwb: Option<&mut [f32]>) -> Result<()> {
+        ops::linear::cpu::backward(op, n, x, wb, dy, dx, dwb);
+        Ok(())
+    }
+
+    fn max_pool2d_forward(&self, op: &Pool2d, n: usize, x: &[f32], y: &mut [f32], argmax: &mut [u32]) -> Result<()> {
+        ops::pool2d::cpu::max_forward(op, n, x, y, argmax);
+        Ok(())
+    }
+
+    fn max_pool2d_backward(&self, op: &Pool2d, n: usize, argmax: &[u32], dy: &[f32], dx: &mut [f32]) -> Result<()> {
+        ops::pool2d::cpu::max_backward(op, n, argmax, dy, dx);
+        Ok(())
+    }
+
+    fn avg_pool2d_forward(&self, op: &Pool2d, n: usize, x: &[f32], y: &mut [f32]) -> Result<()> {
+        ops::pool2d::cpu::avg_forward(op, n, x, y);
+        Ok(())
+    }
+
+    fn avg_pool2d_backward(&self, op: &Pool2d, n: usize, dy: &[f32], dx: &mut [f32]) -> Result<()> {
+        ops::pool2d::cpu::avg_backward(op, n, dy, dx);
+        Ok(())
+    }
+
+    fn adaptive_avg_pool2d_forward(&self, op: &AdaptiveAvgPool2d, n: usize, x: &[f32], y: &mut [f32]) -> Result<()> {
+        ops::adaptive_avg_pool2d::cpu::forward(op, n, x, y);
+        Ok(())
+    }
+
+    fn adaptive_avg_pool2d_backward(&self, op: &AdaptiveAvgPool2d, n: usize, dy: &[f32], dx: &mut [f32]) -> Result<()> {
+        ops::adaptive_avg_pool2d::cpu::backward(op, n, dy, dx);
+        Ok(())
+    }
+
+    fn batch_norm_forward_train(&self, op: &BatchNorm, n: usize, x: &[f32], wb: Option<&[f32]>, running: Option<&mut [f32]>, factor: f32, saved: &mut [f32], y: &mut [f32]) -> Result<()> {
+        ops::batch_norm::cpu::forward_train(op, n, x, wb, running, factor, saved, y);
+        Ok(())
+    }
+
+    fn batch_norm_forward_eval(&self, op: &BatchNorm, n: usize, x: &[f32], wb: Option<&[f32]>, running: &[f32], saved: &mut [f32], y: &mut [f32]) -> Result<()> {
+        ops::batch_norm::cpu::forward_eval(op, n, x, wb, running, saved, y);
+        Ok(())
+    }
+
+    fn batch_norm_backward(
+        &self,
+        op: &BatchNorm,
+        n: usize,
+        batch_stats: bool,
+        x: &[f32],
+        wb: Option<&[f32]>,
+        saved: &mut [f32],
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+        dwb: Option<&mut [f32]>,
+    ) -> Result<()> {
+        ops::batch_norm::cpu::backward(op, n, batch_stats, x, wb, saved, dy, dx, dwb);
+        Ok(())
+    }
+
+    fn dropout_forward(&self, op: &Dropout, n: usize, key: u64, x: &[f32], y: &mut [f32]) -> Result<()> {
+        ops::dropout::cpu::forward(op, n, key, x, y);
+        Ok(())
+    }
+
+    fn dropout_backward(&self, op: &Dropout, n: usize, key: u64, dy: &[f32], dx: &mut [f32]) -> Result<()> {
+        ops::dropout::cpu::backward(op, n, key, dy, dx);
+        Ok(())
+    }
+
+    fn activation_forward(&self, act: Activation, len: usize, x: &[f32], y: &mut [f32]) -> Result<()> {
+        ops::activation::cpu::forward(act, len, x, y);
+        Ok(())
+    }
+
+    fn activation_backward(&self, act: Activation, len: usize, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) -> Result<()> {
+        ops::activation::cpu::backward(act, len, x, y, dy, dx);
+        Ok(())
+    }
+
+    fn softmax_forward(&self, op: &Softmax, n: usize, x: &[f32], y: &mut [f32]) -> Result<()> {
+        ops::softmax::cpu::forward(op, n, x, y);
+        Ok(())
+    }
+
+    fn softmax_backward(&self, op: &Softmax, n: usize, y: &[f32], dy: &[f32], dx: &mut [f32]) -> Result<()> {
+        ops::softmax::cpu::backward(op, n, y, dy, dx);
+        Ok(())
+    }
+
+    fn add(&self, len: usize, a: &[f32], b: &[f32], y: &mut [f32]) -> Result<()> {
+        ops::add::cpu::add(len, a, b, y);
+        Ok(())
+    }
+
+    fn add_assign(&self, len: usize, y: &mut [f32], x: &[f32]) -> Result<()> {
+        ops::add::cpu::add_assign(len, y, x);
+        Ok(())
+    }
+
+    fn cross_entropy(&self, op: &CrossEntropy, n: usize, logits: &[f32], labels: &[u32], dlogits: Option<&mut [f32]>) -> Result<LossOutput> {
+        Ok(ops::cross_entropy::cpu::forward_backward(op, n, logits, labels, dlogits))
+    }
+
+    fn mse(&self, len: usize, y: &[f32], target: &[f32], dy: Option<&mut [f32]>) -> Result<f32> {
+        Ok(ops::mse::cpu::forward_backward(len, y, target, dy))
+    }
+
+    fn sgd_step(&self, op: &SgdStep, p: &mut [f32], g: &[f32], momentum: &mut [f32]) -> Result<()> {
+        ops::sgd::cpu::step(op, p, g, momentum);
+        Ok(())
+    }
+
+    fn adam_step(&self, op: &AdamStep, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], vmax: Option<&mut [f32]>) -> Result<()> {
+        ops::adam::cpu::step(op, p, g, m, v, vmax);
+        Ok(())
+    }
+}

@@ -1,0 +1,169 @@
+//! The `Backend` trait: device memory and one method per kernel. The code `network!` generates
+//! calls these methods only, so a network runs on any backend unchanged.
+//!
+//! Memory is handed to kernels as views: `Src` (read) and `Dst` (write) into a backend buffer.
+//! On the CPU they are plain slices; a GPU backend makes them device pointers. A network keeps
+//! its parameters, gradients and activations in a few large buffers, and the generated code cuts
+//! the views it needs out of them with [`Backend::src`], [`Backend::dst`] and [`Backend::io`].
+
+pub mod cpu;
+
+use std::fmt::Debug;
+use std::ops::Range;
+
+use crate::Result;
+use crate::ops::{
+    Activation, AdamStep, AdaptiveAvgPool2d, BatchNorm, Conv2d, CrossEntropy, Dropout, Linear, LossOutput, Pool2d, SgdStep, Softmax,
+};
+
+pub use cpu::Cpu;
+
+/// An element type a buffer can hold: `f32` for tensors, `u32` for labels and pooling indices.
+pub trait Elem: Copy + Default + Send + Sync + Debug + 'static {}
+impl Elem for f32 {}
+impl Elem for u32 {}
+
+/// A device that runs staticnet's kernels. The value is the device handle (`Cpu`, or a GPU).
+///
+/// Every kernel takes its op description (`&Conv2d`, …), the batch size `n`, then its views.
+/// Views are exactly as long as the op needs for `n` samples (the generated code slices them).
+#[allow(clippy::too_many_arguments)]
+pub trait Backend: Clone + Debug + Send + Sync + 'static {
+    /// A buffer of device memory.
+    type Buf<T: Elem>: Send + Sync;
+    /// A read-only view into a buffer.
+    type Src<'a, T: Elem>: Copy
+    where
+        Self: 'a;
+    /// A writable view into a buffer.
+    type Dst<'a, T: Elem>
+    where
+        Self: 'a;
+
+    /// A human-readable name ("cpu", "cuda:0 (NVIDIA H100)").
+    fn name(&self) -> String;
+
+    // ---- memory ----
+
+    /// A zero-filled buffer of `len` elements.
+    fn alloc<T: Elem>(&self, len: usize) -> Result<Self::Buf<T>>;
+    fn len<T: Elem>(buf: &Self::Buf<T>) -> usize;
+    /// Copies `src` into `dst[at..]`.
+    fn upload<T: Elem>(&self, dst: &mut Self::Buf<T>, at: usize, src: &[T]) -> Result<()>;
+    /// Copies `src[at..at + dst.len()]` into `dst`.
+    fn download<T: Elem>(&self, src: &Self::Buf<T>, at: usize, dst: &mut [T]) -> Result<()>;
+    fn src<T: Elem>(buf: &Self::Buf<T>, range: Range<usize>) -> Self::Src<'_, T>;
+    fn dst<T: Elem>(buf: &mut Self::Buf<T>, range: Range<usize>) -> Self::Dst<'_, T>;
+    /// A read view and a write view into the same buffer; the ranges must not overlap.
+    fn io<T: Elem>(buf: &mut Self::Buf<T>, src: Range<usize>, dst: Range<usize>) -> (Self::Src<'_, T>, Self::Dst<'_, T>);
+    /// Two read views and a write view into the same buffer; `dst` must overlap neither.
+    fn io2<T: Elem>(buf: &mut Self::Buf<T>, a: Range<usize>, b: Range<usize>, dst: Range<usize>) -> (Self::Src<'_, T>, Self::Src<'_, T>, Self::Dst<'_, T>);
+    /// Two write views into the same buffer; the ranges must not overlap.
+    fn dst2<T: Elem>(buf: &mut Self::Buf<T>, a: Range<usize>, b: Range<usize>) -> (Self::Dst<'_, T>, Self::Dst<'_, T>);
+    fn fill(&self, dst: Self::Dst<'_, f32>, value: f32) -> Result<()>;
+    fn copy(&self, src: Self::Src<'_, f32>, dst: Self::Dst<'_, f32>) -> Result<()>;
+    /// Waits until every kernel launched so far has finished.
+    fn synchronize(&self) -> Result<()>;
+    /// Scratch floats the kernels of `op` need for a batch of `n`.
+    fn scratch_len(&self, op: &crate::network::Op, n: usize) -> usize;
+
+    // ---- layers ----
+
+    /// y = conv(x, w) + b. `wb`: weight then bias. `scratch`: `scratch_len` floats.
+    fn conv2d_forward(&self, op: &Conv2d, n: usize, x: Self::Src<'_, f32>, wb: Self::Src<'_, f32>, y: Self::Dst<'_, f32>, scratch: Self::Dst<'_, f32>) -> Result<()>;
+    /// dx written, dwb accumulated; either may be skipped.
+    fn conv2d_backward(
+        &self,
+        op: &Conv2d,
+        n: usize,
+        x: Self::Src<'_, f32>,
+        wb: Self::Src<'_, f32>,
+        dy: Self::Src<'_, f32>,
+        dx: Option<Self::Dst<'_, f32>>,
+        dwb: Option<Self::Dst<'_, f32>>,
+        scratch: Self::Dst<'_, f32>,
+    ) -> Result<()>;
+    fn linear_forward(&self, op: &Linear, n: usize, x: Self::Src<'_, f32>, wb: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;
+    fn linear_backward(
+        &self,
+        op: &Linear,
+        n: usize,
+        x: Self::Src<'_, f32>,
+        wb: Self::Src<'_, f32>,
+        dy: Self::Src<'_, f32>,
+        dx: Option<Self::Dst<'_, f32>>,
+        dwb: Option<Self::Dst<'_, f32>>,
+    ) -> Result<()>;
+    fn max_pool2d_forward(&self, op: &Pool2d, n: usize, x: Self::Src<'_, f32>, y: Self::Dst<'_, f32>, argmax: Self::Dst<'_, u32>) -> Result<()>;
+    fn max_pool2d_backward(&self, op: &Pool2d, n: usize, argmax: Self::Src<'_, u32>, dy: Self::Src<'_, f32>, dx: Self::Dst<'_, f32>) -> Result<()>;
+    fn avg_pool2d_forward(&self, op: &Pool2d, n: usize, x: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;
+    fn avg_pool2d_backward(&self, op: &Pool2d, n: usize, dy: Self::Src<'_, f32>, dx: Self::Dst<'_, f32>) -> Result<()>;
+    fn adaptive_avg_pool2d_forward(&self, op: &AdaptiveAvgPool2d, n: usize, x: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;
+    fn adaptive_avg_pool2d_backward(&self, op: &AdaptiveAvgPool2d, n: usize, dy: Self::Src<'_, f32>, dx: Self::Dst<'_, f32>) -> Result<()>;
+    /// Normalise with batch statistics, save them, update `running` with weight `factor`.
+    fn batch_norm_forward_train(
+        &self,
+        op: &BatchNorm,
+        n: usize,
+        x: Self::Src<'_, f32>,
+        wb: Option<Self::Src<'_, f32>>,
+        running: Option<Self::Dst<'_, f32>>,
+        factor: f32,
+        saved: Self::Dst<'_, f32>,
+        y: Self::Dst<'_, f32>,
+    ) -> Result<()>;
+    /// Normalise with the running statistics (saved for the backward).
+    fn batch_norm_forward_eval(
+        &self,
+        op: &BatchNorm,
+        n: usize,
+        x: Self::Src<'_, f32>,
+        wb: Option<Self::Src<'_, f32>>,
+        running: Self::Src<'_, f32>,
+        saved: Self::Dst<'_, f32>,
+        y: Self::Dst<'_, f32>,
+    ) -> Result<()>;
+    fn batch_norm_backward(
+        &self,
+        op: &BatchNorm,
+        n: usize,
+        batch_stats: bool,
+        x: Self::Src<'_, f32>,
+        wb: Option<Self::Src<'_, f32>>,
+        saved: Self::Dst<'_, f32>,
+        dy: Self::Src<'_, f32>,
+        dx: Option<Self::Dst<'_, f32>>,
+        dwb: Option<Self::Dst<'_, f32>>,
+    ) -> Result<()>;
+    fn dropout_forward(&self, op: &Dropout, n: usize, key: u64, x: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;
+    fn dropout_backward(&self, op: &Dropout, n: usize, key: u64, dy: Self::Src<'_, f32>, dx: Self::Dst<'_, f32>) -> Result<()>;
+    /// `len` elements.
+    fn activation_forward(&self, act: Activation, len: usize, x: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;
+    fn activation_backward(&self, act: Activation, len: usize, x: Self::Src<'_, f32>, y: Self::Src<'_, f32>, dy: Self::Src<'_, f32>, dx: Self::Dst<'_, f32>) -> Result<()>;
+    fn softmax_forward(&self, op: &Softmax, n: usize, x: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;
+    fn softmax_backward(&self, op: &Softmax, n: usize, y: Self::Src<'_, f32>, dy: Self::Src<'_, f32>, dx: Self::Dst<'_, f32>) -> Result<()>;
+    /// y = a + b over `len` elements.
+    fn add(&self, len: usize, a: Self::Src<'_, f32>, b: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;
+    /// y += x over `len` elements.
+    fn add_assign(&self, len: usize, y: Self::Dst<'_, f32>, x: Self::Src<'_, f32>) -> Result<()>;
+
+    // ---- losses ----
+
+    /// Mean cross-entropy and correct count of `n` rows of logits; dlogits written when given.
+    fn cross_entropy(&self, op: &CrossEntropy, n: usize, logits: Self::Src<'_, f32>, labels: Self::Src<'_, u32>, dlogits: Option<Self::Dst<'_, f32>>) -> Result<LossOutput>;
+    /// Mean squared error over `len` elements; dy written when given.
+    fn mse(&self, len: usize, y: Self::Src<'_, f32>, target: Self::Src<'_, f32>, dy: Option<Self::Dst<'_, f32>>) -> Result<f32>;
+
+    // ---- optimizers ----
+
+    fn sgd_step(&self, op: &SgdStep, p: Self::Dst<'_, f32>, g: Self::Src<'_, f32>, momentum: Self::Dst<'_, f32>) -> Result<()>;
+    fn adam_step(
+        &self,
+        op: &AdamStep,
+        p: Self::Dst<'_, f32>,
+        g: Self::Src<'_, f32>,
+        m: Self::Dst<'_, f32>,
+        v: Self::Dst<'_, f32>,
+        vmax: Option<Self::Dst<'_, f32>>,
+    ) -> Result<()>;
+}

@@ -1,0 +1,50 @@
+//! The one error type of the runtime. Every message names the thing that is wrong (a file, a
+//! layer, a tensor, an argument) and what is wrong with it, so it can be shown to a user as is.
+
+use std::path::PathBuf;
+
+/// Everything the runtime can refuse or fail at.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A batch, label list or tensor given at run time does not fit what the network expects.
+    #[error("{0}")]
+    BadInput(String),
+
+    /// A tensor name that the network does not have.
+    #[error("{network} has no tensor named `{name}`{hint}")]
+    UnknownTensor { network: &'static str, name: String, hint: String },
+
+    /// A tensor whose shape differs from the network's.
+    #[error("tensor `{name}`: {network} expects shape {expected:?}, got {found:?}")]
+    ShapeMismatch { network: &'static str, name: String, expected: Vec<usize>, found: Vec<usize> },
+
+    /// A file that cannot be read or written, or whose contents are malformed.
+    #[error("{}: {message}", path.display())]
+    File { path: PathBuf, message: String },
+
+    /// An I/O error on a file.
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+
+    /// A backend (a GPU, its driver or its libraries) that cannot be used.
+    #[error("{0}")]
+    Backend(String),
+}
+
+impl Error {
+    pub(crate) fn bad_input(msg: impl Into<String>) -> Self {
+        Error::BadInput(msg.into())
+    }
+
+    pub(crate) fn file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::File { path: path.into(), message: message.into() }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}
+
+/// `Result` with the runtime's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

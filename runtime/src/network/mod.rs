@@ -1,0 +1,270 @@
+//! What every `network!` type gives you, through the [`Network`] trait.
+//!
+//! The macro generates the struct, its tables ([`NetSpec`]) and its two passes; everything else
+//! here is written once, generically.
+
+mod spec;
+mod state;
+mod state_dict;
+mod summary;
+
+use ndarray::{ArrayD, IxDyn};
+
+pub use spec::{Init, LayerSpec, NetSpec, Op, Slot, TensorKind, TensorSpec};
+pub use state::{NetState, ParamRange, Pass, PassFn, TensorValue};
+pub use state_dict::{LoadReport, StateDict, Tensor};
+pub use summary::Summary;
+
+use crate::backend::{Backend, Cpu};
+use crate::batch::{Batch, Logits};
+use crate::loss::CrossEntropyLoss;
+use crate::ops::LossOutput;
+use crate::optim::Optimizer;
+use crate::{Error, Result};
+
+/// A network declared with `network!`. Bring it into scope with `use staticnet::prelude::*`.
+///
+/// The names follow PyTorch: `forward` is `model(x)`, `train()` / `eval()` set the mode,
+/// `zero_grad`, `state_dict`, `load_state_dict`. A new network is in train mode.
+pub trait Network<B: Backend = Cpu>: Sized {
+    /// The batch type it takes, typed by the sample shape (`Images<1, 28, 28>`).
+    type Input: Batch;
+    /// The batch type it returns (`Vectors<10>` for ten class scores).
+    type Output: Batch;
+    /// The network's tables: layers, tensors, buffer plan.
+    const SPEC: &'static NetSpec;
+
+    fn state(&self) -> &NetState<B>;
+    fn state_mut(&mut self) -> &mut NetState<B>;
+
+    /// The generated forward pass (use [`Network::forward`]).
+    #[doc(hidden)]
+    fn forward_pass(pass: Pass<'_, B>) -> Result<()>;
+    /// The generated backward pass (use [`Network::backward`] or [`Network::loss_backward`]).
+    #[doc(hidden)]
+    fn backward_pass(pass: Pass<'_, B>) -> Result<()>;
+
+    /// Train mode: dropout drops, batch-norm uses and updates batch statistics.
+    fn train(&mut self) {
+        self.state_mut().set_training(true);
+    }
+
+    /// Eval mode: dropout is the identity, batch-norm uses its running statistics.
+    fn eval(&mut self) {
+        self.state_mut().set_training(false);
+    }
+
+    fn is_training(&self) -> bool {
+        self.state().is_training()
+    }
+
+    fn device(&self) -> &B {
+        self.state().device()
+    }
+
+    /// Trainable elements, as `sum(p.numel() for p in model.parameters())`.
+    fn num_parameters(&self) -> usize {
+        Self::SPEC.param_len
+    }
+
+    /// Runs the network on a batch in the current mode (PyTorch's `model(x)`), keeping what
+    /// the backward needs.
+    fn forward(&mut self, x: &Self::Input) -> Result<Self::Output> {
+        let mut out = Self::Output::from_vec(0, Vec::new())?;
+        self.forward_into(x, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Network::forward`] into an existing output batch, reusing its memory.
+    fn forward_into(&mut self, x: &Self::Input, out: &mut Self::Output) -> Result<()> {
+        let n = x.len();
+        let state = self.state_mut();
+        state.forward(n, x.as_slice(), Self::forward_pass)?;
+        out.resize(n);
+        state.read_output(out.as_mut_slice())
+    }
+
+    /// The predicted class of each sample: the argmax of the outputs of an eval-mode forward.
+    /// The mode is restored afterwards.
+    fn predict(&mut self, x: &Self::Input) -> Result<Vec<usize>>
+    where
+        Self::Output: Logits,
+    {
+        let was_training = self.is_training();
+        self.eval();
+        let out = self.forward(x);
+        if was_training {
+            self.train();
+        }
+        let out = out?;
+        Ok((0..out.len()).map(|i| argmax(out.sample(i))).collect())
+    }
+
+    /// Back-propagates `dy`, the gradient of a loss with respect to the last forward's output,
+    /// adding to every parameter's gradient (as `.backward()` adds to `.grad`).
+    fn backward(&mut self, dy: &Self::Output) -> Result<()> {
+        self.state_mut().backward(Some(dy.as_slice()), Self::backward_pass)
+    }
+
+    /// Sets every parameter gradient to zero.
+    fn zero_grad(&mut self) -> Result<()> {
+        self.state_mut().zero_grad()
+    }
+
+    /// The mean cross-entropy of the last forward's output against `labels`, without a backward.
+    fn loss(&mut self, labels: &[usize]) -> Result<LossOutput>
+    where
+        Self::Output: Logits,
+    {
+        let op = CrossEntropyLoss::default().op(Self::Output::CLASSES);
+        self.state_mut().cross_entropy(labels, &op, false)
+    }
+
+    /// `criterion(output, labels).backward()`: the mean cross-entropy of the last forward's
+    /// output, back-propagated into the parameter gradients.
+    fn loss_backward(&mut self, criterion: &CrossEntropyLoss, labels: &[usize]) -> Result<LossOutput>
+    where
+        Self::Output: Logits,
+    {
+        let state = self.state_mut();
+        let out = state.cross_entropy(labels, &criterion.op(Self::Output::CLASSES), true)?;
+        state.backward(None, Self::backward_pass)?;
+        Ok(out)
+    }
+
+    /// The mean squared error of the last forward's output against `target`, back-propagated
+    /// into the parameter gradients (`nn.MSELoss()(output, target).backward()`).
+    fn mse_backward(&mut self, target: &Self::Output) -> Result<f32> {
+        let state = self.state_mut();
+        let loss = state.mse(target.as_slice(), true)?;
+        state.backward(None, Self::backward_pass)?;
+        Ok(loss)
+    }
+
+    /// One training step with cross-entropy: `zero_grad`, forward (in the current mode), loss,
+    /// backward, `optimizer.step()`. Returns the loss and how many samples were classified right.
+    fn train_step<O: Optimizer<B>>(&mut self, x: &Self::Input, labels: &[usize], optimizer: &mut O) -> Result<LossOutput>
+    where
+        Self::Output: Logits,
+    {
+        self.train_step_with(x, labels, &CrossEntropyLoss::default(), optimizer)
+    }
+
+    /// [`Network::train_step`] with a configured criterion (label smoothing).
+    fn train_step_with<O: Optimizer<B>>(&mut self, x: &Self::Input, labels: &[usize], criterion: &CrossEntropyLoss, optimizer: &mut O) -> Result<LossOutput>
+    where
+        Self::Output: Logits,
+    {
+        if labels.len() != x.len() {
+            return Err(Error::bad_input(format!("{}: {} labels for a batch of {} samples", Self::SPEC.name, labels.len(), x.len())));
+        }
+        let state = self.state_mut();
+        state.zero_grad()?;
+        state.forward(x.len(), x.as_slice(), Self::forward_pass)?;
+        let out = state.cross_entropy(labels, &criterion.op(Self::Output::CLASSES), true)?;
+        state.backward(None, Self::backward_pass)?;
+        optimizer.step(state)?;
+        Ok(out)
+    }
+
+    /// The mean cross-entropy and correct count on a batch in eval mode, without gradients
+    /// (`with torch.no_grad()` under `model.eval()`). The mode is restored afterwards.
+    fn evaluate(&mut self, x: &Self::Input, labels: &[usize]) -> Result<LossOutput>
+    where
+        Self::Output: Logits,
+    {
+        let was_training = self.is_training();
+        self.eval();
+        let state = self.state_mut();
+        let out = state.forward(x.len(), x.as_slice(), Self::forward_pass).and_then(|_| {
+            let op = CrossEntropyLoss::default().op(Self::Output::CLASSES);
+            state.cross_entropy(labels, &op, false)
+        });
+        if was_training {
+            self.train();
+        }
+        out
+    }
+
+    /// A parameter or buffer under its PyTorch name, e.g. `"cnn1.weight"` (a copy).
+    fn tensor(&self, name: &str) -> Result<Tensor> {
+        let state = self.state();
+        let spec = state.spec().tensor(name).ok_or_else(|| unknown(Self::SPEC, name))?;
+        Ok(Tensor::from_value(spec.shape, state.read_spec(spec)?))
+    }
+
+    /// A float parameter or buffer as an array (a copy).
+    fn parameter(&self, name: &str) -> Result<ArrayD<f32>> {
+        match self.tensor(name)? {
+            Tensor::F32(a) => Ok(a),
+            Tensor::I64(_) => Err(Error::bad_input(format!("{}: `{name}` is an int64 counter, not a float tensor", Self::SPEC.name))),
+        }
+    }
+
+    /// The gradient of a parameter, e.g. `"cnn1.weight"` (a copy).
+    fn grad(&self, name: &str) -> Result<ArrayD<f32>> {
+        let spec = Self::SPEC.tensor(name).ok_or_else(|| unknown(Self::SPEC, name))?;
+        let v = self.state().read_grad(name)?;
+        Ok(ArrayD::from_shape_vec(IxDyn(spec.shape), v).expect("length from the spec"))
+    }
+
+    /// Overwrites a parameter or buffer; the array must have its exact shape.
+    fn set_tensor(&mut self, name: &str, value: &Tensor) -> Result<()> {
+        let spec = Self::SPEC.tensor(name).ok_or_else(|| unknown(Self::SPEC, name))?;
+        if value.shape() != spec.shape {
+            return Err(Error::ShapeMismatch { network: Self::SPEC.name, name: name.into(), expected: spec.shape.to_vec(), found: value.shape().to_vec() });
+        }
+        self.state_mut().write(name, &value.to_value())
+    }
+
+    /// Overwrites a float parameter or buffer.
+    fn set_parameter(&mut self, name: &str, value: &ArrayD<f32>) -> Result<()> {
+        self.set_tensor(name, &Tensor::F32(value.clone()))
+    }
+
+    /// Every parameter and buffer under its PyTorch name, in PyTorch's order (a copy).
+    fn state_dict(&self) -> Result<StateDict> {
+        StateDict::from_state(self.state())
+    }
+
+    /// Loads a state dict. Strict: every key must be present with its shape and dtype, and no
+    /// other key may be, or nothing is loaded and the error lists what differs. Non-strict:
+    /// loads the keys that match and reports the rest. Either way the network is unchanged
+    /// when an error is returned.
+    fn load_state_dict(&mut self, state_dict: &StateDict, strict: bool) -> Result<LoadReport> {
+        state_dict.load_into(self.state_mut(), strict)
+    }
+
+    /// Stops gradients and updates for every parameter under `prefix` (a layer or block name,
+    /// as `"features"`; `""` is the whole network). Returns how many tensors it froze.
+    fn freeze(&mut self, prefix: &str) -> Result<usize> {
+        self.state_mut().set_frozen(prefix, true)
+    }
+
+    /// Undoes [`Network::freeze`] for every parameter under `prefix`.
+    fn unfreeze(&mut self, prefix: &str) -> Result<usize> {
+        self.state_mut().set_frozen(prefix, false)
+    }
+
+    /// A table of the layers: output shapes, parameters and FLOPs (print it with `{}`).
+    fn summary(&self) -> Summary {
+        Summary::new(Self::SPEC)
+    }
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) }).0
+}
+
+fn unknown(spec: &NetSpec, name: &str) -> Error {
+    Error::UnknownTensor { network: spec.name, name: name.to_string(), hint: did_you_mean(name, spec.tensors.iter().map(|t| t.name)) }
+}
+
+/// `"; did you mean `x`?"` for the candidate closest to `name`, or nothing.
+pub(crate) fn did_you_mean<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> String {
+    let best = candidates.map(|c| (strsim::levenshtein(name, c), c)).min();
+    match best {
+        Some((d, c)) if d <= 2.max(name.len() / 3) => format!("; did you mean `{c}`?"),
+        _ => String::new(),
+    }
+}

@@ -1,0 +1,154 @@
+//! The static description of a network that `network!` emits: its layers, its tensors under
+//! their PyTorch names, and where every activation lives. The runtime's generic code (state
+//! dicts, initialisation, summaries, workspace sizing) reads these tables; only the forward and
+//! backward passes are generated as code.
+
+use std::ops::Range;
+
+use crate::ops::{Activation, AdaptiveAvgPool2d, BatchNorm, Conv2d, Dropout, Linear, Pool2d, Softmax};
+
+/// Everything `network!` knows about a network, as constants.
+#[derive(Debug)]
+pub struct NetSpec {
+    /// The type's name, e.g. "ModelA".
+    pub name: &'static str,
+    /// Shape of one input sample, e.g. `[1, 28, 28]`.
+    pub input: &'static [usize],
+    /// Shape of one output sample, e.g. `[10]`.
+    pub output: &'static [usize],
+    /// Layers in execution order (blocks flattened; their names are dotted paths).
+    pub layers: &'static [LayerSpec],
+    /// Parameters and buffers in PyTorch's `state_dict` order.
+    pub tensors: &'static [TensorSpec],
+    /// Floats of all parameters (the flat parameter and gradient buffers).
+    pub param_len: usize,
+    /// Floats of all running statistics.
+    pub buffer_len: usize,
+    /// Number of `num_batches_tracked` counters (one per batch-norm layer that tracks).
+    pub counters: usize,
+    /// Per sample: floats of the activation arena, of the gradient arena, and u32s of the
+    /// index arena (max-pooling argmax).
+    pub act_len: usize,
+    pub grad_len: usize,
+    pub idx_len: usize,
+    /// Floats every forward saves for the backward independently of the batch size (batch-norm
+    /// statistics).
+    pub saved_len: usize,
+    /// Where the input is written, and where the output and its gradient are read.
+    pub input_slot: Slot,
+    pub output_slot: Slot,
+    pub output_grad_slot: Slot,
+}
+
+impl NetSpec {
+    /// Elements of one input sample.
+    pub fn input_len(&self) -> usize {
+        self.input.iter().product()
+    }
+
+    /// Elements of one output sample.
+    pub fn output_len(&self) -> usize {
+        self.output.iter().product()
+    }
+
+    /// Trainable elements (PyTorch's `sum(p.numel() for p in model.parameters())`).
+    pub fn parameters(&self) -> usize {
+        self.param_len
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&'static TensorSpec> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+}
+
+/// Where one tensor of a batch lives in an arena: `len` elements per sample, starting at
+/// `offset · n` for a batch of n (tensors are laid out one after another, each for the whole
+/// batch, so a batch smaller than the planned one uses a prefix of every region).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl Slot {
+    pub const fn new(offset: usize, len: usize) -> Self {
+        Slot { offset, len }
+    }
+
+    /// The range of this tensor for a batch of `n`.
+    #[inline]
+    pub const fn at(self, n: usize) -> Range<usize> {
+        self.offset * n..(self.offset + self.len) * n
+    }
+}
+
+/// One layer of a network.
+#[derive(Debug)]
+pub struct LayerSpec {
+    /// PyTorch's module path: `cnn1`, `features.0`.
+    pub name: &'static str,
+    /// The layer as written, with PyTorch's keywords: `Conv2d(1, 16, kernel_size=5, padding=2)`.
+    pub display: &'static str,
+    pub op: Op,
+    /// Shape of one sample after this layer.
+    pub output: &'static [usize],
+    /// Trainable elements of this layer.
+    pub params: usize,
+    /// Forward floating-point operations per sample (a multiply-add counts 2).
+    pub flops: u64,
+    /// The layer's parameters in the flat parameter buffer (empty when it has none).
+    pub param_range: Range<usize>,
+}
+
+/// What a layer computes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Op {
+    Conv2d(Conv2d),
+    Linear(Linear),
+    MaxPool2d(Pool2d),
+    AvgPool2d(Pool2d),
+    AdaptiveAvgPool2d(AdaptiveAvgPool2d),
+    BatchNorm(BatchNorm),
+    Dropout(Dropout),
+    Activation(Activation),
+    Softmax(Softmax),
+    Flatten,
+}
+
+/// A parameter or buffer under its `state_dict` name.
+#[derive(Debug)]
+pub struct TensorSpec {
+    /// e.g. `features.3.running_mean`.
+    pub name: &'static str,
+    pub shape: &'static [usize],
+    pub kind: TensorKind,
+    /// Index of the layer it belongs to, in [`NetSpec::layers`].
+    pub layer: usize,
+}
+
+impl TensorSpec {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Where a tensor's values live and how they start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorKind {
+    /// A trainable parameter at `offset` in the flat parameter buffer.
+    Param { offset: usize, init: Init },
+    /// A running statistic at `offset` in the flat buffer of running statistics.
+    Buffer { offset: usize, init: Init },
+    /// A batch-norm `num_batches_tracked` counter (int64 in PyTorch).
+    Counter { index: usize },
+}
+
+/// PyTorch's default initialisation of a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// U(−1/√fan_in, 1/√fan_in): both `kaiming_uniform_(a=√5)` on Conv2d/Linear weights and the
+    /// bias rule of those layers come to this bound.
+    FanIn(usize),
+    Zeros,
+    Ones,
+}

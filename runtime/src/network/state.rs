@@ -1,0 +1,546 @@
+//! The runtime state of a network: its parameters, gradients and running statistics on the
+//! device, the workspace its passes run in, and its mode. Every generated network type wraps
+//! one `NetState`; the generic work (initialisation, validation of inputs, losses, access by
+//! name) is done here once, and only the passes themselves are generated.
+
+use std::ops::Range;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::spec::{Init, NetSpec, Op, TensorKind, TensorSpec};
+use crate::backend::Backend;
+use crate::ops::{CrossEntropy, Dropout, LossOutput};
+use crate::{Error, Result};
+
+/// A generated forward or backward pass.
+pub type PassFn<B> = fn(Pass<'_, B>) -> Result<()>;
+
+/// What a generated pass works on: the device, the batch size, and every buffer, borrowed
+/// separately so the generated code can take a read view of one and a write view of another.
+pub struct Pass<'a, B: Backend> {
+    pub dev: &'a B,
+    pub n: usize,
+    /// Train mode (batch statistics, dropout) or eval mode.
+    pub training: bool,
+    /// Seed and step of the dropout masks of this forward (see `ops::Dropout::key`).
+    pub seed: u64,
+    pub step: u64,
+    pub params: &'a B::Buf<f32>,
+    pub grads: &'a mut B::Buf<f32>,
+    pub buffers: &'a mut B::Buf<f32>,
+    /// `num_batches_tracked` of each batch-norm layer.
+    pub counters: &'a mut [i64],
+    /// Activations, per-sample slots.
+    pub act: &'a mut B::Buf<f32>,
+    /// Activation gradients, per-sample slots.
+    pub grad: &'a mut B::Buf<f32>,
+    /// Max-pooling indices, per-sample slots.
+    pub idx: &'a mut B::Buf<u32>,
+    /// What forwards save for backwards independently of the batch size (batch-norm statistics).
+    pub saved: &'a mut B::Buf<f32>,
+    pub scratch: &'a mut B::Buf<f32>,
+    pub scratch_len: usize,
+    /// Per layer: no parameter gradient is wanted (every parameter of the layer is frozen).
+    pub frozen: &'a [bool],
+}
+
+/// The buffers a pass runs in, sized for the largest batch seen so far.
+struct Workspace<B: Backend> {
+    capacity: usize,
+    act: B::Buf<f32>,
+    grad: B::Buf<f32>,
+    idx: B::Buf<u32>,
+    saved: B::Buf<f32>,
+    scratch: B::Buf<f32>,
+    scratch_len: usize,
+    labels: B::Buf<u32>,
+    /// Regression targets (allocated on the first MSE loss).
+    target: B::Buf<f32>,
+    /// Host staging for labels, so that converting them allocates nothing after the first step.
+    host_labels: Vec<u32>,
+}
+
+/// The last forward, which a backward differentiates.
+#[derive(Clone, Copy, Debug)]
+struct LastForward {
+    n: usize,
+    training: bool,
+    step: u64,
+}
+
+/// A network's parameters, gradients, running statistics, mode and workspace on a device `B`.
+pub struct NetState<B: Backend> {
+    dev: B,
+    spec: &'static NetSpec,
+    params: B::Buf<f32>,
+    grads: B::Buf<f32>,
+    buffers: B::Buf<f32>,
+    counters: Vec<i64>,
+    ws: Workspace<B>,
+    training: bool,
+    seed: u64,
+    /// Training forwards so far: the step of the dropout masks.
+    step: u64,
+    last: Option<LastForward>,
+    /// Per tensor of `spec.tensors`: frozen (no gradient, not updated).
+    frozen: Vec<bool>,
+    /// Per layer: all of its parameters are frozen.
+    frozen_layers: Vec<bool>,
+    /// Every parameter tensor's range in the flat buffers, and whether it is frozen.
+    param_ranges: Vec<ParamRange>,
+}
+
+/// A parameter tensor as an optimizer sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamRange {
+    /// Its place in the flat parameter and gradient buffers.
+    pub range: Range<usize>,
+    /// Frozen parameters get no gradient and no update (and no optimizer state: PyTorch skips
+    /// parameters whose `.grad` is None).
+    pub frozen: bool,
+}
+
+impl<B: Backend> NetState<B> {
+    /// A network with PyTorch's default initialisation drawn from `seed`, in train mode (as a
+    /// new `nn.Module` is).
+    pub fn new(dev: &B, spec: &'static NetSpec, seed: u64) -> Result<Self> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut host_params = vec![0.0f32; spec.param_len];
+        let mut host_buffers = vec![0.0f32; spec.buffer_len];
+        for t in spec.tensors {
+            let (dst, init) = match t.kind {
+                TensorKind::Param { offset, init } => (&mut host_params[offset..offset + t.numel()], init),
+                TensorKind::Buffer { offset, init } => (&mut host_buffers[offset..offset + t.numel()], init),
+                TensorKind::Counter { .. } => continue,
+            };
+            match init {
+                Init::FanIn(fan_in) => {
+                    let bound = 1.0 / (fan_in as f32).sqrt();
+                    dst.iter_mut().for_each(|v| *v = rng.random_range(-bound..bound));
+                }
+                Init::Zeros => dst.fill(0.0),
+                Init::Ones => dst.fill(1.0),
+            }
+        }
+        let mut params = dev.alloc(spec.param_len)?;
+        dev.upload(&mut params, 0, &host_params)?;
+        let mut buffers = dev.alloc(spec.buffer_len)?;
+        dev.upload(&mut buffers, 0, &host_buffers)?;
+        let mut state = NetState {
+            dev: dev.clone(),
+            spec,
+            params,
+            grads: dev.alloc(spec.param_len)?,
+            buffers,
+            counters: vec![0; spec.counters],
+            ws: Workspace {
+                capacity: 0,
+                act: dev.alloc(0)?,
+                grad: dev.alloc(0)?,
+                idx: dev.alloc(0)?,
+                saved: dev.alloc(spec.saved_len)?,
+                scratch: dev.alloc(0)?,
+                scratch_len: 0,
+                labels: dev.alloc(0)?,
+                target: dev.alloc(0)?,
+                host_labels: Vec::new(),
+            },
+            training: true,
+            seed,
+            step: 0,
+            last: None,
+            frozen: vec![false; spec.tensors.len()],
+            frozen_layers: vec![false; spec.layers.len()],
+            param_ranges: Vec::new(),
+        };
+        state.update_frozen();
+        Ok(state)
+    }
+
+    pub fn spec(&self) -> &'static NetSpec {
+        self.spec
+    }
+
+    pub fn device(&self) -> &B {
+        &self.dev
+    }
+
+    pub fn is_training(&self) -> bool {
+        self.training
+    }
+
+    pub fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+
+    /// Grows the workspace to hold a batch of `n` (allocates only when `n` is the largest yet).
+    pub fn reserve(&mut self, n: usize) -> Result<()> {
+        if n <= self.ws.capacity {
+            return Ok(());
+        }
+        let (dev, spec, ws) = (&self.dev, self.spec, &mut self.ws);
+        ws.act = dev.alloc(n * spec.act_len)?;
+        ws.grad = dev.alloc(n * spec.grad_len)?;
+        ws.idx = dev.alloc(n * spec.idx_len)?;
+        ws.scratch_len = spec.layers.iter().map(|l| dev.scratch_len(&l.op, n)).max().unwrap_or(0);
+        ws.scratch = dev.alloc(ws.scratch_len)?;
+        ws.labels = dev.alloc(n)?;
+        ws.host_labels.reserve(n);
+        ws.capacity = n;
+        Ok(())
+    }
+
+    fn pass(&mut self, n: usize, training: bool, step: u64) -> Pass<'_, B> {
+        Pass {
+            dev: &self.dev,
+            n,
+            training,
+            seed: self.seed,
+            step,
+            params: &self.params,
+            grads: &mut self.grads,
+            buffers: &mut self.buffers,
+            counters: &mut self.counters,
+            act: &mut self.ws.act,
+            grad: &mut self.ws.grad,
+            idx: &mut self.ws.idx,
+            saved: &mut self.ws.saved,
+            scratch: &mut self.ws.scratch,
+            scratch_len: self.ws.scratch_len,
+            frozen: &self.frozen_layers,
+        }
+    }
+
+    /// Checks a batch of `n` samples of `x` before it reaches a kernel.
+    fn check_input(&self, n: usize, x: &[f32]) -> Result<()> {
+        let spec = self.spec;
+        if n == 0 {
+            return Err(Error::bad_input(format!("{}: the batch is empty (0 samples)", spec.name)));
+        }
+        if x.len() != n * spec.input_len() {
+            return Err(Error::bad_input(format!(
+                "{}: a batch of {n} samples shaped {:?} needs {} values, got {}",
+                spec.name,
+                spec.input,
+                n * spec.input_len(),
+                x.len()
+            )));
+        }
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            let (sample, at) = (i / spec.input_len(), i % spec.input_len());
+            return Err(Error::bad_input(format!(
+                "{}: the input holds {} at sample {sample}, element {at}; check the data and its normalisation",
+                spec.name, x[i]
+            )));
+        }
+        if self.training {
+            for layer in spec.layers {
+                if let Op::BatchNorm(bn) = layer.op
+                    && n * bn.spatial <= 1
+                {
+                    return Err(Error::bad_input(format!(
+                        "{}: layer `{}` ({}) needs more than 1 value per channel in train mode, but a batch of {n} gives {}; \
+                         use a larger batch or call eval()",
+                        spec.name,
+                        layer.name,
+                        layer.display,
+                        n * bn.spatial
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `forward` on a batch of `n` samples `x` in the current mode.
+    pub fn forward(&mut self, n: usize, x: &[f32], forward: PassFn<B>) -> Result<()> {
+        self.check_input(n, x)?;
+        self.reserve(n)?;
+        let slot = self.spec.input_slot;
+        self.dev.upload(&mut self.ws.act, slot.offset * n, x)?;
+        let training = self.training;
+        if training {
+            self.step += 1;
+        }
+        let step = self.step;
+        forward(self.pass(n, training, step))?;
+        self.last = Some(LastForward { n, training, step });
+        Ok(())
+    }
+
+    fn last_forward(&self, what: &str) -> Result<LastForward> {
+        self.last.ok_or_else(|| Error::bad_input(format!("{}: {what} needs a forward first", self.spec.name)))
+    }
+
+    /// Reads the output of the last forward into `out`.
+    pub fn read_output(&self, out: &mut [f32]) -> Result<()> {
+        let last = self.last_forward("reading the output")?;
+        let slot = self.spec.output_slot;
+        self.dev.download(&self.ws.act, slot.offset * last.n, &mut out[..slot.len * last.n])
+    }
+
+    /// Back-propagates from the gradient of the output (given, or left by a loss) through the
+    /// last forward, accumulating into the parameter gradients.
+    pub fn backward(&mut self, dy: Option<&[f32]>, backward: PassFn<B>) -> Result<()> {
+        let last = self.last_forward("backward")?;
+        if let Some(dy) = dy {
+            let slot = self.spec.output_grad_slot;
+            if dy.len() != last.n * slot.len {
+                return Err(Error::bad_input(format!(
+                    "{}: the output gradient has {} values, but the last forward produced {} ({} samples of {:?})",
+                    self.spec.name,
+                    dy.len(),
+                    last.n * slot.len,
+                    last.n,
+                    self.spec.output
+                )));
+            }
+            self.dev.upload(&mut self.ws.grad, slot.offset * last.n, dy)?;
+        }
+        backward(self.pass(last.n, last.training, last.step))
+    }
+
+    /// Sets every parameter gradient to zero (PyTorch's `zero_grad`).
+    pub fn zero_grad(&mut self) -> Result<()> {
+        let len = B::len(&self.grads);
+        self.dev.fill(B::dst(&mut self.grads, 0..len), 0.0)
+    }
+
+    /// Cross-entropy of the last forward's output against `labels`; with `backward`, also writes
+    /// the output gradient for [`NetState::backward`].
+    pub fn cross_entropy(&mut self, labels: &[usize], op: &CrossEntropy, backward: bool) -> Result<LossOutput> {
+        let last = self.last_forward("a loss")?;
+        self.check_labels(last.n, labels, op.classes)?;
+        self.upload_labels(labels)?;
+        let (out, grad) = (self.spec.output_slot, self.spec.output_grad_slot);
+        let n = last.n;
+        let dlogits = if backward { Some(B::dst(&mut self.ws.grad, grad.at(n))) } else { None };
+        self.dev.cross_entropy(op, n, B::src(&self.ws.act, out.at(n)), B::src(&self.ws.labels, 0..n), dlogits)
+    }
+
+    /// Mean squared error of the last forward's output against `target`; with `backward`, also
+    /// writes the output gradient.
+    pub fn mse(&mut self, target: &[f32], backward: bool) -> Result<f32> {
+        let last = self.last_forward("a loss")?;
+        let (out, grad) = (self.spec.output_slot, self.spec.output_grad_slot);
+        let n = last.n;
+        if target.len() != n * out.len {
+            return Err(Error::bad_input(format!(
+                "{}: the target has {} values, but the output has {} ({n} samples of {:?})",
+                self.spec.name,
+                target.len(),
+                n * out.len,
+                self.spec.output
+            )));
+        }
+        if B::len(&self.ws.target) < target.len() {
+            self.ws.target = self.dev.alloc(self.ws.capacity * out.len)?;
+        }
+        self.dev.upload(&mut self.ws.target, 0, target)?;
+        let dy = if backward { Some(B::dst(&mut self.ws.grad, grad.at(n))) } else { None };
+        self.dev.mse(n * out.len, B::src(&self.ws.act, out.at(n)), B::src(&self.ws.target, 0..target.len()), dy)
+    }
+
+    fn check_labels(&self, n: usize, labels: &[usize], classes: usize) -> Result<()> {
+        if labels.len() != n {
+            return Err(Error::bad_input(format!("{}: {} labels for a batch of {n} samples", self.spec.name, labels.len())));
+        }
+        if let Some((i, &l)) = labels.iter().enumerate().find(|&(_, &l)| l >= classes) {
+            return Err(Error::bad_input(format!(
+                "{}: label {l} (sample {i}) is not a class: the network has {classes} outputs, so labels must be 0..={}",
+                self.spec.name,
+                classes - 1
+            )));
+        }
+        Ok(())
+    }
+
+    fn upload_labels(&mut self, labels: &[usize]) -> Result<()> {
+        let host = &mut self.ws.host_labels;
+        host.clear();
+        host.extend(labels.iter().map(|&l| l as u32));
+        self.dev.upload(&mut self.ws.labels, 0, host)
+    }
+
+    // ---- parameters and buffers by name ----
+
+    fn find(&self, name: &str) -> Result<(usize, &'static TensorSpec)> {
+        self.spec.tensors.iter().enumerate().find(|(_, t)| t.name == name).ok_or_else(|| Error::UnknownTensor {
+            network: self.spec.name,
+            name: name.to_string(),
+            hint: crate::network::did_you_mean(name, self.spec.tensors.iter().map(|t| t.name)),
+        })
+    }
+
+    /// The values of a parameter or buffer, as a flat vector (a copy from the device).
+    pub fn read(&self, name: &str) -> Result<TensorValue> {
+        let (_, t) = self.find(name)?;
+        self.read_spec(t)
+    }
+
+    pub(crate) fn read_spec(&self, t: &TensorSpec) -> Result<TensorValue> {
+        Ok(match t.kind {
+            TensorKind::Param { offset, .. } => {
+                let mut v = vec![0.0; t.numel()];
+                self.dev.download(&self.params, offset, &mut v)?;
+                TensorValue::F32(v)
+            }
+            TensorKind::Buffer { offset, .. } => {
+                let mut v = vec![0.0; t.numel()];
+                self.dev.download(&self.buffers, offset, &mut v)?;
+                TensorValue::F32(v)
+            }
+            TensorKind::Counter { index } => TensorValue::I64(vec![self.counters[index]]),
+        })
+    }
+
+    /// The gradient of a parameter (a copy from the device).
+    pub fn read_grad(&self, name: &str) -> Result<Vec<f32>> {
+        let (_, t) = self.find(name)?;
+        match t.kind {
+            TensorKind::Param { offset, .. } => {
+                let mut v = vec![0.0; t.numel()];
+                self.dev.download(&self.grads, offset, &mut v)?;
+                Ok(v)
+            }
+            _ => Err(Error::bad_input(format!("{}: `{name}` is a buffer, not a parameter: it has no gradient", self.spec.name))),
+        }
+    }
+
+    /// Overwrites a parameter or buffer; `value` must have exactly its number of elements.
+    pub fn write(&mut self, name: &str, value: &TensorValue) -> Result<()> {
+        let (_, t) = self.find(name)?;
+        self.check_value(t, value.len(), value.is_int())?;
+        self.write_spec(t, value)
+    }
+
+    pub(crate) fn check_value(&self, t: &TensorSpec, len: usize, is_int: bool) -> Result<()> {
+        let want_int = matches!(t.kind, TensorKind::Counter { .. });
+        if is_int != want_int {
+            return Err(Error::bad_input(format!(
+                "{}: `{}` holds {}, got {}",
+                self.spec.name,
+                t.name,
+                if want_int { "int64" } else { "float32" },
+                if is_int { "int64" } else { "float32" }
+            )));
+        }
+        if len != t.numel() {
+            return Err(Error::bad_input(format!("{}: `{}` has {} elements ({:?}), got {len}", self.spec.name, t.name, t.numel(), t.shape)));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn write_spec(&mut self, t: &TensorSpec, value: &TensorValue) -> Result<()> {
+        match (t.kind, value) {
+            (TensorKind::Param { offset, .. }, TensorValue::F32(v)) => self.dev.upload(&mut self.params, offset, v),
+            (TensorKind::Buffer { offset, .. }, TensorValue::F32(v)) => self.dev.upload(&mut self.buffers, offset, v),
+            (TensorKind::Counter { index }, TensorValue::I64(v)) => {
+                self.counters[index] = v[0];
+                Ok(())
+            }
+            _ => unreachable!("checked by check_value"),
+        }
+    }
+
+    // ---- freezing ----
+
+    /// Freezes (or unfreezes) every parameter whose name starts with `prefix` followed by a dot
+    /// or the end of the name (`"features"` matches `features.0.weight`, not `features2.bias`).
+    /// Returns how many tensors matched; none is an error naming the prefix.
+    pub fn set_frozen(&mut self, prefix: &str, frozen: bool) -> Result<usize> {
+        let matches = |name: &str| {
+            prefix.is_empty() || name == prefix || (name.starts_with(prefix) && name[prefix.len()..].starts_with('.'))
+        };
+        let mut count = 0;
+        for (i, t) in self.spec.tensors.iter().enumerate() {
+            if matches!(t.kind, TensorKind::Param { .. }) && matches(t.name) {
+                self.frozen[i] = frozen;
+                count += 1;
+            }
+        }
+        if count == 0 {
+            return Err(Error::UnknownTensor {
+                network: self.spec.name,
+                name: format!("{prefix}.*"),
+                hint: crate::network::did_you_mean(prefix, self.spec.layers.iter().map(|l| l.name)),
+            });
+        }
+        self.update_frozen();
+        Ok(count)
+    }
+
+    fn update_frozen(&mut self) {
+        let spec = self.spec;
+        self.frozen_layers = (0..spec.layers.len())
+            .map(|l| {
+                let mut params = spec.tensors.iter().enumerate().filter(|(_, t)| t.layer == l && matches!(t.kind, TensorKind::Param { .. }));
+                params.all(|(i, _)| self.frozen[i])
+            })
+            .collect();
+        self.param_ranges = spec
+            .tensors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| match t.kind {
+                TensorKind::Param { offset, .. } => Some(ParamRange { range: offset..offset + t.numel(), frozen: self.frozen[i] }),
+                _ => None,
+            })
+            .collect();
+    }
+
+    /// Whether the parameter `name` is frozen.
+    pub fn is_frozen(&self, name: &str) -> Result<bool> {
+        let (i, _) = self.find(name)?;
+        Ok(self.frozen[i])
+    }
+
+    /// What an optimizer step needs: the device, the parameters, their gradients, and every
+    /// parameter tensor's range in those buffers.
+    pub fn optimizer_view(&mut self) -> (&B, &mut B::Buf<f32>, &B::Buf<f32>, &[ParamRange]) {
+        (&self.dev, &mut self.params, &self.grads, &self.param_ranges)
+    }
+
+    /// The seed the network was created with (it also seeds the dropout masks).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The dropout key of the last forward's layer `layer`; for tests that rebuild a mask.
+    pub fn dropout_key(&self, layer: u32) -> Option<u64> {
+        self.last.filter(|l| l.training).map(|l| Dropout::key(self.seed, l.step, layer))
+    }
+}
+
+/// The values of one state-dict tensor, flat.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TensorValue {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+}
+
+impl TensorValue {
+    pub fn len(&self) -> usize {
+        match self {
+            TensorValue::F32(v) => v.len(),
+            TensorValue::I64(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_int(&self) -> bool {
+        matches!(self, TensorValue::I64(_))
+    }
+
+    /// The float values; an int64 tensor is an error.
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match self {
+            TensorValue::F32(v) => Some(v),
+            TensorValue::I64(_) => None,
+        }
+    }
+}

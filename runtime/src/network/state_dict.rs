@@ -1,0 +1,264 @@
+//! State dicts: a network's parameters and buffers under PyTorch's names, in memory and in
+//! safetensors files that PyTorch reads and writes (`safetensors.torch.save_file(model.state_dict())`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use ndarray::{ArrayD, IxDyn};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use super::spec::TensorKind;
+use super::state::{NetState, TensorValue};
+use crate::backend::Backend;
+use crate::{Error, Result};
+
+/// One tensor of a state dict: float32 parameters and statistics, or the int64
+/// `num_batches_tracked` counters of batch-norm.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Tensor {
+    F32(ArrayD<f32>),
+    I64(ArrayD<i64>),
+}
+
+impl Tensor {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Tensor::F32(a) => a.shape(),
+            Tensor::I64(a) => a.shape(),
+        }
+    }
+
+    pub fn dtype(&self) -> &'static str {
+        match self {
+            Tensor::F32(_) => "float32",
+            Tensor::I64(_) => "int64",
+        }
+    }
+
+    pub(crate) fn from_value(shape: &[usize], value: TensorValue) -> Tensor {
+        match value {
+            TensorValue::F32(v) => Tensor::F32(ArrayD::from_shape_vec(IxDyn(shape), v).expect("length from the spec")),
+            TensorValue::I64(v) => Tensor::I64(ArrayD::from_shape_vec(IxDyn(shape), v).expect("length from the spec")),
+        }
+    }
+
+    pub(crate) fn to_value(&self) -> TensorValue {
+        match self {
+            Tensor::F32(a) => TensorValue::F32(a.iter().copied().collect()),
+            Tensor::I64(a) => TensorValue::I64(a.iter().copied().collect()),
+        }
+    }
+
+    /// The float array, if this is a float tensor.
+    pub fn as_f32(&self) -> Option<&ArrayD<f32>> {
+        match self {
+            Tensor::F32(a) => Some(a),
+            Tensor::I64(_) => None,
+        }
+    }
+}
+
+/// Named tensors in order, like PyTorch's `OrderedDict` state dict.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StateDict {
+    entries: Vec<(String, Tensor)>,
+}
+
+impl StateDict {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn from_state<B: Backend>(state: &NetState<B>) -> Result<Self> {
+        let entries = state.spec().tensors.iter().map(|t| Ok((t.name.to_string(), Tensor::from_value(t.shape, state.read_spec(t)?)))).collect::<Result<_>>()?;
+        Ok(StateDict { entries })
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.entries.iter().find(|(k, _)| k == name).map(|(_, t)| t)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(k, _)| k.as_str())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.entries.iter().map(|(k, t)| (k.as_str(), t))
+    }
+
+    /// Sets `name`, replacing a tensor of that name or appending a new one.
+    pub fn insert(&mut self, name: impl Into<String>, tensor: Tensor) {
+        let name = name.into();
+        match self.entries.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, t)) => *t = tensor,
+            None => self.entries.push((name, tensor)),
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<Tensor> {
+        let i = self.entries.iter().position(|(k, _)| k == name)?;
+        Some(self.entries.remove(i).1)
+    }
+
+    /// The tensors whose names start with `prefix.`, with the prefix removed (for loading one
+    /// network's checkpoint into a block of another).
+    pub fn with_prefix(&self, prefix: &str) -> StateDict {
+        let p = format!("{prefix}.");
+        StateDict { entries: self.entries.iter().filter_map(|(k, t)| k.strip_prefix(&p).map(|k| (k.to_string(), t.clone()))).collect() }
+    }
+
+    /// Checks the whole dict against `state` first, then writes it: an error leaves the
+    /// network as it was.
+    pub(crate) fn load_into<B: Backend>(&self, state: &mut NetState<B>, strict: bool) -> Result<LoadReport> {
+        let spec = state.spec();
+        let mut report = LoadReport::default();
+        let mut matched = Vec::new();
+        for t in spec.tensors {
+            match self.get(t.name) {
+                None => report.missing_keys.push(t.name.to_string()),
+                Some(v) if v.shape() != t.shape => report.mismatched.push(Mismatch {
+                    key: t.name.to_string(),
+                    expected: t.shape.to_vec(),
+                    found: v.shape().to_vec(),
+                    what: "shape",
+                }),
+                Some(v) if v.dtype() != expected_dtype(t.kind) => report.mismatched.push(Mismatch {
+                    key: t.name.to_string(),
+                    expected: t.shape.to_vec(),
+                    found: v.shape().to_vec(),
+                    what: if v.dtype() == "int64" { "dtype int64, expected float32" } else { "dtype float32, expected int64" },
+                }),
+                Some(v) => matched.push((t, v)),
+            }
+        }
+        report.unexpected_keys = self.keys().filter(|k| spec.tensor(k).is_none()).map(str::to_string).collect();
+        if strict && !report.is_clean() {
+            return Err(Error::bad_input(format!("{}: load_state_dict(strict=True) failed:\n{report}", spec.name)));
+        }
+        // Values were checked above: the writes below cannot fail on content.
+        for (t, v) in &matched {
+            state.write_spec(t, &v.to_value())?;
+        }
+        report.loaded = matched.len();
+        Ok(report)
+    }
+
+    // ---- safetensors ----
+
+    /// Reads a safetensors file (float32 and int64 tensors), e.g. one written by PyTorch's
+    /// `safetensors.torch.save_file(model.state_dict(), path)`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_safetensors_bytes(&bytes).map_err(|msg| Error::file(path, msg))
+    }
+
+    /// Parses safetensors bytes; the error says what is wrong, without the file name.
+    pub fn from_safetensors_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid safetensors file: {e}"))?;
+        // Keep the file's order (safetensors sorts names; the header offsets give the order written).
+        let mut views: Vec<(String, TensorView)> = st.tensors();
+        views.sort_by_key(|(_, v)| v.data().as_ptr() as usize);
+        let mut entries = Vec::with_capacity(views.len());
+        for (name, view) in views {
+            let shape = view.shape().to_vec();
+            let data = view.data();
+            let tensor = match view.dtype() {
+                Dtype::F32 => Tensor::F32(ArrayD::from_shape_vec(IxDyn(&shape), data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()).map_err(|e| format!("tensor `{name}`: {e}"))?),
+                Dtype::I64 => Tensor::I64(ArrayD::from_shape_vec(IxDyn(&shape), data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()).map_err(|e| format!("tensor `{name}`: {e}"))?),
+                other => return Err(format!("tensor `{name}` has dtype {other:?}; staticnet reads float32 and int64 tensors")),
+            };
+            entries.push((name, tensor));
+        }
+        Ok(StateDict { entries })
+    }
+
+    /// The safetensors encoding of this dict, with `metadata` in its header.
+    pub fn to_safetensors_bytes(&self, metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
+        let raw: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = self
+            .entries
+            .iter()
+            .map(|(k, t)| match t {
+                Tensor::F32(a) => (k.clone(), Dtype::F32, a.shape().to_vec(), a.iter().flat_map(|v| v.to_le_bytes()).collect()),
+                Tensor::I64(a) => (k.clone(), Dtype::I64, a.shape().to_vec(), a.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            })
+            .collect();
+        let views = raw
+            .iter()
+            .map(|(k, d, s, b)| Ok((k.as_str(), TensorView::new(*d, s.clone(), b).map_err(|e| Error::bad_input(format!("tensor `{k}`: {e}")))?)))
+            .collect::<Result<Vec<_>>>()?;
+        safetensors::serialize(views, metadata).map_err(|e| Error::bad_input(format!("cannot encode the state dict: {e}")))
+    }
+
+    /// Writes a safetensors file atomically: a temporary file beside it, flushed to disk, then
+    /// renamed over `path`. A crash leaves the old file or the new one, never a torn one.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let bytes = self.to_safetensors_bytes(None)?;
+        crate::io::write_atomic(path.as_ref(), &bytes)
+    }
+}
+
+fn expected_dtype(kind: TensorKind) -> &'static str {
+    match kind {
+        TensorKind::Counter { .. } => "int64",
+        _ => "float32",
+    }
+}
+
+/// What `load_state_dict` found: PyTorch's `missing_keys` and `unexpected_keys`, and the keys
+/// whose shape or dtype differ (PyTorch raises on those; non-strict loading here skips them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    pub missing_keys: Vec<String>,
+    pub unexpected_keys: Vec<String>,
+    pub mismatched: Vec<Mismatch>,
+    /// Tensors loaded.
+    pub loaded: usize,
+}
+
+/// A key present on both sides whose tensor does not fit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mismatch {
+    pub key: String,
+    pub expected: Vec<usize>,
+    pub found: Vec<usize>,
+    pub what: &'static str,
+}
+
+impl LoadReport {
+    /// Nothing missing, unexpected or mismatched.
+    pub fn is_clean(&self) -> bool {
+        self.missing_keys.is_empty() && self.unexpected_keys.is_empty() && self.mismatched.is_empty()
+    }
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_clean() {
+            return write!(f, "all {} keys matched", self.loaded);
+        }
+        if !self.missing_keys.is_empty() {
+            writeln!(f, "  missing keys: {}", self.missing_keys.join(", "))?;
+        }
+        if !self.unexpected_keys.is_empty() {
+            writeln!(f, "  unexpected keys: {}", self.unexpected_keys.join(", "))?;
+        }
+        for m in &self.mismatched {
+            if m.what == "shape" {
+                writeln!(f, "  size mismatch for {}: the file has shape {:?}, the network {:?}", m.key, m.found, m.expected)?;
+            } else {
+                writeln!(f, "  {} for {}", m.what, m.key)?;
+            }
+        }
+        Ok(())
+    }
+}

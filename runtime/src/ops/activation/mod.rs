@@ -1,0 +1,44 @@
+//! Elementwise activations: PyTorch's `nn.ReLU`, `nn.LeakyReLU`, `nn.Sigmoid`, `nn.Tanh`.
+//!
+//! The backward takes both the input `x` and the output `y` of the forward and reads whichever
+//! its derivative is cheapest in: ReLU and LeakyReLU read x (x > 0), Sigmoid and Tanh read y.
+
+pub(crate) mod cpu;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    ReLU,
+    /// `LeakyReLU(negative_slope)`, PyTorch's default slope is 0.01.
+    LeakyReLU(f32),
+    Sigmoid,
+    Tanh,
+}
+
+impl Activation {
+    #[inline]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::ReLU => x.max(0.0),
+            Activation::LeakyReLU(slope) => {
+                if x > 0.0 { x } else { x * slope }
+            }
+            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Activation::Tanh => x.tanh(),
+        }
+    }
+
+    /// dL/dx from dL/dy, the input x and the output y.
+    #[inline]
+    pub fn derive(self, x: f32, y: f32, dy: f32) -> f32 {
+        match self {
+            Activation::ReLU => {
+                if x > 0.0 { dy } else { 0.0 }
+            }
+            Activation::LeakyReLU(slope) => {
+                if x > 0.0 { dy } else { dy * slope }
+            }
+            Activation::Sigmoid => dy * y * (1.0 - y),
+            Activation::Tanh => dy * (1.0 - y * y),
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! 2-D convolution, PyTorch's `nn.Conv2d` (`groups = 1`, zero padding).
+//!
+//! Tensors (per batch of `n`):
+//! - input  `x`  (n, c_in, h_in, w_in)
+//! - params `wb` weight (c_out, c_in, kh, kw) followed by bias (c_out) when `bias`
+//! - output `y`  (n, c_out, h_out, w_out)
+
+pub(crate) mod cpu;
+
+use staticnet_shape::conv_out;
+
+/// A convolution with every size fixed: what `Conv2d(...)` in a `network!` listing becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    pub c_in: usize,
+    pub c_out: usize,
+    pub h_in: usize,
+    pub w_in: usize,
+    pub h_out: usize,
+    pub w_out: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub bias: bool,
+}
+
+impl Conv2d {
+    /// The convolution of a `[c_in, in_hw[0], in_hw[1]]` input; the output size follows from the
+    /// shared shape arithmetic. Panics (at compile time, in a `const`) if the kernel does not fit,
+    /// which the `network!` macro has already reported as a readable error.
+    #[allow(clippy::too_many_arguments)]
+    pub const fn new(
+        c_in: usize,
+        c_out: usize,
+        in_hw: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        bias: bool,
+    ) -> Self {
+        let (Some(h_out), Some(w_out)) = (
+            conv_out(in_hw[0], kernel[0], stride[0], padding[0], dilation[0]),
+            conv_out(in_hw[1], kernel[1], stride[1], padding[1], dilation[1]),
+        ) else {
+            panic!("Conv2d: the kernel does not fit the padded input");
+        };
+        Conv2d { c_in, c_out, h_in: in_hw[0], w_in: in_hw[1], h_out, w_out, kernel, stride, padding, dilation, bias }
+    }
+
+    /// Weight elements: c_out · c_in · kh · kw.
+    pub const fn weight_len(&self) -> usize {
+        self.c_out * self.patch_len()
+    }
+
+    /// Parameter elements: the weight, then the bias if any.
+    pub const fn param_len(&self) -> usize {
+        self.weight_len() + if self.bias { self.c_out } else { 0 }
+    }
+
+    /// Input elements of one sample.
+    pub const fn x_len(&self) -> usize {
+        self.c_in * self.h_in * self.w_in
+    }
+
+    /// Output elements of one sample.
+    pub const fn y_len(&self) -> usize {
+        self.c_out * self.out_pixels()
+    }
+
+    /// Rows of the im2col matrix: c_in · kh · kw (also PyTorch's `fan_in`).
+    pub const fn patch_len(&self) -> usize {
+        self.c_in * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Output positions of one channel: h_out · w_out.
+    pub const fn out_pixels(&self) -> usize {
+        self.h_out * self.w_out
+    }
+
+    /// A 1×1 convolution with stride 1 and no padding: a GEMM on the input as it is.
+    pub const fn is_pointwise(&self) -> bool {
+        self.kernel[0] == 1
+            && self.kernel[1] == 1
+            && self.stride[0] == 1
+            && self.stride[1] == 1
+            && self.padding[0] == 0
+            && self.padding[1] == 0
+    }
+
+    /// Floating-point operations of the forward pass for one sample (a multiply-add counts 2).
+    pub const fn flops(&self) -> u64 {
+        (2 * self.c_out * self.out_pixels() * self.patch_len()) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{assert_close, random};
+
+    /// The definition of convolution (cross-correlation), in f64.
+    fn naive_forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32]) -> Vec<f64> {
+        let (kh, kw) = (op.kernel[0], op.kernel[1]);
+        let mut y = vec![0.0; n * op.y_len()];
+        for b in 0..n {
+            for co in 0..op.c_out {
+                for oy in 0..op.h_out {
+                    for ox in 0..op.w_out {
+                        let mut acc = if op.bias { wb[op.weight_len() + co] as f64 } else { 0.0 };
+                        for ci in 0..op.c_in {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - op.padding[0] as isize;
+                                    let ix = (ox * op.stride[1] + kx * op.dilation[1]) as isize - op.padding[1] as isize;
+                                    if iy < 0 || ix < 0 || iy >= op.h_in as isize || ix >= op.w_in as isize {
+                                        continue;
+                                    }
+                                    let xv = x[b * op.x_len() + (ci * op.h_in + iy as usize) * op.w_in + ix as usize];
+                                    let wv = wb[((co * op.c_in + ci) * kh + ky) * kw + kx];
+                                    acc += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                        y[b * op.y_len() + (co * op.h_out + oy) * op.w_out + ox] = acc;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn forward_matches_definition() {
+        let cases = [
+            Conv2d::new(3, 5, [29, 31], [3, 3], [2, 2], [1, 1], [1, 1], true),
+            Conv2d::new(1, 4, [9, 8], [5, 5], [1, 1], [2, 2], [1, 1], true),
+            Conv2d::new(2, 3, [11, 10], [3, 2], [1, 2], [0, 1], [2, 1], false),
+            Conv2d::new(6, 7, [5, 4], [1, 1], [1, 1], [0, 0], [1, 1], true),
+            Conv2d::new(3, 4, [23, 23], [11, 11], [4, 4], [2, 2], [1, 1], true),
+        ];
+        for op in cases {
+            let n = 3;
+            let x = random(n * op.x_len(), 1);
+            let wb = random(op.param_len(), 2);
+            let mut y = vec![f32::NAN; n * op.y_len()];
+            let mut scratch = vec![0.0; cpu::scratch_len(&op, n)];
+            cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch);
+            assert_close(&y, &naive_forward(&op, n, &x, &wb), 1e-5, &format!("{op:?}"));
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Cross-entropy loss on logits, PyTorch's `nn.CrossEntropyLoss` (mean reduction, optional
+//! label smoothing): log-softmax and negative log-likelihood fused, forward and backward in one
+//! pass over the logits, never materialising the probabilities.
+//!
+//! Tensors (per batch of `n`): `logits` (n, classes), `labels` (n) in 0..classes, `dlogits`
+//! (n, classes), written as `(softmax − target) / n`.
+
+pub(crate) mod cpu;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CrossEntropy {
+    pub classes: usize,
+    /// PyTorch's `label_smoothing`: the target is (1−ε)·one_hot + ε/classes.
+    pub label_smoothing: f32,
+}
+
+impl CrossEntropy {
+    pub const fn new(classes: usize, label_smoothing: f32) -> Self {
+        CrossEntropy { classes, label_smoothing }
+    }
+}
+
+/// What a loss kernel reports: the mean loss over the batch and how many samples the network
+/// classified right (argmax of the logits equals the label).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LossOutput {
+    pub loss: f32,
+    pub correct: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{assert_close, random};
+
+    #[test]
+    fn loss_and_gradient_match_the_definition() {
+        for smoothing in [0.0, 0.1] {
+            let op = CrossEntropy::new(7, smoothing);
+            let n = 5;
+            let logits = random(n * 7, 3);
+            let labels: Vec<u32> = vec![0, 6, 3, 3, 1];
+            let mut d = vec![0.0; n * 7];
+            let out = cpu::forward_backward(&op, n, &logits, &labels, Some(&mut d));
+            let mut want_loss = 0.0;
+            let mut want_d = vec![0.0; n * 7];
+            for b in 0..n {
+                let row: Vec<f64> = logits[b * 7..(b + 1) * 7].iter().map(|&v| v as f64).collect();
+                let lse = row.iter().map(|v| v.exp()).sum::<f64>().ln();
+                for k in 0..7 {
+                    let t = (1.0 - smoothing as f64) * (k == labels[b] as usize) as u8 as f64 + smoothing as f64 / 7.0;
+                    want_loss -= t * (row[k] - lse) / n as f64;
+                    want_d[b * 7 + k] = ((row[k] - lse).exp() - t) / n as f64;
+                }
+            }
+            assert_close(&[out.loss], &[want_loss], 1e-6, "loss");
+            assert_close(&d, &want_d, 1e-6, "dlogits");
+        }
+    }
+
+    #[test]
+    fn counts_correct_predictions() {
+        let op = CrossEntropy::new(3, 0.0);
+        let logits = [0.1, 0.9, 0.0, 2.0, 1.0, 0.0, 0.0, 0.0, 1.0];
+        let out = cpu::forward_backward(&op, 3, &logits, &[1, 2, 2], None);
+        assert_eq!(out.correct, 2);
+    }
+}

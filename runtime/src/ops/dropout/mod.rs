@@ -1,0 +1,76 @@
+//! Dropout, PyTorch's `nn.Dropout`: in training each element is zeroed with probability `p` and
+//! the rest scaled by 1/(1−p); in evaluation it is the identity.
+//!
+//! The mask is never stored. Element `i` is kept when a counter-based hash of (`key`, `i`) is at
+//! least `p`, so the backward regenerates the same mask, a run is reproducible for a seed, and a
+//! GPU kernel can draw the very same mask.
+//!
+//! Tensors (per batch of `n`): input `x`, output `y`, both (n, len).
+
+pub(crate) mod cpu;
+
+/// A dropout layer with a fixed sample size.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dropout {
+    /// Elements of one sample.
+    pub len: usize,
+    /// Probability of zeroing an element, in [0, 1).
+    pub p: f32,
+}
+
+impl Dropout {
+    pub const fn new(len: usize, p: f32) -> Self {
+        assert!(p >= 0.0 && p < 1.0, "Dropout: p must be in [0, 1)");
+        Dropout { len, p }
+    }
+
+    /// 1/(1−p), the scale of the kept elements.
+    pub fn scale(&self) -> f32 {
+        1.0 / (1.0 - self.p)
+    }
+
+    /// The mask key of one training forward: it differs per seed, per forward and per layer.
+    pub fn key(seed: u64, step: u64, layer: u32) -> u64 {
+        mix(mix(seed ^ 0x5eed_5eed_5eed_5eed).wrapping_add(step).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ layer as u64)
+    }
+
+    /// Whether element `i` survives under `key` (a splitmix64 stream: a 24-bit uniform ≥ p).
+    #[inline]
+    pub fn keep(&self, key: u64, i: usize) -> bool {
+        let u = mix(key.wrapping_add((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))) >> 40;
+        u as f32 >= self.p * (1u32 << 24) as f32
+    }
+}
+
+/// The splitmix64 finaliser: a bijective mix of 64 bits.
+#[inline]
+pub const fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_about_p_and_scales_the_rest() {
+        let op = Dropout::new(10_000, 0.3);
+        let x = vec![1.0f32; 2 * op.len];
+        let mut y = vec![0.0; x.len()];
+        let key = Dropout::key(42, 0, 1);
+        cpu::forward(&op, 2, key, &x, &mut y);
+        let dropped = y.iter().filter(|&&v| v == 0.0).count() as f64 / y.len() as f64;
+        assert!((dropped - 0.3).abs() < 0.01, "dropped {dropped}");
+        assert!(y.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-6));
+        // The backward regenerates the same mask.
+        let mut dx = vec![0.0; x.len()];
+        cpu::backward(&op, 2, key, &x, &mut dx);
+        assert_eq!(dx, y);
+        // Another forward step draws another mask.
+        let mut y2 = vec![0.0; x.len()];
+        cpu::forward(&op, 2, Dropout::key(42, 1, 1), &x, &mut y2);
+        assert_ne!(y, y2);
+    }
+}

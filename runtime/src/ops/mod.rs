@@ -1,0 +1,64 @@
+//! The kernels, one folder per op: `mod.rs` holds the op's description (a plain struct with
+//! every size fixed, built in a `const` by the code `network!` generates), its docs and its
+//! tests; `cpu.rs` its CPU kernels, forward and backward side by side.
+//!
+//! Kernel conventions (llm.c's): outputs, then inputs, then sizes; activations and activation
+//! gradients are written (`=`), parameter gradients accumulate (`+=`), so that a backward adds to
+//! `.grad` as PyTorch's does.
+
+pub mod activation;
+pub mod adam;
+pub mod adaptive_avg_pool2d;
+pub mod add;
+pub mod batch_norm;
+pub mod conv2d;
+pub mod cross_entropy;
+pub mod dropout;
+pub mod gemm;
+pub mod linear;
+pub mod mse;
+pub mod pool2d;
+pub mod sgd;
+pub mod softmax;
+
+pub use activation::Activation;
+pub use adam::AdamStep;
+pub use adaptive_avg_pool2d::AdaptiveAvgPool2d;
+pub use batch_norm::BatchNorm;
+pub use conv2d::Conv2d;
+pub use cross_entropy::{CrossEntropy, LossOutput};
+pub use dropout::Dropout;
+pub use linear::Linear;
+pub use pool2d::Pool2d;
+pub use sgd::SgdStep;
+pub use softmax::Softmax;
+
+/// How many contiguous chunks a batch of `n` images is split into for the threads: one per
+/// thread, so that per-chunk scratch can be planned once and results do not depend on timing.
+pub(crate) fn par_chunks(n: usize) -> usize {
+    n.min(rayon::current_num_threads()).max(1)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    /// Varied values in [−1, 1), never all zero, reproducible for a seed.
+    pub fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// ‖got − want‖ / ‖want‖ < rel (the fixtures' measure), with a floor for tiny references.
+    pub fn assert_close(got: &[f32], want: &[f64], rel: f64, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        let diff: f64 = got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).powi(2)).sum::<f64>().sqrt();
+        let norm: f64 = want.iter().map(|w| w * w).sum::<f64>().sqrt();
+        assert!(diff <= rel * norm.max(1e-6), "{what}: relative error {:.3e} > {rel:.0e}", diff / norm.max(1e-30));
+    }
+}

@@ -1,0 +1,127 @@
+//! Max and average pooling, PyTorch's `nn.MaxPool2d` and `nn.AvgPool2d`.
+//!
+//! Tensors (per batch of `n`):
+//! - input  `x`  (n, c, h_in, w_in)
+//! - output `y`  (n, c, h_out, w_out)
+//! - max pooling saves `argmax` (n, c, h_out, w_out): the index within its input plane of the
+//!   element each output took, for the backward.
+
+pub(crate) mod cpu;
+
+use staticnet_shape::pool_out;
+
+/// A pooling layer with every size fixed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2d {
+    pub c: usize,
+    pub h_in: usize,
+    pub w_in: usize,
+    pub h_out: usize,
+    pub w_out: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    /// Max pooling only; average pooling has none in PyTorch (always 1).
+    pub dilation: [usize; 2],
+    pub ceil_mode: bool,
+    /// Average pooling: whether the padded cells count in the divisor (PyTorch's default, true).
+    pub count_include_pad: bool,
+    /// Average pooling: a fixed divisor instead of the window size; 0 for none.
+    pub divisor_override: usize,
+}
+
+impl Pool2d {
+    /// Max pooling of a `[c, in_hw[0], in_hw[1]]` input.
+    pub const fn max(c: usize, in_hw: [usize; 2], kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2], ceil_mode: bool) -> Self {
+        Self::new(c, in_hw, kernel, stride, padding, dilation, ceil_mode, true, 0)
+    }
+
+    /// Average pooling of a `[c, in_hw[0], in_hw[1]]` input.
+    pub const fn avg(c: usize, in_hw: [usize; 2], kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], ceil_mode: bool, count_include_pad: bool, divisor_override: usize) -> Self {
+        Self::new(c, in_hw, kernel, stride, padding, [1, 1], ceil_mode, count_include_pad, divisor_override)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    const fn new(c: usize, in_hw: [usize; 2], kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2], ceil_mode: bool, count_include_pad: bool, divisor_override: usize) -> Self {
+        let (Some(h_out), Some(w_out)) = (
+            pool_out(in_hw[0], kernel[0], stride[0], padding[0], dilation[0], ceil_mode),
+            pool_out(in_hw[1], kernel[1], stride[1], padding[1], dilation[1], ceil_mode),
+        ) else {
+            panic!("Pool2d: the window does not fit the padded input");
+        };
+        Pool2d { c, h_in: in_hw[0], w_in: in_hw[1], h_out, w_out, kernel, stride, padding, dilation, ceil_mode, count_include_pad, divisor_override }
+    }
+
+    pub const fn x_len(&self) -> usize {
+        self.c * self.h_in * self.w_in
+    }
+
+    pub const fn y_len(&self) -> usize {
+        self.c * self.h_out * self.w_out
+    }
+
+    /// Comparisons or additions of the forward pass for one sample.
+    pub const fn flops(&self) -> u64 {
+        (self.y_len() * self.kernel[0] * self.kernel[1]) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{assert_close, random};
+
+    #[test]
+    fn max_pool_takes_the_first_maximum_and_routes_the_gradient_there() {
+        // One 2x4 plane with ties: PyTorch keeps the first maximum in scan order.
+        let op = Pool2d::max(1, [2, 4], [2, 2], [2, 2], [0, 0], [1, 1], false);
+        let x = [1.0, 3.0, 5.0, 5.0, 3.0, 2.0, 5.0, 4.0];
+        let (mut y, mut idx) = ([0.0; 2], [0u32; 2]);
+        cpu::max_forward(&op, 1, &x, &mut y, &mut idx);
+        assert_eq!(y, [3.0, 5.0]);
+        assert_eq!(idx, [1, 2]);
+        let mut dx = [9.0; 8];
+        cpu::max_backward(&op, 1, &idx, &[10.0, 20.0], &mut dx);
+        assert_eq!(dx, [0.0, 10.0, 20.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn avg_pool_divisors_follow_pytorch() {
+        // 1x5 plane, kernel (1, 3), stride 2, padding (0, 1), ceil_mode:
+        // windows [-1, 2) [1, 4) [3, 6): count_include_pad divides by 3, 3, 3; without, 2, 3, 2.
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0];
+        let with = Pool2d::avg(1, [1, 5], [1, 3], [1, 2], [0, 1], true, true, 0);
+        let without = Pool2d::avg(1, [1, 5], [1, 3], [1, 2], [0, 1], true, false, 0);
+        let mut y = vec![0.0; 3];
+        cpu::avg_forward(&with, 1, &x, &mut y);
+        assert_close(&y, &[1.0, 3.0, 3.0], 1e-6, "count_include_pad");
+        cpu::avg_forward(&without, 1, &x, &mut y);
+        assert_close(&y, &[1.5, 3.0, 4.5], 1e-6, "exclude pad");
+    }
+
+    #[test]
+    fn avg_pool_matches_a_sum_over_the_window() {
+        let op = Pool2d::avg(3, [7, 9], [3, 2], [2, 2], [1, 0], false, true, 0);
+        let x = random(2 * op.x_len(), 4);
+        let mut y = vec![0.0; 2 * op.y_len()];
+        cpu::avg_forward(&op, 2, &x, &mut y);
+        let mut want = vec![0.0f64; y.len()];
+        for plane in 0..6 {
+            for oy in 0..op.h_out {
+                for ox in 0..op.w_out {
+                    let mut s = 0.0;
+                    for ky in 0..3 {
+                        for kx in 0..2 {
+                            let (iy, ix) = ((oy * 2 + ky) as isize - 1, (ox * 2 + kx) as isize);
+                            if iy >= 0 && iy < 7 && ix < 9 {
+                                s += x[plane * 63 + iy as usize * 9 + ix as usize] as f64;
+                            }
+                        }
+                    }
+                    want[(plane * op.h_out + oy) * op.w_out + ox] = s / 6.0;
+                }
+            }
+        }
+        assert_close(&y, &want, 1e-6, "avg");
+    }
+}

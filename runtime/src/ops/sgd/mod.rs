@@ -1,0 +1,22 @@
+//! The SGD update of `torch.optim.SGD`, one pass over a range of the flat parameter buffer:
+//!
+//! ```text
+//! g = grad + weight_decay·p
+//! if momentum ≠ 0:  buf = g on the first step, else momentum·buf + (1 − dampening)·g
+//!                   g = g + momentum·buf if nesterov, else buf
+//! p = p − lr·g
+//! ```
+
+pub(crate) mod cpu;
+
+/// The settings of one update.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdStep {
+    pub lr: f32,
+    pub momentum: f32,
+    pub dampening: f32,
+    pub weight_decay: f32,
+    pub nesterov: bool,
+    /// The momentum buffer is empty: it takes the gradient as it is (PyTorch's first step).
+    pub first: bool,
+}

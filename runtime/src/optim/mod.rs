@@ -1,0 +1,253 @@
+//! Optimizers with `torch.optim`'s update rules and defaults: [`Sgd`], [`Adam`] and [`AdamW`].
+//!
+//! An optimizer updates a network's flat parameter buffer from its flat gradient buffer in as
+//! few kernel calls as possible: parameter tensors next to each other at the same step count
+//! are updated by one call. Frozen parameters are skipped and get no state, as PyTorch skips
+//! parameters whose `.grad` is None. Each parameter tensor counts its own steps, so a tensor
+//! unfrozen later starts from step 1, as in PyTorch.
+
+mod schedule;
+
+use std::ops::Range;
+
+pub use schedule::{CosineAnnealingLr, LrScheduler, StepLr};
+
+use crate::backend::{Backend, Cpu};
+use crate::network::{NetState, ParamRange};
+use crate::ops::{AdamStep, SgdStep};
+use crate::{Error, Result};
+
+/// Updates a network's parameters from their gradients.
+pub trait Optimizer<B: Backend> {
+    /// One update (PyTorch's `optimizer.step()`).
+    fn step(&mut self, net: &mut NetState<B>) -> Result<()>;
+    fn learning_rate(&self) -> f32;
+    fn set_learning_rate(&mut self, lr: f32);
+}
+
+/// Step counts per parameter tensor, and the grouping of tensors into kernel calls.
+#[derive(Clone, Debug, Default)]
+struct Steps {
+    counts: Vec<u64>,
+}
+
+impl Steps {
+    /// Advances every unfrozen tensor by one step, then calls `f(range, step)` for each run of
+    /// adjacent unfrozen tensors that share a step count. Allocates nothing after the first call.
+    fn advance(&mut self, tensors: &[ParamRange], mut f: impl FnMut(Range<usize>, u64) -> Result<()>) -> Result<()> {
+        if self.counts.len() != tensors.len() {
+            self.counts = vec![0; tensors.len()];
+        }
+        let mut run: Option<(Range<usize>, u64)> = None;
+        for (t, count) in tensors.iter().zip(&mut self.counts) {
+            if t.frozen {
+                continue;
+            }
+            *count += 1;
+            run = match run {
+                Some((r, s)) if r.end == t.range.start && s == *count => Some((r.start..t.range.end, s)),
+                Some((r, s)) => {
+                    f(r, s)?;
+                    Some((t.range.clone(), *count))
+                }
+                None => Some((t.range.clone(), *count)),
+            };
+        }
+        match run {
+            Some((r, s)) => f(r, s),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Allocates an optimizer state buffer for `net` on first use; refuses a network of another size.
+fn state_buffer<'a, B: Backend>(slot: &'a mut Option<B::Buf<f32>>, dev: &B, len: usize, what: &str) -> Result<&'a mut B::Buf<f32>> {
+    match slot {
+        Some(buf) if B::len(buf) != len => Err(Error::bad_input(format!(
+            "{what}: this optimizer holds state for {} parameters but the network has {len}; use one optimizer per network",
+            B::len(buf)
+        ))),
+        Some(buf) => Ok(buf),
+        None => Ok(slot.insert(dev.alloc(len)?)),
+    }
+}
+
+fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<()> {
+    if ok { Ok(()) } else { Err(Error::bad_input(msg())) }
+}
+
+/// `torch.optim.SGD`: `Sgd::new(0.01).momentum(0.9).weight_decay(1e-4)`.
+pub struct Sgd<B: Backend = Cpu> {
+    pub lr: f32,
+    pub momentum: f32,
+    pub dampening: f32,
+    pub weight_decay: f32,
+    pub nesterov: bool,
+    momentum_buffer: Option<B::Buf<f32>>,
+    steps: Steps,
+}
+
+impl<B: Backend> Sgd<B> {
+    /// Plain SGD with learning rate `lr` (momentum 0, dampening 0, weight_decay 0, as PyTorch).
+    pub fn new(lr: f32) -> Self {
+        Sgd { lr, momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: false, momentum_buffer: None, steps: Steps::default() }
+    }
+
+    pub fn momentum(mut self, momentum: f32) -> Self {
+        self.momentum = momentum;
+        self
+    }
+
+    pub fn dampening(mut self, dampening: f32) -> Self {
+        self.dampening = dampening;
+        self
+    }
+
+    /// L2 penalty added to the gradient.
+    pub fn weight_decay(mut self, weight_decay: f32) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+
+    pub fn nesterov(mut self, nesterov: bool) -> Self {
+        self.nesterov = nesterov;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        check(self.lr >= 0.0, || format!("SGD: invalid learning rate {} (must be ≥ 0)", self.lr))?;
+        check(self.momentum >= 0.0, || format!("SGD: invalid momentum {} (must be ≥ 0)", self.momentum))?;
+        check(self.weight_decay >= 0.0, || format!("SGD: invalid weight_decay {} (must be ≥ 0)", self.weight_decay))?;
+        check(!self.nesterov || (self.momentum > 0.0 && self.dampening == 0.0), || "SGD: nesterov momentum requires a momentum and zero dampening".into())
+    }
+}
+
+impl<B: Backend> Optimizer<B> for Sgd<B> {
+    fn step(&mut self, net: &mut NetState<B>) -> Result<()> {
+        self.validate()?;
+        let len = net.spec().param_len;
+        let (dev, params, grads, tensors) = net.optimizer_view();
+        let buf = state_buffer(&mut self.momentum_buffer, dev, if self.momentum != 0.0 { len } else { 0 }, "SGD")?;
+        let base = SgdStep { lr: self.lr, momentum: self.momentum, dampening: self.dampening, weight_decay: self.weight_decay, nesterov: self.nesterov, first: false };
+        self.steps.advance(tensors, |r, step| {
+            let op = SgdStep { first: step == 1, ..base };
+            let momentum = if self.momentum != 0.0 { B::dst(buf, r.clone()) } else { B::dst(buf, 0..0) };
+            dev.sgd_step(&op, B::dst(params, r.clone()), B::src(grads, r), momentum)
+        })
+    }
+
+    fn learning_rate(&self) -> f32 {
+        self.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f32) {
+        self.lr = lr;
+    }
+}
+
+/// `torch.optim.Adam`: `Adam::new(1e-3)`, betas (0.9, 0.999), eps 1e-8, weight_decay 0 added
+/// to the gradient (L2), as PyTorch.
+pub struct Adam<B: Backend = Cpu> {
+    pub lr: f32,
+    pub betas: (f32, f32),
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub amsgrad: bool,
+    decoupled: bool,
+    moments: Option<B::Buf<f32>>,
+    second: Option<B::Buf<f32>>,
+    max_second: Option<B::Buf<f32>>,
+    steps: Steps,
+}
+
+/// `torch.optim.AdamW`: Adam with decoupled weight decay (default 0.01, as PyTorch).
+pub type AdamW<B = Cpu> = Adam<B>;
+
+impl<B: Backend> Adam<B> {
+    pub fn new(lr: f32) -> Self {
+        Adam {
+            lr,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            amsgrad: false,
+            decoupled: false,
+            moments: None,
+            second: None,
+            max_second: None,
+            steps: Steps::default(),
+        }
+    }
+
+    /// AdamW: `p ← p·(1 − lr·weight_decay)` before the Adam update, weight_decay 0.01.
+    pub fn adamw(lr: f32) -> Self {
+        Adam { decoupled: true, weight_decay: 0.01, ..Self::new(lr) }
+    }
+
+    pub fn betas(mut self, beta1: f32, beta2: f32) -> Self {
+        self.betas = (beta1, beta2);
+        self
+    }
+
+    pub fn eps(mut self, eps: f32) -> Self {
+        self.eps = eps;
+        self
+    }
+
+    pub fn weight_decay(mut self, weight_decay: f32) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+
+    pub fn amsgrad(mut self, amsgrad: bool) -> Self {
+        self.amsgrad = amsgrad;
+        self
+    }
+
+    fn name(&self) -> &'static str {
+        if self.decoupled { "AdamW" } else { "Adam" }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let name = self.name();
+        check(self.lr >= 0.0, || format!("{name}: invalid learning rate {} (must be ≥ 0)", self.lr))?;
+        check(self.eps >= 0.0, || format!("{name}: invalid eps {} (must be ≥ 0)", self.eps))?;
+        check((0.0..1.0).contains(&self.betas.0), || format!("{name}: invalid beta1 {} (must be in [0, 1))", self.betas.0))?;
+        check((0.0..1.0).contains(&self.betas.1), || format!("{name}: invalid beta2 {} (must be in [0, 1))", self.betas.1))?;
+        check(self.weight_decay >= 0.0, || format!("{name}: invalid weight_decay {} (must be ≥ 0)", self.weight_decay))
+    }
+}
+
+impl<B: Backend> Optimizer<B> for Adam<B> {
+    fn step(&mut self, net: &mut NetState<B>) -> Result<()> {
+        self.validate()?;
+        let name = self.name();
+        let len = net.spec().param_len;
+        let (dev, params, grads, tensors) = net.optimizer_view();
+        let m = state_buffer(&mut self.moments, dev, len, name)?;
+        let v = state_buffer(&mut self.second, dev, len, name)?;
+        let mut vmax = if self.amsgrad { Some(state_buffer(&mut self.max_second, dev, len, name)?) } else { None };
+        let base = AdamStep {
+            lr: self.lr,
+            beta1: self.betas.0,
+            beta2: self.betas.1,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            decoupled: self.decoupled,
+            amsgrad: self.amsgrad,
+            step: 0,
+        };
+        self.steps.advance(tensors, |r, step| {
+            let vmax = vmax.as_mut().map(|b| B::dst(&mut **b, r.clone()));
+            dev.adam_step(&AdamStep { step, ..base }, B::dst(params, r.clone()), B::src(grads, r.clone()), B::dst(m, r.clone()), B::dst(v, r), vmax)
+        })
+    }
+
+    fn learning_rate(&self) -> f32 {
+        self.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f32) {
+        self.lr = lr;
+    }
+}

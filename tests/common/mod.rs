@@ -1,0 +1,100 @@
+//! Helpers shared by the integration tests: the PyTorch fixtures (tests/fixtures, copied from
+//! ../shared/fixtures; see its README for how they were made) and the fixtures' error measure.
+
+#![allow(dead_code)]
+
+use staticnet::network::TensorKind;
+use staticnet::prelude::*;
+
+/// The reference values PyTorch 2.15 wrote for one network and one batch.
+pub struct Fixture {
+    pub name: &'static str,
+    pub tensors: StateDict,
+}
+
+impl Fixture {
+    pub fn load(name: &'static str) -> Fixture {
+        let path = format!("{}/tests/fixtures/{name}.safetensors", env!("CARGO_MANIFEST_DIR"));
+        let tensors = StateDict::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        Fixture { name, tensors }
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.tensors.get(key).is_some()
+    }
+
+    pub fn f32(&self, key: &str) -> Vec<f32> {
+        match self.tensors.get(key) {
+            Some(Tensor::F32(a)) => a.iter().copied().collect(),
+            other => panic!("{}: `{key}` is not a float tensor: {other:?}", self.name),
+        }
+    }
+
+    pub fn i64(&self, key: &str) -> Vec<i64> {
+        match self.tensors.get(key) {
+            Some(Tensor::I64(a)) => a.iter().copied().collect(),
+            other => panic!("{}: `{key}` is not an int64 tensor: {other:?}", self.name),
+        }
+    }
+
+    pub fn labels(&self) -> Vec<usize> {
+        self.i64("target").into_iter().map(|v| v as usize).collect()
+    }
+
+    pub fn input<I: Batch>(&self) -> I {
+        I::from_vec(self.labels().len(), self.f32("input")).unwrap()
+    }
+
+    /// The initial parameters and buffers of `N`, under `prefix` (`""`, `"sgd3."`, …).
+    pub fn state_for<N: Network>(&self, prefix: &str) -> StateDict {
+        let mut sd = StateDict::new();
+        for t in N::SPEC.tensors {
+            let key = format!("{prefix}{}", t.name);
+            let value = self.tensors.get(&key).unwrap_or_else(|| panic!("{}: no `{key}`", self.name));
+            sd.insert(t.name, value.clone());
+        }
+        sd
+    }
+
+    /// A network made by `new` with the fixture's initial parameters, loaded strictly.
+    pub fn network<N: Network>(&self, new: impl Fn(&Cpu, u64) -> staticnet::Result<N>) -> N {
+        let mut net = new(&Cpu, 0).unwrap();
+        net.load_state_dict(&self.state_for::<N>(""), true).unwrap();
+        net
+    }
+}
+
+/// ‖ours − ref‖ / ‖ref‖, the fixtures' measure of agreement.
+pub fn rel_err(ours: &[f32], reference: &[f32]) -> f64 {
+    assert_eq!(ours.len(), reference.len(), "lengths differ");
+    let diff: f64 = ours.iter().zip(reference).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum::<f64>().sqrt();
+    let norm: f64 = reference.iter().map(|&b| (b as f64).powi(2)).sum::<f64>().sqrt();
+    if norm == 0.0 { diff } else { diff / norm }
+}
+
+#[track_caller]
+pub fn assert_close(ours: &[f32], reference: &[f32], tol: f64, what: &str) {
+    let e = rel_err(ours, reference);
+    assert!(e < tol, "{what}: relative error {e:.3e} ≥ {tol:.0e}");
+}
+
+/// Every parameter and buffer of `net` against the fixture's values under `prefix`.
+#[track_caller]
+pub fn assert_state<N: Network>(net: &N, fx: &Fixture, prefix: &str, tol: f64) {
+    for t in N::SPEC.tensors {
+        let key = format!("{prefix}{}", t.name);
+        match t.kind {
+            TensorKind::Counter { .. } => {
+                let ours = match net.tensor(t.name).unwrap() {
+                    Tensor::I64(a) => a.iter().copied().collect::<Vec<_>>(),
+                    other => panic!("{key}: {other:?}"),
+                };
+                assert_eq!(ours, fx.i64(&key), "{}: {key}", fx.name);
+            }
+            _ => {
+                let ours: Vec<f32> = net.parameter(t.name).unwrap().iter().copied().collect();
+                assert_close(&ours, &fx.f32(&key), tol, &format!("{}: {key}", fx.name));
+            }
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Parity with PyTorch: every fixture in tests/fixtures (written by PyTorch 2.15, see its
+//! README) reproduced within the fixtures' tolerances: relative error under 1e-4 for logits and
+//! loss, under 1e-3 for gradients and for parameters after optimizer steps.
+
+mod common;
+
+use common::{Fixture, assert_close, assert_state};
+use staticnet::Logits;
+use staticnet::prelude::*;
+
+const LOGITS: f64 = 1e-4;
+const GRADS: f64 = 1e-3;
+
+network! {
+    pub struct ModelA {
+        input: [1, 28, 28],
+        cnn1: Conv2d(1, 16, kernel_size = 5, stride = 1, padding = 2),
+        relu1: ReLU,
+        maxpool1: MaxPool2d(2),
+        cnn2: Conv2d(16, 32, kernel_size = 5, stride = 1, padding = 2),
+        relu2: ReLU,
+        maxpool2: MaxPool2d(2),
+        Flatten,
+        fc1: Linear(32 * 7 * 7, 10),
+    }
+}
+
+network! {
+    pub struct ModelB {
+        input: [1, 28, 28],
+        cnn1: Conv2d(1, 16, 5, padding = 2),
+        relu1: ReLU,
+        avgpool1: AvgPool2d(2),
+        cnn2: Conv2d(16, 32, 5, padding = 2),
+        relu2: ReLU,
+        avgpool2: AvgPool2d(2),
+        Flatten,
+        fc1: Linear(32 * 7 * 7, 10),
+    }
+}
+
+network! {
+    pub struct ModelC {
+        input: [1, 28, 28],
+        cnn1: Conv2d(1, 16, 5),
+        relu1: ReLU,
+        maxpool1: MaxPool2d(2),
+        cnn2: Conv2d(16, 32, 5),
+        relu2: ReLU,
+        maxpool2: MaxPool2d(2),
+        Flatten,
+        fc1: Linear(32 * 4 * 4, 10),
+    }
+}
+
+network! {
+    pub struct NetBn {
+        input: [1, 28, 28],
+        features: [
+            Conv2d(1, 10, 3, stride = 1, padding = 1), MaxPool2d(2, 2), ReLU, BatchNorm2d(10),
+            Conv2d(10, 20, 3, stride = 1, padding = 1), MaxPool2d(2, 2), ReLU, BatchNorm2d(20),
+        ],
+        Flatten,
+        fc: Linear(7 * 7 * 20, 10),
+    }
+}
+
+network! {
+    pub struct CifarNet {
+        input: [3, 32, 32],
+        conv1: Conv2d(3, 32, 3, padding = 1), ReLU, pool: MaxPool2d(2, 2),
+        conv2: Conv2d(32, 64, 3, padding = 1), ReLU, MaxPool2d(2, 2),
+        conv3: Conv2d(64, 128, 3, padding = 1), ReLU, MaxPool2d(2, 2),
+        Flatten,
+        fc: Linear(128 * 4 * 4, 10),
+    }
+}
+
+network! {
+    pub struct MlpDropout {
+        input: [784],
+        classifier: [Linear(28 * 28, 200), ReLU, Dropout(0.5), Linear(200, 500), ReLU, Linear(500, 10)],
+    }
+}
+
+/// logits_eval, then (when the fixture has them) logits_train, loss, every gradient and the
+/// batch-norm statistics after one train-mode forward.
+fn forward_and_gradients<N: Network>(fx: &Fixture, new: impl Fn(&Cpu, u64) -> staticnet::Result<N>)
+where
+    N::Output: Logits,
+{
+    let mut net = fx.network(new);
+    let x: N::Input = fx.input();
+    let labels = fx.labels();
+
+    net.eval();
+    let out = net.forward(&x).unwrap();
+    assert_close(out.as_slice(), &fx.f32("logits_eval"), LOGITS, &format!("{}: logits_eval", fx.name));
+
+    if !fx.has("logits_train") {
+        return;
+    }
+    net.train();
+    let out = net.forward(&x).unwrap();
+    assert_close(out.as_slice(), &fx.f32("logits_train"), LOGITS, &format!("{}: logits_train", fx.name));
+    let step = net.loss_backward(&CrossEntropyLoss::default(), &labels).unwrap();
+    assert_close(&[step.loss], &fx.f32("loss"), LOGITS, &format!("{}: loss", fx.name));
+    let mut grads = 0;
+    for t in N::SPEC.tensors {
+        let key = format!("grad.{}", t.name);
+        if fx.has(&key) {
+            let ours: Vec<f32> = net.grad(t.name).unwrap().iter().copied().collect();
+            assert_close(&ours, &fx.f32(&key), GRADS, &format!("{}: {key}", fx.name));
+            grads += 1;
+        }
+    }
+    assert!(grads > 0, "{}: no gradient compared", fx.name);
+    let stats: Vec<_> = N::SPEC.tensors.iter().filter(|t| fx.has(&format!("after_forward.{}", t.name))).collect();
+    for t in stats {
+        let key = format!("after_forward.{}", t.name);
+        match net.tensor(t.name).unwrap() {
+            Tensor::F32(a) => assert_close(&a.iter().copied().collect::<Vec<_>>(), &fx.f32(&key), LOGITS, &key),
+            Tensor::I64(a) => assert_eq!(a.iter().copied().collect::<Vec<_>>(), fx.i64(&key), "{key}"),
+        }
+    }
+}
+
+/// Three optimizer steps on the fixture's batch, in train mode, against `sgd3.*` or `adam3.*`.
+fn three_steps<N: Network, O: Optimizer<Cpu>>(fx: &Fixture, new: impl Fn(&Cpu, u64) -> staticnet::Result<N>, mut opt: O, prefix: &str)
+where
+    N::Output: Logits,
+{
+    let mut net = fx.network(new);
+    let x: N::Input = fx.input();
+    let labels = fx.labels();
+    for _ in 0..3 {
+        net.train_step(&x, &labels, &mut opt).unwrap();
+    }
+    assert_state(&net, fx, prefix, GRADS);
+}
+
+fn all<N: Network>(name: &'static str, new: impl Fn(&Cpu, u64) -> staticnet::Result<N> + Copy)
+where
+    N::Output: Logits,
+{
+    let fx = Fixture::load(name);
+    forward_and_gradients(&fx, new);
+    if fx.has(&format!("sgd3.{}", N::SPEC.tensors[0].name)) {
+        three_steps(&fx, new, Sgd::new(0.01).momentum(0.9).weight_decay(1e-4), "sgd3.");
+        three_steps(&fx, new, Adam::new(1e-3).weight_decay(1e-3), "adam3.");
+    }
+}
+
+#[test]
+fn model_a() {
+    all("model_a", ModelA::new);
+}
+
+#[test]
+fn model_b() {
+    all("model_b", ModelB::new);
+}
+
+#[test]
+fn model_c() {
+    all("model_c", ModelC::new);
+}
+
+#[test]
+fn net_bn() {
+    all("net_bn", NetBn::new);
+}
+
+#[test]
+fn cifar_net() {
+    all("cifar_net", CifarNet::new);
+}
+
+#[test]
+fn mlp_dropout_eval() {
+    all("mlp_dropout", MlpDropout::new);
+}
