@@ -12,7 +12,6 @@
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
-use syn::spanned::Spanned;
 use syn::{Attribute, Expr, Ident, Token, Visibility, bracketed, parenthesized};
 
 /// A whole `network! { ... }` invocation.
@@ -55,10 +54,26 @@ pub struct Input {
 
 /// A stretch of source from `start` to `end`: what an error underlines. (On stable Rust a macro
 /// cannot join two spans into one; an error built from two tokens spans both, see `ctxt.rs`.)
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct SpanRange {
     pub start: Span,
     pub end: Span,
+}
+
+impl SpanRange {
+    /// From the first to the last token of `tokens`.
+    pub fn of(tokens: &dyn quote::ToTokens) -> SpanRange {
+        let mut iter = tokens.to_token_stream().into_iter();
+        let start = iter.next().map_or_else(Span::call_site, |t| t.span());
+        let end = iter.last().map_or(start, |t| t.span());
+        SpanRange { start, end }
+    }
+}
+
+impl From<Span> for SpanRange {
+    fn from(span: Span) -> Self {
+        SpanRange { start: span, end: span }
+    }
 }
 
 
@@ -69,9 +84,9 @@ pub struct Arg {
 }
 
 impl Arg {
-    /// The span to underline for this argument: its value.
-    pub fn span(&self) -> Span {
-        self.value.span()
+    /// What to underline for this argument: its whole value.
+    pub fn span(&self) -> SpanRange {
+        SpanRange::of(&self.value)
     }
 }
 

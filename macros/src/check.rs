@@ -13,7 +13,7 @@ use staticnet_shape::{conv_out, effective_kernel, pool_out};
 
 use crate::ast::{Item, Layer, NetworkDef, SpanRange};
 use crate::ctxt::Ctxt;
-use crate::layers::{self, Args};
+use crate::layers::{self, Args, Infer};
 use crate::value::Value;
 
 /// The shape of one sample: `[C, H, W]` or `[F]`.
@@ -152,7 +152,7 @@ fn check_input(cx: &mut Ctxt, input: &crate::ast::Input) -> Option<Shape> {
         }
     }
     if dims.len() != 3 && dims.len() != 1 {
-        cx.error_range(
+        cx.error(
             input.span,
             format!("the input of a network is one sample shaped [C, H, W] (an image) or [F] (a vector), got {} sizes", dims.len()),
             Some("the batch size is not part of the input: it is chosen at run time".into()),
@@ -206,16 +206,19 @@ fn check_items(cx: &mut Ctxt, items: &[&Item], prefix: &str, flow: &mut Flow) {
 }
 
 fn check_layer(cx: &mut Ctxt, layer: &Layer, path: String, flow: &mut Flow) {
-    let Some(sig) = layers::lookup(&layer.kind.to_string()) else {
-        layers::unknown_layer(cx, &layer.kind);
-        flow.shape = None;
-        return;
+    let sig = match layers::lookup(&layer.kind.to_string()) {
+        Some(sig) => sig,
+        None => match layers::unknown_layer(cx, &layer.kind) {
+            Some(guess) => guess,
+            None => {
+                flow.shape = None;
+                return;
+            }
+        },
     };
     let args = layers::bind(cx, layer, sig);
-    let Some(input) = flow.shape.clone() else {
-        return; // the shape is unknown after an earlier error: only the arguments were checked
-    };
-    let at = Here { kind_span: layer.kind.span(), origin: flow.origin.clone(), input: input.clone() };
+    // After an earlier error the shape may be unknown: the checks then test the arguments only.
+    let at = Here { kind_span: layer.kind.span(), origin: flow.origin.clone(), input: flow.shape.clone() };
     let result = match sig.kind {
         "Conv2d" => check_conv2d(cx, &args, &at),
         "Linear" => check_linear(cx, &args, &at),
@@ -231,8 +234,8 @@ fn check_layer(cx: &mut Ctxt, layer: &Layer, path: String, flow: &mut Flow) {
         "Softmax" | "LogSoftmax" => check_softmax(cx, &args, &at),
         other => unreachable!("no check for {other}"),
     };
-    match result {
-        Some((kind, display, output)) => {
+    match (result, at.input) {
+        (Some((kind, display, output)), Some(input)) => {
             flow.origin = match kind {
                 Kind::Flatten if input.len() > 1 => Origin::Flatten(input.clone()),
                 Kind::Flatten => flow.origin.clone(),
@@ -241,20 +244,36 @@ fn check_layer(cx: &mut Ctxt, layer: &Layer, path: String, flow: &mut Flow) {
             flow.shape = Some(output.clone());
             flow.layers.push(Sized { path, kind, display, input, output, span: layer.span });
         }
-        None => flow.shape = None,
+        _ => flow.shape = None,
     }
 }
 
-/// What a check knows about where it is: the layer's kind token, and what flows in.
+/// What a check knows about where it is: the layer's kind token, and what flows in (unknown
+/// after an earlier error that left no shape).
 struct Here {
     kind_span: Span,
     origin: Origin,
-    input: Shape,
+    input: Option<Shape>,
 }
 
 impl Here {
+    /// The input shape; only called once a check knows it is there.
+    fn shape(&self) -> &Shape {
+        self.input.as_ref().expect("checked by the caller")
+    }
+
     fn from(&self) -> String {
-        self.origin.describe(&self.input)
+        self.origin.describe(self.shape())
+    }
+
+    /// How `_` resolves for a size the input determines (`dim` of the input, when the input
+    /// has `rank` dimensions).
+    fn infer(&self, rank: usize, dim: usize) -> Infer {
+        match &self.input {
+            Some(s) if s.len() == rank => Infer::Yes(s[dim]),
+            Some(_) => Infer::No,
+            None => Infer::Unknown,
+        }
     }
 }
 
@@ -262,14 +281,14 @@ type Outcome = Option<(Kind, String, Shape)>;
 
 /// An image input `[C, H, W]`, or an error saying the layer needs one.
 fn need_image(cx: &mut Ctxt, at: &Here, kind: &str) -> Option<(usize, usize, usize)> {
-    match at.input[..] {
-        [c, h, w] => Some((c, h, w)),
+    match at.input.as_deref()? {
+        &[c, h, w] => Some((c, h, w)),
         _ => {
             let help = match at.origin {
                 Origin::Flatten(_) => format!("{kind} works on [C, H, W] images: move it before Flatten"),
                 _ => format!("{kind} works on [C, H, W] images"),
             };
-            cx.error(at.kind_span, format!("{kind} needs an image input [C, H, W], but {} arrives ({})", fmt_shape(&at.input), at.from()), Some(help));
+            cx.error(at.kind_span, format!("{kind} needs an image input [C, H, W], but {} arrives ({})", fmt_shape(at.shape()), at.from()), Some(help));
             None
         }
     }
@@ -279,13 +298,13 @@ fn need_image(cx: &mut Ctxt, at: &Here, kind: &str) -> Option<(usize, usize, usi
 /// bias=True, padding_mode='zeros')`, with `padding='same'|'valid'` as in PyTorch.
 fn check_conv2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
     let image = need_image(cx, at, "Conv2d");
-    let c_in = a.size(cx, "in_channels", image.map(|(c, _, _)| c));
+    let c_in = a.size(cx, "in_channels", at.infer(3, 0));
     let c_out = a.positive(cx, "out_channels");
     let kernel = a.pair(cx, "kernel_size", 1);
     let stride = a.pair(cx, "stride", 1);
     let dilation = a.pair(cx, "dilation", 1);
     let bias = a.bool(cx, "bias");
-    if let Some(g) = a.size(cx, "groups", None)
+    if let Some(g) = a.size(cx, "groups", Infer::No)
         && g.value != 1
     {
         cx.error(g.span, format!("Conv2d with groups = {} is not supported yet: staticnet has dense convolutions (groups = 1)", g.value), None);
@@ -311,20 +330,25 @@ fn check_conv2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
         match conv_out(len, k[axis], s[axis], p[axis], d[axis]) {
             Some(o) => out[axis] = o,
             None => {
-                let span = a.given("kernel_size").map_or(at.kind_span, |b| b.span);
+                let span = a.given("kernel_size").map_or(at.kind_span.into(), |b| b.span);
                 let eff = effective_kernel(k[axis], d[axis]);
                 let dilated = if d[axis] > 1 { format!(" (dilated to {eff})") } else { String::new() };
+                let padded = len + 2 * p[axis];
                 cx.error(
                     span,
                     format!(
-                        "Conv2d's kernel{} is larger than its padded input: {} + 2·{} = {} < {eff}{dilated} along the {}",
-                        if k[0] == k[1] { format!(" {}×{}", k[0], k[1]) } else { format!(" {}×{}", k[0], k[1]) },
-                        len,
+                        "Conv2d's {}×{} kernel is larger than its padded input: {len} + 2·{} = {padded} < {eff}{dilated} along the {}",
+                        k[0],
+                        k[1],
                         p[axis],
-                        len + 2 * p[axis],
                         ["height", "width"][axis]
                     ),
-                    Some(format!("the input is {} ({}): use a kernel_size of at most {}, or more padding", fmt_shape(&at.input), at.from(), len + 2 * p[axis])),
+                    Some(format!(
+                        "{}: use kernel_size = {} or smaller, or padding = {} or more",
+                        at.from(),
+                        padded,
+                        (eff - len).div_ceil(2)
+                    )),
                 );
                 return None;
             }
@@ -372,21 +396,17 @@ fn conv_padding(cx: &mut Ctxt, a: &Args, kernel: Option<[usize; 2]>, dilation: O
 
 /// `Linear(in_features, out_features, bias=True)`.
 fn check_linear(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
-    let flat = match at.input[..] {
-        [f] => Some(f),
-        _ => None,
-    };
-    let in_f = a.size(cx, "in_features", flat);
+    let in_f = a.size(cx, "in_features", at.infer(1, 0));
     let out_f = a.positive(cx, "out_features");
     let bias = a.bool(cx, "bias");
-    let (out_f, bias) = (out_f?, bias?);
-    let Some(f) = flat else {
-        let numel: usize = at.input.iter().product();
-        let product = at.input.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" * ");
+    let (out_f, bias, input) = (out_f?, bias?, at.input.as_ref()?);
+    let &[f] = &input[..] else {
+        let numel: usize = input.iter().product();
+        let product = input.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" * ");
         cx.error(
             at.kind_span,
-            format!("Linear needs a flat input, but {} arrives ({})", fmt_shape(&at.input), at.from()),
-            Some(format!("add `Flatten,` before this layer: it turns {} into {product} = {numel} features", fmt_shape(&at.input))),
+            format!("Linear needs a flat input, but {} arrives ({})", fmt_shape(input), at.from()),
+            Some(format!("add `Flatten,` before this layer: it turns {} into {product} = {numel} features", fmt_shape(input))),
         );
         return None;
     };
@@ -418,7 +438,7 @@ fn check_activation(cx: &mut Ctxt, a: &Args, at: &Here, act: impl Fn(&mut Ctxt, 
         Act::Sigmoid => "Sigmoid()".to_string(),
         Act::Tanh => "Tanh()".to_string(),
     };
-    Some((Kind::Activation(act), display, at.input.clone()))
+    Some((Kind::Activation(act), display, at.input.clone()?))
 }
 
 /// `MaxPool2d(kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
@@ -434,7 +454,7 @@ fn check_pool2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
         _ => a.pair(cx, "stride", 1),
     };
     let padding = a.pair(cx, "padding", 0);
-    let dilation = if is_max { a.pair(cx, "dilation", 1) } else { Some(crate::value::Spanned { value: [1, 1], span: at.kind_span }) };
+    let dilation = if is_max { a.pair(cx, "dilation", 1) } else { Some(crate::value::Spanned { value: [1, 1], span: at.kind_span.into() }) };
     let ceil_mode = a.bool(cx, "ceil_mode");
     let (mut count_include_pad, mut divisor) = (true, 0);
     if is_max {
@@ -474,14 +494,14 @@ fn check_pool2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
                     at.kind_span,
                     format!(
                         "{kind} shrinks {} to nothing: its {}×{} window does not fit the {}×{} input{}",
-                        fmt_shape(&at.input),
+                        fmt_shape(at.shape()),
                         k[0],
                         k[1],
                         h,
                         w,
                         if p[axis] > 0 { format!(" padded by {}", p[axis]) } else { String::new() }
                     ),
-                    Some(format!("the input comes from {}: remove this pooling layer or pool less before it", at.from())),
+                    Some(format!("{}: remove this pooling layer, or pool less before it", at.from())),
                 );
                 return None;
             }
@@ -545,13 +565,14 @@ fn check_adaptive_avg_pool2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
 /// `Flatten(start_dim=1, end_dim=-1)`: everything after the batch dimension into one.
 fn check_flatten(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
     let (start, end) = (a.value("start_dim")?, a.value("end_dim")?);
-    let last = at.input.len() as i64; // the last dimension, counting the batch as 0
+    // The last dimension counting the batch as 0; unknown after an earlier error.
+    let last = at.input.as_ref().map_or(-1, |s| s.len() as i64);
     let ok_end = matches!(end.0, Value::Int(e) if e == -1 || e == last);
     if start.0 != Value::Int(1) || !ok_end {
         cx.error(start.1, "Flatten keeps the batch dimension and flattens all the others: only start_dim = 1, end_dim = -1 is supported", None);
         return None;
     }
-    Some((Kind::Flatten, "Flatten(start_dim=1, end_dim=-1)".into(), vec![at.input.iter().product()]))
+    Some((Kind::Flatten, "Flatten(start_dim=1, end_dim=-1)".into(), vec![at.input.as_ref()?.iter().product()]))
 }
 
 /// `Dropout(p=0.5, inplace=False)`.
@@ -566,7 +587,7 @@ fn check_dropout(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
         );
         return None;
     }
-    Some((Kind::Dropout { p: p.value }, format!("Dropout(p={}, inplace=False)", py_float(p.value)), at.input.clone()))
+    Some((Kind::Dropout { p: p.value }, format!("Dropout(p={}, inplace=False)", py_float(p.value)), at.input.clone()?))
 }
 
 /// `BatchNorm2d(num_features, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)`
@@ -574,20 +595,19 @@ fn check_dropout(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
 fn check_batch_norm(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
     let kind = a.sig.kind;
     let two_d = kind == "BatchNorm2d";
-    let channels = match (two_d, &at.input[..]) {
-        (true, [c, _, _]) | (false, [c]) => Some(*c),
-        _ => None,
-    };
-    let n = a.size(cx, "num_features", channels);
+    let n = a.size(cx, "num_features", at.infer(if two_d { 3 } else { 1 }, 0));
     let eps = a.float(cx, "eps");
     let momentum = a.opt_float(cx, "momentum");
     let affine = a.bool(cx, "affine");
     let track = a.bool(cx, "track_running_stats");
-    let (n, eps, momentum, affine, track) = (n?, eps?, momentum?, affine?, track?);
-    let Some(c) = channels else {
-        let (want, other) = if two_d { ("an image input [C, H, W]", "BatchNorm1d for vectors") } else { ("a vector input [F]", "BatchNorm2d for images") };
-        cx.error(at.kind_span, format!("{kind} needs {want}, but {} arrives ({})", fmt_shape(&at.input), at.from()), Some(format!("use {other}")));
-        return None;
+    let (n, eps, momentum, affine, track, input) = (n?, eps?, momentum?, affine?, track?, at.input.as_ref()?);
+    let c = match (two_d, &input[..]) {
+        (true, &[c, _, _]) | (false, &[c]) => c,
+        _ => {
+            let (want, other) = if two_d { ("an image input [C, H, W]", "BatchNorm1d for vectors") } else { ("a vector input [F]", "BatchNorm2d for images") };
+            cx.error(at.kind_span, format!("{kind} needs {want}, but {} arrives ({})", fmt_shape(input), at.from()), Some(format!("use {other}")));
+            return None;
+        }
     };
     if n.value != c {
         cx.error(
@@ -613,7 +633,7 @@ fn check_batch_norm(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
         py_bool(track.value)
     );
     let kind_v = Kind::BatchNorm { two_d, c: n.value, eps: eps.value, momentum: momentum.value, affine: affine.value, track_running_stats: track.value };
-    Some((kind_v, display, at.input.clone()))
+    Some((kind_v, display, input.clone()))
 }
 
 /// `Softmax(dim=None)` and `LogSoftmax(dim=None)`: over dimension 1 (the features or channels),
@@ -623,12 +643,12 @@ fn check_softmax(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
     let (dim, span) = a.value("dim")?;
     let ok = match dim {
         Value::None | Value::Int(1) => true,
-        Value::Int(-1) => at.input.len() == 1,
+        Value::Int(-1) => at.input.as_ref().is_none_or(|s| s.len() == 1),
         _ => false,
     };
     if !ok {
         cx.error(span, format!("{kind} normalises over dim = 1 (the features or channels) in staticnet; dim = {dim:?} is not supported"), None);
         return None;
     }
-    Some((Kind::Softmax { log: kind == "LogSoftmax" }, format!("{kind}(dim=1)"), at.input.clone()))
+    Some((Kind::Softmax { log: kind == "LogSoftmax" }, format!("{kind}(dim=1)"), at.input.clone()?))
 }

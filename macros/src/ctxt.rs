@@ -1,7 +1,7 @@
 //! Error collection (serde_derive's `Ctxt`): every check adds its errors here and carries on,
 //! so that one build reports every mistake of a network at once.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use quote::{ToTokens, quote_spanned};
 
 use crate::ast::SpanRange;
@@ -14,21 +14,17 @@ pub struct Ctxt {
 /// An error message with an optional `help:` line, rendered the way rustc renders its own.
 pub fn message(msg: impl std::fmt::Display, help: Option<String>) -> String {
     match help {
-        Some(help) => format!("{msg}\n\n= help: {help}"),
+        Some(help) => format!("{msg}\n= help: {help}"),
         None => msg.to_string(),
     }
 }
 
 impl Ctxt {
-    /// An error underlining one span.
-    pub fn error(&mut self, span: Span, msg: impl std::fmt::Display, help: Option<String>) {
-        self.errors.push(syn::Error::new(span, message(msg, help)));
-    }
-
-    /// An error underlining from `range.start` to `range.end`.
-    pub fn error_range(&mut self, range: SpanRange, msg: impl std::fmt::Display, help: Option<String>) {
+    /// An error underlining a span, or from `range.start` to `range.end`.
+    pub fn error(&mut self, range: impl Into<SpanRange>, msg: impl std::fmt::Display, help: Option<String>) {
         // syn spans an error from its tokens' first span to their last: two tokens carrying the
         // two ends underline everything between them, which `Span::join` cannot do on stable.
+        let range = range.into();
         let (start, end) = (range.start, range.end);
         let tokens: TokenStream = quote_spanned!(start=> a).into_iter().chain(quote_spanned!(end=> b)).collect();
         self.errors.push(syn::Error::new_spanned(tokens, message(msg, help)));

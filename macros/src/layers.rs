@@ -2,11 +2,9 @@
 //! and their defaults. Binding a layer's arguments to its signature catches unknown, repeated and
 //! missing arguments, and gives the checks typed values with their spans.
 
-use proc_macro2::Span;
 use quote::ToTokens;
-use syn::spanned::Spanned as _;
 
-use crate::ast::Layer;
+use crate::ast::{Layer, SpanRange};
 use crate::ctxt::Ctxt;
 use crate::value::{Spanned, Value, eval};
 
@@ -122,20 +120,23 @@ pub fn lookup(kind: &str) -> Option<&'static Signature> {
     LAYERS.iter().find(|s| s.kind == kind)
 }
 
-/// The error for a layer name that is not in [`LAYERS`].
-pub fn unknown_layer(cx: &mut Ctxt, kind: &syn::Ident) {
+/// Reports a layer name that is not in [`LAYERS`]; returns the layer it is likely a typo of,
+/// so that checking can go on as if that had been written.
+pub fn unknown_layer(cx: &mut Ctxt, kind: &syn::Ident) -> Option<&'static Signature> {
     let name = kind.to_string();
     if NOT_YET.contains(&name.as_str()) {
         let msg = format!("`{name}` is a PyTorch layer that staticnet does not support yet");
         cx.error(kind.span(), msg, Some(format!("the layers available are {}", available())));
-        return;
+        return None;
     }
     let msg = format!("unknown layer `{name}`");
-    let help = match closest(&name, LAYERS.iter().map(|s| s.kind)) {
+    let best = closest(&name, LAYERS.iter().map(|s| s.kind));
+    let help = match best {
         Some(best) => format!("did you mean `{best}`?"),
         None => format!("the layers available are {}", available()),
     };
     cx.error(kind.span(), msg, Some(help));
+    best.and_then(lookup)
 }
 
 fn available() -> String {
@@ -153,10 +154,19 @@ pub fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Opt
         .map(|(_, c)| c)
 }
 
+/// Whether `_` may stand for a size: the value the input gives it, no (the size is free), or
+/// unknown (after an earlier error; `_` is then accepted without a value).
+#[derive(Clone, Copy)]
+pub enum Infer {
+    Yes(usize),
+    No,
+    Unknown,
+}
+
 /// A bound argument: its value, where it was written, and its expression.
 pub struct Bound {
     pub value: Value,
-    pub span: Span,
+    pub span: SpanRange,
 }
 
 /// A layer's arguments bound to its signature.
@@ -203,20 +213,20 @@ pub fn bind<'a>(cx: &mut Ctxt, layer: &'a Layer, sig: &'static Signature) -> Arg
             },
         };
         if written[index] {
-            let span = arg.key.as_ref().map_or(arg.span(), |k| k.span());
+            let span = arg.key.as_ref().map_or(arg.span(), |k| k.span().into());
             cx.error(span, format!("{} argument `{}` is given twice", sig.kind, sig.params[index].name), None);
             continue;
         }
         written[index] = true;
         match eval(&arg.value) {
-            Ok(value) => values[index] = Some(Bound { value, span: arg.value.span() }),
+            Ok(value) => values[index] = Some(Bound { value, span: arg.span() }),
             Err(e) => cx.push(e),
         }
     }
     for (param, &written) in sig.params.iter().zip(&written) {
         if !written && matches!(param.default, Required) {
-            let call_span = crate::ast::SpanRange { start: layer.kind.span(), end: layer.span.end };
-            cx.error_range(call_span, format!("{} needs its `{}` argument", sig.kind, param.name), Some(format!("write {}", usage(sig))));
+            let call_span = SpanRange { start: layer.kind.span(), end: layer.span.end };
+            cx.error(call_span, format!("{} needs its `{}` argument", sig.kind, param.name), Some(format!("write {}", usage(sig))));
         }
     }
     Args { sig, layer, values }
@@ -245,12 +255,12 @@ impl<'a> Args<'a> {
     }
 
     /// The value, written or default; `None` if required and missing (already reported).
-    pub fn value(&self, name: &str) -> Option<(Value, Span)> {
+    pub fn value(&self, name: &str) -> Option<(Value, SpanRange)> {
         let i = self.index(name);
         match &self.values[i] {
             Some(b) => Some((b.value.clone(), b.span)),
             None => {
-                let span = self.layer.kind.span();
+                let span = self.layer.kind.span().into();
                 let v = match self.sig.params[i].default {
                     Required => return None,
                     Int(v) => Value::Int(v),
@@ -264,12 +274,12 @@ impl<'a> Args<'a> {
         }
     }
 
-    fn wrong_type(&self, cx: &mut Ctxt, name: &str, want: &str, got: &Value, span: Span) {
+    fn wrong_type(&self, cx: &mut Ctxt, name: &str, want: &str, got: &Value, span: SpanRange) {
         cx.error(span, format!("{} argument `{name}` must be {want}, got {}", self.sig.kind, got.describe()), None);
     }
 
-    /// A size: a non-negative integer. `_` is accepted only when `infer` gives the value.
-    pub fn size(&self, cx: &mut Ctxt, name: &str, infer: Option<usize>) -> Option<Spanned<usize>> {
+    /// A size: a non-negative integer. `_` is accepted only where `infer` allows it.
+    pub fn size(&self, cx: &mut Ctxt, name: &str, infer: Infer) -> Option<Spanned<usize>> {
         let (value, span) = self.value(name)?;
         match value {
             Value::Int(v) if v >= 0 => Some(Spanned { value: v as usize, span }),
@@ -278,8 +288,9 @@ impl<'a> Args<'a> {
                 None
             }
             Value::Infer => match infer {
-                Some(v) => Some(Spanned { value: v, span }),
-                None => {
+                Infer::Yes(v) => Some(Spanned { value: v, span }),
+                Infer::Unknown => None,
+                Infer::No => {
                     cx.error(span, format!("`_` cannot stand for {}'s `{name}`: only a size that the input determines can be inferred", self.sig.kind), None);
                     None
                 }
@@ -293,7 +304,7 @@ impl<'a> Args<'a> {
 
     /// A size that must be at least 1 (zero stride, zero kernel, zero channels).
     pub fn positive(&self, cx: &mut Ctxt, name: &str) -> Option<Spanned<usize>> {
-        let v = self.size(cx, name, None)?;
+        let v = self.size(cx, name, Infer::No)?;
         if v.value == 0 {
             cx.error(v.span, format!("{} `{name}` must be at least 1, got 0", self.sig.kind), None);
             return None;

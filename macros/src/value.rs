@@ -1,7 +1,6 @@
 //! Evaluation of argument values: integer expressions (`32 * 7 * 7`), `_`, floats, booleans,
 //! `None`, tuples and strings, each kept with its span.
 
-use proc_macro2::Span;
 use syn::spanned::Spanned as _;
 use syn::{BinOp, Expr, Lit, UnOp};
 
@@ -104,5 +103,5 @@ fn as_float(v: &Value) -> Option<f64> {
 #[derive(Clone, Debug)]
 pub struct Spanned<T> {
     pub value: T,
-    pub span: Span,
+    pub span: crate::ast::SpanRange,
 }

@@ -54,6 +54,29 @@ pub(crate) mod testing {
             .collect()
     }
 
+    /// The gradient of `L(v) = Σ_j r_j · f(v)_j` by central differences in f64, for checking a
+    /// backward against the definition of its forward (`f`, a naive f64 implementation).
+    pub fn numeric_grad(f: impl Fn(&[f64]) -> Vec<f64>, v: &[f32], r: &[f32]) -> Vec<f64> {
+        let mut v: Vec<f64> = v.iter().map(|&x| x as f64).collect();
+        let loss = |v: &[f64]| f(v).iter().zip(r).map(|(y, &r)| y * r as f64).sum::<f64>();
+        (0..v.len())
+            .map(|i| {
+                let h = 1e-6 * (1.0 + v[i].abs());
+                let orig = v[i];
+                v[i] = orig + h;
+                let up = loss(&v);
+                v[i] = orig - h;
+                let down = loss(&v);
+                v[i] = orig;
+                (up - down) / (2.0 * h)
+            })
+            .collect()
+    }
+
+    pub fn to_f64(v: &[f32]) -> Vec<f64> {
+        v.iter().map(|&x| x as f64).collect()
+    }
+
     /// ‖got − want‖ / ‖want‖ < rel (the fixtures' measure), with a floor for tiny references.
     pub fn assert_close(got: &[f32], want: &[f64], rel: f64, what: &str) {
         assert_eq!(got.len(), want.len(), "{what}: length");

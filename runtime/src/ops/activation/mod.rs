@@ -42,3 +42,30 @@ impl Activation {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{assert_close, numeric_grad, random};
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        for act in [Activation::ReLU, Activation::LeakyReLU(0.01), Activation::LeakyReLU(0.2), Activation::Sigmoid, Activation::Tanh] {
+            let f = |x: f64| match act {
+                Activation::ReLU => x.max(0.0),
+                Activation::LeakyReLU(s) => if x > 0.0 { x } else { x * s as f64 },
+                Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+                Activation::Tanh => x.tanh(),
+            };
+            let len = 1001;
+            let (x, dy) = (random(len, 14), random(len, 15));
+            let mut y = vec![f32::NAN; len];
+            cpu::forward(act, len, &x, &mut y);
+            assert_close(&y, &x.iter().map(|&v| f(v as f64)).collect::<Vec<_>>(), 1e-6, &format!("{act:?}"));
+            let mut dx = vec![f32::NAN; len];
+            cpu::backward(act, len, &x, &y, &dy, &mut dx);
+            let want = numeric_grad(|x| x.iter().map(|&v| f(v)).collect(), &x, &dy);
+            assert_close(&dx, &want, 1e-4, &format!("dx of {act:?}"));
+        }
+    }
+}

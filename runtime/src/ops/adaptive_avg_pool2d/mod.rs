@@ -41,7 +41,50 @@ impl AdaptiveAvgPool2d {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::testing::assert_close;
+    use crate::ops::testing::{assert_close, numeric_grad, random, to_f64};
+
+    /// The definition, in f64, with PyTorch's windows written out: ⌊i·in/out⌋ to ⌈(i+1)·in/out⌉.
+    fn naive(op: &AdaptiveAvgPool2d, n: usize, x: &[f64]) -> Vec<f64> {
+        let window = |i: usize, len: usize, out: usize| ((i * len) / out, ((i + 1) * len + out - 1) / out);
+        let mut y = vec![0.0; n * op.y_len()];
+        for plane in 0..n * op.c {
+            for oy in 0..op.h_out {
+                let (y0, y1) = window(oy, op.h_in, op.h_out);
+                for ox in 0..op.w_out {
+                    let (x0, x1) = window(ox, op.w_in, op.w_out);
+                    let mut s = 0.0;
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
+                            s += x[(plane * op.h_in + iy) * op.w_in + ix];
+                        }
+                    }
+                    y[(plane * op.h_out + oy) * op.w_out + ox] = s / ((y1 - y0) * (x1 - x0)) as f64;
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        // 13 -> 6 (AlexNet's 13x13 maps), 3 -> 6 (output larger than input), and mixed.
+        let cases = [
+            AdaptiveAvgPool2d::new(2, [13, 13], [6, 6]),
+            AdaptiveAvgPool2d::new(2, [3, 3], [6, 6]),
+            AdaptiveAvgPool2d::new(3, [7, 3], [2, 5]),
+            AdaptiveAvgPool2d::new(4, [5, 5], [1, 1]),
+        ];
+        for op in cases {
+            let n = 2;
+            let (x, dy) = (random(n * op.x_len(), 9), random(n * op.y_len(), 10));
+            let mut y = vec![f32::NAN; n * op.y_len()];
+            cpu::forward(&op, n, &x, &mut y);
+            assert_close(&y, &naive(&op, n, &to_f64(&x)), 1e-6, &format!("forward of {op:?}"));
+            let mut dx = vec![f32::NAN; x.len()];
+            cpu::backward(&op, n, &dy, &mut dx);
+            assert_close(&dx, &numeric_grad(|x| naive(&op, n, x), &x, &dy), 1e-4, &format!("dx of {op:?}"));
+        }
+    }
 
     #[test]
     fn uneven_windows_and_upsampling() {

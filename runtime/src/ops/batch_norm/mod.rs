@@ -70,7 +70,61 @@ impl BatchNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::testing::{assert_close, random};
+    use crate::ops::testing::{assert_close, numeric_grad, random, to_f64};
+
+    /// The definition, in f64, on `v` = x followed by γ and β: with batch statistics (biased
+    /// variance) or with the given running ones.
+    fn naive(op: &BatchNorm, n: usize, v: &[f64], running: Option<&[f32]>) -> Vec<f64> {
+        let (c, s) = (op.c, op.spatial);
+        let (x, wb) = v.split_at(n * c * s);
+        let mut y = vec![0.0; x.len()];
+        for ch in 0..c {
+            let at = |b: usize, i: usize| (b * c + ch) * s + i;
+            let (mean, var) = match running {
+                Some(r) => (r[ch] as f64, r[c + ch] as f64),
+                None => {
+                    let m = (0..n).flat_map(|b| (0..s).map(move |i| (b, i))).map(|(b, i)| x[at(b, i)]).sum::<f64>() / (n * s) as f64;
+                    let var = (0..n).flat_map(|b| (0..s).map(move |i| (b, i))).map(|(b, i)| (x[at(b, i)] - m).powi(2)).sum::<f64>() / (n * s) as f64;
+                    (m, var)
+                }
+            };
+            for b in 0..n {
+                for i in 0..s {
+                    y[at(b, i)] = (x[at(b, i)] - mean) / (var + op.eps as f64).sqrt() * wb[ch] + wb[c + ch];
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        for (op, n) in [(BatchNorm::new(3, 5 * 7, 1e-5, Some(0.1), true, true), 3), (BatchNorm::new(6, 1, 1e-5, Some(0.1), true, true), 5)] {
+            let x = random(n * op.x_len(), 11);
+            let wb: Vec<f32> = random(2 * op.c, 12).iter().map(|v| v + 1.0).collect();
+            let dy = random(x.len(), 13);
+            let v: Vec<f32> = x.iter().chain(&wb).copied().collect();
+            let running: Vec<f32> = (0..2 * op.c).map(|i| if i < op.c { 0.1 * i as f32 } else { 0.5 + 0.2 * i as f32 }).collect();
+            for training in [true, false] {
+                let mut saved = vec![0.0; op.saved_len()];
+                let mut y = vec![f32::NAN; x.len()];
+                if training {
+                    cpu::forward_train(&op, n, &x, Some(&wb), Some(&mut running.clone()), 0.1, &mut saved, &mut y);
+                } else {
+                    cpu::forward_eval(&op, n, &x, Some(&wb), &running, &mut saved, &mut y);
+                }
+                let reference = if training { None } else { Some(&running[..]) };
+                assert_close(&y, &naive(&op, n, &to_f64(&v), reference), 1e-5, "forward");
+                let mut dx = vec![f32::NAN; x.len()];
+                let mut dwb = vec![0.0; wb.len()];
+                cpu::backward(&op, n, training, &x, Some(&wb), &mut saved, &dy, Some(&mut dx), Some(&mut dwb));
+                let want = numeric_grad(|v| naive(&op, n, v, reference), &v, &dy);
+                let (want_dx, want_dwb) = want.split_at(x.len());
+                assert_close(&dx, want_dx, 1e-4, &format!("dx (training {training}) of {op:?}"));
+                assert_close(&dwb, want_dwb, 1e-4, &format!("dwb (training {training}) of {op:?}"));
+            }
+        }
+    }
 
     #[test]
     fn training_forward_normalises_and_updates_running_stats_like_pytorch() {

@@ -98,17 +98,17 @@ impl Conv2d {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::testing::{assert_close, random};
+    use crate::ops::testing::{assert_close, numeric_grad, random, to_f64};
 
     /// The definition of convolution (cross-correlation), in f64.
-    fn naive_forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32]) -> Vec<f64> {
+    fn naive(op: &Conv2d, n: usize, x: &[f64], wb: &[f64]) -> Vec<f64> {
         let (kh, kw) = (op.kernel[0], op.kernel[1]);
         let mut y = vec![0.0; n * op.y_len()];
         for b in 0..n {
             for co in 0..op.c_out {
                 for oy in 0..op.h_out {
                     for ox in 0..op.w_out {
-                        let mut acc = if op.bias { wb[op.weight_len() + co] as f64 } else { 0.0 };
+                        let mut acc = if op.bias { wb[op.weight_len() + co] } else { 0.0 };
                         for ci in 0..op.c_in {
                             for ky in 0..kh {
                                 for kx in 0..kw {
@@ -118,8 +118,7 @@ mod tests {
                                         continue;
                                     }
                                     let xv = x[b * op.x_len() + (ci * op.h_in + iy as usize) * op.w_in + ix as usize];
-                                    let wv = wb[((co * op.c_in + ci) * kh + ky) * kw + kx];
-                                    acc += xv as f64 * wv as f64;
+                                    acc += xv * wb[((co * op.c_in + ci) * kh + ky) * kw + kx];
                                 }
                             }
                         }
@@ -131,23 +130,48 @@ mod tests {
         y
     }
 
+    fn cases() -> [Conv2d; 5] {
+        [
+            // stride 2 with padding on a 29x31 input
+            Conv2d::new(3, 5, [29, 31], [3, 3], [2, 2], [1, 1], [1, 1], true),
+            // Model A's first layer: one input channel, 5x5, same padding
+            Conv2d::new(1, 4, [9, 8], [5, 5], [1, 1], [2, 2], [1, 1], true),
+            // rectangular kernel, unequal strides, dilation, no bias
+            Conv2d::new(2, 3, [11, 10], [3, 2], [1, 2], [0, 1], [2, 1], false),
+            // pointwise: a GEMM on the input as it is
+            Conv2d::new(6, 7, [5, 4], [1, 1], [1, 1], [0, 0], [1, 1], true),
+            // an AlexNet-like stem: 11x11, stride 4
+            Conv2d::new(3, 4, [23, 23], [11, 11], [4, 4], [2, 2], [1, 1], true),
+        ]
+    }
+
     #[test]
     fn forward_matches_definition() {
-        let cases = [
-            Conv2d::new(3, 5, [29, 31], [3, 3], [2, 2], [1, 1], [1, 1], true),
-            Conv2d::new(1, 4, [9, 8], [5, 5], [1, 1], [2, 2], [1, 1], true),
-            Conv2d::new(2, 3, [11, 10], [3, 2], [1, 2], [0, 1], [2, 1], false),
-            Conv2d::new(6, 7, [5, 4], [1, 1], [1, 1], [0, 0], [1, 1], true),
-            Conv2d::new(3, 4, [23, 23], [11, 11], [4, 4], [2, 2], [1, 1], true),
-        ];
-        for op in cases {
+        for op in cases() {
             let n = 3;
             let x = random(n * op.x_len(), 1);
             let wb = random(op.param_len(), 2);
             let mut y = vec![f32::NAN; n * op.y_len()];
             let mut scratch = vec![0.0; cpu::scratch_len(&op, n)];
             cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch);
-            assert_close(&y, &naive_forward(&op, n, &x, &wb), 1e-5, &format!("{op:?}"));
+            assert_close(&y, &naive(&op, n, &to_f64(&x), &to_f64(&wb)), 1e-5, &format!("{op:?}"));
+        }
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        for op in cases() {
+            let n = 2;
+            let (x, wb, dy) = (random(n * op.x_len(), 4), random(op.param_len(), 5), random(n * op.y_len(), 6));
+            let mut dx = vec![f32::NAN; x.len()];
+            // Parameter gradients accumulate: start from 1 and expect 1 + the gradient.
+            let mut dwb = vec![1.0; wb.len()];
+            let mut scratch = vec![0.0; cpu::scratch_len(&op, n)];
+            cpu::backward(&op, n, &x, &wb, &dy, Some(&mut dx), Some(&mut dwb), &mut scratch);
+            let want_dx = numeric_grad(|x| naive(&op, n, x, &to_f64(&wb)), &x, &dy);
+            let want_dwb: Vec<f64> = numeric_grad(|wb| naive(&op, n, &to_f64(&x), wb), &wb, &dy).iter().map(|g| g + 1.0).collect();
+            assert_close(&dx, &want_dx, 1e-4, &format!("dx of {op:?}"));
+            assert_close(&dwb, &want_dwb, 1e-4, &format!("dwb of {op:?}"));
         }
     }
 }

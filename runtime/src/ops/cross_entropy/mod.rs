@@ -59,6 +59,31 @@ mod tests {
     }
 
     #[test]
+    fn gradient_matches_finite_differences() {
+        use crate::ops::testing::numeric_grad;
+        for smoothing in [0.0f32, 0.2] {
+            let (op, n, c) = (CrossEntropy::new(6, smoothing), 4, 6);
+            let logits = random(n * c, 20);
+            let labels = [5u32, 0, 2, 2];
+            let mut d = vec![0.0; n * c];
+            cpu::forward_backward(&op, n, &logits, &labels, Some(&mut d));
+            let loss = |x: &[f64]| {
+                let mut l = 0.0;
+                for b in 0..n {
+                    let row = &x[b * c..(b + 1) * c];
+                    let lse = row.iter().map(|v| v.exp()).sum::<f64>().ln();
+                    for k in 0..c {
+                        let t = (1.0 - smoothing as f64) * (k == labels[b] as usize) as u8 as f64 + smoothing as f64 / c as f64;
+                        l -= t * (row[k] - lse) / n as f64;
+                    }
+                }
+                vec![l]
+            };
+            assert_close(&d, &numeric_grad(loss, &logits, &[1.0]), 1e-4, "dlogits");
+        }
+    }
+
+    #[test]
     fn counts_correct_predictions() {
         let op = CrossEntropy::new(3, 0.0);
         let logits = [0.1, 0.9, 0.0, 2.0, 1.0, 0.0, 0.0, 0.0, 1.0];

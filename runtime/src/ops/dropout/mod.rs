@@ -73,4 +73,16 @@ mod tests {
         cpu::forward(&op, 2, Dropout::key(42, 1, 1), &x, &mut y2);
         assert_ne!(y, y2);
     }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        use crate::ops::testing::{assert_close, numeric_grad, random};
+        // With its mask fixed by the key, dropout is linear: y_i = x_i·keep_i/(1−p).
+        let (op, n, key) = (Dropout::new(37, 0.4), 3, Dropout::key(7, 3, 2));
+        let (x, dy) = (random(n * op.len, 18), random(n * op.len, 19));
+        let f = |x: &[f64]| x.iter().enumerate().map(|(i, &v)| if op.keep(key, i) { v / 0.6 } else { 0.0 }).collect::<Vec<_>>();
+        let mut dx = vec![f32::NAN; x.len()];
+        cpu::backward(&op, n, key, &dy, &mut dx);
+        assert_close(&dx, &numeric_grad(f, &x, &dy), 1e-4, "dx");
+    }
 }

@@ -38,27 +38,45 @@ impl Linear {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::testing::{assert_close, random};
+    use crate::ops::testing::{assert_close, numeric_grad, random, to_f64};
+
+    fn naive(op: &Linear, n: usize, x: &[f64], wb: &[f64]) -> Vec<f64> {
+        let (fi, fo) = (op.in_features, op.out_features);
+        let mut y = vec![0.0; n * fo];
+        for b in 0..n {
+            for o in 0..fo {
+                let bias = if op.bias { wb[op.weight_len() + o] } else { 0.0 };
+                y[b * fo + o] = bias + (0..fi).map(|i| x[b * fi + i] * wb[o * fi + i]).sum::<f64>();
+            }
+        }
+        y
+    }
+
+    const CASES: [Linear; 3] = [Linear::new(7, 5, true), Linear::new(33, 2, false), Linear::new(1568, 10, true)];
 
     #[test]
     fn forward_matches_definition() {
-        for op in [Linear::new(7, 5, true), Linear::new(33, 2, false), Linear::new(1568, 10, true)] {
+        for op in CASES {
             let n = 9;
-            let x = random(n * op.in_features, 1);
-            let wb = random(op.param_len(), 2);
+            let (x, wb) = (random(n * op.in_features, 1), random(op.param_len(), 2));
             let mut y = vec![f32::NAN; n * op.out_features];
             cpu::forward(&op, n, &x, &wb, &mut y);
-            let mut want = vec![0.0f64; y.len()];
-            for b in 0..n {
-                for o in 0..op.out_features {
-                    let mut acc = if op.bias { wb[op.weight_len() + o] as f64 } else { 0.0 };
-                    for i in 0..op.in_features {
-                        acc += x[b * op.in_features + i] as f64 * wb[o * op.in_features + i] as f64;
-                    }
-                    want[b * op.out_features + o] = acc;
-                }
-            }
-            assert_close(&y, &want, 1e-5, &format!("{op:?}"));
+            assert_close(&y, &naive(&op, n, &to_f64(&x), &to_f64(&wb)), 1e-5, &format!("{op:?}"));
+        }
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        for op in CASES {
+            let n = 3;
+            let (x, wb, dy) = (random(n * op.in_features, 3), random(op.param_len(), 4), random(n * op.out_features, 5));
+            let mut dx = vec![f32::NAN; x.len()];
+            let mut dwb = vec![1.0; wb.len()];
+            cpu::backward(&op, n, &x, &wb, &dy, Some(&mut dx), Some(&mut dwb));
+            let want_dx = numeric_grad(|x| naive(&op, n, x, &to_f64(&wb)), &x, &dy);
+            let want_dwb: Vec<f64> = numeric_grad(|wb| naive(&op, n, &to_f64(&x), wb), &wb, &dy).iter().map(|g| g + 1.0).collect();
+            assert_close(&dx, &want_dx, 1e-4, &format!("dx of {op:?}"));
+            assert_close(&dwb, &want_dwb, 1e-4, &format!("dwb of {op:?}"));
         }
     }
 }

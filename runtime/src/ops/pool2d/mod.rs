@@ -69,7 +69,74 @@ impl Pool2d {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::testing::{assert_close, random};
+    use crate::ops::testing::{assert_close, numeric_grad, random, to_f64};
+
+    /// The definition of pooling, in f64: max or mean over each window, with PyTorch's divisor.
+    fn naive(op: &Pool2d, n: usize, x: &[f64], max: bool) -> Vec<f64> {
+        let mut y = vec![0.0; n * op.y_len()];
+        for plane in 0..n * op.c {
+            for oy in 0..op.h_out {
+                for ox in 0..op.w_out {
+                    let (mut best, mut sum, mut count) = (f64::NEG_INFINITY, 0.0, 0usize);
+                    for ky in 0..op.kernel[0] {
+                        for kx in 0..op.kernel[1] {
+                            let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - op.padding[0] as isize;
+                            let ix = (ox * op.stride[1] + kx * op.dilation[1]) as isize - op.padding[1] as isize;
+                            // In the padded input (counted by count_include_pad) …
+                            if iy >= op.h_in as isize + op.padding[0] as isize || ix >= op.w_in as isize + op.padding[1] as isize {
+                                continue;
+                            }
+                            count += 1;
+                            // … and in the input itself.
+                            if iy < 0 || ix < 0 || iy >= op.h_in as isize || ix >= op.w_in as isize {
+                                if !op.count_include_pad {
+                                    count -= 1;
+                                }
+                                continue;
+                            }
+                            let v = x[(plane * op.h_in + iy as usize) * op.w_in + ix as usize];
+                            best = best.max(v);
+                            sum += v;
+                        }
+                    }
+                    let div = if op.divisor_override > 0 { op.divisor_override } else { count };
+                    y[(plane * op.h_out + oy) * op.w_out + ox] = if max { best } else { sum / div as f64 };
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        let cases = [
+            // 3x3 windows with stride 2, odd sizes
+            (Pool2d::max(3, [13, 11], [3, 3], [2, 2], [0, 0], [1, 1], false), true),
+            (Pool2d::max(2, [9, 10], [3, 3], [2, 2], [1, 1], [1, 1], true), true),
+            (Pool2d::max(2, [9, 9], [2, 3], [1, 2], [0, 1], [2, 1], false), true),
+            (Pool2d::avg(3, [13, 11], [3, 3], [2, 2], [0, 0], false, true, 0), false),
+            (Pool2d::avg(2, [9, 10], [3, 3], [2, 2], [1, 1], true, true, 0), false),
+            (Pool2d::avg(2, [9, 10], [3, 2], [2, 2], [1, 1], true, false, 0), false),
+            (Pool2d::avg(2, [7, 7], [2, 2], [2, 2], [0, 0], false, true, 3), false),
+        ];
+        for (op, max) in cases {
+            let n = 2;
+            let (x, dy) = (random(n * op.x_len(), 7), random(n * op.y_len(), 8));
+            let mut y = vec![f32::NAN; n * op.y_len()];
+            let mut dx = vec![f32::NAN; x.len()];
+            if max {
+                let mut idx = vec![0u32; y.len()];
+                cpu::max_forward(&op, n, &x, &mut y, &mut idx);
+                cpu::max_backward(&op, n, &idx, &dy, &mut dx);
+            } else {
+                cpu::avg_forward(&op, n, &x, &mut y);
+                cpu::avg_backward(&op, n, &dy, &mut dx);
+            }
+            assert_close(&y, &naive(&op, n, &to_f64(&x), max), 1e-6, &format!("forward of {op:?}"));
+            let want = numeric_grad(|x| naive(&op, n, x, max), &x, &dy);
+            assert_close(&dx, &want, 1e-4, &format!("dx of {op:?}"));
+        }
+    }
 
     #[test]
     fn max_pool_takes_the_first_maximum_and_routes_the_gradient_there() {

@@ -28,3 +28,38 @@ impl Softmax {
         (4 * self.x_len()) as u64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{assert_close, numeric_grad, random, to_f64};
+
+    fn naive(op: &Softmax, n: usize, x: &[f64]) -> Vec<f64> {
+        let mut y = vec![0.0; x.len()];
+        for b in 0..n {
+            for i in 0..op.inner {
+                let at = |k: usize| b * op.x_len() + k * op.inner + i;
+                let lse = (0..op.c).map(|k| x[at(k)].exp()).sum::<f64>().ln();
+                for k in 0..op.c {
+                    y[at(k)] = if op.log { x[at(k)] - lse } else { (x[at(k)] - lse).exp() };
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        for op in [Softmax::new(10, 1, false), Softmax::new(10, 1, true), Softmax::new(4, 6, false), Softmax::new(3, 5, true)] {
+            let n = 3;
+            let x: Vec<f32> = random(n * op.x_len(), 16).iter().map(|v| 3.0 * v).collect();
+            let dy = random(x.len(), 17);
+            let mut y = vec![f32::NAN; x.len()];
+            cpu::forward(&op, n, &x, &mut y);
+            assert_close(&y, &naive(&op, n, &to_f64(&x)), 1e-6, &format!("{op:?}"));
+            let mut dx = vec![f32::NAN; x.len()];
+            cpu::backward(&op, n, &y, &dy, &mut dx);
+            assert_close(&dx, &numeric_grad(|x| naive(&op, n, x), &x, &dy), 1e-4, &format!("dx of {op:?}"));
+        }
+    }
+}

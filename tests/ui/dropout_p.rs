@@ -1,0 +1,11 @@
+// Dropout's p is a probability of dropping, in [0, 1).
+use staticnet::prelude::*;
+
+network! {
+    pub struct Net {
+        input: [784],
+        classifier: [Linear(784, 200), ReLU, Dropout(1.5), Linear(200, 10)],
+    }
+}
+
+fn main() {}
