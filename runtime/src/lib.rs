@@ -17,6 +17,9 @@ pub mod network;
 pub mod ops;
 pub mod optim;
 
+/// The n-dimensional arrays state dicts and batches convert to and from.
+pub use ndarray;
+
 pub use backend::{Backend, Cpu};
 pub use batch::{Batch, Images, Logits, Vectors};
 pub use error::{Error, Result};
