@@ -10,12 +10,14 @@
 
 pub mod backend;
 pub mod batch;
+pub mod data;
 mod error;
 pub mod io;
 pub mod loss;
 pub mod network;
 pub mod ops;
 pub mod optim;
+pub mod train;
 
 /// The n-dimensional arrays state dicts and batches convert to and from.
 pub use ndarray;
@@ -27,3 +29,5 @@ pub use loss::CrossEntropyLoss;
 pub use network::{LoadReport, Network, StateDict, Summary, Tensor};
 pub use ops::LossOutput;
 pub use optim::{Adam, AdamW, CosineAnnealingLr, LrScheduler, Optimizer, Sgd, StepLr};
+pub use data::{DataLoader, Dataset};
+pub use train::{History, Metrics, Trainer, evaluate};

@@ -3,7 +3,7 @@
 //! The backward takes both the input `x` and the output `y` of the forward and reads whichever
 //! its derivative is cheapest in: ReLU and LeakyReLU read x (x > 0), Sigmoid and Tanh read y.
 
-pub(crate) mod cpu;
+pub mod cpu;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {

@@ -8,7 +8,7 @@
 //! p = p − lr/(1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + eps)
 //! ```
 
-pub(crate) mod cpu;
+pub mod cpu;
 
 /// The settings of one update.
 #[derive(Clone, Copy, Debug, PartialEq)]

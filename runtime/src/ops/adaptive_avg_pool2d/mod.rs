@@ -4,7 +4,7 @@
 //!
 //! Tensors (per batch of `n`): input `x` (n, c, h_in, w_in), output `y` (n, c, h_out, w_out).
 
-pub(crate) mod cpu;
+pub mod cpu;
 
 /// An adaptive average pooling with every size fixed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,4 +1,4 @@
 //! Elementwise addition: the join of a residual block (`y = a + b`), and the sum of gradient
 //! contributions where one tensor feeds two layers (`y += x`).
 
-pub(crate) mod cpu;
+pub mod cpu;

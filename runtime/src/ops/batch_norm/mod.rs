@@ -11,7 +11,7 @@
 //! In training the batch variance is the biased one (divided by n·s), while the running variance
 //! is updated with the unbiased one (divided by n·s − 1), exactly as PyTorch does.
 
-pub(crate) mod cpu;
+pub mod cpu;
 
 /// A batch-norm layer with fixed sizes.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -5,7 +5,7 @@
 //! - params `wb` weight (c_out, c_in, kh, kw) followed by bias (c_out) when `bias`
 //! - output `y`  (n, c_out, h_out, w_out)
 
-pub(crate) mod cpu;
+pub mod cpu;
 
 use staticnet_shape::conv_out;
 

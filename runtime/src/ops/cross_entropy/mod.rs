@@ -5,7 +5,7 @@
 //! Tensors (per batch of `n`): `logits` (n, classes), `labels` (n) in 0..classes, `dlogits`
 //! (n, classes), written as `(softmax − target) / n`.
 
-pub(crate) mod cpu;
+pub mod cpu;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CrossEntropy {

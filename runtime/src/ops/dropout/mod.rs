@@ -7,7 +7,7 @@
 //!
 //! Tensors (per batch of `n`): input `x`, output `y`, both (n, len).
 
-pub(crate) mod cpu;
+pub mod cpu;
 
 /// A dropout layer with a fixed sample size.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -70,6 +70,15 @@ unsafe fn generic(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usiz
 #[target_feature(enable = "avx2,fma")]
 unsafe fn avx2_fma(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, cs: usize, mr: usize, nr: usize, beta: f32) {
     use std::arch::x86_64::*;
+    // Fetch the C tile now, so that its cache misses overlap the k loop instead of stalling
+    // the stores at the end (BLIS does the same).
+    if beta != 0.0 {
+        for i in 0..mr {
+            for j in [0, nr - 1] {
+                _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * rs + j * cs) as *const i8);
+            }
+        }
+    }
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     for p in 0..kc {
         // SAFETY: p < kc, so these reads stay inside the panels.

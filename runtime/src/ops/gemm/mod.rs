@@ -9,7 +9,7 @@
 //! swapped and needs no copy.
 
 mod cpu;
-mod kernel;
+pub mod kernel;
 
 pub use cpu::gemm;
 

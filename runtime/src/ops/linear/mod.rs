@@ -5,7 +5,7 @@
 //! - params `wb` weight (out_features, in_features) followed by bias (out_features) when `bias`
 //! - output `y`  (n, out_features)
 
-pub(crate) mod cpu;
+pub mod cpu;
 
 /// A linear layer with fixed sizes: what `Linear(...)` in a `network!` listing becomes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

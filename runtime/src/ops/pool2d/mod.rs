@@ -6,7 +6,7 @@
 //! - max pooling saves `argmax` (n, c, h_out, w_out): the index within its input plane of the
 //!   element each output took, for the backward.
 
-pub(crate) mod cpu;
+pub mod cpu;
 
 use staticnet_shape::pool_out;
 

@@ -7,7 +7,7 @@
 //! p = p − lr·g
 //! ```
 
-pub(crate) mod cpu;
+pub mod cpu;
 
 /// The settings of one update.
 #[derive(Clone, Copy, Debug, PartialEq)]

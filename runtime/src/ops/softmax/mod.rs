@@ -4,7 +4,7 @@
 //! Tensors (per batch of `n`): `x` and `y` (n, c, inner), normalised over c for each (sample,
 //! inner position); `inner` is h·w for images and 1 for feature vectors.
 
-pub(crate) mod cpu;
+pub mod cpu;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Softmax {

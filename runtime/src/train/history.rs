@@ -1,0 +1,97 @@
+//! A training run's history: one row per epoch, written as CSV and drawn as the course's two
+//! matplotlib panels (loss and accuracy against the epoch) in an SVG image.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::{Error, Result};
+
+/// One epoch of a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochStats {
+    /// From 1.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches (train mode, as the course reports it).
+    pub train_loss: f32,
+    pub train_accuracy: f32,
+    pub val_loss: Option<f32>,
+    pub val_accuracy: Option<f32>,
+    /// The learning rate of the epoch.
+    pub lr: f32,
+    pub seconds: f32,
+}
+
+impl EpochStats {
+    /// `epoch 2/5  train loss 0.1234 acc 96.12%  val loss 0.0987 acc 97.00%  2.1 s`.
+    pub fn line(&self, epochs: usize) -> String {
+        let mut s = format!("epoch {}/{epochs}  train loss {:.4} acc {:.2}%", self.epoch, self.train_loss, 100.0 * self.train_accuracy);
+        if let (Some(l), Some(a)) = (self.val_loss, self.val_accuracy) {
+            let _ = write!(s, "  val loss {l:.4} acc {:.2}%", 100.0 * a);
+        }
+        let _ = write!(s, "  {:.1} s", self.seconds);
+        s
+    }
+}
+
+/// Every epoch of a run, and how it ended.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    pub epochs: Vec<EpochStats>,
+    /// The epoch whose weights early stopping kept.
+    pub best_epoch: Option<usize>,
+    pub stopped_early: bool,
+}
+
+impl History {
+    /// `epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds`, written atomically.
+    pub fn write_csv(&self, path: impl AsRef<Path>) -> Result<()> {
+        let mut csv = String::from("epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds\n");
+        let opt = |v: Option<f32>| v.map_or(String::new(), |v| v.to_string());
+        for e in &self.epochs {
+            let _ = writeln!(csv, "{},{},{},{},{},{},{}", e.epoch, e.train_loss, e.train_accuracy, opt(e.val_loss), opt(e.val_accuracy), e.lr, e.seconds);
+        }
+        crate::io::write_atomic(path.as_ref(), csv.as_bytes())
+    }
+
+    /// Loss and accuracy curves (train and validation) as an SVG image.
+    pub fn plot(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let mut svg = String::new();
+        self.draw(&mut svg).map_err(|e| Error::file(path, format!("cannot draw the history: {e}")))?;
+        crate::io::write_atomic(path, svg.as_bytes())
+    }
+
+    fn draw(&self, out: &mut String) -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::with_string(out, (1000, 420)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (left, right) = root.split_horizontally(500);
+        let last = self.epochs.len().max(2) as f32;
+        let series = |f: &dyn Fn(&EpochStats) -> Option<f32>| -> Vec<(f32, f32)> { self.epochs.iter().filter_map(|e| f(e).map(|v| (e.epoch as f32, v))).collect() };
+        let panels: [(&DrawingArea<SVGBackend, _>, &str, Vec<(f32, f32)>, Vec<(f32, f32)>); 2] = [
+            (&left, "loss", series(&|e| Some(e.train_loss)), series(&|e| e.val_loss)),
+            (&right, "accuracy (%)", series(&|e| Some(100.0 * e.train_accuracy)), series(&|e| e.val_accuracy.map(|a| 100.0 * a))),
+        ];
+        for (area, name, train, val) in panels {
+            let values = train.iter().chain(&val).map(|p| p.1);
+            let (lo, hi) = values.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+            let pad = ((hi - lo) * 0.1).max(1e-3);
+            let (lo, hi) = if lo.is_finite() { (lo - pad, hi + pad) } else { (0.0, 1.0) };
+            let mut chart = ChartBuilder::on(area)
+                .caption(name, ("sans-serif", 20))
+                .margin(15)
+                .x_label_area_size(35)
+                .y_label_area_size(55)
+                .build_cartesian_2d(1f32..last, lo..hi)?;
+            chart.configure_mesh().x_desc("epoch").y_desc(name).draw()?;
+            chart.draw_series(LineSeries::new(train, &BLUE))?.label("train").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+            if !val.is_empty() {
+                chart.draw_series(LineSeries::new(val, &RED))?.label("validation").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+            }
+            chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        }
+        root.present()?;
+        Ok(())
+    }
+}
