@@ -6,11 +6,15 @@
 //! own activation slot: the backward reads them all. Flatten is free: its output is its input.
 //! A layer's backward runs only if some layer at or before it has parameters; it computes the
 //! gradient of its input only if some layer before it has parameters.
+//!
+//! Fusion: a ReLU right after a Conv2d becomes the convolution's epilogue. The pair has one
+//! tensor, the ReLU's output, which the convolution writes; the ReLU step emits no code, and the
+//! convolution's backward masks the ReLU's output gradient itself.
 
 use proc_macro2::Ident;
 use quote::format_ident;
 
-use crate::check::{Checked, Kind, Sized};
+use crate::check::{Act, Checked, Kind, Sized};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot {
@@ -60,7 +64,10 @@ pub struct Step<'a> {
     pub buffers: Option<std::ops::Range<usize>>,
     pub counter: Option<usize>,
     pub saved: Option<std::ops::Range<usize>>,
-    pub idx: Option<Slot>,
+    /// This layer applies the ReLU that follows it (a Conv2d).
+    pub relu: bool,
+    /// This layer (a ReLU) is done by the layer before it.
+    pub fused: bool,
 }
 
 pub struct Plan<'a> {
@@ -73,7 +80,6 @@ pub struct Plan<'a> {
     pub counters: usize,
     pub act_len: usize,
     pub grad_len: usize,
-    pub idx_len: usize,
     pub saved_len: usize,
     pub x_in: Tensor,
     pub x_out: Tensor,
@@ -103,7 +109,7 @@ pub fn plan(net: &Checked) -> Plan<'_> {
     let layers = &net.layers;
     let has_params = |l: &Sized| matches!(l.kind, Kind::Conv2d { .. } | Kind::Linear { .. } | Kind::BatchNorm { affine: true, .. });
 
-    let (mut act_len, mut grad_len, mut idx_len, mut saved_len) = (0, 0, 0, 0);
+    let (mut act_len, mut grad_len, mut saved_len) = (0, 0, 0);
     let mut lay = Layout::default();
     let mut taken = Vec::new();
 
@@ -113,15 +119,22 @@ pub fn plan(net: &Checked) -> Plan<'_> {
     let mut steps: Vec<Step> = Vec::new();
     let mut params_before = false;
 
+    let stems: Vec<String> = layers.iter().map(|l| stem(&l.path, &mut taken)).collect();
+    let fuses_relu = |i: usize| matches!(layers[i].kind, Kind::Conv2d { .. }) && layers.get(i + 1).is_some_and(|l| l.kind == Kind::Activation(Act::ReLU));
     for (index, layer) in layers.iter().enumerate() {
-        let stem = stem(&layer.path, &mut taken);
+        let stem = stems[index].clone();
+        let relu = fuses_relu(index);
+        let fused = index > 0 && fuses_relu(index - 1);
         let backprop = params_before || has_params(layer);
         let len = numel(&layer.output);
-        // Activation and gradient slots of the output; Flatten reuses its input's.
+        // The tensor this layer writes: its own, or with its ReLU fused, the ReLU's.
+        let out_stem = if relu { &stems[index + 1] } else { &stem };
+        // Activation and gradient slots of the output; Flatten and a fused ReLU reuse their input's.
         let y = match layer.kind {
             Kind::Flatten => x.clone(),
+            _ if fused => x.clone(),
             _ => {
-                let t = Tensor { ident: format_ident!("X_{}", stem), slot: Slot { offset: act_len, len } };
+                let t = Tensor { ident: format_ident!("X_{}", out_stem), slot: Slot { offset: act_len, len } };
                 act_len += len;
                 t
             }
@@ -130,8 +143,9 @@ pub fn plan(net: &Checked) -> Plan<'_> {
         let dy = if backprop {
             match layer.kind {
                 Kind::Flatten => dx.clone(),
+                _ if fused => steps.last().and_then(|s: &Step| s.dy.clone()),
                 _ => {
-                    let t = Tensor { ident: format_ident!("G_{}", stem), slot: Slot { offset: grad_len, len } };
+                    let t = Tensor { ident: format_ident!("G_{}", out_stem), slot: Slot { offset: grad_len, len } };
                     grad_len += len;
                     Some(t)
                 }
@@ -142,7 +156,7 @@ pub fn plan(net: &Checked) -> Plan<'_> {
 
         let path = layer.path.as_str();
         let start = lay.param_len;
-        let (mut buffers, mut counter, mut saved, mut idx) = (None, None, None, None);
+        let (mut buffers, mut counter, mut saved) = (None, None, None);
         match layer.kind {
             Kind::Conv2d { c_in, c_out, kernel, bias, .. } => {
                 let fan_in = c_in * kernel[0] * kernel[1];
@@ -171,16 +185,12 @@ pub fn plan(net: &Checked) -> Plan<'_> {
                 saved = Some(saved_len..saved_len + 4 * c);
                 saved_len += 4 * c;
             }
-            Kind::MaxPool2d { .. } => {
-                idx = Some(Slot { offset: idx_len, len });
-                idx_len += len;
-            }
             _ => {}
         }
         let param_len = lay.param_len;
         let params = (param_len > start).then_some(start..param_len);
         params_before |= has_params(layer);
-        steps.push(Step { index, layer, stem, x: x.clone(), y: y.clone(), dy, dx, params, buffers, counter, saved, idx });
+        steps.push(Step { index, layer, stem, x: x.clone(), y: y.clone(), dy, dx, params, buffers, counter, saved, relu, fused });
         x = y;
     }
     // The loss writes the gradient of the output, whether or not a backward reads it.
@@ -202,7 +212,6 @@ pub fn plan(net: &Checked) -> Plan<'_> {
         counters: lay.counters,
         act_len,
         grad_len,
-        idx_len,
         saved_len,
         x_in,
         x_out: x,

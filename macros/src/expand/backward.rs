@@ -3,9 +3,10 @@
 //! its parameters' gradients (unless they are frozen). For Model A's second convolution:
 //!
 //! ```text
-//! let (dy, dx) = B::io(p.grad, G_CNN2.at(n), G_MAXPOOL1.at(n));
+//! let (dy, dx) = B::io(p.grad, G_RELU2.at(n), G_MAXPOOL1.at(n));
 //! let dwb = if p.frozen[3] { None } else { Some(B::dst(p.grads, P_CNN2)) };
-//! p.dev.conv2d_backward(&CNN2, n, B::src(p.act, X_MAXPOOL1.at(n)), B::src(p.params, P_CNN2), dy, Some(dx), dwb, B::dst(p.scratch, 0..p.scratch_len))?;
+//! p.dev.conv2d_backward(&CNN2, n, B::src(p.act, X_MAXPOOL1.at(n)), B::src(p.params, P_CNN2), dy,
+//!     Some(B::src(p.act, X_RELU2.at(n))), Some(dx), dwb, B::dst(p.scratch, 0..p.scratch_len))?;
 //! ```
 
 use proc_macro2::{Literal, TokenStream};
@@ -29,6 +30,9 @@ pub fn backward_pass(plan: &Plan) -> TokenStream {
 
 fn step(step: &Step) -> TokenStream {
     let Some(dy) = &step.dy else { return TokenStream::new() };
+    if step.fused {
+        return TokenStream::new();
+    }
     let op = op_ident(step);
     let (x, y, dy) = (&step.x.ident, &step.y.ident, &dy.ident);
     let span = step.layer.span.start;
@@ -48,11 +52,15 @@ fn step(step: &Step) -> TokenStream {
     };
     let body = match &step.layer.kind {
         Kind::Flatten => return TokenStream::new(),
-        Kind::Conv2d { .. } => quote! {
-            #grads
-            #dwb
-            p.dev.conv2d_backward(&#op, n, B::src(p.act, #x.at(n)), B::src(p.params, #params), dy, #dx, dwb, B::dst(p.scratch, 0..p.scratch_len))?;
-        },
+        Kind::Conv2d { .. } => {
+            // With its ReLU fused, dy is the ReLU's output gradient, masked by that output.
+            let relu_y = if step.relu { quote!(Some(B::src(p.act, #y.at(n)))) } else { quote!(None) };
+            quote! {
+                #grads
+                #dwb
+                p.dev.conv2d_backward(&#op, n, B::src(p.act, #x.at(n)), B::src(p.params, #params), dy, #relu_y, #dx, dwb, B::dst(p.scratch, 0..p.scratch_len))?;
+            }
+        }
         Kind::Linear { .. } => quote! {
             #grads
             #dwb
@@ -63,13 +71,10 @@ fn step(step: &Step) -> TokenStream {
             #grads
             p.dev.activation_backward(#op, n * #y.len, B::src(p.act, #x.at(n)), B::src(p.act, #y.at(n)), dy, dx)?;
         },
-        Kind::MaxPool2d { .. } => {
-            let idx = format_ident!("I_{}", step.stem);
-            quote! {
-                #grads
-                p.dev.max_pool2d_backward(&#op, n, B::src(p.idx, #idx.at(n)), dy, dx)?;
-            }
-        }
+        Kind::MaxPool2d { .. } => quote! {
+            #grads
+            p.dev.max_pool2d_backward(&#op, n, B::src(p.act, #x.at(n)), B::src(p.act, #y.at(n)), dy, dx)?;
+        },
         Kind::AvgPool2d { .. } => quote! {
             #grads
             p.dev.avg_pool2d_backward(&#op, n, dy, dx)?;

@@ -1,9 +1,9 @@
 //! The forward pass: one kernel call per layer, in order, each reading its input's slot and
-//! writing its output's slot. For Model A's first layer:
+//! writing its output's slot. For Model A's first layer, with its ReLU fused:
 //!
 //! ```text
-//! let (x, y) = B::io(p.act, X_INPUT.at(n), X_CNN1.at(n));
-//! p.dev.conv2d_forward(&CNN1, n, x, B::src(p.params, P_CNN1), y, B::dst(p.scratch, 0..p.scratch_len))?;
+//! let (x, y) = B::io(p.act, X_INPUT.at(n), X_RELU1.at(n));
+//! p.dev.conv2d_forward(&CNN1, n, x, B::src(p.params, P_CNN1), y, B::dst(p.scratch, 0..p.scratch_len), true)?;
 //! ```
 
 use proc_macro2::{Literal, TokenStream};
@@ -32,11 +32,13 @@ fn step(step: &Step) -> TokenStream {
     let span = step.layer.span.start;
     let io = quote!(let (x, y) = B::io(p.act, #x.at(n), #y.at(n)););
     let params = step.params.as_ref().map(|_| format_ident!("P_{}", step.stem));
+    let relu = step.relu;
     let body = match &step.layer.kind {
         Kind::Flatten => return TokenStream::new(),
+        _ if step.fused => return TokenStream::new(),
         Kind::Conv2d { .. } => quote! {
             #io
-            p.dev.conv2d_forward(&#op, n, x, B::src(p.params, #params), y, B::dst(p.scratch, 0..p.scratch_len))?;
+            p.dev.conv2d_forward(&#op, n, x, B::src(p.params, #params), y, B::dst(p.scratch, 0..p.scratch_len), #relu)?;
         },
         Kind::Linear { .. } => quote! {
             #io
@@ -46,13 +48,10 @@ fn step(step: &Step) -> TokenStream {
             #io
             p.dev.activation_forward(#op, n * #y.len, x, y)?;
         },
-        Kind::MaxPool2d { .. } => {
-            let idx = format_ident!("I_{}", step.stem);
-            quote! {
-                #io
-                p.dev.max_pool2d_forward(&#op, n, x, y, B::dst(p.idx, #idx.at(n)))?;
-            }
-        }
+        Kind::MaxPool2d { .. } => quote! {
+            #io
+            p.dev.max_pool2d_forward(&#op, n, x, y)?;
+        },
         Kind::AvgPool2d { .. } => quote! {
             #io
             p.dev.avg_pool2d_forward(&#op, n, x, y)?;

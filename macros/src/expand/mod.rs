@@ -225,9 +225,10 @@ fn slot_consts(plan: &Plan) -> TokenStream {
     tensor(&plan.x_in, input_doc, &mut out);
     for step in &plan.steps {
         let path = &step.layer.path;
-        tensor(&step.y, format!("Activation slot of `{path}`'s output."), &mut out);
+        let (what, written_by) = if step.relu { ("its ReLU's output", " (the ReLU fused into it)") } else { ("its output", "") };
+        tensor(&step.y, format!("Activation slot of `{path}`: {what}{written_by}."), &mut out);
         if let Some(dy) = &step.dy {
-            tensor(dy, format!("Gradient slot of `{path}`'s output."), &mut out);
+            tensor(dy, format!("Gradient slot of `{path}`: {what}."), &mut out);
         }
         let consts = [
             (step.params.as_ref(), "P", "Parameters of", "Range<usize>"),
@@ -240,11 +241,6 @@ fn slot_consts(plan: &Plan) -> TokenStream {
                 let (doc, value) = (format!("{what} `{path}`."), range(r));
                 out.extend(quote! { #[doc = #doc] const #ident: Range<usize> = #value; });
             }
-        }
-        if let Some(idx) = step.idx {
-            let ident = format_ident!("I_{}", step.stem);
-            let (doc, value) = (format!("Argmax slot of `{path}` (u32)."), slot(idx));
-            out.extend(quote! { #[doc = #doc] const #ident: Slot = #value; });
         }
     }
     let g_doc = "Gradient slot of the network's output (written by the loss).".to_string();
@@ -310,8 +306,8 @@ fn spec_static(def: &NetworkDef, plan: &Plan) -> TokenStream {
         };
         quote!(TensorSpec { name: #name, shape: #shape, kind: #kind, layer: #layer })
     });
-    let [param_len, buffer_len, counters, act_len, grad_len, idx_len, saved_len] =
-        [plan.param_len, plan.buffer_len, plan.counters, plan.act_len, plan.grad_len, plan.idx_len, plan.saved_len].map(usize_lit);
+    let [param_len, buffer_len, counters, act_len, grad_len, saved_len] =
+        [plan.param_len, plan.buffer_len, plan.counters, plan.act_len, plan.grad_len, plan.saved_len].map(usize_lit);
     let (x_in, x_out, g_out) = (&plan.x_in.ident, &plan.x_out.ident, &plan.g_out.ident);
     quote! {
         static SPEC: #sn::network::NetSpec = {
@@ -327,7 +323,6 @@ fn spec_static(def: &NetworkDef, plan: &Plan) -> TokenStream {
                 counters: #counters,
                 act_len: #act_len,
                 grad_len: #grad_len,
-                idx_len: #idx_len,
                 saved_len: #saved_len,
                 input_slot: #x_in,
                 output_slot: #x_out,

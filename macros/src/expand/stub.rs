@@ -35,7 +35,6 @@ pub fn stub(def: &NetworkDef, net: &Checked) -> TokenStream {
                 counters: 0,
                 act_len: 0,
                 grad_len: 0,
-                idx_len: 0,
                 saved_len: 0,
                 input_slot: Slot::new(0, 0),
                 output_slot: Slot::new(0, 0),

@@ -100,13 +100,24 @@ impl Backend for Cpu {
         }
     }
 
-    fn conv2d_forward(&self, op: &Conv2d, n: usize, x: &[f32], wb: &[f32], y: &mut [f32], scratch: &mut [f32]) -> Result<()> {
-        ops::conv2d::cpu::forward(op, n, x, wb, y, scratch);
+    fn conv2d_forward(&self, op: &Conv2d, n: usize, x: &[f32], wb: &[f32], y: &mut [f32], scratch: &mut [f32], relu: bool) -> Result<()> {
+        ops::conv2d::cpu::forward(op, n, x, wb, y, scratch, relu);
         Ok(())
     }
 
-    fn conv2d_backward(&self, op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dwb: Option<&mut [f32]>, scratch: &mut [f32]) -> Result<()> {
-        ops::conv2d::cpu::backward(op, n, x, wb, dy, dx, dwb, scratch);
+    fn conv2d_backward(
+        &self,
+        op: &Conv2d,
+        n: usize,
+        x: &[f32],
+        wb: &[f32],
+        dy: &[f32],
+        relu_y: Option<&[f32]>,
+        dx: Option<&mut [f32]>,
+        dwb: Option<&mut [f32]>,
+        scratch: &mut [f32],
+    ) -> Result<()> {
+        ops::conv2d::cpu::backward(op, n, x, wb, dy, relu_y, dx, dwb, scratch);
         Ok(())
     }
 
@@ -120,13 +131,13 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn max_pool2d_forward(&self, op: &Pool2d, n: usize, x: &[f32], y: &mut [f32], argmax: &mut [u32]) -> Result<()> {
-        ops::pool2d::cpu::max_forward(op, n, x, y, argmax);
+    fn max_pool2d_forward(&self, op: &Pool2d, n: usize, x: &[f32], y: &mut [f32]) -> Result<()> {
+        ops::pool2d::cpu::max_forward(op, n, x, y);
         Ok(())
     }
 
-    fn max_pool2d_backward(&self, op: &Pool2d, n: usize, argmax: &[u32], dy: &[f32], dx: &mut [f32]) -> Result<()> {
-        ops::pool2d::cpu::max_backward(op, n, argmax, dy, dx);
+    fn max_pool2d_backward(&self, op: &Pool2d, n: usize, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) -> Result<()> {
+        ops::pool2d::cpu::max_backward(op, n, x, y, dy, dx);
         Ok(())
     }
 

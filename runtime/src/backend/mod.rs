@@ -69,9 +69,11 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
 
     // ---- layers ----
 
-    /// y = conv(x, w) + b. `wb`: weight then bias. `scratch`: `scratch_len` floats.
-    fn conv2d_forward(&self, op: &Conv2d, n: usize, x: Self::Src<'_, f32>, wb: Self::Src<'_, f32>, y: Self::Dst<'_, f32>, scratch: Self::Dst<'_, f32>) -> Result<()>;
-    /// dx written, dwb accumulated; either may be skipped.
+    /// y = conv(x, w) + b, then ReLU when `relu` (a Conv2d → ReLU pair fused).
+    /// `wb`: weight then bias. `scratch`: `scratch_len` floats.
+    fn conv2d_forward(&self, op: &Conv2d, n: usize, x: Self::Src<'_, f32>, wb: Self::Src<'_, f32>, y: Self::Dst<'_, f32>, scratch: Self::Dst<'_, f32>, relu: bool) -> Result<()>;
+    /// dx written, dwb accumulated; either may be skipped. With `relu_y` (the output of a fused
+    /// ReLU), dy is the gradient of the ReLU's output and is masked by `relu_y > 0` on the fly.
     fn conv2d_backward(
         &self,
         op: &Conv2d,
@@ -79,6 +81,7 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         x: Self::Src<'_, f32>,
         wb: Self::Src<'_, f32>,
         dy: Self::Src<'_, f32>,
+        relu_y: Option<Self::Src<'_, f32>>,
         dx: Option<Self::Dst<'_, f32>>,
         dwb: Option<Self::Dst<'_, f32>>,
         scratch: Self::Dst<'_, f32>,
@@ -94,8 +97,9 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         dx: Option<Self::Dst<'_, f32>>,
         dwb: Option<Self::Dst<'_, f32>>,
     ) -> Result<()>;
-    fn max_pool2d_forward(&self, op: &Pool2d, n: usize, x: Self::Src<'_, f32>, y: Self::Dst<'_, f32>, argmax: Self::Dst<'_, u32>) -> Result<()>;
-    fn max_pool2d_backward(&self, op: &Pool2d, n: usize, argmax: Self::Src<'_, u32>, dy: Self::Src<'_, f32>, dx: Self::Dst<'_, f32>) -> Result<()>;
+    fn max_pool2d_forward(&self, op: &Pool2d, n: usize, x: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;
+    /// Finds each window's argmax again from its input `x` and output `y`.
+    fn max_pool2d_backward(&self, op: &Pool2d, n: usize, x: Self::Src<'_, f32>, y: Self::Src<'_, f32>, dy: Self::Src<'_, f32>, dx: Self::Dst<'_, f32>) -> Result<()>;
     fn avg_pool2d_forward(&self, op: &Pool2d, n: usize, x: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;
     fn avg_pool2d_backward(&self, op: &Pool2d, n: usize, dy: Self::Src<'_, f32>, dx: Self::Dst<'_, f32>) -> Result<()>;
     fn adaptive_avg_pool2d_forward(&self, op: &AdaptiveAvgPool2d, n: usize, x: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;

@@ -26,11 +26,9 @@ pub struct NetSpec {
     pub buffer_len: usize,
     /// Number of `num_batches_tracked` counters (one per batch-norm layer that tracks).
     pub counters: usize,
-    /// Per sample: floats of the activation arena, of the gradient arena, and u32s of the
-    /// index arena (max-pooling argmax).
+    /// Per sample: floats of the activation arena and of the gradient arena.
     pub act_len: usize,
     pub grad_len: usize,
-    pub idx_len: usize,
     /// Floats every forward saves for the backward independently of the batch size (batch-norm
     /// statistics).
     pub saved_len: usize,

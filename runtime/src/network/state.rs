@@ -35,8 +35,6 @@ pub struct Pass<'a, B: Backend> {
     pub act: &'a mut B::Buf<f32>,
     /// Activation gradients, per-sample slots.
     pub grad: &'a mut B::Buf<f32>,
-    /// Max-pooling indices, per-sample slots.
-    pub idx: &'a mut B::Buf<u32>,
     /// What forwards save for backwards independently of the batch size (batch-norm statistics).
     pub saved: &'a mut B::Buf<f32>,
     pub scratch: &'a mut B::Buf<f32>,
@@ -50,7 +48,6 @@ struct Workspace<B: Backend> {
     capacity: usize,
     act: B::Buf<f32>,
     grad: B::Buf<f32>,
-    idx: B::Buf<u32>,
     saved: B::Buf<f32>,
     scratch: B::Buf<f32>,
     scratch_len: usize,
@@ -138,7 +135,6 @@ impl<B: Backend> NetState<B> {
                 capacity: 0,
                 act: dev.alloc(0)?,
                 grad: dev.alloc(0)?,
-                idx: dev.alloc(0)?,
                 saved: dev.alloc(spec.saved_len)?,
                 scratch: dev.alloc(0)?,
                 scratch_len: 0,
@@ -182,7 +178,6 @@ impl<B: Backend> NetState<B> {
         let (dev, spec, ws) = (&self.dev, self.spec, &mut self.ws);
         ws.act = dev.alloc(n * spec.act_len)?;
         ws.grad = dev.alloc(n * spec.grad_len)?;
-        ws.idx = dev.alloc(n * spec.idx_len)?;
         ws.scratch_len = spec.layers.iter().map(|l| dev.scratch_len(&l.op, n)).max().unwrap_or(0);
         ws.scratch = dev.alloc(ws.scratch_len)?;
         ws.labels = dev.alloc(n)?;
@@ -204,7 +199,6 @@ impl<B: Backend> NetState<B> {
             counters: &mut self.counters,
             act: &mut self.ws.act,
             grad: &mut self.ws.grad,
-            idx: &mut self.ws.idx,
             saved: &mut self.ws.saved,
             scratch: &mut self.ws.scratch,
             scratch_len: self.ws.scratch_len,

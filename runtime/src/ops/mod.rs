@@ -19,6 +19,7 @@ pub mod linear;
 pub mod mse;
 pub mod pool2d;
 pub mod sgd;
+pub mod transpose;
 pub mod softmax;
 
 pub use activation::Activation;
@@ -71,6 +72,29 @@ pub(crate) mod testing {
                 (up - down) / (2.0 * h)
             })
             .collect()
+    }
+
+    /// [`numeric_grad`] at `samples` evenly spread coordinates only (for large tensors), with
+    /// those coordinates: compare against `analytic[i]` for each returned `i`.
+    pub fn numeric_grad_sampled(f: impl Fn(&[f64]) -> Vec<f64>, v: &[f32], r: &[f32], samples: usize) -> (Vec<usize>, Vec<f64>) {
+        let step = v.len().div_ceil(samples).max(1);
+        let at: Vec<usize> = (0..v.len()).step_by(step).collect();
+        let mut w: Vec<f64> = v.iter().map(|&x| x as f64).collect();
+        let loss = |w: &[f64]| f(w).iter().zip(r).map(|(y, &r)| y * r as f64).sum::<f64>();
+        let grads = at
+            .iter()
+            .map(|&i| {
+                let h = 1e-6 * (1.0 + w[i].abs());
+                let orig = w[i];
+                w[i] = orig + h;
+                let up = loss(&w);
+                w[i] = orig - h;
+                let down = loss(&w);
+                w[i] = orig;
+                (up - down) / (2.0 * h)
+            })
+            .collect();
+        (at, grads)
     }
 
     pub fn to_f64(v: &[f32]) -> Vec<f64> {

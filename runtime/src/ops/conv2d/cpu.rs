@@ -1,197 +1,432 @@
-//! Convolution on the CPU: im2col + GEMM, one image at a time, images split over threads.
+//! Convolution on the CPU: indirect GEMMs over the whole batch (Dukhan, "The Indirect
+//! Convolution Algorithm", 2019), vectorised over channels.
 //!
-//! Per image, with K = c_in·kh·kw and P = h_out·w_out:
-//! - forward:          Y[c_out, P] = W[c_out, K] · col[K, P] + b
-//! - backward filter:  dW[c_out, K] += dY[c_out, P] · col[K, P]ᵀ,  db += Σ_P dY
-//! - backward data:    dcol[K, P] = Wᵀ · dY, then col2im scatters dcol into dX
+//! Let K = c_in·kh·kw (the taps) and J = n·h_out·w_out (the output pixels of the batch). The
+//! input is first copied into a zero-padded buffer `xp`; then a window tap of a pixel is one
+//! load, `xp[pixel_base(j) + tap_offset(k)]`, with no bounds to check. So:
+//! - forward:          Y[j, co] = Σ_k xp[base(j) + off(k)] · Wᵀ[k, co]      rows = pixels
+//! - backward filter:  dWᵀ[k, co] = Σ_j xp[off(k) + base(j)] · dYᵀ[j, co]    rows = taps
+//! - backward data:    stride 1: the "full" convolution of dY (padded by dilation·(k−1) −
+//!                     padding) with W flipped and transposed, i.e. the forward again;
+//!                     otherwise col2im of Wᵀ·dY, one image at a time.
 //!
-//! A pointwise convolution (1×1, stride 1, no padding) is already in col form, so it skips the
-//! im2col copy. The backward recomputes col from x instead of keeping it from the forward: K·P
-//! floats per image would be the largest buffer of the step.
+//! The indirect microkernel (`gemm::kernel::select_indirect`) holds an MR × NR tile of
+//! (rows × channels) in registers for a whole block of k; the last block is scattered into
+//! the NCHW output through the epilogue (bias, ReLU), earlier blocks are kept in a channels-last
+//! buffer. Nothing of im2col's size is ever materialised.
+//!
+//! A ReLU fused after the convolution costs nothing extra either way: forward it is the
+//! epilogue; backward, dY (the gradient of the ReLU's output) is masked by `y > 0` while it is
+//! copied anyway (transposed for the filter gradient, padded for the data gradient).
 
 use rayon::prelude::*;
 
 use super::Conv2d;
+use crate::ops::gemm::kernel::{Indirect, select_indirect};
 use crate::ops::gemm::{MatMut, MatRef, Parallelism, gemm};
-use crate::ops::par_chunks;
 
-/// Floats of one thread's im2col buffer.
-fn col_len(op: &Conv2d) -> usize {
-    if op.is_pointwise() { 0 } else { op.patch_len() * op.out_pixels() }
+/// Taps (forward) or pixels (filter gradient) per block of k: a B panel of KC·NR floats stays
+/// in L1.
+const KC: usize = 256;
+/// Output rows (pixels) per task of the forward.
+const ROWS_PER_TASK: usize = 96;
+
+/// The geometry of a padded convolution input: channels and padded height and width.
+#[derive(Clone, Copy)]
+struct Padded {
+    c: usize,
+    hp: usize,
+    wp: usize,
 }
 
-/// Floats of one thread's backward scratch: col, then the partial dW and db of its images.
-fn backward_chunk_len(op: &Conv2d) -> usize {
-    col_len(op) + op.param_len()
+impl Padded {
+    fn of(op: &Conv2d) -> Self {
+        Padded { c: op.c_in, hp: op.h_in + 2 * op.padding[0], wp: op.w_in + 2 * op.padding[1] }
+    }
+
+    fn len(&self, n: usize) -> usize {
+        n * self.c * self.hp * self.wp
+    }
 }
 
-/// Scratch floats the forward and the backward need for a batch of `n`.
+/// How the scratch of one call is used, in floats.
+struct Layout {
+    xp: usize,
+    weights: usize,
+    taps: usize,
+    /// Forward: the channels-last buffer of partial sums (K > KC only). Filter gradient: dYᵀ.
+    rows: usize,
+    /// Filter gradient: pixel offsets, then per thread a partial dWᵀ and db.
+    cols: usize,
+    partials: usize,
+}
+
+impl Layout {
+    fn total(&self) -> usize {
+        self.xp + self.weights + self.taps + self.rows + self.cols + self.partials
+    }
+}
+
+fn forward_layout(op: &Conv2d, n: usize) -> Layout {
+    let ind = select_indirect(op.c_out);
+    let (k, j) = (op.patch_len(), n * op.out_pixels());
+    let co_pad = op.c_out.div_ceil(ind.nr) * ind.nr;
+    Layout {
+        xp: Padded::of(op).len(n),
+        weights: co_pad * k,
+        taps: k.div_ceil(ind.mr) * ind.mr,
+        rows: if k > KC { j.div_ceil(ind.mr) * ind.mr * co_pad } else { 0 },
+        cols: 0,
+        partials: 0,
+    }
+}
+
+fn filter_layout(op: &Conv2d, n: usize) -> Layout {
+    let ind = select_indirect(op.c_out);
+    let (k, j) = (op.patch_len(), n * op.out_pixels());
+    let co_pad = op.c_out.div_ceil(ind.nr) * ind.nr;
+    let k_pad = k.div_ceil(ind.mr) * ind.mr;
+    Layout {
+        xp: Padded::of(op).len(n),
+        weights: 0,
+        taps: k_pad,
+        rows: co_pad * j,
+        cols: j,
+        partials: threads() * (k_pad * co_pad + op.c_out),
+    }
+}
+
+/// The convolution whose forward is the data gradient of `op` (stride 1): over dY, padded by
+/// dilation·(k − 1) − padding, from c_out channels to c_in.
+fn full_conv(op: &Conv2d) -> Conv2d {
+    let pad = |a: usize| op.dilation[a] * (op.kernel[a] - 1) - op.padding[a];
+    Conv2d::new(op.c_out, op.c_in, [op.h_out, op.w_out], op.kernel, [1, 1], [pad(0), pad(1)], op.dilation, false)
+}
+
+/// Whether dX is computed as a convolution of dY (stride 1 and padding within the dilated
+/// kernel), which writes dX directly, instead of through col2im.
+fn uses_full_conv(op: &Conv2d) -> bool {
+    (0..2).all(|a| op.stride[a] == 1 && op.padding[a] <= op.dilation[a] * (op.kernel[a] - 1))
+}
+
+/// Per chunk of images: one image's column buffer and its masked dY.
+fn col2im_len(op: &Conv2d, n: usize) -> usize {
+    if uses_full_conv(op) { 0 } else { n.min(threads()) * (op.patch_len() * op.out_pixels() + op.y_len()) }
+}
+
+/// dY of the convolution from dY of a fused ReLU: zero where the ReLU's output is not positive.
+#[inline(always)]
+fn masked(dy: f32, relu_y: Option<&[f32]>, i: usize) -> f32 {
+    match relu_y {
+        Some(y) => crate::ops::transpose::keep_if_positive(dy, y[i]),
+        None => dy,
+    }
+}
+
+fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Scratch floats the forward and backward of `op` need for a batch of `n`.
 pub fn scratch_len(op: &Conv2d, n: usize) -> usize {
-    par_chunks(n) * backward_chunk_len(op)
+    let data = if uses_full_conv(op) { forward_layout(&full_conv(op), n).total() } else { col2im_len(op, n) };
+    forward_layout(op, n).total().max(filter_layout(op, n).total()).max(data)
 }
 
-/// y = conv(x, w) + b.
-pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], y: &mut [f32], scratch: &mut [f32]) {
-    let (k, p) = (op.patch_len(), op.out_pixels());
+/// y = conv(x, w) + b, then ReLU when `relu`.
+pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], y: &mut [f32], scratch: &mut [f32], relu: bool) {
     let (w, b) = wb.split_at(op.weight_len());
-    let per = n.div_ceil(par_chunks(n));
-    let col = col_len(op).max(1);
-    y[..n * op.y_len()]
-        .par_chunks_mut(per * op.y_len())
-        .zip(x[..n * op.x_len()].par_chunks(per * op.x_len()))
-        .zip(scratch.par_chunks_mut(col))
-        .for_each(|((y, x), col)| {
-            for (y, x) in y.chunks_exact_mut(op.y_len()).zip(x.chunks_exact(op.x_len())) {
-                let beta = if op.bias {
-                    for (row, &bias) in y.chunks_exact_mut(p).zip(b) {
-                        row.fill(bias);
-                    }
-                    1.0
-                } else {
-                    0.0
-                };
-                let cols = if op.is_pointwise() {
-                    x
-                } else {
-                    im2col(op, x, col);
-                    &col[..k * p]
-                };
-                gemm(op.c_out, p, k, MatRef::rows(w, k), MatRef::rows(cols, p), beta, MatMut::rows(y, p), Parallelism::Sequential);
-            }
-        });
+    let k = op.patch_len();
+    indirect_forward(op, n, x, None, |co, tap| w[co * k + tap], op.bias.then_some(b), relu, y, scratch);
 }
 
 /// dx = conv_backward_data(dy) (written), dwb += conv_backward_filter(x, dy) (accumulated).
+/// With `relu_y`, dy is the gradient of a fused ReLU's output `relu_y`.
 #[allow(clippy::too_many_arguments)]
-pub fn backward(
+pub fn backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32], relu_y: Option<&[f32]>, dx: Option<&mut [f32]>, dwb: Option<&mut [f32]>, scratch: &mut [f32]) {
+    if let Some(dwb) = dwb {
+        filter_grad(op, n, x, dy, relu_y, dwb, scratch);
+    }
+    if let Some(dx) = dx {
+        let w = &wb[..op.weight_len()];
+        if uses_full_conv(op) {
+            // W flipped and transposed: element (ci, (co, ky, kx)) = W[co, ci, kh−1−ky, kw−1−kx].
+            let [kh, kw] = op.kernel;
+            let flipped = |ci: usize, tap: usize| {
+                let (co, ky, kx) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
+                w[((co * op.c_in + ci) * kh + kh - 1 - ky) * kw + kw - 1 - kx]
+            };
+            indirect_forward(&full_conv(op), n, dy, relu_y, flipped, None, false, dx, scratch);
+        } else {
+            data_grad_col2im(op, n, w, dy, relu_y, dx, scratch);
+        }
+    }
+}
+
+/// Copies x (n, c, h, w) into the middle of a zeroed (n, c, hp, wp) buffer, masked by
+/// `relu_y > 0` when given.
+fn pad_input(op: &Conv2d, n: usize, x: &[f32], relu_y: Option<&[f32]>, xp: &mut [f32]) {
+    let pad = Padded::of(op);
+    let (ph, pw) = (op.padding[0], op.padding[1]);
+    let plane = op.h_in * op.w_in;
+    xp.par_chunks_mut(pad.hp * pad.wp).zip(x[..n * op.x_len()].par_chunks(plane)).enumerate().for_each(|(i, (dst, src))| {
+        dst[..ph * pad.wp].fill(0.0);
+        dst[(ph + op.h_in) * pad.wp..].fill(0.0);
+        let mask = relu_y.map(|y| &y[i * plane..(i + 1) * plane]);
+        for (r, (d, s)) in dst[ph * pad.wp..(ph + op.h_in) * pad.wp].chunks_exact_mut(pad.wp).zip(src.chunks_exact(op.w_in)).enumerate() {
+            d[..pw].fill(0.0);
+            match mask {
+                Some(m) => {
+                    for ((d, &s), &m) in d[pw..pw + op.w_in].iter_mut().zip(s).zip(&m[r * op.w_in..]) {
+                        *d = crate::ops::transpose::keep_if_positive(s, m);
+                    }
+                }
+                None => d[pw..pw + op.w_in].copy_from_slice(s),
+            }
+            d[pw + op.w_in..].fill(0.0);
+        }
+    });
+}
+
+/// The offset of each tap (ci, ky, kx) from a window's corner in the padded input, padded to a
+/// whole number of rows of the kernel with copies of the first (their results are discarded).
+fn tap_offsets(op: &Conv2d, taps: &mut [u32]) {
+    let pad = Padded::of(op);
+    let [kh, kw] = op.kernel;
+    for (t, off) in taps.iter_mut().enumerate() {
+        let t = if t < op.patch_len() { t } else { 0 };
+        let (ci, ky, kx) = (t / (kh * kw), (t / kw) % kh, t % kw);
+        *off = ((ci * pad.hp + ky * op.dilation[0]) * pad.wp + kx * op.dilation[1]) as u32;
+    }
+}
+
+/// The corner of output pixel j's window in the padded input.
+fn pixel_base(op: &Conv2d, pad: Padded, j: usize) -> u32 {
+    let p = op.out_pixels();
+    let (img, pix) = (j / p, j % p);
+    let (oy, ox) = (pix / op.w_out, pix % op.w_out);
+    (((img * pad.c) * pad.hp + oy * op.stride[0]) * pad.wp + ox * op.stride[1]) as u32
+}
+
+/// Splits the scratch into its parts.
+fn split<'a>(scratch: &'a mut [f32], l: &Layout) -> [&'a mut [f32]; 6] {
+    let (xp, rest) = scratch.split_at_mut(l.xp);
+    let (weights, rest) = rest.split_at_mut(l.weights);
+    let (taps, rest) = rest.split_at_mut(l.taps);
+    let (rows, rest) = rest.split_at_mut(l.rows);
+    let (cols, rest) = rest.split_at_mut(l.cols);
+    [xp, weights, taps, rows, cols, &mut rest[..l.partials]]
+}
+
+/// Offsets are kept in the f32 scratch as u32 bit patterns: both are 4 bytes.
+fn as_u32(v: &mut [f32]) -> &mut [u32] {
+    // SAFETY: f32 and u32 have the same size and alignment, and every bit pattern is valid for both.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u32>(), v.len()) }
+}
+
+/// Y = conv(x ⊙ [x_mask > 0]) with weights `w(co, tap)`, then `+ bias[co]` and ReLU, into NCHW
+/// `y`.
+#[allow(clippy::too_many_arguments)]
+fn indirect_forward(
     op: &Conv2d,
     n: usize,
     x: &[f32],
-    wb: &[f32],
-    dy: &[f32],
-    dx: Option<&mut [f32]>,
-    dwb: Option<&mut [f32]>,
+    x_mask: Option<&[f32]>,
+    w: impl Fn(usize, usize) -> f32 + Sync,
+    bias: Option<&[f32]>,
+    relu: bool,
+    y: &mut [f32],
     scratch: &mut [f32],
 ) {
-    let chunks = par_chunks(n);
-    let per = n.div_ceil(chunks);
-    let chunk_len = backward_chunk_len(op);
-    let want_dw = dwb.is_some();
-    let scratch = &mut scratch[..chunks * chunk_len];
-    // Each chunk of images: its scratch holds col (K·P) then its partial dW and db.
-    let work = |ci: usize, dx: Option<&mut [f32]>, scratch: &mut [f32]| {
-        let (col, partial) = scratch.split_at_mut(chunk_len - op.param_len());
-        partial.fill(0.0);
-        let images = ci * per..((ci + 1) * per).min(n);
-        let mut dx_images = dx.map(|dx| dx.chunks_exact_mut(op.x_len()));
-        for img in images {
-            let x = &x[img * op.x_len()..(img + 1) * op.x_len()];
-            let dy = &dy[img * op.y_len()..(img + 1) * op.y_len()];
-            if want_dw {
-                filter_grad(op, x, dy, col, partial);
-            }
-            if let Some(dx) = dx_images.as_mut().and_then(|it| it.next()) {
-                data_grad(op, &wb[..op.weight_len()], dy, dx, col);
+    let l = forward_layout(op, n);
+    let ind = select_indirect(op.c_out);
+    let (mr, nr) = (ind.mr, ind.nr);
+    let (k, p, co) = (op.patch_len(), op.out_pixels(), op.c_out);
+    let co_pad = co.div_ceil(nr) * nr;
+    let j_total = n * p;
+    let [xp, weights, taps, partial, _, _] = split(scratch, &l);
+    pad_input(op, n, x, x_mask, xp);
+    // Wᵀ in panels of NR channels: weights[(q·K + tap)·NR + lane] = w(q·NR + lane, tap).
+    weights.par_chunks_mut(k * nr).enumerate().for_each(|(q, panel)| {
+        for (tap, row) in panel.chunks_exact_mut(nr).enumerate() {
+            for (lane, v) in row.iter_mut().enumerate() {
+                let c = q * nr + lane;
+                *v = if c < co { w(c, tap) } else { 0.0 };
             }
         }
-    };
-    match dx {
-        Some(dx) => dx[..n * op.x_len()]
-            .par_chunks_mut(per * op.x_len())
-            .zip(scratch.par_chunks_mut(chunk_len))
-            .enumerate()
-            .for_each(|(ci, (dx, s))| work(ci, Some(dx), s)),
-        None => scratch.par_chunks_mut(chunk_len).enumerate().for_each(|(ci, s)| work(ci, None, s)),
+    });
+    let taps = as_u32(taps);
+    tap_offsets(op, taps);
+    let (xp, weights, taps) = (&*xp, &*weights, &*taps);
+    let pad = Padded::of(op);
+    let out = SendPtr(y.as_mut_ptr());
+    let part = SendPtr(partial.as_mut_ptr());
+    let tasks = j_total.div_ceil(ROWS_PER_TASK);
+    (0..tasks).into_par_iter().for_each(|task| {
+        let rows0 = task * ROWS_PER_TASK;
+        let rows_here = ROWS_PER_TASK.min(j_total - rows0);
+        let tiles = rows_here.div_ceil(mr);
+        // Per tile row: its window corner in xp, and where its pixel starts in y.
+        let mut bases = [0u32; ROWS_PER_TASK + 8];
+        let mut outs = [0usize; ROWS_PER_TASK + 8];
+        for r in 0..tiles * mr {
+            let j = if r < rows_here { rows0 + r } else { rows0 };
+            bases[r] = pixel_base(op, pad, j);
+            outs[r] = (j / p) * co * p + j % p;
+        }
+        for kb in (0..k).step_by(KC) {
+            let kc = KC.min(k - kb);
+            let last = kb + kc == k;
+            for q in 0..co_pad / nr {
+                let b = &weights[(q * k + kb) * nr..];
+                for t in 0..tiles {
+                    let r0 = t * mr;
+                    let stash = part.at((rows0 + r0) * co_pad + q * nr);
+                    let tile_in = if kb == 0 { std::ptr::null() } else { stash as *const f32 };
+                    let mut local = [0.0f32; 6 * 24];
+                    let (tile_out, ld) = if last { (local.as_mut_ptr(), nr) } else { (stash, co_pad) };
+                    // SAFETY: every tap offset plus every window corner lies inside xp (it is
+                    // padded); b holds kc·NR floats of this panel; the stash rows belong to this
+                    // task alone and are MR × NR inside `partial`.
+                    unsafe { (ind.kernel)(kc, xp.as_ptr(), bases[r0..].as_ptr(), taps[kb..].as_ptr(), b.as_ptr(), tile_in, co_pad, tile_out, ld) };
+                    if last {
+                        scatter(&ind, &local, &outs[r0..r0 + mr], rows_here.saturating_sub(r0).min(mr), q * nr, co, p, bias, relu, out);
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Writes a finished (pixels × channels) tile into NCHW output through the epilogue.
+#[allow(clippy::too_many_arguments)]
+fn scatter(ind: &Indirect, tile: &[f32], outs: &[usize], rows: usize, c0: usize, co: usize, p: usize, bias: Option<&[f32]>, relu: bool, out: SendPtr) {
+    let lanes = ind.nr.min(co - c0);
+    for lane in 0..lanes {
+        let c = c0 + lane;
+        let b = bias.map_or(0.0, |b| b[c]);
+        for (i, &o) in outs.iter().enumerate().take(rows) {
+            let mut v = tile[i * ind.nr + lane] + b;
+            if relu {
+                v = v.max(0.0);
+            }
+            // SAFETY: pixel i of this tile is a pixel of the output and c a channel, so the
+            // element is inside y; no other task writes this pixel.
+            unsafe { *out.at(o + c * p) = v };
+        }
     }
-    if let Some(dwb) = dwb {
-        // Sum the per-chunk partials in a fixed order, so the result does not depend on timing.
-        let partials = scratch.chunks_exact(chunk_len).map(|c| &c[chunk_len - op.param_len()..]);
-        let dwb = &mut dwb[..op.param_len()];
-        for partial in partials.take(n.div_ceil(per)) {
-            for (g, &v) in dwb.iter_mut().zip(partial) {
+}
+
+/// dW += Σ over the batch of (X̂ · dYᵀ)ᵀ and db += Σ dY. The pixels are split in one range per
+/// thread, each into its own partial, summed in a fixed order at the end (so the result does
+/// not depend on timing).
+fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f32]>, dwb: &mut [f32], scratch: &mut [f32]) {
+    let l = filter_layout(op, n);
+    let ind = select_indirect(op.c_out);
+    let (mr, nr) = (ind.mr, ind.nr);
+    let (k, p, co) = (op.patch_len(), op.out_pixels(), op.c_out);
+    let (co_pad, k_pad) = (co.div_ceil(nr) * nr, k.div_ceil(mr) * mr);
+    let j_total = n * p;
+    let [xp, _, taps, dyt, cols, partials] = split(scratch, &l);
+    pad_input(op, n, x, None, xp);
+    let taps = as_u32(taps);
+    tap_offsets(op, taps);
+    let pad = Padded::of(op);
+    let cols = as_u32(cols);
+    cols.par_iter_mut().enumerate().for_each(|(j, c)| *c = pixel_base(op, pad, j));
+    // dYᵀ in panels of NR channels: dyt[(q·J + j)·NR + lane] = dY[img, q·NR + lane, pixel].
+    dyt.par_chunks_mut(nr * p).enumerate().for_each(|(chunk, dst)| {
+        let (q, img) = (chunk / n, chunk % n);
+        let channels = q * nr..((q + 1) * nr).min(co);
+        let src = &dy[(img * co + channels.start) * p..(img * co + channels.end) * p];
+        let mask = relu_y.map(|y| &y[(img * co + channels.start) * p..(img * co + channels.end) * p]);
+        crate::ops::transpose::masked_transpose(src, mask, channels.len(), p, dst, nr);
+    });
+    let (xp, taps, dyt, cols) = (&*xp, &*taps, &*dyt, &*cols);
+    let t_count = threads().min(j_total.div_ceil(KC)).max(1);
+    let per = j_total.div_ceil(t_count);
+    let part_len = k_pad * co_pad + co;
+    partials[..t_count * part_len].par_chunks_mut(part_len).enumerate().for_each(|(t, part)| {
+        let js = (t * per).min(j_total)..((t + 1) * per).min(j_total);
+        let (dwt, db) = part.split_at_mut(k_pad * co_pad);
+        for (pb, jb) in js.clone().step_by(KC).enumerate() {
+            let kc = KC.min(js.end - jb);
+            for q in 0..co_pad / nr {
+                let b = &dyt[(q * j_total + jb) * nr..];
+                for tile in 0..k_pad / mr {
+                    let c = dwt[(tile * mr) * co_pad + q * nr..].as_mut_ptr();
+                    let tile_in = if pb == 0 { std::ptr::null() } else { c as *const f32 };
+                    // SAFETY: as in the forward, every offset sum lies inside xp; b holds kc·NR
+                    // floats; the tile is MR × NR inside this thread's partial.
+                    unsafe { (ind.kernel)(kc, xp.as_ptr(), taps[tile * mr..].as_ptr(), cols[jb..].as_ptr(), b.as_ptr(), tile_in, co_pad, c, co_pad) };
+                }
+            }
+        }
+        if js.is_empty() {
+            dwt.fill(0.0);
+        }
+        // db: Σ over this thread's pixels of dY, per channel (read back from dYᵀ, which is
+        // already masked), one panel of NR channels at a time.
+        db.fill(0.0);
+        for q in 0..co_pad / nr {
+            let mut sums = [0.0f32; 24];
+            for row in dyt[(q * j_total + js.start) * nr..(q * j_total + js.end) * nr].chunks_exact(nr) {
+                for (s, &v) in sums.iter_mut().zip(row) {
+                    *s += v;
+                }
+            }
+            for (lane, &s) in sums.iter().enumerate().take(nr) {
+                if let Some(g) = db.get_mut(q * nr + lane) {
+                    *g += s;
+                }
+            }
+        }
+    });
+    let (dw, db) = dwb.split_at_mut(op.weight_len());
+    for part in partials[..t_count * part_len].chunks_exact(part_len) {
+        let (dwt, pdb) = part.split_at(k_pad * co_pad);
+        for c in 0..co {
+            for tap in 0..k {
+                dw[c * k + tap] += dwt[tap * co_pad + c];
+            }
+        }
+        if op.bias {
+            for (g, &v) in db.iter_mut().zip(pdb) {
                 *g += v;
             }
         }
     }
 }
 
-/// partial[dW, db] += (dY · colᵀ, Σ dY) for one image.
-fn filter_grad(op: &Conv2d, x: &[f32], dy: &[f32], col: &mut [f32], partial: &mut [f32]) {
+/// dX for strided convolutions: per image, dcol = Wᵀ · dY, then col2im scatters it.
+fn data_grad_col2im(op: &Conv2d, n: usize, w: &[f32], dy: &[f32], relu_y: Option<&[f32]>, dx: &mut [f32], scratch: &mut [f32]) {
+    let chunks = n.min(threads()).max(1);
+    let per = n.div_ceil(chunks);
     let (k, p) = (op.patch_len(), op.out_pixels());
-    let cols = if op.is_pointwise() {
-        x
-    } else {
-        im2col(op, x, col);
-        &col[..k * p]
-    };
-    let (dw, db) = partial.split_at_mut(op.weight_len());
-    gemm(op.c_out, k, p, MatRef::rows(dy, p), MatRef::transposed(cols, p), 1.0, MatMut::rows(dw, k), Parallelism::Sequential);
-    if op.bias {
-        for (g, row) in db.iter_mut().zip(dy.chunks_exact(p)) {
-            *g += row.iter().sum::<f32>();
+    dx[..n * op.x_len()].par_chunks_mut(per * op.x_len()).zip(scratch.par_chunks_mut(k * p + op.y_len())).enumerate().for_each(|(ci, (dx, part))| {
+        let (col, dy_img) = part.split_at_mut(k * p);
+        for (i, dx) in dx.chunks_exact_mut(op.x_len()).enumerate() {
+            let img = ci * per + i;
+            let at = img * op.y_len();
+            for (j, d) in dy_img.iter_mut().enumerate() {
+                *d = masked(dy[at + j], relu_y, at + j);
+            }
+            gemm(k, p, op.c_out, MatRef::transposed(w, k), MatRef::rows(dy_img, p), 0.0, MatMut::rows(col, p), Parallelism::Sequential);
+            dx.fill(0.0);
+            col2im(op, col, dx);
         }
-    }
-}
-
-/// dx = col2im(Wᵀ · dY) for one image.
-fn data_grad(op: &Conv2d, w: &[f32], dy: &[f32], dx: &mut [f32], col: &mut [f32]) {
-    let (k, p) = (op.patch_len(), op.out_pixels());
-    if op.is_pointwise() {
-        gemm(k, p, op.c_out, MatRef::transposed(w, k), MatRef::rows(dy, p), 0.0, MatMut::rows(dx, p), Parallelism::Sequential);
-    } else {
-        gemm(k, p, op.c_out, MatRef::transposed(w, k), MatRef::rows(dy, p), 0.0, MatMut::rows(&mut col[..k * p], p), Parallelism::Sequential);
-        dx.fill(0.0);
-        col2im(op, col, dx);
-    }
+    });
 }
 
 /// The output columns `ox` whose input column `ox·stride + offset − pad` lies inside the image,
 /// for a kernel tap at `offset = k·dilation`.
 fn valid_range(out: usize, len: usize, stride: usize, pad: usize, offset: usize) -> std::ops::Range<usize> {
-    // ix = ox·s + offset − pad ≥ 0  ⇔  ox ≥ ⌈(pad − offset)/s⌉
     let lo = if pad > offset { (pad - offset).div_ceil(stride) } else { 0 };
-    // ix ≤ len − 1  ⇔  ox ≤ ⌊(len − 1 + pad − offset)/s⌋
     let hi = if len + pad > offset { ((len - 1 + pad - offset) / stride + 1).min(out) } else { 0 };
     lo.min(hi)..hi
 }
 
-/// col[(ci·kh + ky)·kw + kx][oy·w_out + ox] = x[ci][oy·sh + ky·dh − ph][ox·sw + kx·dw − pw], or 0
-/// in the padding.
-fn im2col(op: &Conv2d, x: &[f32], col: &mut [f32]) {
-    let [kh, kw] = op.kernel;
-    let [sh, sw] = op.stride;
-    let p = op.out_pixels();
-    let mut rows = col.chunks_exact_mut(p);
-    for plane in x.chunks_exact(op.h_in * op.w_in) {
-        for ky in 0..kh {
-            let ys = valid_range(op.h_out, op.h_in, sh, op.padding[0], ky * op.dilation[0]);
-            for kx in 0..kw {
-                let xs = valid_range(op.w_out, op.w_in, sw, op.padding[1], kx * op.dilation[1]);
-                let row = rows.next().expect("col has K rows");
-                for (oy, out) in row.chunks_exact_mut(op.w_out).enumerate() {
-                    if !ys.contains(&oy) {
-                        out.fill(0.0);
-                        continue;
-                    }
-                    let iy = oy * sh + ky * op.dilation[0] - op.padding[0];
-                    let src = &plane[iy * op.w_in..(iy + 1) * op.w_in];
-                    out[..xs.start].fill(0.0);
-                    out[xs.end..].fill(0.0);
-                    let ix0 = xs.start * sw + kx * op.dilation[1] - op.padding[1];
-                    if sw == 1 {
-                        out[xs.clone()].copy_from_slice(&src[ix0..ix0 + xs.len()]);
-                    } else {
-                        for (o, &v) in out[xs.clone()].iter_mut().zip(src[ix0..].iter().step_by(sw)) {
-                            *o = v;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The adjoint of [`im2col`]: dx[ci][iy][ix] += col[row][oy·w_out + ox].
+/// dx[ci][iy][ix] += col[tap][oy·w_out + ox]: the adjoint of im2col, one image.
 fn col2im(op: &Conv2d, col: &[f32], dx: &mut [f32]) {
     let [kh, kw] = op.kernel;
     let [sh, sw] = op.stride;
@@ -214,5 +449,20 @@ fn col2im(op: &Conv2d, col: &[f32], dx: &mut [f32]) {
                 }
             }
         }
+    }
+}
+
+/// The output as a raw pointer, so that tasks on several threads can write disjoint pixels.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+
+// SAFETY: every task writes only its own pixels (see `indirect_forward`).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The element `i` places further (a method, so closures capture the whole wrapper).
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
     }
 }

@@ -98,7 +98,7 @@ impl Conv2d {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::testing::{assert_close, numeric_grad, random, to_f64};
+    use crate::ops::testing::{assert_close, numeric_grad_sampled, random, to_f64};
 
     /// The definition of convolution (cross-correlation), in f64.
     fn naive(op: &Conv2d, n: usize, x: &[f64], wb: &[f64]) -> Vec<f64> {
@@ -130,8 +130,11 @@ mod tests {
         y
     }
 
-    fn cases() -> [Conv2d; 5] {
+    fn cases() -> [Conv2d; 8] {
         [
+            // Model A's layers: whole register tiles of channels, k = 25 and k = 400 > KC
+            Conv2d::new(1, 16, [28, 28], [5, 5], [1, 1], [2, 2], [1, 1], true),
+            Conv2d::new(16, 32, [14, 14], [5, 5], [1, 1], [2, 2], [1, 1], true),
             // stride 2 with padding on a 29x31 input
             Conv2d::new(3, 5, [29, 31], [3, 3], [2, 2], [1, 1], [1, 1], true),
             // Model A's first layer: one input channel, 5x5, same padding
@@ -142,36 +145,66 @@ mod tests {
             Conv2d::new(6, 7, [5, 4], [1, 1], [1, 1], [0, 0], [1, 1], true),
             // an AlexNet-like stem: 11x11, stride 4
             Conv2d::new(3, 4, [23, 23], [11, 11], [4, 4], [2, 2], [1, 1], true),
+            // two register tiles of channels and more taps than one block of k
+            Conv2d::new(11, 32, [5, 5], [5, 5], [1, 1], [2, 2], [1, 1], true),
         ]
     }
 
     #[test]
     fn forward_matches_definition() {
         for op in cases() {
-            let n = 3;
+            let n = 8;
             let x = random(n * op.x_len(), 1);
             let wb = random(op.param_len(), 2);
             let mut y = vec![f32::NAN; n * op.y_len()];
             let mut scratch = vec![0.0; cpu::scratch_len(&op, n)];
-            cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch);
+            cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch, false);
             assert_close(&y, &naive(&op, n, &to_f64(&x), &to_f64(&wb)), 1e-5, &format!("{op:?}"));
+        }
+    }
+
+    /// Conv2d → ReLU fused (ReLU in the forward's epilogue, its mask applied to dY inside the
+    /// backward) gives what the two ops give one after the other.
+    #[test]
+    fn fused_relu_matches_the_composition() {
+        for op in [cases()[1], cases()[4], cases()[5]] {
+            let n = 3;
+            let (x, wb, dy) = (random(n * op.x_len(), 7), random(op.param_len(), 8), random(n * op.y_len(), 9));
+            let mut scratch = vec![0.0; cpu::scratch_len(&op, n)];
+            let (mut y, mut y_fused) = (vec![0.0; dy.len()], vec![0.0; dy.len()]);
+            cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch, false);
+            cpu::forward(&op, n, &x, &wb, &mut y_fused, &mut scratch, true);
+            let relu: Vec<f32> = y.iter().map(|v| v.max(0.0)).collect();
+            assert_eq!(y_fused, relu, "forward of {op:?}");
+            let masked: Vec<f32> = dy.iter().zip(&y).map(|(&g, &v)| if v > 0.0 { g } else { 0.0 }).collect();
+            let (mut dx, mut dwb) = (vec![0.0; x.len()], vec![0.0; wb.len()]);
+            cpu::backward(&op, n, &x, &wb, &masked, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
+            let (mut dx_f, mut dwb_f) = (vec![0.0; x.len()], vec![0.0; wb.len()]);
+            cpu::backward(&op, n, &x, &wb, &dy, Some(&y_fused), Some(&mut dx_f), Some(&mut dwb_f), &mut scratch);
+            assert_eq!(dx_f, dx, "dx of {op:?}");
+            assert_eq!(dwb_f, dwb, "dwb of {op:?}");
         }
     }
 
     #[test]
     fn backward_matches_finite_differences() {
-        for op in cases() {
+        // Model A's layers are too large for finite differences; the rest covers every path.
+        for op in cases().into_iter().skip(2) {
             let n = 2;
             let (x, wb, dy) = (random(n * op.x_len(), 4), random(op.param_len(), 5), random(n * op.y_len(), 6));
             let mut dx = vec![f32::NAN; x.len()];
             // Parameter gradients accumulate: start from 1 and expect 1 + the gradient.
             let mut dwb = vec![1.0; wb.len()];
             let mut scratch = vec![0.0; cpu::scratch_len(&op, n)];
-            cpu::backward(&op, n, &x, &wb, &dy, Some(&mut dx), Some(&mut dwb), &mut scratch);
-            let want_dx = numeric_grad(|x| naive(&op, n, x, &to_f64(&wb)), &x, &dy);
-            let want_dwb: Vec<f64> = numeric_grad(|wb| naive(&op, n, &to_f64(&x), wb), &wb, &dy).iter().map(|g| g + 1.0).collect();
-            assert_close(&dx, &want_dx, 1e-4, &format!("dx of {op:?}"));
-            assert_close(&dwb, &want_dwb, 1e-4, &format!("dwb of {op:?}"));
+            cpu::backward(&op, n, &x, &wb, &dy, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
+            // Every coordinate of small tensors, 300 spread over large ones.
+            let (at, want_dx) = numeric_grad_sampled(|x| naive(&op, n, x, &to_f64(&wb)), &x, &dy, 300);
+            let got: Vec<f32> = at.iter().map(|&i| dx[i]).collect();
+            assert_close(&got, &want_dx, 1e-4, &format!("dx of {op:?}"));
+            let (at, want_dwb) = numeric_grad_sampled(|wb| naive(&op, n, &to_f64(&x), wb), &wb, &dy, 300);
+            let got: Vec<f32> = at.iter().map(|&i| dwb[i]).collect();
+            let want: Vec<f64> = want_dwb.iter().map(|g| g + 1.0).collect();
+            assert_close(&got, &want, 1e-4, &format!("dwb of {op:?}"));
         }
     }
 }

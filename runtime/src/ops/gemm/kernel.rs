@@ -1,42 +1,61 @@
 //! Microkernels: one MR × NR tile of C from a packed A panel and a packed B panel.
 //!
-//! `C[0..mr, 0..nr] = Σ_p a[p][0..MR] ⊗ b[p][0..NR] + β·C`, with the sum held in registers
-//! for the whole k loop and C touched once at the end.
+//! `C[0..mr, 0..nr] = epilogue(Σ_p a[p][0..MR] ⊗ b[p][0..NR] + β·C)`, with the sum held in
+//! registers for the whole k loop and C touched once at the end. The epilogue adds `bias[i]` to
+//! row i and applies ReLU, when asked (the driver asks on the last block of k only).
+//!
+//! Two tile shapes use the 16 AVX registers the same way (12 accumulators, the B vectors and
+//! one broadcast): 6 × 16 and 4 × 24. The driver picks the one that wastes fewer rows on the
+//! shape at hand: 4 × 24 for channel counts like 16, 20, 32 or 40, 6 × 16 for 6, 12, 18, 30.
 
-/// Rows of a tile: 6 rows × 2 vectors = 12 accumulators, leaving 4 of the 16 AVX registers for
-/// the two B vectors and the broadcast A value.
-pub const MR: usize = 6;
-/// Columns of a tile: two 8-wide AVX vectors.
-pub const NR: usize = 16;
-
-/// `kern(kc, a, b, c, rs, cs, mr, nr, beta)`.
+/// `kern(kc, a, b, c, rs, mr, nr, beta, bias, relu)`: the tile at `c` has row stride `rs` and
+/// unit column stride; `bias` is null or points at the bias of the tile's first row.
 ///
 /// # Safety
-/// `a` points to `kc·MR` floats, `b` to `kc·NR` floats, and the `mr × nr` tile at `c` with
-/// strides `(rs, cs)` is valid for reads (if `beta != 0`) and writes.
-pub type Kernel = unsafe fn(usize, *const f32, *const f32, *mut f32, usize, usize, usize, usize, f32);
+/// `a` points to `kc·MR` floats, `b` to `kc·NR` floats; the `mr × nr` tile at `c` is valid for
+/// reads (if `beta != 0`) and writes; `bias`, if not null, to `mr` floats.
+pub type Kernel = unsafe fn(usize, *const f32, *const f32, *mut f32, usize, usize, usize, f32, *const f32, bool);
 
-/// The fastest kernel this processor runs.
-pub fn select() -> Kernel {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        return avx2_fma;
-    }
-    generic
+/// A microkernel and its tile shape.
+#[derive(Clone, Copy)]
+pub struct Micro {
+    pub mr: usize,
+    pub nr: usize,
+    pub kernel: Kernel,
 }
 
-/// Writes an accumulated tile to C: `C = acc + β·C` on the first `mr × nr` entries.
+/// The kernel for a C with `m` rows: the shape that wastes the fewest padded rows, the larger
+/// tile on a tie.
+pub fn select(m: usize) -> Micro {
+    let waste = |mr: usize| m.div_ceil(mr) * mr - m;
+    let wide = waste(4) < waste(6);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        return if wide { Micro { mr: 4, nr: 24, kernel: avx2_4x24 } } else { Micro { mr: 6, nr: 16, kernel: avx2_6x16 } };
+    }
+    if wide { Micro { mr: 4, nr: 24, kernel: generic::<4, 24> } } else { Micro { mr: 6, nr: 16, kernel: generic::<6, 16> } }
+}
+
+/// The largest tile of any kernel, for sizing buffers.
+pub const MAX_MR: usize = 6;
+pub const MAX_NR: usize = 24;
+
+/// Writes the first `mr × nr` entries of an accumulated tile to C through the epilogue.
 ///
 /// # Safety
 /// As for [`Kernel`].
 #[inline(always)]
-unsafe fn store_tile(acc: &[[f32; NR]; MR], c: *mut f32, rs: usize, cs: usize, mr: usize, nr: usize, beta: f32) {
+unsafe fn store_tile<const NR: usize>(acc: &[[f32; NR]], c: *mut f32, rs: usize, mr: usize, nr: usize, beta: f32, bias: *const f32, relu: bool) {
     for (i, row) in acc.iter().enumerate().take(mr) {
+        // SAFETY: i < mr, so the bias (if any) and the row are inside the tile.
+        let b = if bias.is_null() { 0.0 } else { unsafe { *bias.add(i) } };
         for (j, &v) in row.iter().enumerate().take(nr) {
             // SAFETY: (i, j) is inside the tile.
             unsafe {
-                let p = c.add(i * rs + j * cs);
-                *p = if beta == 0.0 { v } else { v + beta * *p };
+                let p = c.add(i * rs + j);
+                let mut v = if beta == 0.0 { v } else { v + beta * *p };
+                v += b;
+                *p = if relu { v.max(0.0) } else { v };
             }
         }
     }
@@ -46,7 +65,19 @@ unsafe fn store_tile(acc: &[[f32; NR]; MR], c: *mut f32, rs: usize, cs: usize, m
 ///
 /// # Safety
 /// As for [`Kernel`].
-unsafe fn generic(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, cs: usize, mr: usize, nr: usize, beta: f32) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn generic<const MR: usize, const NR: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rs: usize,
+    mr: usize,
+    nr: usize,
+    beta: f32,
+    bias: *const f32,
+    relu: bool,
+) {
     let mut acc = [[0.0f32; NR]; MR];
     // SAFETY: the panels hold kc·MR and kc·NR floats.
     let (a, b) = unsafe { (std::slice::from_raw_parts(a, kc * MR), std::slice::from_raw_parts(b, kc * NR)) };
@@ -59,65 +90,213 @@ unsafe fn generic(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usiz
         }
     }
     // SAFETY: forwarded from the caller.
-    unsafe { store_tile(&acc, c, rs, cs, mr, nr, beta) }
+    unsafe { store_tile(&acc, c, rs, mr, nr, beta, bias, relu) }
 }
 
-/// AVX2 + FMA kernel: per k step, two loads of B, six broadcasts of A, twelve FMAs.
+/// An AVX2 + FMA kernel of `$mr` rows and `$nv` vectors of 8: per k step, `$nv` loads of B,
+/// `$mr` broadcasts of A, `$mr · $nv` FMAs.
+macro_rules! avx2_kernel {
+    ($name:ident, $mr:literal, $nv:literal) => {
+        /// # Safety
+        /// As for [`Kernel`], and the processor must support AVX2 and FMA (checked by [`select`]).
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, mr: usize, nr: usize, beta: f32, bias: *const f32, relu: bool) {
+            use std::arch::x86_64::*;
+            const MR: usize = $mr;
+            const NV: usize = $nv;
+            const NR: usize = 8 * NV;
+            // Fetch the C tile now, so that its cache misses overlap the k loop instead of
+            // stalling the stores at the end (BLIS does the same).
+            if beta != 0.0 {
+                for i in 0..mr {
+                    _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * rs) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * rs + nr - 1) as *const i8);
+                }
+            }
+            let mut acc = [[_mm256_setzero_ps(); NV]; MR];
+            for p in 0..kc {
+                // SAFETY: p < kc, so these reads stay inside the panels.
+                unsafe {
+                    let mut bv = [_mm256_setzero_ps(); NV];
+                    for (v, bv) in bv.iter_mut().enumerate() {
+                        *bv = _mm256_loadu_ps(b.add(p * NR + 8 * v));
+                    }
+                    for (i, row) in acc.iter_mut().enumerate() {
+                        let ai = _mm256_broadcast_ss(&*a.add(p * MR + i));
+                        for (r, bv) in row.iter_mut().zip(&bv) {
+                            *r = _mm256_fmadd_ps(ai, *bv, *r);
+                        }
+                    }
+                }
+            }
+            if mr == MR && nr == NR {
+                // A full tile: vector stores straight into C, through the epilogue.
+                let zero = _mm256_setzero_ps();
+                let betav = _mm256_set1_ps(beta);
+                for (i, row) in acc.iter().enumerate() {
+                    // SAFETY: the tile is MR × NR with row stride rs; the bias has MR entries.
+                    unsafe {
+                        let p = c.add(i * rs);
+                        let bi = if bias.is_null() { zero } else { _mm256_set1_ps(*bias.add(i)) };
+                        for (v, &x) in row.iter().enumerate() {
+                            let mut x = x;
+                            if beta != 0.0 {
+                                x = _mm256_fmadd_ps(betav, _mm256_loadu_ps(p.add(8 * v)), x);
+                            }
+                            x = _mm256_add_ps(x, bi);
+                            if relu {
+                                x = _mm256_max_ps(x, zero);
+                            }
+                            _mm256_storeu_ps(p.add(8 * v), x);
+                        }
+                    }
+                }
+            } else {
+                let mut tile = [[0.0f32; NR]; MR];
+                for (t, row) in tile.iter_mut().zip(acc.iter()) {
+                    for (v, &x) in row.iter().enumerate() {
+                        // SAFETY: each row of `tile` holds NR = 8·NV floats.
+                        unsafe { _mm256_storeu_ps(t.as_mut_ptr().add(8 * v), x) };
+                    }
+                }
+                // SAFETY: forwarded from the caller.
+                unsafe { store_tile(&tile, c, rs, mr, nr, beta, bias, relu) }
+            }
+        }
+    };
+}
+
+avx2_kernel!(avx2_6x16, 6, 2);
+avx2_kernel!(avx2_4x24, 4, 3);
+
+/// An indirect kernel: `tile_out = tile_in + Σ_p a(·, p) ⊗ b[p]` where the A operand is read
+/// in place, `a(i, p) = x[rows[i] + cols[p]]`, instead of from a packed panel.
+///
+/// `kern(kc, x, rows, cols, b, tile_in, ld_in, tile_out, ld_out)`: `rows` holds MR offsets,
+/// `cols` kc offsets; `tile_in` (null for zeros) and `tile_out` are MR × NR tiles of row strides
+/// `ld_in` and `ld_out`.
+///
+/// A convolution is such a product twice over: forward, rows are output pixels (offsets of their
+/// windows' corners in the padded input) and cols are taps (offsets of (ci, ky, kx) from a
+/// corner); for the filter gradient, rows are taps and cols are pixels.
 ///
 /// # Safety
-/// As for [`Kernel`], and the processor must support AVX2 and FMA (checked by [`select`]).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_fma(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, cs: usize, mr: usize, nr: usize, beta: f32) {
-    use std::arch::x86_64::*;
-    // Fetch the C tile now, so that its cache misses overlap the k loop instead of stalling
-    // the stores at the end (BLIS does the same).
-    if beta != 0.0 {
-        for i in 0..mr {
-            for j in [0, nr - 1] {
-                _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * rs + j * cs) as *const i8);
-            }
-        }
+/// Every `x[rows[i] + cols[p]]` is readable; `b` holds `kc·NR` floats; the tiles hold MR rows of
+/// NR floats at stride `ld`.
+pub type IndirectKernel = unsafe fn(usize, *const f32, *const u32, *const u32, *const f32, *const f32, usize, *mut f32, usize);
+
+/// An indirect kernel and its tile shape.
+#[derive(Clone, Copy)]
+pub struct Indirect {
+    pub mr: usize,
+    pub nr: usize,
+    pub kernel: IndirectKernel,
+}
+
+/// The indirect kernel for `n` output columns (channels): the shape that pads fewer columns.
+pub fn select_indirect(n: usize) -> Indirect {
+    let waste = |nr: usize| n.div_ceil(nr) * nr - n;
+    let wide = waste(24) < waste(16);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        return if wide { Indirect { mr: 4, nr: 24, kernel: avx2_indirect_4x24 } } else { Indirect { mr: 6, nr: 16, kernel: avx2_indirect_6x16 } };
     }
-    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-    for p in 0..kc {
-        // SAFETY: p < kc, so these reads stay inside the panels.
-        unsafe {
-            let b0 = _mm256_loadu_ps(b.add(p * NR));
-            let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
+    if wide { Indirect { mr: 4, nr: 24, kernel: generic_indirect::<4, 24> } } else { Indirect { mr: 6, nr: 16, kernel: generic_indirect::<6, 16> } }
+}
+
+/// # Safety
+/// As for [`IndirectKernel`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn generic_indirect<const MR: usize, const NR: usize>(
+    kc: usize,
+    x: *const f32,
+    rows: *const u32,
+    cols: *const u32,
+    b: *const f32,
+    tile_in: *const f32,
+    ld_in: usize,
+    tile_out: *mut f32,
+    ld_out: usize,
+) {
+    let mut acc = [[0.0f32; NR]; MR];
+    // SAFETY: as the caller promises.
+    unsafe {
+        if !tile_in.is_null() {
             for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm256_broadcast_ss(&*a.add(p * MR + i));
-                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
-                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
-            }
-        }
-    }
-    if mr == MR && nr == NR && cs == 1 {
-        // A full tile of a row-major C: vector stores straight into it.
-        for (i, row) in acc.iter().enumerate() {
-            // SAFETY: the tile is MR × NR with unit column stride.
-            unsafe {
-                let p = c.add(i * rs);
-                let (mut v0, mut v1) = (row[0], row[1]);
-                if beta != 0.0 {
-                    let bv = _mm256_set1_ps(beta);
-                    v0 = _mm256_fmadd_ps(bv, _mm256_loadu_ps(p), v0);
-                    v1 = _mm256_fmadd_ps(bv, _mm256_loadu_ps(p.add(8)), v1);
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = *tile_in.add(i * ld_in + j);
                 }
-                _mm256_storeu_ps(p, v0);
-                _mm256_storeu_ps(p.add(8), v1);
             }
         }
-    } else {
-        let mut tile = [[0.0f32; NR]; MR];
-        for (t, row) in tile.iter_mut().zip(acc.iter()) {
-            // SAFETY: each row of `tile` holds NR = 16 floats.
-            unsafe {
-                _mm256_storeu_ps(t.as_mut_ptr(), row[0]);
-                _mm256_storeu_ps(t.as_mut_ptr().add(8), row[1]);
+        for p in 0..kc {
+            let c = *cols.add(p) as usize;
+            for (i, row) in acc.iter_mut().enumerate() {
+                let a = *x.add(*rows.add(i) as usize + c);
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v += a * *b.add(p * NR + j);
+                }
             }
         }
-        // SAFETY: forwarded from the caller.
-        unsafe { store_tile(&tile, c, rs, cs, mr, nr, beta) }
+        for (i, row) in acc.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                *tile_out.add(i * ld_out + j) = v;
+            }
+        }
     }
 }
+
+/// An AVX2 + FMA indirect kernel of `$mr` rows and `$nv` vectors of 8.
+macro_rules! avx2_indirect {
+    ($name:ident, $mr:literal, $nv:literal) => {
+        /// # Safety
+        /// As for [`IndirectKernel`], and the processor must support AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name(kc: usize, x: *const f32, rows: *const u32, cols: *const u32, b: *const f32, tile_in: *const f32, ld_in: usize, tile_out: *mut f32, ld_out: usize) {
+            use std::arch::x86_64::*;
+            const MR: usize = $mr;
+            const NV: usize = $nv;
+            const NR: usize = 8 * NV;
+            // SAFETY: as the caller promises.
+            unsafe {
+                // One pointer per row, so each broadcast is a single addressing mode [row + col].
+                let mut row = [x; MR];
+                for (i, r) in row.iter_mut().enumerate() {
+                    *r = x.add(*rows.add(i) as usize);
+                }
+                let mut acc = [[_mm256_setzero_ps(); NV]; MR];
+                if !tile_in.is_null() {
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        for (v, a) in a.iter_mut().enumerate() {
+                            *a = _mm256_loadu_ps(tile_in.add(i * ld_in + 8 * v));
+                        }
+                    }
+                }
+                for p in 0..kc {
+                    let c = *cols.add(p) as usize;
+                    let mut bv = [_mm256_setzero_ps(); NV];
+                    for (v, bv) in bv.iter_mut().enumerate() {
+                        *bv = _mm256_loadu_ps(b.add(p * NR + 8 * v));
+                    }
+                    for (r, acc) in row.iter().zip(acc.iter_mut()) {
+                        let a = _mm256_broadcast_ss(&*r.add(c));
+                        for (acc, bv) in acc.iter_mut().zip(&bv) {
+                            *acc = _mm256_fmadd_ps(a, *bv, *acc);
+                        }
+                    }
+                }
+                for (i, a) in acc.iter().enumerate() {
+                    for (v, &a) in a.iter().enumerate() {
+                        _mm256_storeu_ps(tile_out.add(i * ld_out + 8 * v), a);
+                    }
+                }
+            }
+        }
+    };
+}
+
+avx2_indirect!(avx2_indirect_6x16, 6, 2);
+avx2_indirect!(avx2_indirect_4x24, 4, 3);

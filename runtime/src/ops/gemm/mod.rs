@@ -1,33 +1,67 @@
-//! Single-precision matrix multiplication, `C = A·B + β·C`, on the CPU.
+//! Single-precision matrix multiplication on the CPU, `C = A·B + β·C`, with a fused epilogue.
 //!
-//! The convolution and linear kernels of the CPU backend are built on this one routine. It is the
-//! BLIS algorithm (see `cpu.rs`): blocks of A and B are packed into contiguous panels that stay
-//! in cache, and a register-blocked microkernel (`kernel.rs`, AVX2 + FMA where the processor has
-//! it) computes one MR × NR tile of C at a time.
+//! The convolution and linear kernels are built on one driver (`cpu.rs`): the BLIS algorithm,
+//! where blocks of A and B are packed into contiguous panels that stay in cache and a
+//! register-blocked microkernel (`kernel.rs`, AVX2 + FMA where the processor has it) computes
+//! one MR × NR tile of C at a time.
 //!
-//! Operands are strided views, so a transposed operand is the same memory with its strides
-//! swapped and needs no copy.
+//! What makes it serve convolutions is that the operands are not matrices in memory but
+//! [`Panels`] sources: anything that can write a k-major panel of its elements. A strided
+//! matrix is one ([`Strided`]); an im2col matrix computed on the fly while packing is another, so
+//! a convolution never materialises its im2col matrix. Likewise the output is a [`Output`] map,
+//! so a GEMM over all the pixels of a batch can write straight into an NCHW tensor.
+//!
+//! The epilogue adds a per-row bias and applies ReLU as the last block of k is stored, so a
+//! convolution's bias and ReLU cost no pass of their own.
 
 mod cpu;
 pub mod kernel;
 
-pub use cpu::gemm;
+pub use cpu::{Gemm, gemm, run};
 
-/// A read-only matrix operand: element `(i, j)` is `data[i * rs + j * cs]`.
+/// A source of k-major panels: the A operand (its rows are the "outer" index) or the B operand
+/// (its columns are).
+pub trait Panels: Sync {
+    /// Packs outer indices `outer0 .. outer0 + count` and inner indices `k0 .. k0 + kc` as
+    /// `count.div_ceil(width)` panels of `width × kc`, one after the other: element
+    /// `(outer0 + t, k0 + p)` goes to `dst[(t / width) · width · kc + p · width + t % width]`, and
+    /// the lanes past `count` in the last panel are zero.
+    fn pack(&self, dst: &mut [f32], width: usize, outer0: usize, count: usize, k0: usize, kc: usize);
+}
+
+/// Where element `(t, p)` of a packed block goes (see [`Panels::pack`]).
+#[inline(always)]
+pub fn packed_index(t: usize, p: usize, width: usize, kc: usize) -> usize {
+    (t / width) * width * kc + p * width + t % width
+}
+
+/// Zeroes the lanes past `count` in the last panel of a packed block.
+pub fn zero_tail(dst: &mut [f32], width: usize, count: usize, kc: usize) {
+    let lanes = count % width;
+    if lanes != 0 {
+        let panel = &mut dst[(count / width) * width * kc..][..width * kc];
+        for row in panel.chunks_exact_mut(width) {
+            row[lanes..].fill(0.0);
+        }
+    }
+}
+
+/// Where the elements of C live.
+pub trait Output: Sync {
+    /// If the tile at `(i0, j0)`, `nr` columns wide, lies in memory as rows of unit stride, its
+    /// first element and its row stride.
+    fn tile(&self, i0: usize, j0: usize, nr: usize) -> Option<(*mut f32, usize)>;
+    /// Element `(i, j)`.
+    fn at(&self, i: usize, j: usize) -> *mut f32;
+}
+
+/// A matrix in memory: element `(i, j)` at `data[i · rs + j · cs]`.
 #[derive(Clone, Copy, Debug)]
 pub struct MatRef<'a> {
     pub data: &'a [f32],
     /// Row stride, in elements.
     pub rs: usize,
     /// Column stride, in elements.
-    pub cs: usize,
-}
-
-/// The output operand: element `(i, j)` is `data[i * rs + j * cs]`.
-#[derive(Debug)]
-pub struct MatMut<'a> {
-    pub data: &'a mut [f32],
-    pub rs: usize,
     pub cs: usize,
 }
 
@@ -43,6 +77,14 @@ impl<'a> MatRef<'a> {
     }
 }
 
+/// The output matrix in memory: element `(i, j)` at `data[i · rs + j · cs]`.
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    pub data: &'a mut [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
 impl<'a> MatMut<'a> {
     /// A row-major matrix with `cols` columns.
     pub fn rows(data: &'a mut [f32], cols: usize) -> Self {
@@ -50,8 +92,81 @@ impl<'a> MatMut<'a> {
     }
 }
 
+/// A strided matrix as the A operand (`Strided::a`) or the B operand (`Strided::b`).
+pub struct Strided<'a> {
+    data: &'a [f32],
+    /// Stride between consecutive outer indices (rows of A, columns of B).
+    outer: usize,
+    /// Stride between consecutive k.
+    inner: usize,
+}
+
+impl<'a> Strided<'a> {
+    pub fn a(m: MatRef<'a>) -> Self {
+        Strided { data: m.data, outer: m.rs, inner: m.cs }
+    }
+
+    pub fn b(m: MatRef<'a>) -> Self {
+        Strided { data: m.data, outer: m.cs, inner: m.rs }
+    }
+}
+
+impl Panels for Strided<'_> {
+    fn pack(&self, dst: &mut [f32], width: usize, outer0: usize, count: usize, k0: usize, kc: usize) {
+        for (panel, dst) in dst.chunks_exact_mut(width * kc).take(count.div_ceil(width)).enumerate() {
+            let (o0, n) = (outer0 + panel * width, width.min(count - panel * width));
+            if self.outer == 1 {
+                // Adjacent outer elements are adjacent in memory: copy runs.
+                for (p, row) in dst.chunks_exact_mut(width).enumerate() {
+                    let base = o0 + (k0 + p) * self.inner;
+                    row[..n].copy_from_slice(&self.data[base..base + n]);
+                    row[n..].fill(0.0);
+                }
+            } else {
+                for t in 0..n {
+                    let base = (o0 + t) * self.outer + k0 * self.inner;
+                    for p in 0..kc {
+                        dst[p * width + t] = self.data[base + p * self.inner];
+                    }
+                }
+                zero_tail(dst, width, n, kc);
+            }
+        }
+    }
+}
+
+/// A strided output matrix, as a raw pointer so that threads can write disjoint tiles.
+pub struct StridedOut {
+    ptr: *mut f32,
+    rs: usize,
+    cs: usize,
+}
+
+// SAFETY: the driver has every tile written by exactly one task.
+unsafe impl Sync for StridedOut {}
+
+impl StridedOut {
+    /// Panics if `m` is too short for `rows × cols`: a bug in the caller, never user input.
+    pub fn new(m: MatMut, rows: usize, cols: usize) -> Self {
+        if rows > 0 && cols > 0 {
+            assert!((rows - 1) * m.rs + (cols - 1) * m.cs < m.data.len(), "gemm: C is too short for {rows}x{cols}");
+        }
+        StridedOut { ptr: m.data.as_mut_ptr(), rs: m.rs, cs: m.cs }
+    }
+}
+
+impl Output for StridedOut {
+    fn tile(&self, i0: usize, j0: usize, _nr: usize) -> Option<(*mut f32, usize)> {
+        (self.cs == 1).then(|| (self.at(i0, j0), self.rs))
+    }
+
+    fn at(&self, i: usize, j: usize) -> *mut f32 {
+        self.ptr.wrapping_add(i * self.rs + j * self.cs)
+    }
+}
+
 /// Whether a GEMM may split its work over rayon's threads. A kernel that already runs one GEMM
-/// per image on every thread passes `Sequential`.
+/// per thread passes `Sequential`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Parallelism {
     Sequential,
@@ -78,14 +193,7 @@ mod tests {
     }
 
     fn random(len: usize, seed: u64) -> Vec<f32> {
-        // A small LCG: test data only needs to be varied and never all zero.
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..len)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
+        crate::ops::testing::random(len, seed)
     }
 
     fn check(m: usize, n: usize, k: usize, ta: bool, tb: bool, beta: f32, par: Parallelism) {
@@ -108,7 +216,7 @@ mod tests {
 
     #[test]
     fn matches_naive_on_odd_shapes() {
-        for &(m, n, k) in &[(1, 1, 1), (5, 7, 3), (6, 16, 1), (7, 17, 300), (13, 33, 257), (100, 10, 1568), (32, 784, 400)] {
+        for &(m, n, k) in &[(1, 1, 1), (5, 7, 3), (6, 16, 1), (4, 24, 5), (7, 17, 300), (13, 33, 257), (100, 10, 1568), (32, 784, 400), (20, 50, 600)] {
             for &(ta, tb) in &[(false, false), (true, false), (false, true), (true, true)] {
                 for &beta in &[0.0, 1.0] {
                     check(m, n, k, ta, tb, beta, Parallelism::Sequential);
@@ -119,9 +227,40 @@ mod tests {
 
     #[test]
     fn parallel_matches_naive() {
-        for &(m, n, k) in &[(10, 1568, 100), (130, 2100, 300), (3, 5000, 20)] {
+        for &(m, n, k) in &[(10, 1568, 100), (130, 2100, 300), (3, 5000, 20), (300, 40, 50)] {
             check(m, n, k, false, true, 1.0, Parallelism::Rayon);
             check(m, n, k, true, false, 0.0, Parallelism::Rayon);
+        }
+    }
+
+    #[test]
+    fn epilogue_adds_bias_then_applies_relu_after_the_last_k_block() {
+        for &(m, n, k) in &[(5, 19, 7), (12, 40, 600), (8, 48, 3)] {
+            let (a, b) = (random(m * k, 4), random(k * n, 5));
+            let bias = random(m, 6);
+            for beta in [0.0f32, 1.0] {
+                let mut c = random(m * n, 7);
+                let c0 = c.clone();
+                let g = Gemm {
+                    m,
+                    n,
+                    k,
+                    a: &Strided::a(MatRef::rows(&a, k)),
+                    b: &Strided::b(MatRef::rows(&b, n)),
+                    c: &StridedOut::new(MatMut::rows(&mut c, n), m, n),
+                    beta,
+                    bias: Some(&bias),
+                    relu: true,
+                };
+                run(&g, Parallelism::Rayon);
+                for i in 0..m {
+                    for j in 0..n {
+                        let dot: f64 = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
+                        let want = (dot + beta as f64 * c0[i * n + j] as f64 + bias[i] as f64).max(0.0);
+                        assert!((c[i * n + j] as f64 - want).abs() < 1e-4, "({i},{j}) beta {beta}: {} vs {want}", c[i * n + j]);
+                    }
+                }
+            }
         }
     }
 

@@ -3,8 +3,8 @@
 //! Tensors (per batch of `n`):
 //! - input  `x`  (n, c, h_in, w_in)
 //! - output `y`  (n, c, h_out, w_out)
-//! - max pooling saves `argmax` (n, c, h_out, w_out): the index within its input plane of the
-//!   element each output took, for the backward.
+//! - max pooling's backward reads x and y again to find each window's argmax, so the forward
+//!   saves nothing.
 
 pub mod cpu;
 
@@ -125,9 +125,8 @@ mod tests {
             let mut y = vec![f32::NAN; n * op.y_len()];
             let mut dx = vec![f32::NAN; x.len()];
             if max {
-                let mut idx = vec![0u32; y.len()];
-                cpu::max_forward(&op, n, &x, &mut y, &mut idx);
-                cpu::max_backward(&op, n, &idx, &dy, &mut dx);
+                cpu::max_forward(&op, n, &x, &mut y);
+                cpu::max_backward(&op, n, &x, &y, &dy, &mut dx);
             } else {
                 cpu::avg_forward(&op, n, &x, &mut y);
                 cpu::avg_backward(&op, n, &dy, &mut dx);
@@ -140,16 +139,59 @@ mod tests {
 
     #[test]
     fn max_pool_takes_the_first_maximum_and_routes_the_gradient_there() {
-        // One 2x4 plane with ties: PyTorch keeps the first maximum in scan order.
-        let op = Pool2d::max(1, [2, 4], [2, 2], [2, 2], [0, 0], [1, 1], false);
-        let x = [1.0, 3.0, 5.0, 5.0, 3.0, 2.0, 5.0, 4.0];
-        let (mut y, mut idx) = ([0.0; 2], [0u32; 2]);
-        cpu::max_forward(&op, 1, &x, &mut y, &mut idx);
-        assert_eq!(y, [3.0, 5.0]);
-        assert_eq!(idx, [1, 2]);
-        let mut dx = [9.0; 8];
-        cpu::max_backward(&op, 1, &idx, &[10.0, 20.0], &mut dx);
-        assert_eq!(dx, [0.0, 10.0, 20.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        // 2x2 windows with ties: PyTorch keeps the first maximum in scan order (row by row).
+        // Width 36 gives two blocks of 8 outputs for the vector path and 2 for the scalar tail.
+        for w in [4usize, 36] {
+            let op = Pool2d::max(1, [2, w], [2, 2], [2, 2], [0, 0], [1, 1], false);
+            let mut x = vec![0.0f32; 2 * w];
+            for o in 0..w / 2 {
+                // window o: [a, b; c, d] with a tie placed by o % 4
+                let (a, b, c, d) = match o % 4 {
+                    0 => (1.0, 3.0, 5.0, 5.0), // tie in the bottom row: bottom-left wins
+                    1 => (5.0, 2.0, 5.0, 4.0), // tie top-left / bottom-left: top-left wins
+                    2 => (1.0, 7.0, 7.0, 7.0), // three-way tie: top-right wins
+                    _ => (0.5, 0.25, 0.0, 2.0),
+                };
+                x[2 * o] = a;
+                x[2 * o + 1] = b;
+                x[w + 2 * o] = c;
+                x[w + 2 * o + 1] = d;
+            }
+            let mut y = vec![0.0; w / 2];
+            cpu::max_forward(&op, 1, &x, &mut y);
+            let dy: Vec<f32> = (0..w / 2).map(|o| 10.0 + o as f32).collect();
+            let mut dx = vec![9.0; 2 * w];
+            cpu::max_backward(&op, 1, &x, &y, &dy, &mut dx);
+            for o in 0..w / 2 {
+                let (want_y, at) = match o % 4 {
+                    0 => (5.0, w + 2 * o),
+                    1 => (5.0, 2 * o),
+                    2 => (7.0, 2 * o + 1),
+                    _ => (2.0, w + 2 * o + 1),
+                };
+                assert_eq!(y[o], want_y, "width {w}, window {o}");
+                for cell in [2 * o, 2 * o + 1, w + 2 * o, w + 2 * o + 1] {
+                    assert_eq!(dx[cell], if cell == at { dy[o] } else { 0.0 }, "width {w}, window {o}, cell {cell}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn max_pool_propagates_nan_like_pytorch() {
+        for w in [4usize, 36] {
+            let op = Pool2d::max(1, [2, w], [2, 2], [2, 2], [0, 0], [1, 1], false);
+            let mut x = vec![1.0f32; 2 * w];
+            x[1] = f32::NAN; // window 0, top-right
+            x[w + 3] = f32::NAN; // window 1, bottom-right
+            x[w + 2] = f32::NAN; // window 1, bottom-left: PyTorch routes to the last NaN
+            let mut y = vec![0.0; w / 2];
+            cpu::max_forward(&op, 1, &x, &mut y);
+            assert!(y[0].is_nan() && y[1].is_nan() && y[2..].iter().all(|&v| v == 1.0), "width {w}: {y:?}");
+            let mut dx = vec![0.0; 2 * w];
+            cpu::max_backward(&op, 1, &x, &y, &vec![1.0; w / 2], &mut dx);
+            assert_eq!((dx[1], dx[w + 3], dx[w + 2]), (1.0, 1.0, 0.0), "width {w}");
+        }
     }
 
     #[test]

@@ -1,0 +1,145 @@
+//! Transposition of a (rows × cols) block into a (cols × rows) layout, masked on the way: the
+//! convolution's filter gradient reads dY channels-last, and a fused ReLU's mask is applied while
+//! the data passes anyway.
+
+/// `g` where `y > 0`, else 0, without a branch (the mask is data: a branch would mispredict).
+#[inline(always)]
+pub fn keep_if_positive(g: f32, y: f32) -> f32 {
+    f32::from_bits(g.to_bits() & (-((y > 0.0) as i32)) as u32)
+}
+
+/// `dst[c · ld + r] = src[r · cols + c]` (masked by `mask[r · cols + c] > 0` when given) for
+/// `r < rows`, `c < cols`; lanes `rows..ld` of every `dst` row are zeroed.
+pub fn masked_transpose(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, dst: &mut [f32], ld: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present (checked above).
+        return unsafe { avx2(src, mask, rows, cols, dst, ld) };
+    }
+    scalar(src, mask, rows, cols, dst, ld);
+}
+
+/// One element at a time.
+fn scalar(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, dst: &mut [f32], ld: usize) {
+    for c in 0..cols {
+        for r in 0..ld {
+            dst[c * ld + r] = if r < rows {
+                let v = src[r * cols + c];
+                mask.map_or(v, |m| keep_if_positive(v, m[r * cols + c]))
+            } else {
+                0.0
+            };
+        }
+    }
+}
+
+/// 8 × 8 blocks transposed in registers; the ragged edges element by element.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn avx2(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, dst: &mut [f32], ld: usize) {
+    use std::arch::x86_64::*;
+    let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
+    let zero = _mm256_setzero_ps();
+    for r0 in (0..r8).step_by(8) {
+        for c0 in (0..c8).step_by(8) {
+            let mut v = [zero; 8];
+            for (i, v) in v.iter_mut().enumerate() {
+                let at = (r0 + i) * cols + c0;
+                // SAFETY: rows r0..r0+8 and columns c0..c0+8 are inside src (and mask).
+                unsafe {
+                    *v = _mm256_loadu_ps(src.as_ptr().add(at));
+                    if let Some(m) = mask {
+                        let keep = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_loadu_ps(m.as_ptr().add(at)), zero);
+                        *v = _mm256_and_ps(*v, keep);
+                    }
+                }
+            }
+            let t = transpose8(v);
+            for (j, t) in t.iter().enumerate() {
+                // SAFETY: dst row c0 + j has ld ≥ rows ≥ r0 + 8 lanes.
+                unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add((c0 + j) * ld + r0), *t) };
+            }
+        }
+    }
+    // Columns past the last whole block, for every row; then rows past the last whole block for
+    // the block columns; then the padding lanes.
+    for c in c8..cols {
+        for r in 0..rows {
+            let v = src[r * cols + c];
+            dst[c * ld + r] = mask.map_or(v, |m| keep_if_positive(v, m[r * cols + c]));
+        }
+    }
+    for c in 0..c8 {
+        for r in r8..rows {
+            let v = src[r * cols + c];
+            dst[c * ld + r] = mask.map_or(v, |m| keep_if_positive(v, m[r * cols + c]));
+        }
+    }
+    if rows < ld {
+        for c in 0..cols {
+            dst[c * ld + rows..(c + 1) * ld].fill(0.0);
+        }
+    }
+}
+
+/// The transpose of an 8 × 8 block held as 8 row vectors.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+    use std::arch::x86_64::*;
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(s0, s4),
+        _mm256_permute2f128_ps::<0x20>(s1, s5),
+        _mm256_permute2f128_ps::<0x20>(s2, s6),
+        _mm256_permute2f128_ps::<0x20>(s3, s7),
+        _mm256_permute2f128_ps::<0x31>(s0, s4),
+        _mm256_permute2f128_ps::<0x31>(s1, s5),
+        _mm256_permute2f128_ps::<0x31>(s2, s6),
+        _mm256_permute2f128_ps::<0x31>(s3, s7),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transposes_and_masks_every_shape() {
+        for &(rows, cols, ld) in &[(16, 196, 16), (10, 17, 16), (5, 9, 8), (24, 64, 24), (3, 3, 8)] {
+            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32 + 1.0).collect();
+            let mask: Vec<f32> = (0..rows * cols).map(|i| if i % 3 == 0 { -1.0 } else { 2.0 }).collect();
+            for m in [None, Some(&mask[..])] {
+                let mut dst = vec![f32::NAN; cols * ld];
+                masked_transpose(&src, m, rows, cols, &mut dst, ld);
+                for c in 0..cols {
+                    for r in 0..ld {
+                        let want = if r >= rows {
+                            0.0
+                        } else if m.is_some() && (r * cols + c) % 3 == 0 {
+                            0.0
+                        } else {
+                            src[r * cols + c]
+                        };
+                        assert_eq!(dst[c * ld + r], want, "{rows}x{cols} ld {ld} masked {} at ({r}, {c})", m.is_some());
+                    }
+                }
+            }
+        }
+    }
+}
