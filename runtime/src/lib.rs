@@ -17,6 +17,7 @@ pub mod loss;
 pub mod network;
 pub mod ops;
 pub mod optim;
+pub mod threads;
 pub mod train;
 
 /// The n-dimensional arrays state dicts and batches convert to and from.
@@ -30,4 +31,5 @@ pub use network::{LoadReport, Network, StateDict, Summary, Tensor};
 pub use ops::LossOutput;
 pub use optim::{Adam, AdamW, CosineAnnealingLr, LrScheduler, Optimizer, Sgd, StepLr};
 pub use data::{DataLoader, Dataset};
+pub use threads::{num_threads, set_num_threads};
 pub use train::{History, Metrics, Trainer, evaluate};

@@ -102,6 +102,7 @@ impl<B: Backend> NetState<B> {
     /// A network with PyTorch's default initialisation drawn from `seed`, in train mode (as a
     /// new `nn.Module` is).
     pub fn new(dev: &B, spec: &'static NetSpec, seed: u64) -> Result<Self> {
+        crate::threads::adopt_current_thread();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut host_params = vec![0.0f32; spec.param_len];
         let mut host_buffers = vec![0.0f32; spec.buffer_len];

@@ -84,7 +84,13 @@ impl History {
                 .x_label_area_size(35)
                 .y_label_area_size(55)
                 .build_cartesian_2d(1f32..last, lo..hi)?;
-            chart.configure_mesh().x_desc("epoch").y_desc(name).draw()?;
+            chart
+                .configure_mesh()
+                .x_labels(self.epochs.len().clamp(2, 12))
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .x_desc("epoch")
+                .y_desc(name)
+                .draw()?;
             chart.draw_series(LineSeries::new(train, &BLUE))?.label("train").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
             if !val.is_empty() {
                 chart.draw_series(LineSeries::new(val, &RED))?.label("validation").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));

@@ -1,0 +1,80 @@
+//! A training step allocates nothing once the first one has planned its buffers: a counting
+//! global allocator watches the second and later steps. (One test in this binary, so that no
+//! other test allocates concurrently.)
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use staticnet::prelude::*;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+static SIZES: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
+
+// SAFETY: forwards to the system allocator, only counting calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let i = ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        SIZES[i % 64].store(layout.size(), Ordering::SeqCst);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+network! {
+    /// Model A with a batch-norm and a dropout, so that every kind of step runs.
+    pub struct Net {
+        input: [1, 28, 28],
+        cnn1: Conv2d(1, 16, 5, padding = 2), relu1: ReLU, maxpool1: MaxPool2d(2),
+        bn: BatchNorm2d(16),
+        cnn2: Conv2d(16, 32, 5, padding = 2), relu2: ReLU, maxpool2: MaxPool2d(2),
+        Flatten,
+        drop: Dropout(0.25),
+        fc1: Linear(32 * 7 * 7, 10),
+    }
+}
+
+fn count(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    f();
+    ALLOCATIONS.load(Ordering::SeqCst) - before
+}
+
+#[test]
+fn a_train_step_after_the_first_allocates_nothing() {
+    let x = Images::<1, 28, 28>::new(100, (0..78_400).map(|i| (i % 255) as f32 / 255.0).collect()).unwrap();
+    let labels: Vec<usize> = (0..100).map(|i| i % 10).collect();
+    let small = Images::<1, 28, 28>::new(37, x.as_slice()[..37 * 784].to_vec()).unwrap();
+    for (name, adam) in [("SGD", false), ("Adam", true)] {
+        let mut net = Net::new(&Cpu, 0).unwrap();
+        let mut sgd = Sgd::new(0.01).momentum(0.9);
+        let mut adam_opt = Adam::new(1e-3);
+        let mut step = |net: &mut Net, x: &Images<1, 28, 28>, labels: &[usize]| {
+            if adam { net.train_step(x, labels, &mut adam_opt).unwrap() } else { net.train_step(x, labels, &mut sgd).unwrap() };
+        };
+        // Warm up: the first steps plan the workspace, create the optimizer state and start
+        // rayon's threads (and each thread's packing buffers).
+        for _ in 0..3 {
+            step(&mut net, &x, &labels);
+        }
+        for i in 0..5 {
+            let allocated = count(|| step(&mut net, &x, &labels));
+            let last = ALLOCATIONS.load(Ordering::SeqCst);
+            let sizes: Vec<usize> = (last - allocated..last).map(|k| SIZES[k % 64].load(Ordering::SeqCst)).collect();
+            assert_eq!(allocated, 0, "{name}: train step {i} after warm-up allocated {allocated} times: {sizes:?}");
+        }
+        // A smaller last batch reuses the planned buffers.
+        let allocated = count(|| step(&mut net, &small, &labels[..37]));
+        assert_eq!(allocated, 0, "{name}: a smaller batch allocated {allocated} times");
+    }
+}
