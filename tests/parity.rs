@@ -180,3 +180,44 @@ fn cifar_net() {
 fn mlp_dropout_eval() {
     all("mlp_dropout", MlpDropout::new);
 }
+
+network! {
+    /// The network of tests/fixtures/optimizers.safetensors.
+    pub struct Lin {
+        input: [3],
+        fc: Linear(3, 2),
+    }
+}
+
+/// Four optimizer steps on `sum(linear(x[t]) · dy[t])` against PyTorch's (made by
+/// scripts/make_optimizer_fixtures.py).
+fn optimizer_steps<O: Optimizer<Cpu>>(name: &str, mut opt: O) {
+    let fx = Fixture::load("optimizers");
+    let mut net = Lin::new(&Cpu, 0).unwrap();
+    for p in ["weight", "bias"] {
+        let v = fx.tensors.get(p).unwrap().as_f32().unwrap().clone();
+        net.set_parameter(&format!("fc.{p}"), &v).unwrap();
+    }
+    let (x, dy) = (fx.f32("x"), fx.f32("dy"));
+    let (want_w, want_b) = (fx.f32(&format!("{name}.weight")), fx.f32(&format!("{name}.bias")));
+    for t in 0..4 {
+        net.zero_grad().unwrap();
+        net.forward(&Vectors::<3>::new(1, x[3 * t..3 * t + 3].to_vec()).unwrap()).unwrap();
+        net.backward(&Vectors::<2>::new(1, dy[2 * t..2 * t + 2].to_vec()).unwrap()).unwrap();
+        opt.step(net.state_mut()).unwrap();
+        let w: Vec<f32> = net.parameter("fc.weight").unwrap().iter().copied().collect();
+        let b: Vec<f32> = net.parameter("fc.bias").unwrap().iter().copied().collect();
+        assert_close(&w, &want_w[6 * t..6 * t + 6], 1e-5, &format!("{name}: weight after step {}", t + 1));
+        assert_close(&b, &want_b[2 * t..2 * t + 2], 1e-5, &format!("{name}: bias after step {}", t + 1));
+    }
+}
+
+#[test]
+fn optimizers_match_torch_optim() {
+    optimizer_steps("sgd", Sgd::new(0.1));
+    optimizer_steps("sgd_momentum_dampening", Sgd::new(0.1).momentum(0.9).dampening(0.3).weight_decay(0.01));
+    optimizer_steps("sgd_nesterov", Sgd::new(0.1).momentum(0.8).nesterov(true).weight_decay(0.05));
+    optimizer_steps("adam_amsgrad", Adam::new(0.01).betas(0.8, 0.9).eps(1e-6).amsgrad(true));
+    optimizer_steps("adamw", AdamW::adamw(0.01).weight_decay(0.1));
+    optimizer_steps("adamw_amsgrad", AdamW::adamw(0.02).betas(0.85, 0.95).weight_decay(0.2).amsgrad(true));
+}
