@@ -1,33 +1,27 @@
-//! # staticnet
+#![doc = include_str!("../README.md")]
 //!
-//! Convolutional networks declared as a layer listing, the way PyTorch's `nn.Sequential` reads,
-//! with every tensor shape checked at compile time and the forward and backward passes
-//! generated for the exact shapes.
+//! # Example
 //!
 //! ```
 //! use staticnet::prelude::*;
 //!
 //! network! {
-//!     /// Model A: two same-padding convolutions, max pooling, one linear readout.
-//!     pub struct ModelA {
-//!         input: [1, 28, 28],
-//!         cnn1: Conv2d(1, 16, kernel_size = 5, stride = 1, padding = 2),
-//!         relu1: ReLU,
-//!         maxpool1: MaxPool2d(2),
-//!         cnn2: Conv2d(16, 32, kernel_size = 5, stride = 1, padding = 2),
-//!         relu2: ReLU,
-//!         maxpool2: MaxPool2d(2),
+//!     pub struct Tiny {
+//!         input: [1, 8, 8],
+//!         conv: Conv2d(1, 4, kernel_size = 3, padding = 1),
+//!         relu: ReLU,
+//!         pool: MaxPool2d(2),
 //!         Flatten,
-//!         fc1: Linear(32 * 7 * 7, 10),
+//!         fc: Linear(4 * 4 * 4, 3),
 //!     }
 //! }
 //!
 //! # fn main() -> staticnet::Result<()> {
-//! let mut model = ModelA::new(&Cpu, 0)?;
-//! assert_eq!(ModelA::<Cpu>::PARAMETERS, 28_938);
-//! let images = Images::<1, 28, 28>::zeros(4);
+//! let mut model = Tiny::new(&Cpu, 0)?;
+//! assert_eq!(Tiny::<Cpu>::PARAMETERS, 4 * 9 + 4 + 64 * 3 + 3);
+//! let images = Images::<1, 8, 8>::zeros(2);
 //! let mut optimizer = Sgd::new(0.01).momentum(0.9);
-//! let step = model.train_step(&images, &[0, 1, 2, 3], &mut optimizer)?;
+//! let step = model.train_step(&images, &[0, 2], &mut optimizer)?;
 //! assert!(step.loss.is_finite());
 //! # Ok(())
 //! # }

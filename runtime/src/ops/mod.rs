@@ -34,12 +34,6 @@ pub use pool2d::Pool2d;
 pub use sgd::SgdStep;
 pub use softmax::Softmax;
 
-/// How many contiguous chunks a batch of `n` images is split into for the threads: one per
-/// thread, so that per-chunk scratch can be planned once and results do not depend on timing.
-pub(crate) fn par_chunks(n: usize) -> usize {
-    n.min(rayon::current_num_threads()).max(1)
-}
-
 #[cfg(test)]
 pub(crate) mod testing {
     /// Varied values in [−1, 1), never all zero, reproducible for a seed.
