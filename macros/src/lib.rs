@@ -17,7 +17,7 @@ use proc_macro::TokenStream;
 
 /// Declares a network as a layer listing, the way PyTorch's `nn.Sequential` reads.
 ///
-/// ```ignore
+/// ```text
 /// network! {
 ///     /// Model A: two same-padding convolutions, max pooling, one linear readout.
 ///     pub struct ModelA {

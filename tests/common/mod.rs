@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod nets;
+
 use staticnet::network::TensorKind;
 use staticnet::prelude::*;
 

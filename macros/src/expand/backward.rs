@@ -3,10 +3,12 @@
 //! its parameters' gradients (unless they are frozen). For Model A's second convolution:
 //!
 //! ```text
-//! let (dy, dx) = B::io(p.grad, G_RELU2.at(n), G_MAXPOOL1.at(n));
-//! let dwb = if p.frozen[3] { None } else { Some(B::dst(p.grads, P_CNN2)) };
-//! p.dev.conv2d_backward(&CNN2, n, B::src(p.act, X_MAXPOOL1.at(n)), B::src(p.params, P_CNN2), dy,
-//!     Some(B::src(p.act, X_RELU2.at(n))), Some(dx), dwb, B::dst(p.scratch, 0..p.scratch_len))?;
+//! if p.dw[3] || p.dx[3] {
+//!     let (dy, dx) = B::io(p.grad, G_RELU2.at(n), G_MAXPOOL1.at(n));
+//!     let dwb = if p.dw[3] { Some(B::dst(p.grads, P_CNN2)) } else { None };
+//!     p.dev.conv2d_backward(&CNN2, n, B::src(p.act, X_MAXPOOL1.at(n)), B::src(p.params, P_CNN2), dy,
+//!         Some(B::src(p.act, X_RELU2.at(n))), if p.dx[3] { Some(dx) } else { None }, dwb, ...)?;
+//! }
 //! ```
 
 use proc_macro2::{Literal, TokenStream};
@@ -36,19 +38,26 @@ fn step(step: &Step) -> TokenStream {
     let op = op_ident(step);
     let (x, y, dy) = (&step.x.ident, &step.y.ident, &dy.ident);
     let span = step.layer.span.start;
-    // dy, and dx when this layer passes a gradient on.
+    // dy, and dx when this layer passes a gradient on (and a trainable layer before it wants it).
+    let layer = Literal::usize_unsuffixed(step.index);
     let (grads, dx) = match &step.dx {
         Some(dx) => {
             let dx = &dx.ident;
-            (quote!(let (dy, dx) = B::io(p.grad, #dy.at(n), #dx.at(n));), quote!(Some(dx)))
+            (quote!(let (dy, dx) = B::io(p.grad, #dy.at(n), #dx.at(n));), quote!(if p.dx[#layer] { Some(dx) } else { None }))
         }
         None => (quote!(let dy = B::src(p.grad, #dy.at(n));), quote!(None)),
     };
-    let layer = Literal::usize_unsuffixed(step.index);
     let params = step.params.as_ref().map(|_| format_ident!("P_{}", step.stem));
     let dwb = match &params {
-        Some(params) => quote!(let dwb = if p.frozen[#layer] { None } else { Some(B::dst(p.grads, #params)) };),
+        Some(params) => quote!(let dwb = if p.dw[#layer] { Some(B::dst(p.grads, #params)) } else { None };),
         None => quote!(let dwb = None;),
+    };
+    // A layer without trainable parameters whose input needs no gradient does nothing; one
+    // with parameters runs when it has something to compute.
+    let wanted = match &params {
+        Some(_) if step.dx.is_some() => quote!(p.dw[#layer] || p.dx[#layer]),
+        Some(_) => quote!(p.dw[#layer]),
+        None => quote!(p.dx[#layer]),
     };
     let body = match &step.layer.kind {
         Kind::Flatten => return TokenStream::new(),
@@ -114,5 +123,5 @@ fn step(step: &Step) -> TokenStream {
             p.dev.softmax_backward(&#op, n, B::src(p.act, #y.at(n)), dy, dx)?;
         },
     };
-    quote_spanned!(span=> { #body })
+    quote_spanned!(span=> if #wanted { #body })
 }

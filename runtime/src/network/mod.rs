@@ -8,6 +8,8 @@ mod state;
 mod state_dict;
 mod summary;
 
+use std::path::Path;
+
 use ndarray::{ArrayD, IxDyn};
 
 pub use spec::{Init, LayerSpec, NetSpec, Op, Slot, TensorKind, TensorSpec};
@@ -233,6 +235,22 @@ pub trait Network<B: Backend = Cpu>: Sized {
     /// when an error is returned.
     fn load_state_dict(&mut self, state_dict: &StateDict, strict: bool) -> Result<LoadReport> {
         state_dict.load_into(self.state_mut(), strict)
+    }
+
+    /// Writes the state dict to a safetensors file, atomically (see [`StateDict::save`]): PyTorch
+    /// reads it with `model.load_state_dict(safetensors.torch.load_file(path))`.
+    fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.state_dict()?.save(path)
+    }
+
+    /// Loads a safetensors file, such as one PyTorch wrote with
+    /// `safetensors.torch.save_file(model.state_dict(), path)`; strict or not as
+    /// [`Network::load_state_dict`]. On an error, which names the file and the tensor, the
+    /// network is unchanged.
+    fn load(&mut self, path: impl AsRef<Path>, strict: bool) -> Result<LoadReport> {
+        let path = path.as_ref();
+        let state_dict = StateDict::load(path)?;
+        self.load_state_dict(&state_dict, strict).map_err(|e| Error::File { path: path.into(), message: e.to_string() })
     }
 
     /// Stops gradients and updates for every parameter under `prefix` (a layer or block name,

@@ -39,8 +39,11 @@ pub struct Pass<'a, B: Backend> {
     pub saved: &'a mut B::Buf<f32>,
     pub scratch: &'a mut B::Buf<f32>,
     pub scratch_len: usize,
-    /// Per layer: no parameter gradient is wanted (every parameter of the layer is frozen).
-    pub frozen: &'a [bool],
+    /// Per layer: its parameter gradients are wanted (it has a parameter that is not frozen).
+    pub dw: &'a [bool],
+    /// Per layer: the gradient of its input is wanted (a layer before it has `dw`). Freezing
+    /// a backbone thus stops the backward at the first trainable layer.
+    pub dx: &'a [bool],
 }
 
 /// The buffers a pass runs in, sized for the largest batch seen so far.
@@ -82,8 +85,9 @@ pub struct NetState<B: Backend> {
     last: Option<LastForward>,
     /// Per tensor of `spec.tensors`: frozen (no gradient, not updated).
     frozen: Vec<bool>,
-    /// Per layer: all of its parameters are frozen.
-    frozen_layers: Vec<bool>,
+    /// Per layer: the backward computes its parameter gradients / its input gradient.
+    want_dw: Vec<bool>,
+    want_dx: Vec<bool>,
     /// Every parameter tensor's range in the flat buffers, and whether it is frozen.
     param_ranges: Vec<ParamRange>,
 }
@@ -148,7 +152,8 @@ impl<B: Backend> NetState<B> {
             step: 0,
             last: None,
             frozen: vec![false; spec.tensors.len()],
-            frozen_layers: vec![false; spec.layers.len()],
+            want_dw: Vec::new(),
+            want_dx: Vec::new(),
             param_ranges: Vec::new(),
         };
         state.update_frozen();
@@ -203,7 +208,8 @@ impl<B: Backend> NetState<B> {
             saved: &mut self.ws.saved,
             scratch: &mut self.ws.scratch,
             scratch_len: self.ws.scratch_len,
-            frozen: &self.frozen_layers,
+            dw: &self.want_dw,
+            dx: &self.want_dx,
         }
     }
 
@@ -468,10 +474,17 @@ impl<B: Backend> NetState<B> {
 
     fn update_frozen(&mut self) {
         let spec = self.spec;
-        self.frozen_layers = (0..spec.layers.len())
-            .map(|l| {
-                let mut params = spec.tensors.iter().enumerate().filter(|(_, t)| t.layer == l && matches!(t.kind, TensorKind::Param { .. }));
-                params.all(|(i, _)| self.frozen[i])
+        self.want_dw = (0..spec.layers.len())
+            .map(|l| spec.tensors.iter().enumerate().any(|(i, t)| t.layer == l && matches!(t.kind, TensorKind::Param { .. }) && !self.frozen[i]))
+            .collect();
+        let mut before = false;
+        self.want_dx = self
+            .want_dw
+            .iter()
+            .map(|&dw| {
+                let wanted = before;
+                before |= dw;
+                wanted
             })
             .collect();
         self.param_ranges = spec
@@ -500,6 +513,16 @@ impl<B: Backend> NetState<B> {
     /// The seed the network was created with (it also seeds the dropout masks).
     pub fn seed(&self) -> u64 {
         self.seed
+    }
+
+    /// The seed and the step of the dropout masks: with the weights, what a checkpoint needs to
+    /// continue a run exactly.
+    pub fn rng_state(&self) -> (u64, u64) {
+        (self.seed, self.step)
+    }
+
+    pub fn set_rng_state(&mut self, seed: u64, step: u64) {
+        (self.seed, self.step) = (seed, step);
     }
 
     /// The dropout key of the last forward's layer `layer`; for tests that rebuild a mask.

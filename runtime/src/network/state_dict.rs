@@ -164,6 +164,20 @@ impl StateDict {
 
     /// Parses safetensors bytes; the error says what is wrong, without the file name.
     pub fn from_safetensors_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
+        Self::parse(bytes).map(|(sd, _)| sd)
+    }
+
+    /// Reads a safetensors file and the metadata of its header.
+    pub fn load_with_metadata(path: impl AsRef<Path>) -> Result<(Self, HashMap<String, String>)> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&bytes).map_err(|msg| Error::file(path, msg))
+    }
+
+    fn parse(bytes: &[u8]) -> std::result::Result<(Self, HashMap<String, String>), String> {
+        check_header(bytes)?;
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| format!("not a valid safetensors file: {e}"))?;
+        let metadata = header.metadata().clone().unwrap_or_default();
         let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid safetensors file: {e}"))?;
         // Keep the file's order (safetensors sorts names; the header offsets give the order written).
         let mut views: Vec<(String, TensorView)> = st.tensors();
@@ -179,7 +193,7 @@ impl StateDict {
             };
             entries.push((name, tensor));
         }
-        Ok(StateDict { entries })
+        Ok((StateDict { entries }, metadata))
     }
 
     /// The safetensors encoding of this dict, with `metadata` in its header.
@@ -202,9 +216,53 @@ impl StateDict {
     /// Writes a safetensors file atomically: a temporary file beside it, flushed to disk, then
     /// renamed over `path`. A crash leaves the old file or the new one, never a torn one.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let bytes = self.to_safetensors_bytes(None)?;
+        // PyTorch's `safetensors.torch.save_file` marks its files with this, and some readers
+        // (transformers) look for it.
+        let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+        let bytes = self.to_safetensors_bytes(Some(meta))?;
         crate::io::write_atomic(path.as_ref(), &bytes)
     }
+}
+
+/// Checks a safetensors header against the file before the `safetensors` crate reads it, so that
+/// a flaw is reported with the tensor it concerns.
+fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
+    let invalid = |msg: String| format!("not a valid safetensors file: {msg}");
+    if bytes.len() < 8 {
+        return Err(invalid(format!("{} bytes, fewer than the 8 of the header's length", bytes.len())));
+    }
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    let data_len = match (bytes.len() as u64 - 8).checked_sub(n) {
+        Some(d) => d,
+        None => return Err(invalid(format!("its header claims {n} bytes, but only {} follow", bytes.len() - 8))),
+    };
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n as usize]).map_err(|e| invalid(format!("its header is not JSON ({e})")))?;
+    let tensors = header.as_object().ok_or_else(|| invalid("its header is not a JSON object".into()))?;
+    for (name, info) in tensors.iter().filter(|(k, _)| *k != "__metadata__") {
+        let bad = |msg: String| invalid(format!("tensor `{name}`: {msg}"));
+        let dtype = info["dtype"].as_str().ok_or_else(|| bad("no dtype".into()))?;
+        let size: u64 = match dtype {
+            "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" => 1,
+            "I16" | "U16" | "F16" | "BF16" => 2,
+            "I32" | "U32" | "F32" => 4,
+            "I64" | "U64" | "F64" => 8,
+            other => return Err(bad(format!("unknown dtype {other}"))),
+        };
+        let shape: Option<Vec<u64>> = info["shape"].as_array().map(|s| s.iter().filter_map(|d| d.as_u64()).collect());
+        let offsets: Option<Vec<u64>> = info["data_offsets"].as_array().map(|s| s.iter().filter_map(|d| d.as_u64()).collect());
+        let (Some(shape), Some(offsets)) = (shape, offsets) else {
+            return Err(bad("its shape or data_offsets are missing or not numbers".into()));
+        };
+        let &[start, end] = &offsets[..] else { return Err(bad("data_offsets must be [start, end]".into())) };
+        let bytes_needed = shape.iter().product::<u64>() * size;
+        if end < start || end - start != bytes_needed {
+            return Err(bad(format!("shape {shape:?} of {dtype} needs {bytes_needed} bytes, but its data_offsets {start}..{end} span {}", end.saturating_sub(start))));
+        }
+        if end > data_len {
+            return Err(bad(format!("its data_offsets {start}..{end} go past the {data_len} bytes of data the file holds")));
+        }
+    }
+    Ok(())
 }
 
 fn expected_dtype(kind: TensorKind) -> &'static str {

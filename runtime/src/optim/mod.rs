@@ -12,8 +12,10 @@ use std::ops::Range;
 
 pub use schedule::{CosineAnnealingLr, LrScheduler, StepLr};
 
+use ndarray::{ArrayD, IxDyn};
+
 use crate::backend::{Backend, Cpu};
-use crate::network::{NetState, ParamRange};
+use crate::network::{NetState, ParamRange, StateDict, Tensor};
 use crate::ops::{AdamStep, SgdStep};
 use crate::{Error, Result};
 
@@ -23,6 +25,48 @@ pub trait Optimizer<B: Backend> {
     fn step(&mut self, net: &mut NetState<B>) -> Result<()>;
     fn learning_rate(&self) -> f32;
     fn set_learning_rate(&mut self, lr: f32);
+    /// `"SGD"`, `"Adam"`, `"AdamW"`: a checkpoint records it, and refuses another kind's state.
+    fn kind(&self) -> &'static str;
+    /// The optimizer's state (moments, step counts; a copy from the device), for checkpoints.
+    fn state_dict(&self, dev: &B) -> Result<StateDict>;
+    /// Restores a state written by [`Optimizer::state_dict`] of an optimizer of the same kind.
+    fn load_state_dict(&mut self, dev: &B, state: &StateDict) -> Result<()>;
+}
+
+/// A device buffer as a flat tensor.
+fn buffer_tensor<B: Backend>(dev: &B, buf: &B::Buf<f32>) -> Result<Tensor> {
+    let mut v = vec![0.0; B::len(buf)];
+    dev.download(buf, 0, &mut v)?;
+    let n = v.len();
+    Ok(Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[n]), v).expect("flat")))
+}
+
+/// A flat tensor of `state` into a device buffer (allocated if absent), or `None` if absent.
+fn restore_buffer<B: Backend>(dev: &B, state: &StateDict, name: &str, what: &str) -> Result<Option<B::Buf<f32>>> {
+    match state.get(name) {
+        None => Ok(None),
+        Some(Tensor::F32(a)) => {
+            let v: Vec<f32> = a.iter().copied().collect();
+            let mut buf = dev.alloc(v.len())?;
+            dev.upload(&mut buf, 0, &v)?;
+            Ok(Some(buf))
+        }
+        Some(Tensor::I64(_)) => Err(Error::bad_input(format!("{what}: optimizer state `{name}` is int64, expected float32"))),
+    }
+}
+
+fn steps_tensor(steps: &Steps) -> Tensor {
+    let v: Vec<i64> = steps.counts.iter().map(|&c| c as i64).collect();
+    let n = v.len();
+    Tensor::I64(ArrayD::from_shape_vec(IxDyn(&[n]), v).expect("flat"))
+}
+
+fn restore_steps(state: &StateDict, what: &str) -> Result<Steps> {
+    match state.get("step") {
+        Some(Tensor::I64(a)) => Ok(Steps { counts: a.iter().map(|&c| c.max(0) as u64).collect() }),
+        Some(_) => Err(Error::bad_input(format!("{what}: optimizer state `step` must be int64"))),
+        None => Err(Error::bad_input(format!("{what}: optimizer state has no `step`"))),
+    }
 }
 
 /// Step counts per parameter tensor, and the grouping of tensors into kernel calls.
@@ -143,6 +187,26 @@ impl<B: Backend> Optimizer<B> for Sgd<B> {
     fn set_learning_rate(&mut self, lr: f32) {
         self.lr = lr;
     }
+
+    fn kind(&self) -> &'static str {
+        "SGD"
+    }
+
+    fn state_dict(&self, dev: &B) -> Result<StateDict> {
+        let mut sd = StateDict::new();
+        sd.insert("step", steps_tensor(&self.steps));
+        if let Some(buf) = &self.momentum_buffer {
+            sd.insert("momentum_buffer", buffer_tensor(dev, buf)?);
+        }
+        Ok(sd)
+    }
+
+    fn load_state_dict(&mut self, dev: &B, state: &StateDict) -> Result<()> {
+        let steps = restore_steps(state, "SGD")?;
+        let momentum = restore_buffer(dev, state, "momentum_buffer", "SGD")?;
+        (self.steps, self.momentum_buffer) = (steps, momentum);
+        Ok(())
+    }
 }
 
 /// `torch.optim.Adam`: `Adam::new(1e-3)`, betas (0.9, 0.999), eps 1e-8, weight_decay 0 added
@@ -249,5 +313,30 @@ impl<B: Backend> Optimizer<B> for Adam<B> {
 
     fn set_learning_rate(&mut self, lr: f32) {
         self.lr = lr;
+    }
+
+    fn kind(&self) -> &'static str {
+        self.name()
+    }
+
+    fn state_dict(&self, dev: &B) -> Result<StateDict> {
+        let mut sd = StateDict::new();
+        sd.insert("step", steps_tensor(&self.steps));
+        for (name, buf) in [("exp_avg", &self.moments), ("exp_avg_sq", &self.second), ("max_exp_avg_sq", &self.max_second)] {
+            if let Some(buf) = buf {
+                sd.insert(name, buffer_tensor(dev, buf)?);
+            }
+        }
+        Ok(sd)
+    }
+
+    fn load_state_dict(&mut self, dev: &B, state: &StateDict) -> Result<()> {
+        let name = self.name();
+        let steps = restore_steps(state, name)?;
+        let m = restore_buffer(dev, state, "exp_avg", name)?;
+        let v = restore_buffer(dev, state, "exp_avg_sq", name)?;
+        let vmax = restore_buffer(dev, state, "max_exp_avg_sq", name)?;
+        (self.steps, self.moments, self.second, self.max_second) = (steps, m, v, vmax);
+        Ok(())
     }
 }

@@ -8,6 +8,8 @@ use plotters::prelude::*;
 
 use crate::{Error, Result};
 
+const HEADER: &str = "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds";
+
 /// One epoch of a run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpochStats {
@@ -45,14 +47,48 @@ pub struct History {
 }
 
 impl History {
-    /// `epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds`, written atomically.
-    pub fn write_csv(&self, path: impl AsRef<Path>) -> Result<()> {
-        let mut csv = String::from("epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds\n");
+    /// `epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds`, one row per epoch.
+    pub fn to_csv(&self) -> String {
+        let mut csv = String::from(HEADER);
+        csv.push('\n');
         let opt = |v: Option<f32>| v.map_or(String::new(), |v| v.to_string());
         for e in &self.epochs {
             let _ = writeln!(csv, "{},{},{},{},{},{},{}", e.epoch, e.train_loss, e.train_accuracy, opt(e.val_loss), opt(e.val_accuracy), e.lr, e.seconds);
         }
-        crate::io::write_atomic(path.as_ref(), csv.as_bytes())
+        csv
+    }
+
+    /// Reads back [`History::to_csv`].
+    pub fn from_csv(csv: &str) -> std::result::Result<History, String> {
+        let mut lines = csv.lines();
+        if lines.next() != Some(HEADER) {
+            return Err(format!("the first line is not `{HEADER}`"));
+        }
+        let mut history = History::default();
+        for (i, line) in lines.enumerate() {
+            let cells: Vec<&str> = line.split(',').collect();
+            let bad = || format!("line {} `{line}` is not {} cells of numbers", i + 2, HEADER.split(',').count());
+            if cells.len() != 7 {
+                return Err(bad());
+            }
+            let f = |k: usize| cells[k].parse::<f32>().map_err(|_| bad());
+            let opt = |k: usize| if cells[k].is_empty() { Ok(None) } else { f(k).map(Some) };
+            history.epochs.push(EpochStats {
+                epoch: cells[0].parse().map_err(|_| bad())?,
+                train_loss: f(1)?,
+                train_accuracy: f(2)?,
+                val_loss: opt(3)?,
+                val_accuracy: opt(4)?,
+                lr: f(5)?,
+                seconds: f(6)?,
+            });
+        }
+        Ok(history)
+    }
+
+    /// [`History::to_csv`], written atomically.
+    pub fn write_csv(&self, path: impl AsRef<Path>) -> Result<()> {
+        crate::io::write_atomic(path.as_ref(), self.to_csv().as_bytes())
     }
 
     /// Loss and accuracy curves (train and validation) as an SVG image.

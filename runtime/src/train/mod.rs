@@ -2,13 +2,16 @@
 //! validation after each epoch, early stopping that restores the best weights, a learning-rate
 //! schedule, a progress bar, and the history of losses and accuracies as CSV and as a plot.
 //!
-//! ```ignore
+//! With `staticnet` (whose `network!` declares `model`'s type):
+//!
+//! ```text
 //! let history = Trainer::new(5).batch_size(100).seed(0).out_dir("runs/mnist")
 //!     .fit(&mut model, &mut optimizer, &train, Some(&validation))?;
 //! let test = evaluate(&mut model, &test_set, 1000)?;
 //! println!("test accuracy: {:.2}%", 100.0 * test.accuracy);
 //! ```
 
+mod checkpoint;
 mod history;
 
 use std::path::{Path, PathBuf};
@@ -16,13 +19,14 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+pub use checkpoint::{Best, Checkpoint};
 pub use history::{EpochStats, History};
 
 use crate::backend::Backend;
 use crate::batch::Logits;
 use crate::data::Dataset;
 use crate::loss::CrossEntropyLoss;
-use crate::network::{Network, Op, StateDict};
+use crate::network::{Network, Op};
 use crate::optim::{LrScheduler, Optimizer};
 use crate::{Error, Result};
 
@@ -66,6 +70,8 @@ pub struct Trainer {
     scheduler: Option<Box<dyn LrScheduler>>,
     criterion: CrossEntropyLoss,
     out_dir: Option<PathBuf>,
+    checkpoint: Option<PathBuf>,
+    resume: Option<PathBuf>,
     progress: bool,
     verbose: bool,
 }
@@ -82,6 +88,8 @@ impl Trainer {
             scheduler: None,
             criterion: CrossEntropyLoss::default(),
             out_dir: None,
+            checkpoint: None,
+            resume: None,
             progress: true,
             verbose: true,
         }
@@ -122,6 +130,21 @@ impl Trainer {
         self
     }
 
+    /// Writes a [`Checkpoint`] there after every epoch (atomically: a crash leaves the previous
+    /// one or the new one).
+    pub fn checkpoint(mut self, path: impl Into<PathBuf>) -> Self {
+        self.checkpoint = Some(path.into());
+        self
+    }
+
+    /// Continues the run a [`Checkpoint`] there left, if the file exists (else starts from the
+    /// first epoch): the weights, the optimizer's state, the RNG and the history are restored,
+    /// so that the run ends exactly as an uninterrupted one would.
+    pub fn resume(mut self, path: impl Into<PathBuf>) -> Self {
+        self.resume = Some(path.into());
+        self
+    }
+
     /// Shows a progress bar (only ever on a terminal).
     pub fn progress(mut self, progress: bool) -> Self {
         self.progress = progress;
@@ -157,12 +180,13 @@ impl Trainer {
         if let Some(dir) = &self.out_dir {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let base_lr = optimizer.learning_rate();
-        let mut loader = train.loader(self.batch_size)?.shuffle(self.seed);
-        let mut history = History::default();
-        let mut best: Option<(f32, StateDict)> = None;
-        let mut since_best = 0;
-        for epoch in 0..self.epochs {
+        let mut run = Run { start: 0, base_lr: optimizer.learning_rate(), seed: self.seed, history: History::default(), best: None };
+        if let Some(path) = &self.resume {
+            run = self.restore(path, model, optimizer, run)?;
+        }
+        let Run { start, base_lr, seed, mut history, mut best } = run;
+        let mut loader = train.loader(self.batch_size)?.shuffle(seed);
+        for epoch in start..self.epochs {
             let start = Instant::now();
             if let Some(s) = &self.scheduler {
                 optimizer.set_learning_rate(s.lr_at(base_lr, epoch));
@@ -203,30 +227,83 @@ impl Trainer {
             }
             history.epochs.push(stats);
             self.write_history(&history)?;
+            let mut stop = false;
             if let (Some(patience), Some(val)) = (self.patience, val) {
-                if best.as_ref().is_none_or(|(l, _)| val.loss < *l) {
-                    best = Some((val.loss, model.state_dict()?));
-                    history.best_epoch = Some(epoch + 1);
-                    since_best = 0;
-                } else {
-                    since_best += 1;
-                    if since_best >= patience {
-                        history.stopped_early = true;
-                        if self.verbose {
-                            println!("early stopping: no lower validation loss for {patience} epochs");
-                        }
-                        break;
+                match &mut best {
+                    Some(b) if val.loss >= b.loss => {
+                        b.since += 1;
+                        stop = b.since >= patience;
                     }
+                    _ => best = Some(Best { loss: val.loss, epoch: epoch + 1, since: 0, weights: model.state_dict()? }),
                 }
+                history.best_epoch = best.as_ref().map(|b| b.epoch);
+            }
+            if let Some(path) = &self.checkpoint {
+                let checkpoint = Checkpoint {
+                    network: N::SPEC.name.to_string(),
+                    epoch: epoch + 1,
+                    model: model.state_dict()?,
+                    optimizer_kind: optimizer.kind().to_string(),
+                    optimizer: optimizer.state_dict(model.device())?,
+                    base_lr,
+                    seed,
+                    rng: model.state().rng_state(),
+                    history: history.clone(),
+                    best: best.clone(),
+                };
+                checkpoint.save(path)?;
+            }
+            if stop {
+                history.stopped_early = true;
+                if self.verbose {
+                    println!("early stopping: no lower validation loss for {} epochs", self.patience.unwrap_or(0));
+                }
+                break;
             }
         }
-        if let Some((loss, state)) = best {
-            model.load_state_dict(&state, true)?;
-            if self.verbose && self.patience.is_some() {
-                println!("restored the weights of epoch {} (validation loss {loss:.4})", history.best_epoch.unwrap_or(0));
+        if let Some(b) = best {
+            model.load_state_dict(&b.weights, true)?;
+            if self.verbose {
+                println!("restored the weights of epoch {} (validation loss {:.4})", b.epoch, b.loss);
             }
         }
         Ok(history)
+    }
+
+    /// Loads the checkpoint at `path` into the model and optimizer, if there is one.
+    fn restore<B, N, O>(&self, path: &Path, model: &mut N, optimizer: &mut O, fresh: Run) -> Result<Run>
+    where
+        B: Backend,
+        N: Network<B>,
+        O: Optimizer<B>,
+    {
+        if !path.exists() {
+            if self.verbose {
+                println!("no checkpoint at {}: starting from epoch 1", path.display());
+            }
+            return Ok(fresh);
+        }
+        let ck = Checkpoint::load(path)?;
+        let bad = |msg: String| Error::file(path, msg);
+        if ck.network != N::SPEC.name {
+            return Err(bad(format!("a checkpoint of {}, not of {}", ck.network, N::SPEC.name)));
+        }
+        if ck.optimizer_kind != optimizer.kind() {
+            return Err(bad(format!("a checkpoint of a run with {}, not {}", ck.optimizer_kind, optimizer.kind())));
+        }
+        if ck.seed != self.seed && self.verbose {
+            println!("resuming with the checkpoint's shuffling seed {} (this trainer has {})", ck.seed, self.seed);
+        }
+        model.load_state_dict(&ck.model, true).map_err(|e| bad(e.to_string()))?;
+        optimizer.load_state_dict(model.device(), &ck.optimizer).map_err(|e| bad(e.to_string()))?;
+        model.state_mut().set_rng_state(ck.rng.0, ck.rng.1);
+        optimizer.set_learning_rate(ck.history.epochs.last().map_or(ck.base_lr, |e| e.lr));
+        if self.verbose {
+            println!("resumed from {}: {} epochs done", path.display(), ck.epoch);
+        }
+        let mut history = ck.history;
+        history.best_epoch = ck.best.as_ref().map(|b| b.epoch);
+        Ok(Run { start: ck.epoch, base_lr: ck.base_lr, seed: ck.seed, history, best: ck.best })
     }
 
     fn progress_bar(&self, epoch: usize, batches: usize) -> ProgressBar {
@@ -246,6 +323,15 @@ impl Trainer {
         }
         Ok(())
     }
+}
+
+/// Where a run starts: fresh, or from a checkpoint.
+struct Run {
+    start: usize,
+    base_lr: f32,
+    seed: u64,
+    history: History,
+    best: Option<Best>,
 }
 
 /// A network ending in Softmax trained with cross-entropy applies softmax twice.
