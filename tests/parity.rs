@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::nets::{CifarNet, MlpDropout, ModelA, ModelB, ModelC, NetBn};
+use common::nets::{CifarNet, MlpDropout, ModelA, ModelB, ModelC, NetBn, ResNetMini};
 use common::{Fixture, assert_close, assert_state};
 use staticnet::Logits;
 use staticnet::prelude::*;
@@ -103,6 +103,12 @@ fn net_bn() {
 #[test]
 fn cifar_net() {
     all("cifar_net", CifarNet::new);
+}
+
+/// ResNet-18's topology: residual sums, downsample shortcuts, torchvision's names.
+#[test]
+fn resnet_mini() {
+    all("resnet_mini", ResNetMini::new);
 }
 
 #[test]

@@ -2,9 +2,16 @@
 //! checks can point at the smallest culprit token.
 //!
 //! ```text
-//! network     := attrs vis "struct" Ident "{" item ("," item)* ","? "}"
-//! item        := (Ident ":")? ( "[" item,* "]"            -- a block (nested Sequential)
-//!                             | Ident ( "(" arg,* ")" )? ) -- a layer
+//! invocation  := (network | block)+
+//! network     := attrs vis "struct" Ident "{" items "}"
+//! block       := attrs "block" Ident "(" param,* ")" "{" items "}"      -- a reusable block
+//! param       := Ident ("=" Expr)?
+//! items       := item ("," item)* ","?
+//! item        := (Ident ":")? ( "[" items "]"                        -- a nested Sequential
+//!                             | "[" item ";" Expr "]"                 -- an item repeated
+//!                             | Ident ( "(" arg,* ")" )? )            -- a layer or a block
+//!              | "+" ( Ident ":" "[" items "]" | "identity" ) ("if" Expr)?   -- a residual shortcut
+//!              | "=>" Ident ( "(" arg,* ")" )?                        -- the activation after the sum
 //! arg         := (Ident "=")? Expr
 //! ```
 //! `input: [C, H, W]` is an item named `input` holding a list of sizes.
@@ -14,12 +21,32 @@ use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::{Attribute, Expr, Ident, Token, Visibility, bracketed, parenthesized};
 
-/// A whole `network! { ... }` invocation.
+/// A whole `network! { ... }` invocation: networks and the blocks they use.
+pub struct Invocation {
+    pub networks: Vec<NetworkDef>,
+    pub blocks: Vec<BlockDef>,
+}
+
+/// `struct Name { ... }`.
 pub struct NetworkDef {
     pub attrs: Vec<Attribute>,
     pub vis: Visibility,
     pub name: Ident,
     pub items: Vec<Item>,
+}
+
+/// `block Name(params) { items }`: a listing with parameters, used like a layer. (Its doc
+/// comment documents the source; nothing is generated for a block itself.)
+pub struct BlockDef {
+    pub name: Ident,
+    pub params: Vec<BlockParam>,
+    pub items: Vec<Item>,
+}
+
+/// A parameter of a block, with its default.
+pub struct BlockParam {
+    pub name: Ident,
+    pub default: Option<Expr>,
 }
 
 /// One entry of a listing.
@@ -28,9 +55,15 @@ pub enum Item {
     Block(Block),
     /// `input: [1, 28, 28]`.
     Input(Input),
+    /// `[item; count]`: `count` copies, named by their index.
+    Repeat(Repeat),
+    /// `+ downsample: [...] if cond`: a residual block's shortcut.
+    Shortcut(Shortcut),
+    /// `=> ReLU`: the activation applied to a residual block's sum.
+    Then(Layer),
 }
 
-/// `name: Kind(args)` or `Kind`.
+/// `name: Kind(args)` or `Kind`: a layer, or a use of a block.
 pub struct Layer {
     pub name: Option<Ident>,
     pub kind: Ident,
@@ -43,6 +76,21 @@ pub struct Layer {
 pub struct Block {
     pub name: Ident,
     pub items: Vec<Item>,
+}
+
+/// `name: [item; count]`.
+pub struct Repeat {
+    pub name: Ident,
+    pub item: Box<Item>,
+    pub count: Expr,
+}
+
+/// `+ name: [items] if cond` or `+ identity`.
+pub struct Shortcut {
+    /// `None` for `+ identity`.
+    pub path: Option<Block>,
+    pub condition: Option<Expr>,
+    pub span: SpanRange,
 }
 
 /// `input: [dims]`.
@@ -76,7 +124,6 @@ impl From<Span> for SpanRange {
     }
 }
 
-
 /// A positional (`5`) or keyword (`padding = 2`) argument.
 pub struct Arg {
     pub key: Option<Ident>,
@@ -90,23 +137,63 @@ impl Arg {
     }
 }
 
-impl Parse for NetworkDef {
+mod kw {
+    syn::custom_keyword!(block);
+    syn::custom_keyword!(identity);
+}
+
+impl Parse for Invocation {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let attrs = input.call(Attribute::parse_outer)?;
-        let vis: Visibility = input.parse()?;
-        input.parse::<Token![struct]>()?;
-        let name: Ident = input.parse()?;
-        if input.peek(Token![<]) {
-            return Err(input.error("a network is generic over its backend only, which network! adds itself: remove the generic parameters"));
+        let (mut networks, mut blocks) = (Vec::new(), Vec::new());
+        while !input.is_empty() {
+            let attrs = input.call(Attribute::parse_outer)?;
+            if input.peek(kw::block) {
+                input.parse::<kw::block>()?;
+                blocks.push(parse_block_def(input)?);
+                continue;
+            }
+            let vis: Visibility = input.parse()?;
+            if !input.peek(Token![struct]) {
+                return Err(input.error("expected `struct Name { ... }` (a network) or `block Name(...) { ... }` (a block it uses)"));
+            }
+            input.parse::<Token![struct]>()?;
+            let name: Ident = input.parse()?;
+            if input.peek(Token![<]) {
+                return Err(input.error("a network is generic over its backend only, which network! adds itself: remove the generic parameters"));
+            }
+            let body;
+            syn::braced!(body in input);
+            networks.push(NetworkDef { attrs, vis, name, items: parse_items(&body, true)? });
         }
-        let body;
-        syn::braced!(body in input);
-        let items = parse_items(&body, true)?;
-        if !input.is_empty() {
-            return Err(input.error("network! takes one network; write a second network! for another"));
+        if networks.is_empty() {
+            return Err(input.error("network! declares at least one `struct Name { input: [...], ... }`"));
         }
-        Ok(NetworkDef { attrs, vis, name, items })
+        Ok(Invocation { networks, blocks })
     }
+}
+
+fn parse_block_def(input: ParseStream) -> syn::Result<BlockDef> {
+    let name: Ident = input.parse()?;
+    let content;
+    parenthesized!(content in input);
+    let mut params = Vec::new();
+    while !content.is_empty() {
+        let name: Ident = content.parse()?;
+        let default = if content.peek(Token![=]) {
+            content.parse::<Token![=]>()?;
+            Some(content.parse()?)
+        } else {
+            None
+        };
+        params.push(BlockParam { name, default });
+        if content.is_empty() {
+            break;
+        }
+        content.parse::<Token![,]>()?;
+    }
+    let body;
+    syn::braced!(body in input);
+    Ok(BlockDef { name, params, items: parse_items(&body, false)? })
 }
 
 fn parse_items(input: ParseStream, top: bool) -> syn::Result<Vec<Item>> {
@@ -122,6 +209,34 @@ fn parse_items(input: ParseStream, top: bool) -> syn::Result<Vec<Item>> {
 }
 
 fn parse_item(input: ParseStream, top: bool) -> syn::Result<Item> {
+    if input.peek(Token![+]) {
+        let plus = input.parse::<Token![+]>()?;
+        let path = if input.peek(kw::identity) {
+            input.parse::<kw::identity>()?;
+            None
+        } else {
+            let name: Ident = input.parse()?;
+            input.parse::<Token![:]>()?;
+            let content;
+            bracketed!(content in input);
+            Some(Block { name, items: parse_items(&content, false)? })
+        };
+        let condition = if input.peek(Token![if]) {
+            input.parse::<Token![if]>()?;
+            Some(Expr::parse_without_eager_brace(input)?)
+        } else {
+            None
+        };
+        let end = path.as_ref().map_or(plus.span, |p| p.name.span());
+        return Ok(Item::Shortcut(Shortcut { path, condition, span: SpanRange { start: plus.span, end } }));
+    }
+    if input.peek(Token![=>]) {
+        input.parse::<Token![=>]>()?;
+        let kind: Ident = input.parse()?;
+        let (args, end) = parse_args(input, kind.span())?;
+        let span = SpanRange { start: kind.span(), end };
+        return Ok(Item::Then(Layer { name: None, kind, args, span }));
+    }
     let first: Ident = input.call(syn::ext::IdentExt::parse_any)?;
     if input.peek(Token![:]) && !input.peek(Token![::]) {
         input.parse::<Token![:]>()?;
@@ -132,6 +247,14 @@ fn parse_item(input: ParseStream, top: bool) -> syn::Result<Item> {
                 let dims: Punctuated<Expr, Token![,]> = content.parse_terminated(Expr::parse, Token![,])?;
                 let span = SpanRange { start: first.span(), end: bracket.span.close() };
                 return Ok(Item::Input(Input { key: first, dims: dims.into_iter().collect(), span }));
+            }
+            // `[item; count]` or `[items]`.
+            let fork = content.fork();
+            if fork.call(|s| parse_item(s, false)).is_ok() && fork.peek(Token![;]) {
+                let item = parse_item(&content, false)?;
+                content.parse::<Token![;]>()?;
+                let count: Expr = content.parse()?;
+                return Ok(Item::Repeat(Repeat { name: first, item: Box::new(item), count }));
             }
             let items = parse_items(&content, false)?;
             return Ok(Item::Block(Block { name: first, items }));
@@ -155,7 +278,7 @@ fn parse_args(input: ParseStream, kind_span: Span) -> syn::Result<(Vec<Arg>, Spa
     let paren = parenthesized!(content in input);
     let mut args = Vec::new();
     while !content.is_empty() {
-        let key = if content.peek(Ident) && content.peek2(Token![=]) && !content.peek2(Token![==]) {
+        let key = if content.peek(Ident) && content.peek2(Token![=]) && !content.peek2(Token![==]) && !content.peek2(Token![=>]) {
             let key: Ident = content.parse()?;
             content.parse::<Token![=]>()?;
             Some(key)

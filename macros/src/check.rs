@@ -2,6 +2,11 @@
 //! taking the shape that flows in and returning the shape that flows out, or reporting what is
 //! wrong (expected vs found, the arithmetic, the fix) at the smallest culprit token.
 //!
+//! The result is a graph: nodes (layers, and the sums that join residual blocks) reading and
+//! writing numbered tensors. Blocks defined with `block Name(params) { ... }` are instantiated
+//! where they are used, with their parameters bound; a block with a `+ shortcut` line is
+//! residual: its body's output and its shortcut's are added, then passed through its `=>` layer.
+//!
 //! After an error, a layer still reports the output it would have (a Linear with the wrong
 //! in_features still outputs out_features), so later layers are checked without a cascade; only
 //! when no output can be known are the later shape checks skipped.
@@ -11,10 +16,10 @@ use std::collections::HashSet;
 use proc_macro2::Span;
 use staticnet_shape::{conv_out, effective_kernel, pool_out};
 
-use crate::ast::{Item, Layer, NetworkDef, SpanRange};
+use crate::ast::{BlockDef, Item, Layer, NetworkDef, SpanRange};
 use crate::ctxt::Ctxt;
 use crate::layers::{self, Args, Infer};
-use crate::value::Value;
+use crate::value::{Env, Value, eval_in};
 
 /// The shape of one sample: `[C, H, W]` or `[F]`.
 pub type Shape = Vec<usize>;
@@ -22,21 +27,37 @@ pub type Shape = Vec<usize>;
 /// A network whose every layer has been checked and sized.
 pub struct Checked {
     pub input: Option<Shape>,
-    pub layers: Vec<Sized>,
-    /// The output shape, when it could be inferred (also after errors, for the stub).
+    /// The shape of every tensor; tensor 0 is the input.
+    pub tensors: Vec<Shape>,
+    /// In execution order.
+    pub nodes: Vec<Node>,
+    /// The output tensor and its shape, when they could be inferred (also after errors, for
+    /// the stub).
     pub output: Option<Shape>,
+    pub output_tensor: usize,
 }
 
-/// A layer with its configuration resolved and its shapes known.
-pub struct Sized {
-    /// The PyTorch module path: `cnn1`, `features.0`.
+/// A layer (or a residual sum) with its configuration resolved and its tensors known.
+pub struct Node {
+    /// The PyTorch module path: `cnn1`, `features.0`, `layer2.0.conv1`.
     pub path: String,
     pub kind: Kind,
     /// PyTorch's repr of the layer: `Conv2d(1, 16, kernel_size=(5, 5), stride=(1, 1))`.
     pub display: String,
-    pub input: Shape,
-    pub output: Shape,
+    /// The tensors it reads: one, or two for a sum.
+    pub inputs: Vec<usize>,
+    pub output: usize,
     pub span: SpanRange,
+}
+
+impl Node {
+    pub fn input_shape<'a>(&self, net: &'a Checked) -> &'a Shape {
+        &net.tensors[self.inputs[0]]
+    }
+
+    pub fn output_shape<'a>(&self, net: &'a Checked) -> &'a Shape {
+        &net.tensors[self.output]
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -51,6 +72,8 @@ pub enum Kind {
     Dropout { p: f64 },
     BatchNorm { two_d: bool, c: usize, eps: f64, momentum: Option<f64>, affine: bool, track_running_stats: bool },
     Softmax { log: bool },
+    /// The sum that joins a residual block's main path and its shortcut.
+    Add,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -109,8 +132,11 @@ fn py_float(v: f64) -> String {
     }
 }
 
+/// Blocks nest at most this deep (a block that uses itself would not end).
+const MAX_DEPTH: usize = 16;
+
 /// Checks a whole network; errors go to `cx`.
-pub fn check(cx: &mut Ctxt, def: &NetworkDef) -> Checked {
+pub fn check(cx: &mut Ctxt, def: &NetworkDef, blocks: &[BlockDef]) -> Checked {
     let mut items = def.items.iter().peekable();
     let input = match items.peek() {
         Some(Item::Input(input)) => {
@@ -127,9 +153,11 @@ pub fn check(cx: &mut Ctxt, def: &NetworkDef) -> Checked {
         }
     };
     let rest: Vec<&Item> = items.collect();
-    let mut state = Flow { shape: input.clone(), origin: Origin::Input, layers: Vec::new() };
-    check_items(cx, &rest, "", &mut state);
-    Checked { input, layers: state.layers, output: state.shape }
+    let mut g = Graph { tensors: Vec::new(), nodes: Vec::new(), blocks };
+    let tensor = input.as_ref().map(|s| g.tensor(s.clone()));
+    let mut flow = Flow { shape: input.clone(), tensor, origin: Origin::Input };
+    check_items(cx, &mut g, &rest, "", &mut flow, &[]);
+    Checked { input, output: flow.shape, output_tensor: flow.tensor.unwrap_or(0), tensors: g.tensors, nodes: g.nodes }
 }
 
 fn check_input(cx: &mut Ctxt, input: &crate::ast::Input) -> Option<Shape> {
@@ -162,27 +190,53 @@ fn check_input(cx: &mut Ctxt, input: &crate::ast::Input) -> Option<Shape> {
     Some(dims)
 }
 
-/// The shape flowing through a listing, and the layers sized so far.
-struct Flow {
-    shape: Option<Shape>,
-    origin: Origin,
-    layers: Vec<Sized>,
+/// The graph being built.
+struct Graph<'a> {
+    tensors: Vec<Shape>,
+    nodes: Vec<Node>,
+    blocks: &'a [BlockDef],
 }
 
-fn check_items(cx: &mut Ctxt, items: &[&Item], prefix: &str, flow: &mut Flow) {
+impl Graph<'_> {
+    fn tensor(&mut self, shape: Shape) -> usize {
+        self.tensors.push(shape);
+        self.tensors.len() - 1
+    }
+}
+
+/// The tensor flowing through a listing; unknown after an error that left no shape.
+#[derive(Clone)]
+struct Flow {
+    shape: Option<Shape>,
+    tensor: Option<usize>,
+    origin: Origin,
+}
+
+fn check_items(cx: &mut Ctxt, g: &mut Graph, items: &[&Item], prefix: &str, flow: &mut Flow, env: Env) {
     let mut names: HashSet<String> = HashSet::new();
-    for (index, item) in items.iter().enumerate() {
+    let mut index = 0;
+    for item in items {
         let (name, name_span) = match item {
             Item::Input(input) => {
                 cx.error(input.key.span(), "`input:` must be the first line of the network", None);
                 continue;
             }
+            Item::Shortcut(s) => {
+                cx.error(s.span, "a `+` shortcut line belongs in a `block` definition, which makes it a residual block", None);
+                continue;
+            }
+            Item::Then(l) => {
+                cx.error(l.span, "a `=>` line belongs in a residual `block` definition", None);
+                continue;
+            }
             Item::Block(b) => (b.name.to_string(), Some(b.name.span())),
+            Item::Repeat(r) => (r.name.to_string(), Some(r.name.span())),
             Item::Layer(l) => match &l.name {
                 Some(n) => (n.to_string(), Some(n.span())),
                 None => (index.to_string(), None),
             },
         };
+        index += 1;
         if let Some(span) = name_span
             && !names.insert(name.clone())
         {
@@ -197,18 +251,206 @@ fn check_items(cx: &mut Ctxt, items: &[&Item], prefix: &str, flow: &mut Flow) {
         match item {
             Item::Block(b) => {
                 let inner: Vec<&Item> = b.items.iter().collect();
-                check_items(cx, &inner, &format!("{path}."), flow);
+                check_items(cx, g, &inner, &format!("{path}."), flow, env);
             }
-            Item::Layer(l) => check_layer(cx, l, path, flow),
-            Item::Input(_) => unreachable!(),
+            Item::Repeat(r) => {
+                let count = match eval_in(&r.count, env) {
+                    Ok(Value::Int(c)) if c >= 1 => c as usize,
+                    Ok(v) => {
+                        cx.error_spanned(&r.count, format!("a repetition count must be a positive integer, got {v:?}"), None);
+                        continue;
+                    }
+                    Err(e) => {
+                        cx.push(e);
+                        continue;
+                    }
+                };
+                let copies: Vec<&Item> = std::iter::repeat_n(&*r.item, count).collect();
+                check_items(cx, g, &copies, &format!("{path}."), flow, env);
+            }
+            Item::Layer(l) => match g.blocks.iter().find(|b| l.kind == b.name) {
+                Some(def) => check_block_use(cx, g, l, def, path, flow, env),
+                None => check_layer(cx, g, l, path, flow, env),
+            },
+            Item::Input(_) | Item::Shortcut(_) | Item::Then(_) => unreachable!(),
         }
     }
 }
 
-fn check_layer(cx: &mut Ctxt, layer: &Layer, path: String, flow: &mut Flow) {
+/// A use of a block: its parameters bound, its body checked under the use's name, and for a
+/// residual block, the sum of its body and its shortcut passed through its `=>` layer.
+fn check_block_use(cx: &mut Ctxt, g: &mut Graph, call: &Layer, def: &BlockDef, path: String, flow: &mut Flow, env: Env) {
+    if cx.depth() >= MAX_DEPTH {
+        cx.error(call.kind.span(), format!("blocks nest more than {MAX_DEPTH} deep here: does `{}` use itself?", def.name), None);
+        flow.shape = None;
+        return;
+    }
+    let Some(params) = bind_block(cx, call, def, env) else {
+        flow.shape = None;
+        return;
+    };
+    let call_text = format!("{}({})", def.name, call.args.iter().map(|a| arg_text(a)).collect::<Vec<_>>().join(", "));
+    cx.enter(format!("`{path}` = {call_text}"));
+    let body: Vec<&Item> = def.items.iter().filter(|i| !matches!(i, Item::Shortcut(_) | Item::Then(_))).collect();
+    let shortcut = def.items.iter().find_map(|i| match i {
+        Item::Shortcut(s) => Some(s),
+        _ => None,
+    });
+    let then = def.items.iter().find_map(|i| match i {
+        Item::Then(l) => Some(l),
+        _ => None,
+    });
+    for extra in def.items.iter().filter(|i| matches!(i, Item::Shortcut(_))).skip(1) {
+        if let Item::Shortcut(s) = extra {
+            cx.error(s.span, "a residual block has one shortcut", None);
+        }
+    }
+    let block_input = flow.clone();
+    let prefix = format!("{path}.");
+    check_items(cx, g, &body, &prefix, flow, &params);
+    if shortcut.is_some() || then.is_some() {
+        // The shortcut: its path from the block's input, or the input itself.
+        let mut short = block_input.clone();
+        let mut described = "the identity".to_string();
+        if let Some(s) = shortcut
+            && let Some(p) = &s.path
+        {
+            let active = match &s.condition {
+                None => true,
+                Some(c) => match eval_in(c, &params) {
+                    Ok(Value::Bool(b)) => b,
+                    Ok(v) => {
+                        cx.error_spanned(c, format!("a shortcut's condition must be true or false, got {}", v.describe()), None);
+                        true
+                    }
+                    Err(e) => {
+                        cx.push(e);
+                        true
+                    }
+                },
+            };
+            if active {
+                let inner: Vec<&Item> = p.items.iter().collect();
+                check_items(cx, g, &inner, &format!("{prefix}{}.", p.name), &mut short, &params);
+                described = format!("`{prefix}{}`", p.name);
+            } else {
+                described = format!("the identity (the condition of `{}` is false)", p.name);
+            }
+        }
+        join(cx, g, call, &call_text, &path, flow, &short, &described);
+        if let Some(then) = then {
+            check_layer(cx, g, then, format!("{prefix}{}", then.kind.to_string().to_lowercase()), flow, &params);
+        }
+    }
+    cx.leave();
+}
+
+/// The sum of a residual block's main path (`flow`) and its shortcut (`short`), checked equal.
+#[allow(clippy::too_many_arguments)]
+fn join(cx: &mut Ctxt, g: &mut Graph, call: &Layer, call_text: &str, path: &str, flow: &mut Flow, short: &Flow, described: &str) {
+    let (Some(main), Some(side), Some(a), Some(b)) = (&flow.shape, &short.shape, flow.tensor, short.tensor) else {
+        flow.shape = None;
+        return;
+    };
+    if main != side {
+        let help = if described.starts_with("the identity") {
+            format!("its shortcut is {described}: give it a downsample path that maps {} to {}, as torchvision's BasicBlock does (a 1×1 convolution with the block's stride, then batch-norm)", fmt_shape(side), fmt_shape(main))
+        } else {
+            format!("{described} must map the block's input to {}", fmt_shape(main))
+        };
+        cx.error(
+            call.span,
+            format!("residual block `{path}` ({call_text}) adds its main path's output {} to its shortcut's {}: they must have the same shape", fmt_shape(main), fmt_shape(side)),
+            Some(help),
+        );
+        flow.shape = None;
+        return;
+    }
+    let out = g.tensor(main.clone());
+    g.nodes.push(Node { path: format!("{path}.add"), kind: Kind::Add, display: "the residual sum".into(), inputs: vec![a, b], output: out, span: call.span });
+    flow.tensor = Some(out);
+    flow.origin = Origin::Layer(path.to_string());
+}
+
+/// A block's parameters bound to a use's arguments (positional, then keywords, then defaults),
+/// evaluated where the block is used.
+fn bind_block(cx: &mut Ctxt, call: &Layer, def: &BlockDef, env: Env) -> Option<Vec<(String, Value)>> {
+    let mut values: Vec<Option<Value>> = vec![None; def.params.len()];
+    let mut positional = 0;
+    let mut ok = true;
+    for arg in &call.args {
+        let index = match &arg.key {
+            None => {
+                positional += 1;
+                if positional > def.params.len() {
+                    cx.error(arg.span(), format!("block {} takes {} arguments, this is argument {positional}", def.name, def.params.len()), None);
+                    ok = false;
+                    continue;
+                }
+                positional - 1
+            }
+            Some(k) => match def.params.iter().position(|p| p.name == *k) {
+                Some(i) => i,
+                None => {
+                    let names = def.params.iter().map(|p| p.name.to_string()).collect::<Vec<_>>();
+                    let help = match layers::closest(&k.to_string(), names.iter().map(String::as_str)) {
+                        Some(best) => format!("did you mean `{best}`?"),
+                        None => format!("{} takes {}", def.name, names.join(", ")),
+                    };
+                    cx.error(k.span(), format!("block {} has no parameter `{k}`", def.name), Some(help));
+                    ok = false;
+                    continue;
+                }
+            },
+        };
+        if values[index].is_some() {
+            cx.error(arg.span(), format!("block {} parameter `{}` is given twice", def.name, def.params[index].name), None);
+            ok = false;
+            continue;
+        }
+        match eval_in(&arg.value, env) {
+            Ok(v) => values[index] = Some(v),
+            Err(e) => {
+                cx.push(e);
+                ok = false;
+            }
+        }
+    }
+    let mut bound = Vec::new();
+    for (param, value) in def.params.iter().zip(values) {
+        let value = match (value, &param.default) {
+            (Some(v), _) => v,
+            (None, Some(d)) => match eval_in(d, &bound) {
+                Ok(v) => v,
+                Err(e) => {
+                    cx.push(e);
+                    ok = false;
+                    continue;
+                }
+            },
+            (None, None) => {
+                cx.error(call.span, format!("block {} needs its `{}` argument", def.name, param.name), None);
+                ok = false;
+                continue;
+            }
+        };
+        bound.push((param.name.to_string(), value));
+    }
+    ok.then_some(bound)
+}
+
+fn arg_text(a: &crate::ast::Arg) -> String {
+    let v = layers::tokens(&a.value);
+    match &a.key {
+        Some(k) => format!("{k} = {v}"),
+        None => v,
+    }
+}
+
+fn check_layer(cx: &mut Ctxt, g: &mut Graph, layer: &Layer, path: String, flow: &mut Flow, env: Env) {
     let sig = match layers::lookup(&layer.kind.to_string()) {
         Some(sig) => sig,
-        None => match layers::unknown_layer(cx, &layer.kind) {
+        None => match layers::unknown_layer(cx, &layer.kind, g.blocks.iter().map(|b| b.name.to_string()).collect()) {
             Some(guess) => guess,
             None => {
                 flow.shape = None;
@@ -216,7 +458,7 @@ fn check_layer(cx: &mut Ctxt, layer: &Layer, path: String, flow: &mut Flow) {
             }
         },
     };
-    let args = layers::bind(cx, layer, sig);
+    let args = layers::bind(cx, layer, sig, env);
     // After an earlier error the shape may be unknown: the checks then test the arguments only.
     let at = Here { kind_span: layer.kind.span(), origin: flow.origin.clone(), input: flow.shape.clone() };
     let result = match sig.kind {
@@ -234,15 +476,17 @@ fn check_layer(cx: &mut Ctxt, layer: &Layer, path: String, flow: &mut Flow) {
         "Softmax" | "LogSoftmax" => check_softmax(cx, &args, &at),
         other => unreachable!("no check for {other}"),
     };
-    match (result, at.input) {
-        (Some((kind, display, output)), Some(input)) => {
+    match (result, at.input, flow.tensor) {
+        (Some((kind, display, output)), Some(input), Some(tensor)) => {
             flow.origin = match kind {
                 Kind::Flatten if input.len() > 1 => Origin::Flatten(input.clone()),
                 Kind::Flatten => flow.origin.clone(),
                 _ => Origin::Layer(path.clone()),
             };
-            flow.shape = Some(output.clone());
-            flow.layers.push(Sized { path, kind, display, input, output, span: layer.span });
+            let out = g.tensor(output.clone());
+            g.nodes.push(Node { path, kind, display, inputs: vec![tensor], output: out, span: layer.span });
+            flow.shape = Some(output);
+            flow.tensor = Some(out);
         }
         _ => flow.shape = None,
     }

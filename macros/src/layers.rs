@@ -6,7 +6,7 @@ use quote::ToTokens;
 
 use crate::ast::{Layer, SpanRange};
 use crate::ctxt::Ctxt;
-use crate::value::{Spanned, Value, eval};
+use crate::value::{Env, Spanned, Value, eval_in};
 
 /// A default value of a PyTorch argument.
 #[derive(Clone, Copy)]
@@ -120,9 +120,10 @@ pub fn lookup(kind: &str) -> Option<&'static Signature> {
     LAYERS.iter().find(|s| s.kind == kind)
 }
 
-/// Reports a layer name that is not in [`LAYERS`]; returns the layer it is likely a typo of,
-/// so that checking can go on as if that had been written.
-pub fn unknown_layer(cx: &mut Ctxt, kind: &syn::Ident) -> Option<&'static Signature> {
+/// Reports a layer name that is neither in [`LAYERS`] nor one of the invocation's `blocks`;
+/// returns the layer it is likely a typo of, so that checking can go on as if that had been
+/// written.
+pub fn unknown_layer(cx: &mut Ctxt, kind: &syn::Ident, blocks: Vec<String>) -> Option<&'static Signature> {
     let name = kind.to_string();
     if NOT_YET.contains(&name.as_str()) {
         let msg = format!("`{name}` is a PyTorch layer that staticnet does not support yet");
@@ -130,6 +131,10 @@ pub fn unknown_layer(cx: &mut Ctxt, kind: &syn::Ident) -> Option<&'static Signat
         return None;
     }
     let msg = format!("unknown layer `{name}`");
+    if let Some(block) = closest(&name, blocks.iter().map(String::as_str)) {
+        cx.error(kind.span(), msg, Some(format!("did you mean the block `{block}`?")));
+        return None;
+    }
     let best = closest(&name, LAYERS.iter().map(|s| s.kind));
     let help = match best {
         Some(best) => format!("did you mean `{best}`?"),
@@ -176,8 +181,9 @@ pub struct Args<'a> {
     values: Vec<Option<Bound>>,
 }
 
-/// Binds `layer`'s arguments to `sig`, PyTorch's way: positional ones in order, then keywords.
-pub fn bind<'a>(cx: &mut Ctxt, layer: &'a Layer, sig: &'static Signature) -> Args<'a> {
+/// Binds `layer`'s arguments to `sig`, PyTorch's way: positional ones in order, then keywords,
+/// evaluated with the parameters of the block being instantiated (`env`) in scope.
+pub fn bind<'a>(cx: &mut Ctxt, layer: &'a Layer, sig: &'static Signature, env: Env) -> Args<'a> {
     let mut values: Vec<Option<Bound>> = sig.params.iter().map(|_| None).collect();
     // Arguments written, even if their value failed to evaluate (that error is reported already).
     let mut written = vec![false; sig.params.len()];
@@ -218,7 +224,7 @@ pub fn bind<'a>(cx: &mut Ctxt, layer: &'a Layer, sig: &'static Signature) -> Arg
             continue;
         }
         written[index] = true;
-        match eval(&arg.value) {
+        match eval_in(&arg.value, env) {
             Ok(value) => values[index] = Some(Bound { value, span: arg.span() }),
             Err(e) => cx.push(e),
         }

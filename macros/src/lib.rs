@@ -38,16 +38,20 @@ use proc_macro::TokenStream;
 /// language and for what the generated type offers.
 #[proc_macro]
 pub fn network(input: TokenStream) -> TokenStream {
-    let def = syn::parse_macro_input!(input as ast::NetworkDef);
-    let mut cx = ctxt::Ctxt::default();
-    let checked = check::check(&mut cx, &def);
-    if cx.has_errors() {
-        let mut out = cx.into_compile_errors();
-        out.extend(expand::stub(&def, &checked));
-        return out.into();
+    let invocation = syn::parse_macro_input!(input as ast::Invocation);
+    let mut out = proc_macro2::TokenStream::new();
+    for def in &invocation.networks {
+        let mut cx = ctxt::Ctxt::default();
+        let checked = check::check(&mut cx, def, &invocation.blocks);
+        if cx.has_errors() {
+            out.extend(cx.into_compile_errors());
+            out.extend(expand::stub(def, &checked));
+        } else {
+            let plan = plan::plan(&checked);
+            out.extend(expand::expand(def, &checked, &plan));
+        }
     }
-    let plan = plan::plan(&checked);
-    expand::expand(&def, &checked, &plan).into()
+    out.into()
 }
 
 /// `1234567` as `1,234,567`.

@@ -1,20 +1,24 @@
 //! The buffer plan of a checked network: where each parameter sits in the flat parameter
 //! buffer (in PyTorch's `state_dict` order), where each activation and gradient sits in the
-//! workspace arenas, and which backward steps run at all.
+//! workspace arenas, and what the backward computes and adds.
 //!
 //! Arena slots are per sample (see `staticnet_runtime::network::Slot`). Every tensor gets its
-//! own activation slot: the backward reads them all. Flatten is free: its output is its input.
-//! A layer's backward runs only if some layer at or before it has parameters; it computes the
-//! gradient of its input only if some layer before it has parameters.
+//! own activation slot, as the backward reads them all; Flatten's output is its input.
 //!
-//! Fusion: a ReLU right after a Conv2d becomes the convolution's epilogue. The pair has one
-//! tensor, the ReLU's output, which the convolution writes; the ReLU step emits no code, and the
-//! convolution's backward masks the ReLU's output gradient itself.
+//! Fusion: a ReLU that is the only reader of a Conv2d's output, or of a residual sum, becomes
+//! that step's epilogue. The pair has one tensor, the ReLU's output, and the ReLU emits no code;
+//! the producer's backward masks the ReLU's output gradient itself.
+//!
+//! Gradients are planned by walking the steps backwards, as the backward runs: a step's input
+//! gradient goes to that tensor's slot if no other reader has written it yet, else to a
+//! temporary slot added to it afterwards (a residual block's input, read by its main path and
+//! its shortcut). A sum passes its gradient to both inputs unchanged, so their slots become
+//! aliases of its own. Gradients flow only towards layers with parameters.
 
 use proc_macro2::Ident;
 use quote::format_ident;
 
-use crate::check::{Act, Checked, Kind, Sized};
+use crate::check::{Act, Checked, Kind, Node};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot {
@@ -22,7 +26,7 @@ pub struct Slot {
     pub len: usize,
 }
 
-/// A named arena slot (several tensors may share one, as Flatten's input and output do).
+/// A named arena slot (several tensors may share one).
 #[derive(Clone, Debug)]
 pub struct Tensor {
     pub ident: Ident,
@@ -49,24 +53,30 @@ pub struct StateEntry {
     pub layer: usize,
 }
 
-/// What one layer reads and writes.
+/// What one node reads and writes.
 pub struct Step<'a> {
     pub index: usize,
-    pub layer: &'a Sized,
-    /// `FEATURES_0` for `features.0`: the stem of this layer's constant names.
+    pub node: &'a Node,
+    /// `FEATURES_0` for `features.0`: the stem of this node's constant names.
     pub stem: String,
-    pub x: Tensor,
+    /// The activation slots of its inputs, and of its output (with its ReLU fused, the ReLU's).
+    pub x: Vec<Tensor>,
     pub y: Tensor,
-    /// Gradient of the output (when the backward runs) and of the input (when it is needed).
+    /// The gradient of its output, when the backward reaches it.
     pub dy: Option<Tensor>,
-    pub dx: Option<Tensor>,
+    /// Where it writes the gradient of each input, when one is wanted.
+    pub dx: Vec<Option<Tensor>>,
+    /// A sum with its ReLU fused: the masked gradient it passes to both inputs.
+    pub dsum: Option<Tensor>,
+    /// After its backward: `into += from`, for inputs that another reader wrote first.
+    pub accumulate: Vec<(Tensor, Tensor)>,
     pub params: Option<std::ops::Range<usize>>,
     pub buffers: Option<std::ops::Range<usize>>,
     pub counter: Option<usize>,
     pub saved: Option<std::ops::Range<usize>>,
-    /// This layer applies the ReLU that follows it (a Conv2d).
+    /// This node applies the ReLU that reads its output.
     pub relu: bool,
-    /// This layer (a ReLU) is done by the layer before it.
+    /// This node (a ReLU) is done by the node before it.
     pub fused: bool,
 }
 
@@ -104,60 +114,128 @@ fn stem(path: &str, taken: &mut Vec<String>) -> String {
     s
 }
 
+fn has_params(n: &Node) -> bool {
+    matches!(n.kind, Kind::Conv2d { .. } | Kind::Linear { .. } | Kind::BatchNorm { affine: true, .. })
+}
+
 pub fn plan(net: &Checked) -> Plan<'_> {
     let input = net.input.clone().expect("planned only without errors");
-    let layers = &net.layers;
-    let has_params = |l: &Sized| matches!(l.kind, Kind::Conv2d { .. } | Kind::Linear { .. } | Kind::BatchNorm { affine: true, .. });
-
-    let (mut act_len, mut grad_len, mut saved_len) = (0, 0, 0);
-    let mut lay = Layout::default();
+    let nodes = &net.nodes;
+    let readers = |t: usize| nodes.iter().filter(|n| n.inputs.contains(&t)).count();
+    // A ReLU that is the only reader of a convolution's or a sum's output is fused into it.
+    let fuses = |i: usize| {
+        matches!(nodes[i].kind, Kind::Conv2d { .. } | Kind::Add)
+            && readers(nodes[i].output) == 1
+            && nodes.get(i + 1).is_some_and(|r| r.kind == Kind::Activation(Act::ReLU) && r.inputs == [nodes[i].output])
+    };
     let mut taken = Vec::new();
+    let stems: Vec<String> = nodes.iter().map(|n| stem(&n.path, &mut taken)).collect();
 
-    let x_in = Tensor { ident: format_ident!("X_INPUT"), slot: Slot { offset: 0, len: numel(&input) } };
-    act_len += x_in.slot.len;
-    let mut x = x_in.clone();
-    let mut steps: Vec<Step> = Vec::new();
-    let mut params_before = false;
+    // Activation slots.
+    let mut act: Vec<Option<Tensor>> = vec![None; net.tensors.len()];
+    let mut act_len = 0;
+    let new_act = |ident: Ident, len: usize, act_len: &mut usize| {
+        let t = Tensor { ident, slot: Slot { offset: *act_len, len } };
+        *act_len += len;
+        t
+    };
+    act[0] = Some(new_act(format_ident!("X_INPUT"), numel(&input), &mut act_len));
+    for (i, n) in nodes.iter().enumerate() {
+        let out = n.output;
+        act[out] = Some(match n.kind {
+            Kind::Flatten => act[n.inputs[0]].clone().expect("inputs come first"),
+            _ if i > 0 && fuses(i - 1) => act[n.inputs[0]].clone().expect("inputs come first"),
+            // With its ReLU fused, the node writes the ReLU's tensor, named after the ReLU.
+            _ if fuses(i) => new_act(format_ident!("X_{}", stems[i + 1]), numel(&net.tensors[out]), &mut act_len),
+            _ => new_act(format_ident!("X_{}", stems[i]), numel(&net.tensors[out]), &mut act_len),
+        });
+    }
+    let act = |t: usize| act[t].clone().expect("every tensor has a slot");
 
-    let stems: Vec<String> = layers.iter().map(|l| stem(&l.path, &mut taken)).collect();
-    let fuses_relu = |i: usize| matches!(layers[i].kind, Kind::Conv2d { .. }) && layers.get(i + 1).is_some_and(|l| l.kind == Kind::Activation(Act::ReLU));
-    for (index, layer) in layers.iter().enumerate() {
-        let stem = stems[index].clone();
-        let relu = fuses_relu(index);
-        let fused = index > 0 && fuses_relu(index - 1);
-        let backprop = params_before || has_params(layer);
-        let len = numel(&layer.output);
-        // The tensor this layer writes: its own, or with its ReLU fused, the ReLU's.
-        let out_stem = if relu { &stems[index + 1] } else { &stem };
-        // Activation and gradient slots of the output; Flatten and a fused ReLU reuse their input's.
-        let y = match layer.kind {
-            Kind::Flatten => x.clone(),
-            _ if fused => x.clone(),
-            _ => {
-                let t = Tensor { ident: format_ident!("X_{}", out_stem), slot: Slot { offset: act_len, len } };
-                act_len += len;
-                t
+    // Which tensors a gradient must reach: those a node with parameters produced, or read.
+    let mut upstream = vec![false; net.tensors.len()];
+    for n in nodes {
+        upstream[n.output] = has_params(n) || n.inputs.iter().any(|&t| upstream[t]);
+    }
+
+    // Gradient slots, planned in the backward's order.
+    let mut grad: Vec<Option<Tensor>> = vec![None; net.tensors.len()];
+    let mut grad_len = 0;
+    let new_grad = |ident: Ident, len: usize, grad_len: &mut usize| {
+        let t = Tensor { ident, slot: Slot { offset: *grad_len, len } };
+        *grad_len += len;
+        t
+    };
+    let out_t = net.output_tensor;
+    let last = nodes.len().checked_sub(1);
+    let out_name = match last {
+        Some(l) => format_ident!("G_{}", stems[l]),
+        None => format_ident!("G_OUTPUT"),
+    };
+    let g_out = new_grad(out_name, numel(&net.tensors[out_t]), &mut grad_len);
+    grad[out_t] = Some(g_out.clone());
+    let mut dxs: Vec<Vec<Option<Tensor>>> = nodes.iter().map(|n| vec![None; n.inputs.len()]).collect();
+    let mut dsums: Vec<Option<Tensor>> = vec![None; nodes.len()];
+    let mut accumulates: Vec<Vec<(Tensor, Tensor)>> = vec![Vec::new(); nodes.len()];
+    let mut dys: Vec<Option<Tensor>> = vec![None; nodes.len()];
+    let mut temps = 0usize;
+    for i in (0..nodes.len()).rev() {
+        let n = &nodes[i];
+        if i > 0 && fuses(i - 1) {
+            continue; // the fused ReLU's gradient is its producer's
+        }
+        // The gradient this node receives: that of its output (or of its fused ReLU's).
+        let out = if fuses(i) { nodes[i + 1].output } else { n.output };
+        let Some(dy) = grad[out].clone() else { continue };
+        if !(has_params(n) || n.inputs.iter().any(|&t| upstream[t])) {
+            continue;
+        }
+        dys[i] = Some(dy.clone());
+        // What the node passes on: a sum passes its (masked) gradient as it is.
+        let passed = match (&n.kind, fuses(i)) {
+            (Kind::Add, true) => {
+                let d = new_grad(format_ident!("D_{}", stems[i]), dy.slot.len, &mut grad_len);
+                dsums[i] = Some(d.clone());
+                Some(d)
             }
+            (Kind::Add, false) => Some(dy.clone()),
+            (Kind::Flatten, _) => Some(dy.clone()),
+            _ => None,
         };
-        let dx = if params_before { steps.last().and_then(|s: &Step| s.dy.clone()) } else { None };
-        let dy = if backprop {
-            match layer.kind {
-                Kind::Flatten => dx.clone(),
-                _ if fused => steps.last().and_then(|s: &Step| s.dy.clone()),
-                _ => {
-                    let t = Tensor { ident: format_ident!("G_{}", out_stem), slot: Slot { offset: grad_len, len } };
-                    grad_len += len;
-                    Some(t)
+        for (k, &t) in n.inputs.iter().enumerate() {
+            if !upstream[t] {
+                continue;
+            }
+            let len = numel(&net.tensors[t]);
+            match (&passed, grad[t].clone()) {
+                // Passed unchanged, and the first to reach t: t's gradient is the same slot.
+                (Some(p), None) => grad[t] = Some(p.clone()),
+                (Some(p), Some(g)) => accumulates[i].push((g, p.clone())),
+                // Computed by the node's kernel: into t's slot, or into a temporary added to it.
+                (None, None) => {
+                    let g = new_grad(format_ident!("G_{}", producer_stem(net, &stems, t)), len, &mut grad_len);
+                    grad[t] = Some(g.clone());
+                    dxs[i][k] = Some(g);
+                }
+                (None, Some(g)) => {
+                    temps += 1;
+                    let tmp = new_grad(format_ident!("G_{}_PART{}", producer_stem(net, &stems, t), temps), len, &mut grad_len);
+                    dxs[i][k] = Some(tmp.clone());
+                    accumulates[i].push((g, tmp));
                 }
             }
-        } else {
-            None
-        };
+        }
+    }
 
-        let path = layer.path.as_str();
+    // Parameters and buffers, in state_dict order.
+    let mut lay = Layout::default();
+    let mut saved_len = 0;
+    let mut steps = Vec::new();
+    for (index, n) in nodes.iter().enumerate() {
+        let path = n.path.as_str();
         let start = lay.param_len;
         let (mut buffers, mut counter, mut saved) = (None, None, None);
-        match layer.kind {
+        match n.kind {
             Kind::Conv2d { c_in, c_out, kernel, bias, .. } => {
                 let fan_in = c_in * kernel[0] * kernel[1];
                 lay.param(index, path, "weight", vec![c_out, c_in, kernel[0], kernel[1]], Init::FanIn(fan_in));
@@ -187,21 +265,25 @@ pub fn plan(net: &Checked) -> Plan<'_> {
             }
             _ => {}
         }
-        let param_len = lay.param_len;
-        let params = (param_len > start).then_some(start..param_len);
-        params_before |= has_params(layer);
-        steps.push(Step { index, layer, stem, x: x.clone(), y: y.clone(), dy, dx, params, buffers, counter, saved, relu, fused });
-        x = y;
+        let params = (lay.param_len > start).then_some(start..lay.param_len);
+        steps.push(Step {
+            index,
+            node: n,
+            stem: stems[index].clone(),
+            x: n.inputs.iter().map(|&t| act(t)).collect(),
+            y: act(if fuses(index) { nodes[index + 1].output } else { n.output }),
+            dy: dys[index].clone(),
+            dx: dxs[index].clone(),
+            dsum: dsums[index].clone(),
+            accumulate: accumulates[index].clone(),
+            params,
+            buffers,
+            counter,
+            saved,
+            relu: fuses(index),
+            fused: index > 0 && fuses(index - 1),
+        });
     }
-    // The loss writes the gradient of the output, whether or not a backward reads it.
-    let g_out = match steps.last().and_then(|s| s.dy.clone()) {
-        Some(g) => g,
-        None => {
-            let t = Tensor { ident: format_ident!("G_OUTPUT"), slot: Slot { offset: grad_len, len: x.slot.len } };
-            grad_len += x.slot.len;
-            t
-        }
-    };
     Plan {
         input,
         output: net.output.clone().expect("planned only without errors"),
@@ -213,10 +295,15 @@ pub fn plan(net: &Checked) -> Plan<'_> {
         act_len,
         grad_len,
         saved_len,
-        x_in,
-        x_out: x,
+        x_in: act(0),
+        x_out: act(out_t),
         g_out,
     }
+}
+
+/// The stem of the node that produced tensor `t` (`INPUT` for the input).
+fn producer_stem<'a>(net: &Checked, stems: &'a [String], t: usize) -> &'a str {
+    net.nodes.iter().position(|n| n.output == t).map_or("INPUT", |i| &stems[i])
 }
 
 /// The flat parameter and buffer layouts, filled in `state_dict` order.

@@ -1,5 +1,6 @@
 //! Evaluation of argument values: integer expressions (`32 * 7 * 7`), `_`, floats, booleans,
-//! `None`, tuples and strings, each kept with its span.
+//! `None`, tuples and strings, each kept with its span; inside a block, its parameters by name,
+//! and the comparisons and logic of a shortcut's condition (`stride != 1 || inplanes != planes`).
 
 use syn::spanned::Spanned as _;
 use syn::{BinOp, Expr, Lit, UnOp};
@@ -32,8 +33,17 @@ impl Value {
     }
 }
 
-/// Evaluates `expr`; the error points at the part that cannot be evaluated.
+/// The values of a block's parameters while it is instantiated.
+pub type Env<'a> = &'a [(String, Value)];
+
+/// Evaluates `expr` (outside any block); the error points at the part that cannot be evaluated.
 pub fn eval(expr: &Expr) -> syn::Result<Value> {
+    eval_in(expr, &[])
+}
+
+/// Evaluates `expr` with the parameters of `env` in scope.
+pub fn eval_in(expr: &Expr, env: Env) -> syn::Result<Value> {
+    let eval = |e: &Expr| eval_in(e, env);
     match expr {
         Expr::Lit(lit) => match &lit.lit {
             Lit::Int(i) => Ok(Value::Int(i.base10_parse()?)),
@@ -50,11 +60,41 @@ pub fn eval(expr: &Expr) -> syn::Result<Value> {
         // PyTorch code spells booleans the Python way; accept both.
         Expr::Path(p) if p.path.is_ident("True") => Ok(Value::Bool(true)),
         Expr::Path(p) if p.path.is_ident("False") => Ok(Value::Bool(false)),
+        Expr::Path(p) if p.path.get_ident().is_some_and(|i| env.iter().any(|(n, _)| i == n)) => {
+            let name = p.path.get_ident().expect("checked").to_string();
+            Ok(env.iter().find(|(n, _)| *n == name).expect("checked").1.clone())
+        }
         Expr::Unary(u) if matches!(u.op, UnOp::Neg(_)) => match eval(&u.expr)? {
             Value::Int(v) => Ok(Value::Int(-v)),
             Value::Float(v) => Ok(Value::Float(-v)),
             _ => Err(syn::Error::new(u.span(), "only a number can be negated")),
         },
+        Expr::Unary(u) if matches!(u.op, UnOp::Not(_)) => match eval(&u.expr)? {
+            Value::Bool(v) => Ok(Value::Bool(!v)),
+            _ => Err(syn::Error::new(u.span(), "only a condition can be negated with `!`")),
+        },
+        Expr::Binary(b) if matches!(b.op, BinOp::And(_) | BinOp::Or(_)) => match (eval(&b.left)?, eval(&b.right)?) {
+            (Value::Bool(l), Value::Bool(r)) => Ok(Value::Bool(if matches!(b.op, BinOp::And(_)) { l && r } else { l || r })),
+            _ => Err(syn::Error::new(b.span(), "`&&` and `||` join conditions")),
+        },
+        Expr::Binary(b) if matches!(b.op, BinOp::Eq(_) | BinOp::Ne(_) | BinOp::Lt(_) | BinOp::Le(_) | BinOp::Gt(_) | BinOp::Ge(_)) => {
+            let (l, r) = (eval(&b.left)?, eval(&b.right)?);
+            let ordering = match (&l, &r) {
+                (Value::Int(l), Value::Int(r)) => l.cmp(r),
+                (l, r) if l == r => std::cmp::Ordering::Equal,
+                (l, r) if matches!(b.op, BinOp::Eq(_) | BinOp::Ne(_)) && l.describe() == r.describe() => std::cmp::Ordering::Less,
+                _ => return Err(syn::Error::new(b.span(), format!("cannot compare {} with {}", l.describe(), r.describe()))),
+            };
+            use std::cmp::Ordering::*;
+            Ok(Value::Bool(match b.op {
+                BinOp::Eq(_) => ordering == Equal,
+                BinOp::Ne(_) => ordering != Equal,
+                BinOp::Lt(_) => ordering == Less,
+                BinOp::Le(_) => ordering != Greater,
+                BinOp::Gt(_) => ordering == Greater,
+                _ => ordering != Less,
+            }))
+        }
         Expr::Binary(b) => {
             let (l, r) = (eval(&b.left)?, eval(&b.right)?);
             let overflow = || syn::Error::new(b.span(), "this size overflows");

@@ -91,3 +91,36 @@ network! {
         classifier: [Linear(7 * 7 * 40, 1024), ReLU, Linear(1024, 2048), ReLU, Linear(2048, 10)],
     }
 }
+
+network! {
+    /// torchvision's BasicBlock: two 3×3 convolutions with batch-norm, added to a shortcut (the
+    /// identity, or a 1×1 convolution with batch-norm when the block changes the shape), then
+    /// ReLU.
+    block BasicBlock(inplanes, planes, stride = 1) {
+        conv1: Conv2d(inplanes, planes, kernel_size = 3, stride = stride, padding = 1, bias = false),
+        bn1: BatchNorm2d(planes),
+        relu: ReLU,
+        conv2: Conv2d(planes, planes, kernel_size = 3, padding = 1, bias = false),
+        bn2: BatchNorm2d(planes),
+        + downsample: [
+            Conv2d(inplanes, planes, kernel_size = 1, stride = stride, bias = false),
+            BatchNorm2d(planes),
+        ] if stride != 1 || inplanes != planes,
+        => ReLU,
+    }
+
+    /// ResNet-18's topology at widths 8/16/32/64 on 3×32×32 images (tests/fixtures/resnet_mini).
+    pub struct ResNetMini {
+        input: [3, 32, 32],
+        conv1: Conv2d(3, 8, kernel_size = 3, padding = 1, bias = false),
+        bn1: BatchNorm2d(8),
+        relu: ReLU,
+        layer1: [BasicBlock(8, 8); 2],
+        layer2: [BasicBlock(8, 16, stride = 2), BasicBlock(16, 16)],
+        layer3: [BasicBlock(16, 32, stride = 2), BasicBlock(32, 32)],
+        layer4: [BasicBlock(32, 64, stride = 2), BasicBlock(64, 64)],
+        avgpool: AdaptiveAvgPool2d((1, 1)),
+        Flatten,
+        fc: Linear(64, 10),
+    }
+}

@@ -1,5 +1,5 @@
-//! The backward pass: the layers in reverse, each reading the gradient of its output and
-//! writing the gradient of its input (when a layer before it has parameters) and adding to
+//! The backward pass: the nodes in reverse, each reading the gradient of its output and
+//! writing the gradient of its input (when a trainable layer before it wants it) and adding to
 //! its parameters' gradients (unless they are frozen). For Model A's second convolution:
 //!
 //! ```text
@@ -10,6 +10,9 @@
 //!         Some(B::src(p.act, X_RELU2.at(n))), if p.dx[3] { Some(dx) } else { None }, dwb, ...)?;
 //! }
 //! ```
+//!
+//! Where a tensor feeds two nodes (a residual block's input), the second gradient to reach it
+//! is computed into a temporary slot and added (`add_assign`).
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -36,11 +39,11 @@ fn step(step: &Step) -> TokenStream {
         return TokenStream::new();
     }
     let op = op_ident(step);
-    let (x, y, dy) = (&step.x.ident, &step.y.ident, &dy.ident);
-    let span = step.layer.span.start;
-    // dy, and dx when this layer passes a gradient on (and a trainable layer before it wants it).
+    let (x, y, dy) = (&step.x[0].ident, &step.y.ident, &dy.ident);
+    let span = step.node.span.start;
     let layer = Literal::usize_unsuffixed(step.index);
-    let (grads, dx) = match &step.dx {
+    // dy, and dx when this node writes its input's gradient (and a trainable layer wants it).
+    let (grads, dx) = match &step.dx[0] {
         Some(dx) => {
             let dx = &dx.ident;
             (quote!(let (dy, dx) = B::io(p.grad, #dy.at(n), #dx.at(n));), quote!(if p.dx[#layer] { Some(dx) } else { None }))
@@ -52,15 +55,9 @@ fn step(step: &Step) -> TokenStream {
         Some(params) => quote!(let dwb = if p.dw[#layer] { Some(B::dst(p.grads, #params)) } else { None };),
         None => quote!(let dwb = None;),
     };
-    // A layer without trainable parameters whose input needs no gradient does nothing; one
-    // with parameters runs when it has something to compute.
-    let wanted = match &params {
-        Some(_) if step.dx.is_some() => quote!(p.dw[#layer] || p.dx[#layer]),
-        Some(_) => quote!(p.dw[#layer]),
-        None => quote!(p.dx[#layer]),
-    };
-    let body = match &step.layer.kind {
-        Kind::Flatten => return TokenStream::new(),
+    let body = match &step.node.kind {
+        // Flatten passes its gradient through unchanged: its input's slot is its output's.
+        Kind::Flatten => TokenStream::new(),
         Kind::Conv2d { .. } => {
             // With its ReLU fused, dy is the ReLU's output gradient, masked by that output.
             let relu_y = if step.relu { quote!(Some(B::src(p.act, #y.at(n)))) } else { quote!(None) };
@@ -108,11 +105,11 @@ fn step(step: &Step) -> TokenStream {
             }
         }
         Kind::Dropout { .. } => {
-            let layer = Literal::u32_unsuffixed(step.index as u32);
+            let key_layer = Literal::u32_unsuffixed(step.index as u32);
             quote! {
                 #grads
                 if p.training {
-                    p.dev.dropout_backward(&#op, n, ops::Dropout::key(p.seed, p.step, #layer), dy, dx)?;
+                    p.dev.dropout_backward(&#op, n, ops::Dropout::key(p.seed, p.step, #key_layer), dy, dx)?;
                 } else {
                     p.dev.copy(dy, dx)?;
                 }
@@ -122,6 +119,37 @@ fn step(step: &Step) -> TokenStream {
             #grads
             p.dev.softmax_backward(&#op, n, B::src(p.act, #y.at(n)), dy, dx)?;
         },
+        // A sum passes its gradient to both inputs as it is; with its ReLU fused, masked first.
+        Kind::Add => match &step.dsum {
+            Some(d) => {
+                let d = &d.ident;
+                quote! {
+                    let (dy, d) = B::io(p.grad, #dy.at(n), #d.at(n));
+                    p.dev.activation_backward(ops::Activation::ReLU, n * #y.len, B::src(p.act, #y.at(n)), B::src(p.act, #y.at(n)), dy, d)?;
+                }
+            }
+            None => TokenStream::new(),
+        },
     };
-    quote_spanned!(span=> if #wanted { #body })
+    let accumulate = step.accumulate.iter().map(|(into, from)| {
+        let (into, from) = (&into.ident, &from.ident);
+        quote! {
+            let (from, into) = B::io(p.grad, #from.at(n), #into.at(n));
+            p.dev.add_assign(n * #into.len, into, from)?;
+        }
+    });
+    // A layer without trainable parameters whose input needs no gradient does nothing; one
+    // with parameters runs when it has something to compute.
+    let wanted = match &params {
+        Some(_) if step.dx[0].is_some() => quote!(p.dw[#layer] || p.dx[#layer]),
+        Some(_) => quote!(p.dw[#layer]),
+        None => quote!(p.dx[#layer]),
+    };
+    let accumulate = quote!(if p.dx[#layer] { #(#accumulate)* });
+    if body.is_empty() && step.accumulate.is_empty() {
+        return TokenStream::new();
+    }
+    // The body in its own block: its views (which may have destructors) end before the
+    // accumulation takes the gradient arena again.
+    quote_spanned!(span=> if #wanted { { #body } #accumulate })
 }

@@ -1,4 +1,4 @@
-//! The forward pass: one kernel call per layer, in order, each reading its input's slot and
+//! The forward pass: one kernel call per node, in order, each reading its inputs' slots and
 //! writing its output's slot. For Model A's first layer, with its ReLU fused:
 //!
 //! ```text
@@ -25,17 +25,19 @@ pub fn forward_pass(plan: &Plan) -> TokenStream {
     }
 }
 
-/// One layer's forward. Spanned at the layer, so a type error in it points at the listing.
+/// One node's forward. Spanned at the layer, so a type error in it points at the listing.
 fn step(step: &Step) -> TokenStream {
+    if step.fused || step.node.kind == Kind::Flatten {
+        return TokenStream::new();
+    }
     let op = op_ident(step);
-    let (x, y) = (&step.x.ident, &step.y.ident);
-    let span = step.layer.span.start;
+    let (x, y) = (&step.x[0].ident, &step.y.ident);
+    let span = step.node.span.start;
     let io = quote!(let (x, y) = B::io(p.act, #x.at(n), #y.at(n)););
     let params = step.params.as_ref().map(|_| format_ident!("P_{}", step.stem));
     let relu = step.relu;
-    let body = match &step.layer.kind {
-        Kind::Flatten => return TokenStream::new(),
-        _ if step.fused => return TokenStream::new(),
+    let body = match &step.node.kind {
+        Kind::Flatten => unreachable!("returned above"),
         Kind::Conv2d { .. } => quote! {
             #io
             p.dev.conv2d_forward(&#op, n, x, B::src(p.params, #params), y, B::dst(p.scratch, 0..p.scratch_len), #relu)?;
@@ -102,6 +104,14 @@ fn step(step: &Step) -> TokenStream {
             #io
             p.dev.softmax_forward(&#op, n, x, y)?;
         },
+        // A residual block's sum (and its ReLU, fused).
+        Kind::Add => {
+            let b = &step.x[1].ident;
+            quote! {
+                let (a, b, y) = B::io2(p.act, #x.at(n), #b.at(n), #y.at(n));
+                p.dev.add(n * #y.len, a, b, y, #relu)?;
+            }
+        }
     };
     quote_spanned!(span=> { #body })
 }

@@ -63,9 +63,9 @@ pub fn batch_type(shape: &[usize]) -> TokenStream {
 pub fn expand(def: &NetworkDef, net: &Checked, plan: &Plan) -> TokenStream {
     let sn = krate();
     let NetworkDef { attrs, vis, name, .. } = def;
-    let consts = plan.steps.iter().filter_map(op_const);
+    let consts = plan.steps.iter().filter_map(|s| op_const(net, s));
     let slots = slot_consts(plan);
-    let spec = spec_static(def, plan);
+    let spec = spec_static(def, net, plan);
     let forward = forward::forward_pass(plan);
     let backward = backward::backward_pass(plan);
     let input = batch_type(&plan.input);
@@ -122,24 +122,25 @@ pub fn expand(def: &NetworkDef, net: &Checked, plan: &Plan) -> TokenStream {
 }
 
 /// One `const` describing a layer's op, documented with its PyTorch repr and shapes.
-fn op_const(step: &Step) -> Option<TokenStream> {
-    let l = step.layer;
+fn op_const(net: &Checked, step: &Step) -> Option<TokenStream> {
+    let l = step.node;
     let ident = format_ident!("{}", step.stem);
-    let doc = format!("`{}`: {}, {} → {}", l.path, l.display, fmt_shape(&l.input), fmt_shape(&l.output));
-    let (ty, value) = op_value(step)?;
+    let doc = format!("`{}`: {}, {} → {}", l.path, l.display, fmt_shape(l.input_shape(net)), fmt_shape(l.output_shape(net)));
+    let (ty, value) = op_value(net, step)?;
     Some(quote! {
         #[doc = #doc]
         const #ident: #ty = #value;
     })
 }
 
-/// The op type and its constructor for a layer; `None` for Flatten, which computes nothing.
-fn op_value(step: &Step) -> Option<(TokenStream, TokenStream)> {
-    let l = step.layer;
+/// The op type and its constructor for a layer; `None` for Flatten and sums, which need none.
+fn op_value(net: &Checked, step: &Step) -> Option<(TokenStream, TokenStream)> {
+    let l = step.node;
+    let input = l.input_shape(net);
     let sample_hw = |s: &[usize]| pair([s[1], s[2]]);
     Some(match &l.kind {
         Kind::Conv2d { c_in, c_out, kernel, stride, padding, dilation, bias } => {
-            let (ci, co, hw) = (usize_lit(*c_in), usize_lit(*c_out), sample_hw(&l.input));
+            let (ci, co, hw) = (usize_lit(*c_in), usize_lit(*c_out), sample_hw(input));
             let (k, s, p, d) = (pair(*kernel), pair(*stride), pair(*padding), pair(*dilation));
             (quote!(ops::Conv2d), quote!(ops::Conv2d::new(#ci, #co, #hw, #k, #s, #p, #d, #bias)))
         }
@@ -149,21 +150,21 @@ fn op_value(step: &Step) -> Option<(TokenStream, TokenStream)> {
         }
         Kind::Activation(act) => (quote!(ops::Activation), activation(*act)),
         Kind::MaxPool2d { kernel, stride, padding, dilation, ceil_mode } => {
-            let (c, hw) = (usize_lit(l.input[0]), sample_hw(&l.input));
+            let (c, hw) = (usize_lit(input[0]), sample_hw(input));
             let (k, s, p, d) = (pair(*kernel), pair(*stride), pair(*padding), pair(*dilation));
             (quote!(ops::Pool2d), quote!(ops::Pool2d::max(#c, #hw, #k, #s, #p, #d, #ceil_mode)))
         }
         Kind::AvgPool2d { kernel, stride, padding, ceil_mode, count_include_pad, divisor_override } => {
-            let (c, hw) = (usize_lit(l.input[0]), sample_hw(&l.input));
+            let (c, hw) = (usize_lit(input[0]), sample_hw(input));
             let (k, s, p, div) = (pair(*kernel), pair(*stride), pair(*padding), usize_lit(*divisor_override));
             (quote!(ops::Pool2d), quote!(ops::Pool2d::avg(#c, #hw, #k, #s, #p, #ceil_mode, #count_include_pad, #div)))
         }
         Kind::AdaptiveAvgPool2d { output } => {
-            let (c, hw, out) = (usize_lit(l.input[0]), sample_hw(&l.input), pair(*output));
+            let (c, hw, out) = (usize_lit(input[0]), sample_hw(input), pair(*output));
             (quote!(ops::AdaptiveAvgPool2d), quote!(ops::AdaptiveAvgPool2d::new(#c, #hw, #out)))
         }
         Kind::BatchNorm { c, eps, momentum, affine, track_running_stats, .. } => {
-            let spatial = usize_lit(l.input[1..].iter().product());
+            let spatial = usize_lit(input[1..].iter().product());
             let (c, eps) = (usize_lit(*c), f32_lit(*eps));
             let momentum = match momentum {
                 Some(m) => {
@@ -175,15 +176,15 @@ fn op_value(step: &Step) -> Option<(TokenStream, TokenStream)> {
             (quote!(ops::BatchNorm), quote!(ops::BatchNorm::new(#c, #spatial, #eps, #momentum, #affine, #track_running_stats)))
         }
         Kind::Dropout { p } => {
-            let (len, p) = (usize_lit(l.input.iter().product()), f32_lit(*p));
+            let (len, p) = (usize_lit(input.iter().product()), f32_lit(*p));
             (quote!(ops::Dropout), quote!(ops::Dropout::new(#len, #p)))
         }
         Kind::Softmax { log } => {
-            let c = usize_lit(l.input[0]);
-            let inner = usize_lit(l.input[1..].iter().product());
+            let c = usize_lit(input[0]);
+            let inner = usize_lit(input[1..].iter().product());
             (quote!(ops::Softmax), quote!(ops::Softmax::new(#c, #inner, #log)))
         }
-        Kind::Flatten => return None,
+        Kind::Flatten | Kind::Add => return None,
     })
 }
 
@@ -224,11 +225,19 @@ fn slot_consts(plan: &Plan) -> TokenStream {
     let input_doc = format!("The input {}: its activation slot.", fmt_shape(&plan.input));
     tensor(&plan.x_in, input_doc, &mut out);
     for step in &plan.steps {
-        let path = &step.layer.path;
+        let path = &step.node.path;
         let (what, written_by) = if step.relu { ("its ReLU's output", " (the ReLU fused into it)") } else { ("its output", "") };
         tensor(&step.y, format!("Activation slot of `{path}`: {what}{written_by}."), &mut out);
         if let Some(dy) = &step.dy {
             tensor(dy, format!("Gradient slot of `{path}`: {what}."), &mut out);
+        }
+        if let Some(d) = &step.dsum {
+            tensor(d, format!("Gradient of `{path}` before its ReLU, passed to both of its inputs."), &mut out);
+        }
+        for (k, dx) in step.dx.iter().enumerate() {
+            if let Some(dx) = dx {
+                tensor(dx, format!("Gradient `{path}` writes for its input {k}."), &mut out);
+            }
         }
         let consts = [
             (step.params.as_ref(), "P", "Parameters of", "Range<usize>"),
@@ -249,7 +258,7 @@ fn slot_consts(plan: &Plan) -> TokenStream {
 }
 
 /// `static SPEC: NetSpec`: the tables the runtime's generic code reads.
-fn spec_static(def: &NetworkDef, plan: &Plan) -> TokenStream {
+fn spec_static(def: &NetworkDef, net: &Checked, plan: &Plan) -> TokenStream {
     let sn = krate();
     let name = def.name.to_string();
     let dims = |s: &[usize]| {
@@ -258,8 +267,8 @@ fn spec_static(def: &NetworkDef, plan: &Plan) -> TokenStream {
     };
     let (input, output) = (dims(&plan.input), dims(&plan.output));
     let layers = plan.steps.iter().map(|step| {
-        let l = step.layer;
-        let (path, display, out) = (&l.path, &l.display, dims(&l.output));
+        let l = step.node;
+        let (path, display, out) = (&l.path, &l.display, dims(l.output_shape(net)));
         let ident = format_ident!("{}", step.stem);
         let op = match &l.kind {
             Kind::Conv2d { .. } => quote!(Op::Conv2d(#ident)),
@@ -272,10 +281,11 @@ fn spec_static(def: &NetworkDef, plan: &Plan) -> TokenStream {
             Kind::Dropout { .. } => quote!(Op::Dropout(#ident)),
             Kind::Softmax { .. } => quote!(Op::Softmax(#ident)),
             Kind::Flatten => quote!(Op::Flatten),
+            Kind::Add => quote!(Op::Add),
         };
         let params = usize_lit(step.params.as_ref().map_or(0, |r| r.len()));
         let param_range = range(&step.params.clone().unwrap_or(0..0));
-        let flops = Literal::u64_unsuffixed(flops(step));
+        let flops = Literal::u64_unsuffixed(flops(net, step));
         quote! {
             LayerSpec { name: #path, display: #display, op: #op, output: #out, params: #params, flops: #flops, param_range: #param_range }
         }
@@ -334,17 +344,17 @@ fn spec_static(def: &NetworkDef, plan: &Plan) -> TokenStream {
 
 /// Forward FLOPs of one layer for one sample (a multiply-add counts 2), as the runtime's op
 /// descriptions count them.
-fn flops(step: &Step) -> u64 {
-    let l = step.layer;
-    let out: usize = l.output.iter().product();
-    let inp: usize = l.input.iter().product();
+fn flops(net: &Checked, step: &Step) -> u64 {
+    let l = step.node;
+    let out: usize = l.output_shape(net).iter().product();
+    let inp: usize = l.input_shape(net).iter().product();
     (match &l.kind {
         Kind::Conv2d { c_in, kernel, .. } => 2 * out * c_in * kernel[0] * kernel[1],
         Kind::Linear { in_features, out_features, .. } => 2 * in_features * out_features,
         Kind::MaxPool2d { kernel, .. } | Kind::AvgPool2d { kernel, .. } => out * kernel[0] * kernel[1],
         Kind::AdaptiveAvgPool2d { .. } => inp.max(out),
         Kind::BatchNorm { .. } | Kind::Softmax { .. } => 4 * inp,
-        Kind::Activation(_) | Kind::Dropout { .. } => inp,
+        Kind::Activation(_) | Kind::Dropout { .. } | Kind::Add => inp,
         Kind::Flatten => 0,
     }) as u64
 }
@@ -353,7 +363,7 @@ fn flops(step: &Step) -> u64 {
 /// `train_step` and friends shadow the trait's and carry a deprecation note, which rustc shows
 /// as a warning where they are called.
 fn softmax_lint(def: &NetworkDef, net: &Checked) -> TokenStream {
-    let Some(last) = net.layers.last() else { return TokenStream::new() };
+    let Some(last) = net.nodes.last() else { return TokenStream::new() };
     if last.kind != (Kind::Softmax { log: false }) {
         return TokenStream::new();
     }

@@ -217,8 +217,8 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn add(&self, len: usize, a: &[f32], b: &[f32], y: &mut [f32]) -> Result<()> {
-        ops::add::cpu::add(len, a, b, y);
+    fn add(&self, len: usize, a: &[f32], b: &[f32], y: &mut [f32], relu: bool) -> Result<()> {
+        ops::add::cpu::add(len, a, b, y, relu);
         Ok(())
     }
 

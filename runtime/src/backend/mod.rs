@@ -146,8 +146,8 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     fn activation_backward(&self, act: Activation, len: usize, x: Self::Src<'_, f32>, y: Self::Src<'_, f32>, dy: Self::Src<'_, f32>, dx: Self::Dst<'_, f32>) -> Result<()>;
     fn softmax_forward(&self, op: &Softmax, n: usize, x: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;
     fn softmax_backward(&self, op: &Softmax, n: usize, y: Self::Src<'_, f32>, dy: Self::Src<'_, f32>, dx: Self::Dst<'_, f32>) -> Result<()>;
-    /// y = a + b over `len` elements.
-    fn add(&self, len: usize, a: Self::Src<'_, f32>, b: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;
+    /// y = a + b over `len` elements, then ReLU when `relu` (a residual block's sum).
+    fn add(&self, len: usize, a: Self::Src<'_, f32>, b: Self::Src<'_, f32>, y: Self::Dst<'_, f32>, relu: bool) -> Result<()>;
     /// y += x over `len` elements.
     fn add_assign(&self, len: usize, y: Self::Dst<'_, f32>, x: Self::Src<'_, f32>) -> Result<()>;
 

@@ -111,6 +111,8 @@ pub enum Op {
     Activation(Activation),
     Softmax(Softmax),
     Flatten,
+    /// A residual block's sum.
+    Add,
 }
 
 /// A parameter or buffer under its `state_dict` name.
