@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::nets::{CifarNet, MlpDropout, ModelA, ModelB, ModelC, NetBn, ResNetMini};
+use common::nets::{CifarNet, MlpDropout, ModelA, ModelB, ModelC, NetBn, ResNet18, ResNetMini};
 use common::{Fixture, assert_close, assert_state};
 use staticnet::Logits;
 use staticnet::prelude::*;
@@ -109,6 +109,27 @@ fn cifar_net() {
 #[test]
 fn resnet_mini() {
     all("resnet_mini", ResNetMini::new);
+}
+
+/// ResNet-18's state_dict, tensor by tensor, and its parameter count, against the list
+/// scripts/list_state_dict_keys.py took from torchvision.
+#[test]
+fn resnet18_is_torchvisions() {
+    let list = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/resnet18_state_dict.txt")).unwrap();
+    let mut lines = list.lines();
+    let header = lines.next().unwrap();
+    let count: usize = header.split(": ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert_eq!(ResNet18::<Cpu>::PARAMETERS, count);
+    let theirs: Vec<String> = lines.map(str::to_string).collect();
+    let ours: Vec<String> = ResNet18::<Cpu>::SPEC
+        .tensors
+        .iter()
+        .map(|t| {
+            let dtype = if matches!(t.kind, staticnet::network::TensorKind::Counter { .. }) { "int64" } else { "float32" };
+            format!("{} {dtype} {:?}", t.name, t.shape)
+        })
+        .collect();
+    assert_eq!(ours, theirs);
 }
 
 #[test]

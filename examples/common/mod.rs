@@ -15,8 +15,17 @@ pub struct Args {
 impl Args {
     /// Parses `std::env::args`; `--help` prints `usage` and exits.
     pub fn parse(usage: &'static str) -> Args {
+        Self::parse_without_last(usage, false)
+    }
+
+    /// [`Args::parse`], leaving out the last argument when `skip_last` (a positional one).
+    pub fn parse_without_last(usage: &'static str, skip_last: bool) -> Args {
         let mut pairs = Vec::new();
-        let mut it = std::env::args().skip(1).peekable();
+        let mut all: Vec<String> = std::env::args().skip(1).collect();
+        if skip_last {
+            all.pop();
+        }
+        let mut it = all.into_iter().peekable();
         while let Some(a) = it.next() {
             if a == "--help" || a == "-h" {
                 println!("{usage}");

@@ -337,7 +337,10 @@ fn check_block_use(cx: &mut Ctxt, g: &mut Graph, call: &Layer, def: &BlockDef, p
                 described = format!("the identity (the condition of `{}` is false)", p.name);
             }
         }
+        // The sum's error names the instance itself: report it outside the instance's context.
+        cx.leave();
         join(cx, g, call, &call_text, &path, flow, &short, &described);
+        cx.enter(format!("`{path}` = {call_text}"));
         if let Some(then) = then {
             check_layer(cx, g, then, format!("{prefix}{}", then.kind.to_string().to_lowercase()), flow, &params);
         }

@@ -109,6 +109,22 @@ network! {
         => ReLU,
     }
 
+    /// torchvision's ResNet-18.
+    pub struct ResNet18 {
+        input: [3, 224, 224],
+        conv1: Conv2d(3, 64, kernel_size = 7, stride = 2, padding = 3, bias = false),
+        bn1: BatchNorm2d(64),
+        relu: ReLU,
+        maxpool: MaxPool2d(kernel_size = 3, stride = 2, padding = 1),
+        layer1: [BasicBlock(64, 64); 2],
+        layer2: [BasicBlock(64, 128, stride = 2), BasicBlock(128, 128)],
+        layer3: [BasicBlock(128, 256, stride = 2), BasicBlock(256, 256)],
+        layer4: [BasicBlock(256, 512, stride = 2), BasicBlock(512, 512)],
+        avgpool: AdaptiveAvgPool2d((1, 1)),
+        Flatten,
+        fc: Linear(512, 1000),
+    }
+
     /// ResNet-18's topology at widths 8/16/32/64 on 3×32×32 images (tests/fixtures/resnet_mini).
     pub struct ResNetMini {
         input: [3, 32, 32],
