@@ -1,36 +1,287 @@
-//! placeholder bench (full version below)
+//! The course's networks timed the way `bench/torch_bench.py` times them in PyTorch: the same
+//! networks, batch sizes, optimizers and workload names, medians after warm-up. Also the
+//! machine's FMA peak, and the largest convolutions' speed on one thread against it.
+//!
+//!     RAYON_NUM_THREADS=2 cargo run --release --example bench              # a table
+//!     RAYON_NUM_THREADS=2 cargo run --release --example bench -- --json    # JSON
+//!     python3 bench/compare.py                                             # ratios to PyTorch
+//!
+//! Options: `--iters 20` timed repetitions, `--only NAME` workloads whose name contains NAME,
+//! `--no-layers` to skip the per-layer measurements.
+
 mod common;
+
+use std::fmt::Write as _;
 use std::time::Instant;
+
+use staticnet::ops::{self, Conv2d};
 use staticnet::prelude::*;
+use staticnet::{Logits, Optimizer};
 
 network! {
+    /// Model A: 2 convolutions (same padding), 2 max poolings, 1 linear layer.
     pub struct ModelA {
         input: [1, 28, 28],
-        cnn1: Conv2d(1, 16, kernel_size = 5, stride = 1, padding = 2),
-        relu1: ReLU,
-        maxpool1: MaxPool2d(2),
-        cnn2: Conv2d(16, 32, kernel_size = 5, stride = 1, padding = 2),
-        relu2: ReLU,
-        maxpool2: MaxPool2d(2),
+        cnn1: Conv2d(1, 16, 5, 1, 2), relu1: ReLU, maxpool1: MaxPool2d(2),
+        cnn2: Conv2d(16, 32, 5, 1, 2), relu2: ReLU, maxpool2: MaxPool2d(2),
         Flatten,
         fc1: Linear(32 * 7 * 7, 10),
     }
+
+    /// Model C: valid padding, average pooling.
+    pub struct ModelC {
+        input: [1, 28, 28],
+        cnn1: Conv2d(1, 16, 5), relu1: ReLU, avgpool1: AvgPool2d(2),
+        cnn2: Conv2d(16, 32, 5), relu2: ReLU, avgpool2: AvgPool2d(2),
+        Flatten,
+        fc1: Linear(32 * 4 * 4, 10),
+    }
+
+    /// The Sequential exercise.
+    pub struct NetSeq {
+        input: [1, 28, 28],
+        features: [
+            Conv2d(1, 5, 3, padding = 1), ReLU,
+            Conv2d(5, 10, 3, padding = 1), MaxPool2d(2, 2), ReLU,
+            Conv2d(10, 20, 3, padding = 1), ReLU,
+            Conv2d(20, 40, 3, padding = 1), MaxPool2d(2, 2), ReLU,
+        ],
+        Flatten,
+        classifier: [Linear(7 * 7 * 40, 1024), ReLU, Linear(1024, 2048), ReLU, Linear(2048, 10)],
+    }
+
+    /// The batch-norm exercise.
+    pub struct NetBn {
+        input: [1, 28, 28],
+        features: [
+            Conv2d(1, 10, 3, 1, 1), MaxPool2d(2, 2), ReLU, BatchNorm2d(10),
+            Conv2d(10, 20, 3, 1, 1), MaxPool2d(2, 2), ReLU, BatchNorm2d(20),
+        ],
+        Flatten,
+        fc: Linear(7 * 7 * 20, 10),
+    }
+
+    /// The CIFAR-10 network.
+    pub struct CifarCnn {
+        input: [3, 32, 32],
+        conv1: Conv2d(3, 32, 3, padding = 1), ReLU, MaxPool2d(2, 2),
+        conv2: Conv2d(32, 64, 3, padding = 1), ReLU, MaxPool2d(2, 2),
+        conv3: Conv2d(64, 128, 3, padding = 1), ReLU, MaxPool2d(2, 2),
+        Flatten,
+        fc: Linear(128 * 4 * 4, 10),
+    }
+
+    /// AlexNet.
+    pub struct AlexNet {
+        input: [3, 224, 224],
+        features: [
+            Conv2d(3, 64, 11, 4, 2), ReLU, MaxPool2d(3, 2),
+            Conv2d(64, 192, 5, padding = 2), ReLU, MaxPool2d(3, 2),
+            Conv2d(192, 384, 3, padding = 1), ReLU,
+            Conv2d(384, 256, 3, padding = 1), ReLU,
+            Conv2d(256, 256, 3, padding = 1), ReLU, MaxPool2d(3, 2),
+        ],
+        avgpool: AdaptiveAvgPool2d((6, 6)),
+        Flatten,
+        classifier: [Dropout(), Linear(256 * 6 * 6, 4096), ReLU, Dropout(), Linear(4096, 4096), ReLU, Linear(4096, 1000)],
+    }
 }
 
-fn main() {
-    let mut m = ModelA::new(&Cpu, 0).unwrap();
-    let x = Images::<1, 28, 28>::new(100, (0..78400).map(|i| (i % 255) as f32 / 255.0).collect()).unwrap();
-    let labels: Vec<usize> = (0..100).map(|i| i % 10).collect();
-    let mut opt = Sgd::new(0.01).momentum(0.9);
-    let iters: usize = std::env::args().nth(1).map(|s| s.parse().unwrap()).unwrap_or(50);
-    for _ in 0..5 { m.train_step(&x, &labels, &mut opt).unwrap(); }
-    let mut ts = vec![];
-    for _ in 0..iters { let t = Instant::now(); m.train_step(&x, &labels, &mut opt).unwrap(); ts.push(t.elapsed().as_secs_f64()*1e3); }
-    ts.sort_by(|a,b| a.partial_cmp(b).unwrap());
-    println!("train step median {:.2} ms", ts[ts.len()/2]);
-    m.eval();
-    let mut ts = vec![];
-    for _ in 0..iters { let t = Instant::now(); m.forward(&x).unwrap(); ts.push(t.elapsed().as_secs_f64()*1e3); }
-    ts.sort_by(|a,b| a.partial_cmp(b).unwrap());
-    println!("forward median {:.2} ms", ts[ts.len()/2]);
+const USAGE: &str = "usage: bench [--json] [--iters 20] [--only NAME] [--no-layers]
+
+Times a training step and an inference forward of each course network (the workloads of
+bench/torch_bench.py), then the largest convolutions on one thread against the FMA peak.";
+
+/// One workload's result.
+struct Timing {
+    name: &'static str,
+    train_ms: f64,
+    forward_ms: f64,
+    batch: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Medians of `iters` timed calls after 3 warm-up calls, in ms.
+fn time(iters: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..3 {
+        f();
+    }
+    median((0..iters).map(|_| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64() * 1e3
+    }).collect())
+}
+
+/// Uniform values in [0, 1) and labels in 0..10, as `torch.rand` and `torch.randint` give.
+fn batch<I: Batch>(n: usize, seed: u64) -> (I, Vec<usize>) {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let data = (0..n * I::SAMPLE_LEN).map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32).collect();
+    let labels = (0..n).map(|_| (next() % 10) as usize).collect();
+    (I::from_vec(n, data).expect("sized above"), labels)
+}
+
+fn workload<N, O>(name: &'static str, n: usize, iters: usize, new: impl Fn(&Cpu, u64) -> staticnet::Result<N>, mut opt: O) -> staticnet::Result<Timing>
+where
+    N: Network,
+    N::Output: Logits,
+    O: Optimizer<Cpu>,
+{
+    let mut net = new(&Cpu, 0)?;
+    let (x, y) = batch::<N::Input>(n, 1);
+    net.train();
+    let mut err = Ok(());
+    let train_ms = time(iters, || {
+        if let Err(e) = net.train_step(&x, &y, &mut opt) {
+            err = Err(e);
+        }
+    });
+    err?;
+    net.eval();
+    let mut out = N::Output::from_vec(0, Vec::new())?;
+    let mut err = Ok(());
+    let forward_ms = time(iters, || {
+        if let Err(e) = net.forward_into(&x, &mut out) {
+            err = Err(e);
+        }
+    });
+    err?;
+    Ok(Timing { name, train_ms, forward_ms, batch: n })
+}
+
+/// The FMA peak of one core in GFLOP/s: independent chains of 8-wide FMAs.
+fn fma_peak() -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "avx2,fma")]
+        fn chains(iters: u64) -> f32 {
+            use std::arch::x86_64::*;
+            let mut acc = [_mm256_set1_ps(1.0); 10];
+            let (m, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+            for _ in 0..iters {
+                for a in acc.iter_mut() {
+                    *a = _mm256_fmadd_ps(*a, m, b);
+                }
+            }
+            let mut s = [0.0f32; 8];
+            // SAFETY: s holds 8 floats.
+            unsafe { _mm256_storeu_ps(s.as_mut_ptr(), acc.iter().fold(_mm256_setzero_ps(), |x, &a| _mm256_add_ps(x, a))) };
+            s.iter().sum()
+        }
+        let iters = 20_000_000u64;
+        let best = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                // SAFETY: AVX2 and FMA are present (checked above). The count goes through
+                // black_box on every call, or LLVM computes the pure call once for all runs.
+                std::hint::black_box(unsafe { chains(std::hint::black_box(iters)) });
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min);
+        return (iters * 10 * 16) as f64 / best / 1e9;
+    }
+    0.0
+}
+
+/// One convolution's forward, backward-data and backward-filter on one thread, in GFLOP/s
+/// (best of 5 runs: the machine's speed, not its neighbours').
+fn conv_layer(op: Conv2d, n: usize) -> [f64; 3] {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a thread pool");
+    pool.install(|| {
+        let x = batch::<staticnet::Vectors<1>>(n * op.x_len(), 2).0.into_vec();
+        let wb: Vec<f32> = batch::<staticnet::Vectors<1>>(op.param_len(), 3).0.as_slice().iter().map(|v| v - 0.5).collect();
+        let (mut y, mut dx, mut dwb) = (vec![0.0; n * op.y_len()], vec![0.0; n * op.x_len()], vec![0.0; op.param_len()]);
+        let mut scratch = vec![0.0; ops::conv2d::cpu::scratch_len(&op, n)];
+        let flops = op.flops() as f64 * n as f64;
+        let best = |f: &mut dyn FnMut()| {
+            f();
+            (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64()
+                })
+                .fold(f64::MAX, f64::min)
+        };
+        let fwd = best(&mut || ops::conv2d::cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch, false));
+        let data = best(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, &y, None, Some(&mut dx), None, &mut scratch));
+        let filter = best(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, &y, None, None, Some(&mut dwb), &mut scratch));
+        [flops / fwd / 1e9, flops / data / 1e9, flops / filter / 1e9]
+    })
+}
+
+fn main() -> std::process::ExitCode {
+    let args = common::Args::parse(USAGE);
+    args.check(&["json", "iters", "only", "no-layers"]);
+    let (json, iters, only) = (args.flag("json"), args.get("iters", 20usize), args.opt("only").unwrap_or_default());
+    common::run(|| {
+        let threads = staticnet::num_threads();
+        let sgd = || Sgd::new(0.01).momentum(0.9);
+        let adam = || Adam::new(3e-4).weight_decay(1e-3);
+        type Run = Box<dyn Fn(usize) -> staticnet::Result<Timing>>;
+        let all: Vec<(&str, Run)> = vec![
+            ("model_a_mnist_b100_sgd", Box::new(move |i| workload("model_a_mnist_b100_sgd", 100, i, ModelA::new, sgd()))),
+            ("model_c_mnist_b100_sgd", Box::new(move |i| workload("model_c_mnist_b100_sgd", 100, i, ModelC::new, sgd()))),
+            ("net_seq_mnist_b64_adam", Box::new(move |i| workload("net_seq_mnist_b64_adam", 64, i, NetSeq::new, adam()))),
+            ("net_bn_mnist_b64_adam", Box::new(move |i| workload("net_bn_mnist_b64_adam", 64, i, NetBn::new, adam()))),
+            ("cifar_cnn_b128_adam", Box::new(move |i| workload("cifar_cnn_b128_adam", 128, i, CifarCnn::new, adam()))),
+            ("alexnet_224_b4_sgd", Box::new(move |i| workload("alexnet_224_b4_sgd", 4, i, AlexNet::new, sgd()))),
+        ];
+        let mut results = Vec::new();
+        for (name, run) in all.iter().filter(|(n, _)| n.contains(&only)) {
+            let t = run(iters)?;
+            if !json {
+                println!("{name:28} train_step {:9.3} ms   forward {:9.3} ms   ({:8.0} img/s train)", t.train_ms, t.forward_ms, t.batch as f64 * 1000.0 / t.train_ms);
+            }
+            results.push(t);
+        }
+        // The largest convolutions of the CIFAR network and of AlexNet, on one thread.
+        let layers: Vec<(&str, Conv2d, usize)> = if args.flag("no-layers") {
+            Vec::new()
+        } else {
+            vec![
+                ("cifar_cnn.conv2", Conv2d::new(32, 64, [16, 16], [3, 3], [1, 1], [1, 1], [1, 1], true), 128),
+                ("cifar_cnn.conv3", Conv2d::new(64, 128, [8, 8], [3, 3], [1, 1], [1, 1], [1, 1], true), 128),
+                ("alexnet.features.3", Conv2d::new(64, 192, [27, 27], [5, 5], [1, 1], [2, 2], [1, 1], true), 4),
+                ("alexnet.features.6", Conv2d::new(192, 384, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], true), 4),
+                ("alexnet.features.8", Conv2d::new(384, 256, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], true), 4),
+                ("alexnet.features.10", Conv2d::new(256, 256, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], true), 4),
+            ]
+        };
+        let peak = if layers.is_empty() { 0.0 } else { fma_peak() };
+        let mut layer_rows = Vec::new();
+        if !layers.is_empty() && !json {
+            println!("\nFMA peak, one thread: {peak:.1} GFLOP/s");
+            println!("{:22} {:>16} {:>16} {:>16}   (one thread, GFLOP/s and % of peak)", "convolution", "forward", "backward-data", "backward-filter");
+        }
+        for (name, op, n) in layers {
+            let g = conv_layer(op, n);
+            if !json {
+                let cell = |v: f64| format!("{v:7.1} ({:3.0}%)", 100.0 * v / peak);
+                println!("{name:22} {:>16} {:>16} {:>16}", cell(g[0]), cell(g[1]), cell(g[2]));
+            }
+            layer_rows.push((name, g));
+        }
+        if json {
+            let mut s = String::from("{\n");
+            for t in &results {
+                let _ = writeln!(s, " \"{}\": {{\"train_step_ms\": {:.3}, \"forward_ms\": {:.3}, \"batch\": {}, \"threads\": {threads}}},", t.name, t.train_ms, t.forward_ms, t.batch);
+            }
+            let _ = write!(s, " \"fma_peak_gflops\": {peak:.1},\n \"conv_layers_one_thread_gflops\": {{");
+            let rows: Vec<String> = layer_rows.iter().map(|(n, g)| format!("\n  \"{n}\": {{\"forward\": {:.1}, \"backward_data\": {:.1}, \"backward_filter\": {:.1}}}", g[0], g[1], g[2])).collect();
+            let _ = write!(s, "{}\n }}\n}}", rows.join(","));
+            println!("{s}");
+        }
+        Ok(())
+    })
 }
