@@ -266,35 +266,48 @@ fn resuming_from_a_checkpoint_continues_the_run_exactly() {
     assert!(msg.contains("a checkpoint of a run with Adam, not SGD"), "{msg}");
 }
 
-/// Kills a process that writes checkpoints in a loop, many times at varied moments: the file
+/// Kills a process that writes checkpoints in a loop, many times at random moments: the file
 /// on disk always loads, whole.
 #[test]
 fn killing_a_checkpoint_writer_never_leaves_a_broken_file() {
+    use std::io::BufRead;
     let dir = tmp("kill");
     let path = dir.join("run.ckpt");
     write_checkpoints(&path, 1); // so that a checkpoint exists before the first kill
+    // Random moments, from a seed printed with any failure so that it can be replayed.
+    let seed = std::env::var("STATICNET_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    let mut rng = seed;
     let mut last_epoch = 1;
-    for i in 0..12u64 {
+    for i in 0..12 {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "checkpoint_writer_process", "--ignored", "--nocapture", "--test-threads=1"])
             .env("STATICNET_CHECKPOINT_WRITER", &path)
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        // The child needs about 350 ms to finish its first checkpoint, then writes one every
-        // 150 ms or so, continuously: each kill interrupts a write, at a different stage.
-        std::thread::sleep(Duration::from_millis(300 + (i * 97) % 600));
+        // Wait for the child's first finished checkpoint (however slow the machine), then kill
+        // it somewhere in the next two or so: it writes continuously, so the kill interrupts a
+        // write at a random stage.
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        assert!(lines.any(|l| l.is_ok_and(|l| l.starts_with("saved"))), "kill {i}: the writer never saved (seed {seed})");
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let period_ms = 150;
+        std::thread::sleep(Duration::from_millis(rng % (2 * period_ms)));
         child.kill().unwrap();
         child.wait().unwrap();
-        let ck = Checkpoint::load(&path).unwrap_or_else(|e| panic!("after kill {i}: {e}"));
+        let ck = Checkpoint::load(&path).unwrap_or_else(|e| panic!("after kill {i} (seed {seed}): {e}"));
         assert!(ck.epoch >= 1 && ck.model.len() == NetSeq::<Cpu>::SPEC.tensors.len());
         last_epoch = last_epoch.max(ck.epoch);
     }
-    assert!(last_epoch > 1, "no child ever finished a checkpoint: the test did not exercise writing");
+    assert!(last_epoch > 1, "no child ever finished a second checkpoint: the test did not exercise overwriting (seed {seed})");
     // Killed writes leave their temporary files behind: the kills did land mid-write.
     let torn = std::fs::read_dir(&dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(".run.ckpt.tmp")).count();
-    assert!(torn > 0, "no kill interrupted a write");
+    assert!(torn > 0, "no kill interrupted a write (seed {seed})");
 }
 
 /// Writes checkpoints of a 4-million-parameter network (about 33 MB each) forever, or `count`
@@ -319,6 +332,8 @@ fn write_checkpoints(path: &Path, count: usize) {
             best: None,
         };
         ck.save(path).unwrap();
+        // The kill test waits for this line before it picks its moment.
+        println!("saved {epoch}");
     }
 }
 

@@ -4,7 +4,8 @@
 //! every 63 submissions; work submitted by a worker goes to that worker's own deque, which
 //! stops growing once warm. A training loop submits every kernel, so it runs on a worker: the
 //! first network created makes its thread worker 0 of the global pool (unless the program has
-//! configured that pool already), and training steps then allocate nothing.
+//! configured that pool already) and gives every worker its packing buffers, so that training
+//! steps then allocate nothing, whichever threads join in.
 
 use std::sync::Once;
 
@@ -18,6 +19,7 @@ pub(crate) fn adopt_current_thread() {
     ADOPT.call_once(|| {
         // Fails if the pool exists already (the program configured it): then it stays as it is.
         let _ = rayon::ThreadPoolBuilder::new().use_current_thread().build_global();
+        crate::ops::gemm::reserve_packing_buffers();
     });
 }
 
@@ -31,6 +33,7 @@ pub fn set_num_threads(n: usize) -> Result<()> {
             .use_current_thread()
             .build_global()
             .map_err(|e| Error::Backend(format!("set_num_threads({n}): {e}")));
+        crate::ops::gemm::reserve_packing_buffers();
     });
     result
 }

@@ -185,6 +185,15 @@ fn epilogue_only(g: &Gemm) {
 /// Runs `f` on this thread's buffer of `len` floats. It is allocated once at its largest size,
 /// so a warmed-up thread never allocates; it is taken out of its slot while in use, so a nested
 /// use on the same thread gets a fresh one instead of a panic.
+/// Gives every thread of rayon's pool its packing buffers now: a thread that first joins a
+/// product in a later training step would otherwise allocate them then.
+pub(crate) fn reserve_packing_buffers() {
+    rayon::broadcast(|_| {
+        with_buffer(&PACK_A, MC * KC, |_| ());
+        with_buffer(&PACK_B, KC * NC, |_| ());
+    });
+}
+
 fn with_buffer<R>(key: &'static LocalKey<Cell<Vec<f32>>>, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let mut buf = key.take();
     if buf.len() < len {

@@ -18,6 +18,7 @@ mod cpu;
 pub mod kernel;
 
 pub use cpu::{Gemm, gemm, run};
+pub(crate) use cpu::reserve_packing_buffers;
 
 /// A source of k-major panels: the A operand (its rows are the "outer" index) or the B operand
 /// (its columns are).
