@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""staticnet against PyTorch on the course's workloads, in one run on one machine.
+
+Needs: pip install torch   (and a Rust toolchain: it runs `cargo run --release --example bench`)
+
+Usage: python3 bench/compare.py [--threads 2] [--iters 20] [--only NAME]
+
+Times each workload in PyTorch (eager, the median of --iters steps after 3 warm-up steps, as
+../shared/bench/torch_ref.py does), then runs staticnet's bench example twice with the same
+number of threads and keeps the faster of its two medians, and prints the ratios
+staticnet / PyTorch next to the goals of the CPU-speed issue. The networks, batch sizes and
+optimizers are the same on both sides (examples/common/course.rs holds staticnet's listings).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn as nn
+
+
+def model_a():
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 5, 1, 2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 5, 1, 2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 7 * 7, 10))
+
+
+def model_c():
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 5), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Conv2d(16, 32, 5), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 4 * 4, 10))
+
+
+def net_seq():
+    return nn.Sequential(
+        nn.Conv2d(1, 5, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(5, 10, 3, padding=1), nn.MaxPool2d(2, 2), nn.ReLU(),
+        nn.Conv2d(10, 20, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(20, 40, 3, padding=1), nn.MaxPool2d(2, 2), nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(7 * 7 * 40, 1024), nn.ReLU(),
+        nn.Linear(1024, 2048), nn.ReLU(),
+        nn.Linear(2048, 10))
+
+
+def net_bn():
+    return nn.Sequential(
+        nn.Conv2d(1, 10, 3, 1, 1), nn.MaxPool2d(2, 2), nn.ReLU(), nn.BatchNorm2d(10),
+        nn.Conv2d(10, 20, 3, 1, 1), nn.MaxPool2d(2, 2), nn.ReLU(), nn.BatchNorm2d(20),
+        nn.Flatten(), nn.Linear(7 * 7 * 20, 10))
+
+
+def cifar_cnn():
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+        nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+        nn.Flatten(), nn.Linear(128 * 4 * 4, 10))
+
+
+def alexnet():
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.AdaptiveAvgPool2d((6, 6)), nn.Flatten(),
+        nn.Dropout(), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(),
+        nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU(),
+        nn.Linear(4096, 1000))
+
+
+# name: (constructor, sample shape, batch, optimizer, goal for the train step, goal for the forward)
+WORKLOADS = {
+    "model_a_mnist_b100_sgd": (model_a, (1, 28, 28), 100, "sgd", 0.5, 0.5),
+    "model_c_mnist_b100_sgd": (model_c, (1, 28, 28), 100, "sgd", 1.0, 1.0),
+    "net_seq_mnist_b64_adam": (net_seq, (1, 28, 28), 64, "adam", 1.0, 1.0),
+    "net_bn_mnist_b64_adam": (net_bn, (1, 28, 28), 64, "adam", 0.7, 1.0),
+    "cifar_cnn_b128_adam": (cifar_cnn, (3, 32, 32), 128, "adam", 0.7, 1.0),
+    "alexnet_224_b4_sgd": (alexnet, (3, 224, 224), 4, "sgd", 1.0, 1.0),
+}
+
+
+def median_ms(fn, iters, warmup=3):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def pytorch(args):
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    out = {}
+    for name, (make, shape, batch, opt, _, _) in WORKLOADS.items():
+        if args.only not in name:
+            continue
+        model = make()
+        x = torch.rand(batch, *shape)
+        y = torch.randint(0, 10, (batch,))
+        crit = nn.CrossEntropyLoss()
+        optim = (torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9) if opt == "sgd"
+                 else torch.optim.Adam(model.parameters(), lr=3e-4, weight_decay=1e-3))
+
+        def step():
+            optim.zero_grad()
+            crit(model(x), y).backward()
+            optim.step()
+
+        model.train()
+        train = median_ms(step, args.iters)
+        model.eval()
+        with torch.no_grad():
+            forward = median_ms(lambda: model(x), args.iters)
+        out[name] = {"train_step_ms": train, "forward_ms": forward}
+        print(f"  pytorch {name:26s} train {train:9.3f} ms  forward {forward:9.3f} ms", file=sys.stderr)
+    return out
+
+
+def staticnet(args):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+    cmd = ["cargo", "run", "--quiet", "--release", "--example", "bench", "--",
+           "--json", "--no-layers", "--iters", str(args.iters)] + (["--only", args.only] if args.only else [])
+    return json.loads(subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True, text=True).stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--only", default="")
+    args = ap.parse_args()
+
+    print(f"staticnet (twice) and PyTorch {torch.__version__}, {args.threads} threads each...", file=sys.stderr)
+    ours = [staticnet(args), staticnet(args)]
+    theirs = pytorch(args)
+
+    print(f"{'workload':26s} {'':6s} {'staticnet ms':>12s} {'PyTorch ms':>11s} {'ratio':>6s} {'goal':>5s}")
+    met = True
+    for name, (_, _, _, _, goal_train, goal_fwd) in WORKLOADS.items():
+        if name not in theirs:
+            continue
+        for key, label, goal in [("train_step_ms", "train", goal_train), ("forward_ms", "fwd", goal_fwd)]:
+            mine = min(run[name][key] for run in ours)
+            ratio = mine / theirs[name][key]
+            ok = ratio <= goal
+            met &= ok
+            print(f"{name:26s} {label:6s} {mine:12.2f} {theirs[name][key]:11.2f} {ratio:6.2f} {goal:5.1f} {'' if ok else ' missed'}")
+    print("every goal met" if met else "some goals missed")
+
+
+if __name__ == "__main__":
+    main()

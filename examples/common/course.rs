@@ -1,0 +1,75 @@
+//! The networks of the benchmark workloads (bench/compare.py, ../shared/bench/torch_ref.py),
+//! shared by the bench example and the criterion benches (benches/train_step.rs).
+
+#![allow(dead_code)]
+
+use staticnet::prelude::*;
+
+network! {
+    /// Model A: 2 convolutions (same padding), 2 max poolings, 1 linear layer.
+    pub struct ModelA {
+        input: [1, 28, 28],
+        cnn1: Conv2d(1, 16, 5, 1, 2), relu1: ReLU, maxpool1: MaxPool2d(2),
+        cnn2: Conv2d(16, 32, 5, 1, 2), relu2: ReLU, maxpool2: MaxPool2d(2),
+        Flatten,
+        fc1: Linear(32 * 7 * 7, 10),
+    }
+
+    /// Model C: valid padding, average pooling.
+    pub struct ModelC {
+        input: [1, 28, 28],
+        cnn1: Conv2d(1, 16, 5), relu1: ReLU, avgpool1: AvgPool2d(2),
+        cnn2: Conv2d(16, 32, 5), relu2: ReLU, avgpool2: AvgPool2d(2),
+        Flatten,
+        fc1: Linear(32 * 4 * 4, 10),
+    }
+
+    /// The Sequential exercise.
+    pub struct NetSeq {
+        input: [1, 28, 28],
+        features: [
+            Conv2d(1, 5, 3, padding = 1), ReLU,
+            Conv2d(5, 10, 3, padding = 1), MaxPool2d(2, 2), ReLU,
+            Conv2d(10, 20, 3, padding = 1), ReLU,
+            Conv2d(20, 40, 3, padding = 1), MaxPool2d(2, 2), ReLU,
+        ],
+        Flatten,
+        classifier: [Linear(7 * 7 * 40, 1024), ReLU, Linear(1024, 2048), ReLU, Linear(2048, 10)],
+    }
+
+    /// The batch-norm exercise.
+    pub struct NetBn {
+        input: [1, 28, 28],
+        features: [
+            Conv2d(1, 10, 3, 1, 1), MaxPool2d(2, 2), ReLU, BatchNorm2d(10),
+            Conv2d(10, 20, 3, 1, 1), MaxPool2d(2, 2), ReLU, BatchNorm2d(20),
+        ],
+        Flatten,
+        fc: Linear(7 * 7 * 20, 10),
+    }
+
+    /// The CIFAR-10 network.
+    pub struct CifarCnn {
+        input: [3, 32, 32],
+        conv1: Conv2d(3, 32, 3, padding = 1), ReLU, MaxPool2d(2, 2),
+        conv2: Conv2d(32, 64, 3, padding = 1), ReLU, MaxPool2d(2, 2),
+        conv3: Conv2d(64, 128, 3, padding = 1), ReLU, MaxPool2d(2, 2),
+        Flatten,
+        fc: Linear(128 * 4 * 4, 10),
+    }
+
+    /// AlexNet.
+    pub struct AlexNet {
+        input: [3, 224, 224],
+        features: [
+            Conv2d(3, 64, 11, 4, 2), ReLU, MaxPool2d(3, 2),
+            Conv2d(64, 192, 5, padding = 2), ReLU, MaxPool2d(3, 2),
+            Conv2d(192, 384, 3, padding = 1), ReLU,
+            Conv2d(384, 256, 3, padding = 1), ReLU,
+            Conv2d(256, 256, 3, padding = 1), ReLU, MaxPool2d(3, 2),
+        ],
+        avgpool: AdaptiveAvgPool2d((6, 6)),
+        Flatten,
+        classifier: [Dropout(), Linear(256 * 6 * 6, 4096), ReLU, Dropout(), Linear(4096, 4096), ReLU, Linear(4096, 1000)],
+    }
+}
