@@ -21,7 +21,7 @@
 
 use rayon::prelude::*;
 
-use super::Conv2d;
+use super::{Conv2d, direct};
 use crate::ops::gemm::kernel::{Indirect, select_indirect};
 use crate::ops::gemm::{MatMut, MatRef, Parallelism, gemm};
 
@@ -130,13 +130,22 @@ fn threads() -> usize {
 /// Scratch floats the forward and backward of `op` need for a batch of `n`.
 pub fn scratch_len(op: &Conv2d, n: usize) -> usize {
     let data = if uses_full_conv(op) { forward_layout(&full_conv(op), n).total() } else { col2im_len(op, n) };
-    forward_layout(op, n).total().max(filter_layout(op, n).total()).max(data)
+    let direct = if direct::applies(op) { Padded::of(op).len(n) + direct::filter_scratch_len(op, threads()) } else { 0 };
+    forward_layout(op, n).total().max(filter_layout(op, n).total()).max(data).max(direct)
 }
 
 /// y = conv(x, w) + b, then ReLU when `relu`.
 pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], y: &mut [f32], scratch: &mut [f32], relu: bool) {
     let (w, b) = wb.split_at(op.weight_len());
     let k = op.patch_len();
+    if direct::applies(op) {
+        let l = forward_layout(op, n);
+        let [xp, weights, ..] = split(scratch, &l);
+        pad_input(op, n, x, None, xp);
+        let pad = Padded::of(op);
+        direct::forward(op, n, xp, pad.hp, pad.wp, |co, tap| w[co * k + tap], op.bias.then_some(b), relu, y, weights);
+        return;
+    }
     indirect_forward(op, n, x, None, |co, tap| w[co * k + tap], op.bias.then_some(b), relu, y, scratch);
 }
 
@@ -321,6 +330,13 @@ fn scatter(ind: &Indirect, tile: &[f32], outs: &[usize], rows: usize, c0: usize,
 /// thread, each into its own partial, summed in a fixed order at the end (so the result does
 /// not depend on timing).
 fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f32]>, dwb: &mut [f32], scratch: &mut [f32]) {
+    if direct::applies(op) {
+        let pad = Padded::of(op);
+        let (xp, rest) = scratch.split_at_mut(pad.len(n));
+        pad_input(op, n, x, None, xp);
+        direct::filter_grad(op, n, xp, pad.hp, pad.wp, dy, relu_y, dwb, rest, threads());
+        return;
+    }
     let l = filter_layout(op, n);
     let ind = select_indirect(op.c_out);
     let (mr, nr) = (ind.mr, ind.nr);

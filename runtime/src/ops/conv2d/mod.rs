@@ -6,6 +6,7 @@
 //! - output `y`  (n, c_out, h_out, w_out)
 
 pub mod cpu;
+mod direct;
 
 use staticnet_shape::conv_out;
 
@@ -130,7 +131,7 @@ mod tests {
         y
     }
 
-    fn cases() -> [Conv2d; 8] {
+    fn cases() -> [Conv2d; 11] {
         [
             // Model A's layers: whole register tiles of channels, k = 25 and k = 400 > KC
             Conv2d::new(1, 16, [28, 28], [5, 5], [1, 1], [2, 2], [1, 1], true),
@@ -147,6 +148,13 @@ mod tests {
             Conv2d::new(3, 4, [23, 23], [11, 11], [4, 4], [2, 2], [1, 1], true),
             // two register tiles of channels and more taps than one block of k
             Conv2d::new(11, 32, [5, 5], [5, 5], [1, 1], [2, 2], [1, 1], true),
+            // the direct path (few taps, stride 1): rows of 13 (runs at 0 and 5), 5 channels
+            // (a partial group of 4), 3 input channels, no bias
+            Conv2d::new(3, 5, [10, 13], [3, 3], [1, 1], [1, 1], [1, 1], false),
+            // rows of 24 (three runs, one tile), valid padding, 6 channels
+            Conv2d::new(1, 6, [12, 28], [5, 5], [1, 1], [0, 0], [1, 1], true),
+            // rows of 40 (five runs: tiles of 3 and 2)
+            Conv2d::new(1, 3, [6, 44], [5, 5], [1, 1], [0, 0], [1, 1], true),
         ]
     }
 
@@ -167,7 +175,7 @@ mod tests {
     /// backward) gives what the two ops give one after the other.
     #[test]
     fn fused_relu_matches_the_composition() {
-        for op in [cases()[1], cases()[4], cases()[5]] {
+        for op in [cases()[0], cases()[1], cases()[4], cases()[5], cases()[9]] {
             let n = 3;
             let (x, wb, dy) = (random(n * op.x_len(), 7), random(op.param_len(), 8), random(n * op.y_len(), 9));
             let mut scratch = vec![0.0; cpu::scratch_len(&op, n)];

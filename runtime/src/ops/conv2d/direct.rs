@@ -1,0 +1,295 @@
+//! The forward of convolutions with few taps per output (one input channel and a small
+//! kernel, as the first layer of an MNIST network: K = 25), directly along output rows.
+//!
+//! The indirect GEMM (cpu.rs) spends a tile's setup, its transposed scatter into NCHW and its
+//! epilogue on only K multiply-adds per output; with K = 25 that overhead is most of the time.
+//! Here, with stride 1, a run of 8 outputs of one row reads a run of 8 contiguous inputs per
+//! tap, so outputs are vectorised along the row: a tile is 4 channels × up to 3 runs of 8
+//! pixels (12 accumulators), and per tap costs up to 3 loads, 4 broadcasts of a weight and 12
+//! FMAs. Results go straight into the NCHW rows, bias and ReLU applied on the way.
+//!
+//! A row whose width is not a multiple of 8 ends with a run that overlaps the previous one
+//! (28 = 0, 8, 16 and 20): the overlap is computed twice and written twice with equal values.
+//!
+//! The filter gradient is the same loop turned around: per image, a tile of 4 channels × 3 taps
+//! accumulates dY · x along the output rows in 12 vector sums (the overlap masked out of the
+//! last run), whose lanes are added at the end.
+
+use rayon::prelude::*;
+
+use super::Conv2d;
+
+/// Taps at most, for the direct path (beyond it the indirect GEMM is faster).
+const MAX_TAPS: usize = 32;
+/// Runs of 8 outputs per row at most.
+const MAX_RUNS: usize = 64;
+/// Channels per tile.
+const CT: usize = 4;
+
+/// Whether the forward of `op` runs here: stride and dilation 1, few taps, rows of at least 8
+/// outputs, and a processor with AVX2 and FMA.
+pub(super) fn applies(op: &Conv2d) -> bool {
+    let shape = op.stride == [1, 1] && op.dilation == [1, 1] && op.patch_len() <= MAX_TAPS && (8..=8 * MAX_RUNS).contains(&op.w_out);
+    #[cfg(target_arch = "x86_64")]
+    return shape && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// Scratch floats of [`forward`] beyond the padded input: the weights, in groups of `CT`
+/// channels.
+pub(super) fn weights_len(op: &Conv2d) -> usize {
+    op.c_out.div_ceil(CT) * CT * op.patch_len()
+}
+
+/// y = conv(xp) + bias, then ReLU when `relu`, where `xp` is the zero-padded input (cpu.rs's
+/// `pad_input`) of row width `wp` and plane height `hp`; `w(co, tap)` reads the weights.
+/// `wt`: [`weights_len`] floats of scratch.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, w: impl Fn(usize, usize) -> f32 + Sync, bias: Option<&[f32]>, relu: bool, y: &mut [f32], wt: &mut [f32]) {
+    let (k, co) = (op.patch_len(), op.c_out);
+    let [kh, kw] = op.kernel;
+    // wt[(g·K + tap)·CT + c] = w(g·CT + c, tap): one group's taps are contiguous.
+    for (i, v) in wt[..weights_len(op)].iter_mut().enumerate() {
+        let (g, tap, c) = (i / (k * CT), (i / CT) % k, i % CT);
+        let ch = g * CT + c;
+        *v = if ch < co { w(ch, tap) } else { 0.0 };
+    }
+    let mut offs = [0u32; MAX_TAPS];
+    for (tap, off) in offs.iter_mut().enumerate().take(k) {
+        let (ci, ky, kx) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
+        *off = ((ci * hp + ky) * wp + kx) as u32;
+    }
+    // The runs of 8 outputs along a row; the last ends at the row's end.
+    let mut starts = [0usize; MAX_RUNS];
+    let runs = op.w_out.div_ceil(8);
+    for (r, s) in starts.iter_mut().enumerate().take(runs) {
+        *s = (r * 8).min(op.w_out - 8);
+    }
+    let (offs, starts, wt) = (&offs[..k], &starts[..runs], &*wt);
+    let (plane_in, plane_out) = (op.c_in * hp * wp, op.h_out * op.w_out);
+    // One task per image: its output rows, every channel.
+    y[..n * co * plane_out].par_chunks_mut(co * plane_out).enumerate().for_each(|(img, y)| {
+        for oy in 0..op.h_out {
+            let row = &xp[img * plane_in + oy * wp..];
+            // SAFETY: applies() checked AVX2 and FMA; every tap offset plus every run (≤ w_out − 8
+            // + 7 + kw − 1 < wp) stays inside this image's padded planes, and the outputs of
+            // row oy of every channel are inside this image's y.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                output_row(row.as_ptr(), offs, starts, wt, co, bias, relu, y.as_mut_ptr().add(oy * op.w_out), plane_out)
+            };
+        }
+    });
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("applies() is false off x86-64");
+}
+
+/// One output row of every channel.
+///
+/// # Safety
+/// AVX2 and FMA; `x[off + start + 0..8]` readable for every tap offset and run start; `y[c·plane
+/// + start + 0..8]` writable for every channel c < co and run start.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_row(x: *const f32, offs: &[u32], starts: &[usize], wt: &[f32], co: usize, bias: Option<&[f32]>, relu: bool, y: *mut f32, plane: usize) {
+    let k = offs.len();
+    for g in 0..co.div_ceil(CT) {
+        let w = &wt[g * k * CT..(g + 1) * k * CT];
+        let mut r = 0;
+        while r < starts.len() {
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                match starts.len() - r {
+                    1 => tile::<1>(x, offs, &starts[r..], w, g, co, bias, relu, y, plane),
+                    2 => tile::<2>(x, offs, &starts[r..], w, g, co, bias, relu, y, plane),
+                    _ => tile::<3>(x, offs, &starts[r..], w, g, co, bias, relu, y, plane),
+                }
+            }
+            r += 3;
+        }
+    }
+}
+
+/// `CT` channels × `XT` runs of 8 outputs.
+///
+/// # Safety
+/// As for [`output_row`]; `starts` holds at least `XT` runs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const XT: usize>(x: *const f32, offs: &[u32], starts: &[usize], w: &[f32], g: usize, co: usize, bias: Option<&[f32]>, relu: bool, y: *mut f32, plane: usize) {
+    use std::arch::x86_64::*;
+    // A fixed-size copy, so that the loops over runs unroll and the loads stay in registers.
+    let starts: [usize; XT] = std::array::from_fn(|i| starts[i]);
+    let mut acc = [[_mm256_setzero_ps(); XT]; CT];
+    for (tap, &off) in offs.iter().enumerate() {
+        // SAFETY: as the caller promises.
+        unsafe {
+            let base = x.add(off as usize);
+            let xv: [__m256; XT] = std::array::from_fn(|i| _mm256_loadu_ps(base.add(starts[i])));
+            for (c, acc) in acc.iter_mut().enumerate() {
+                let wv = _mm256_broadcast_ss(&w[tap * CT + c]);
+                for (a, &v) in acc.iter_mut().zip(&xv) {
+                    *a = _mm256_fmadd_ps(v, wv, *a);
+                }
+            }
+        }
+    }
+    let zero = _mm256_setzero_ps();
+    for (c, acc) in acc.iter().enumerate() {
+        let ch = g * CT + c;
+        if ch >= co {
+            break;
+        }
+        let b = _mm256_set1_ps(bias.map_or(0.0, |b| b[ch]));
+        for (&a, &s) in acc.iter().zip(&starts) {
+            let mut v = _mm256_add_ps(a, b);
+            if relu {
+                v = _mm256_max_ps(v, zero);
+            }
+            // SAFETY: as the caller promises.
+            unsafe { _mm256_storeu_ps(y.add(ch * plane + s), v) };
+        }
+    }
+}
+
+/// Taps per tile of the filter gradient.
+const TT: usize = 3;
+
+/// The filter gradient runs here for the same shapes as the forward.
+fn filter_groups(op: &Conv2d) -> (usize, usize) {
+    (op.c_out.div_ceil(CT), op.patch_len().div_ceil(TT))
+}
+
+/// Scratch floats of [`filter_grad`] beyond the padded input, for `threads` threads: per thread
+/// one image's masked dY (channels padded to groups of `CT`), its partial sums, and its db.
+pub(super) fn filter_scratch_len(op: &Conv2d, threads: usize) -> usize {
+    let (cg, tg) = filter_groups(op);
+    threads * (cg * CT * op.h_out * op.w_out + cg * tg * CT * TT * 8 + op.c_out)
+}
+
+/// dW += Σ over the batch of dY ⊗ (the input windows), db += Σ dY, for the shapes of
+/// [`applies`]; dY masked by `relu_y > 0` when given. `xp` is the padded input (of row width
+/// `wp` and plane height `hp`); `scratch` holds [`filter_scratch_len`] floats. Like the
+/// indirect path, each thread sums a fixed range of images and the partials are added in a
+/// fixed order, so the result does not depend on timing.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn filter_grad(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, dy: &[f32], relu_y: Option<&[f32]>, dwb: &mut [f32], scratch: &mut [f32], threads: usize) {
+    let (k, co, p) = (op.patch_len(), op.c_out, op.out_pixels());
+    let [kh, kw] = op.kernel;
+    let (cg, tg) = filter_groups(op);
+    // Tap offsets in groups of TT, the last group padded with tap 0 (its sums are dropped).
+    let mut offs = [0u32; MAX_TAPS.div_ceil(TT) * TT];
+    for (tap, off) in offs.iter_mut().enumerate().take(k) {
+        let (ci, ky, kx) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
+        *off = ((ci * hp + ky) * wp + kx) as u32;
+    }
+    let mut starts = [0usize; MAX_RUNS];
+    let runs = op.w_out.div_ceil(8);
+    for (r, s) in starts.iter_mut().enumerate().take(runs) {
+        *s = (r * 8).min(op.w_out - 8);
+    }
+    // The last run overlaps the one before it: only its lanes past that run's end count.
+    let skip = (runs * 8 - op.w_out) as u32;
+    let (offs, starts) = (&offs[..tg * TT], &starts[..runs]);
+    let t_count = threads.min(n).max(1);
+    let per = n.div_ceil(t_count);
+    let dy_len = cg * CT * p;
+    let part_len = dy_len + cg * tg * CT * TT * 8 + co;
+    let plane_in = op.c_in * hp * wp;
+    scratch[..t_count * part_len].par_chunks_mut(part_len).enumerate().for_each(|(t, part)| {
+        let (dyi, rest) = part.split_at_mut(dy_len);
+        let (acc, db) = rest.split_at_mut(cg * tg * CT * TT * 8);
+        acc.fill(0.0);
+        db.fill(0.0);
+        dyi[co * p..].fill(0.0);
+        for img in (t * per).min(n)..((t + 1) * per).min(n) {
+            let at = img * co * p;
+            for (i, d) in dyi[..co * p].iter_mut().enumerate() {
+                *d = match relu_y {
+                    Some(y) => crate::ops::transpose::keep_if_positive(dy[at + i], y[at + i]),
+                    None => dy[at + i],
+                };
+            }
+            for (c, g) in db.iter_mut().enumerate() {
+                *g += dyi[c * p..(c + 1) * p].iter().sum::<f32>();
+            }
+            let x = &xp[img * plane_in..(img + 1) * plane_in];
+            for g in 0..cg {
+                for (u, offs) in offs.chunks_exact(TT).enumerate() {
+                    let acc = &mut acc[(g * tg + u) * CT * TT * 8..][..CT * TT * 8];
+                    // SAFETY: applies() checked AVX2 and FMA; every tap offset plus every row and
+                    // run stays inside this image's padded planes (as in the forward), and the
+                    // masked dY holds CT channels of p pixels from channel g·CT on.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        accumulate(x.as_ptr(), wp, offs, dyi[g * CT * p..].as_ptr(), op.h_out, op.w_out, starts, skip, acc)
+                    };
+                }
+            }
+        }
+    });
+    let (dw, dbias) = dwb.split_at_mut(op.weight_len());
+    for part in scratch[..t_count * part_len].chunks_exact(part_len) {
+        let (acc, db) = part[dy_len..].split_at(cg * tg * CT * TT * 8);
+        for g in 0..cg {
+            for u in 0..tg {
+                let tile = &acc[(g * tg + u) * CT * TT * 8..][..CT * TT * 8];
+                for (i, lanes) in tile.chunks_exact(8).enumerate() {
+                    let (ch, tap) = (g * CT + i / TT, u * TT + i % TT);
+                    if ch < co && tap < k {
+                        dw[ch * k + tap] += lanes.iter().sum::<f32>();
+                    }
+                }
+            }
+        }
+        if op.bias {
+            for (g, &v) in dbias.iter_mut().zip(db) {
+                *g += v;
+            }
+        }
+    }
+}
+
+/// `acc[c][t] += Σ over the image's output pixels of dY[c] · x[pixel + offs[t]]`, lane-wise
+/// (the 8 lanes are summed at the end), for CT channels and TT taps.
+///
+/// # Safety
+/// AVX2 and FMA; `x[offs[t] + oy·wp + start + 0..8]` readable for every row, run and tap;
+/// `dy[c·h·w + oy·w + start + 0..8]` readable for c < CT; `acc` holds CT·TT·8 floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn accumulate(x: *const f32, wp: usize, offs: &[u32], dy: *const f32, h: usize, w: usize, starts: &[usize], skip: u32, acc: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let offs: [usize; TT] = std::array::from_fn(|t| offs[t] as usize);
+    // SAFETY: as the caller promises.
+    unsafe {
+        let mut a: [[__m256; TT]; CT] = std::array::from_fn(|c| std::array::from_fn(|t| _mm256_loadu_ps(acc.as_ptr().add((c * TT + t) * 8))));
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let keep_last = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lane, _mm256_set1_epi32(skip as i32 - 1)));
+        let all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+        let last = starts.len() - 1;
+        for oy in 0..h {
+            let xrow = x.add(oy * wp);
+            let drow = dy.add(oy * w);
+            for (r, &s) in starts.iter().enumerate() {
+                let keep = if r == last { keep_last } else { all };
+                let xv: [__m256; TT] = std::array::from_fn(|t| _mm256_loadu_ps(xrow.add(offs[t] + s)));
+                for (c, a) in a.iter_mut().enumerate() {
+                    let d = _mm256_and_ps(_mm256_loadu_ps(drow.add(c * h * w + s)), keep);
+                    for (a, &v) in a.iter_mut().zip(&xv) {
+                        *a = _mm256_fmadd_ps(d, v, *a);
+                    }
+                }
+            }
+        }
+        for (c, a) in a.iter().enumerate() {
+            for (t, &v) in a.iter().enumerate() {
+                _mm256_storeu_ps(acc.as_mut_ptr().add((c * TT + t) * 8), v);
+            }
+        }
+    }
+}
