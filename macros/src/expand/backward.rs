@@ -145,11 +145,13 @@ fn step(step: &Step) -> TokenStream {
         Some(_) => quote!(p.dw[#layer]),
         None => quote!(p.dx[#layer]),
     };
-    let accumulate = quote!(if p.dx[#layer] { #(#accumulate)* });
     if body.is_empty() && step.accumulate.is_empty() {
         return TokenStream::new();
     }
+    if step.accumulate.is_empty() {
+        return quote_spanned!(span=> if #wanted { #body });
+    }
     // The body in its own block: its views (which may have destructors) end before the
     // accumulation takes the gradient arena again.
-    quote_spanned!(span=> if #wanted { { #body } #accumulate })
+    quote_spanned!(span=> if #wanted { { #body } if p.dx[#layer] { #(#accumulate)* } })
 }
