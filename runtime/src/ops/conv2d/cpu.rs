@@ -130,7 +130,7 @@ fn threads() -> usize {
 /// Scratch floats the forward and backward of `op` need for a batch of `n`.
 pub fn scratch_len(op: &Conv2d, n: usize) -> usize {
     let data = if uses_full_conv(op) { forward_layout(&full_conv(op), n).total() } else { col2im_len(op, n) };
-    let direct = if direct::applies(op) { Padded::of(op).len(n) + direct::filter_scratch_len(op, threads()) } else { 0 };
+    let direct = if direct::applies(op) { Padded::of(op).len(n) + direct::TAIL + direct::filter_scratch_len(op, threads()) } else { 0 };
     forward_layout(op, n).total().max(filter_layout(op, n).total()).max(data).max(direct)
 }
 
@@ -332,8 +332,9 @@ fn scatter(ind: &Indirect, tile: &[f32], outs: &[usize], rows: usize, c0: usize,
 fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f32]>, dwb: &mut [f32], scratch: &mut [f32]) {
     if direct::applies(op) {
         let pad = Padded::of(op);
-        let (xp, rest) = scratch.split_at_mut(pad.len(n));
+        let (xp, rest) = scratch.split_at_mut(pad.len(n) + direct::TAIL);
         pad_input(op, n, x, None, xp);
+        xp[pad.len(n)..].fill(0.0);
         direct::filter_grad(op, n, xp, pad.hp, pad.wp, dy, relu_y, dwb, rest, threads());
         return;
     }

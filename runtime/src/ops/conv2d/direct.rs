@@ -12,8 +12,8 @@
 //! (28 = 0, 8, 16 and 20): the overlap is computed twice and written twice with equal values.
 //!
 //! The filter gradient is the same loop turned around: per image, a tile of 4 channels × 3 taps
-//! accumulates dY · x along the output rows in 12 vector sums (the overlap masked out of the
-//! last run), whose lanes are added at the end.
+//! accumulates dY · x along the output rows in 12 vector sums, whose lanes are added at the end;
+//! there dY is copied with rows padded by zeros to whole runs, so runs do not overlap.
 
 use rayon::prelude::*;
 
@@ -167,8 +167,17 @@ fn filter_groups(op: &Conv2d) -> (usize, usize) {
 /// one image's masked dY (channels padded to groups of `CT`), its partial sums, and its db.
 pub(super) fn filter_scratch_len(op: &Conv2d, threads: usize) -> usize {
     let (cg, tg) = filter_groups(op);
-    threads * (cg * CT * op.h_out * op.w_out + cg * tg * CT * TT * 8 + op.c_out)
+    threads * (cg * CT * op.h_out * padded_row(op) + cg * tg * CT * TT * 8 + op.c_out)
 }
+
+/// A row of the filter gradient's dY copy: whole runs of 8, zero past `w_out`.
+fn padded_row(op: &Conv2d) -> usize {
+    op.w_out.div_ceil(8) * 8
+}
+
+/// Floats the padded input needs after its end for the filter gradient: its last row's last
+/// run reads up to 7 past the row (multiplied by the zeros of dY's padded row).
+pub(super) const TAIL: usize = 8;
 
 /// dW += Σ over the batch of dY ⊗ (the input windows), db += Σ dY, for the shapes of
 /// [`applies`]; dY masked by `relu_y > 0` when given. `xp` is the padded input (of row width
@@ -186,17 +195,10 @@ pub(super) fn filter_grad(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usiz
         let (ci, ky, kx) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
         *off = ((ci * hp + ky) * wp + kx) as u32;
     }
-    let mut starts = [0usize; MAX_RUNS];
-    let runs = op.w_out.div_ceil(8);
-    for (r, s) in starts.iter_mut().enumerate().take(runs) {
-        *s = (r * 8).min(op.w_out - 8);
-    }
-    // The last run overlaps the one before it: only its lanes past that run's end count.
-    let skip = (runs * 8 - op.w_out) as u32;
-    let (offs, starts) = (&offs[..tg * TT], &starts[..runs]);
+    let (offs, runs, row) = (&offs[..tg * TT], op.w_out.div_ceil(8), padded_row(op));
     let t_count = threads.min(n).max(1);
     let per = n.div_ceil(t_count);
-    let dy_len = cg * CT * p;
+    let dy_len = cg * CT * op.h_out * row;
     let part_len = dy_len + cg * tg * CT * TT * 8 + co;
     let plane_in = op.c_in * hp * wp;
     scratch[..t_count * part_len].par_chunks_mut(part_len).enumerate().for_each(|(t, part)| {
@@ -204,28 +206,35 @@ pub(super) fn filter_grad(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usiz
         let (acc, db) = rest.split_at_mut(cg * tg * CT * TT * 8);
         acc.fill(0.0);
         db.fill(0.0);
-        dyi[co * p..].fill(0.0);
+        // Zero the padding (row tails, missing channels) once: the copies below never write it.
+        dyi.fill(0.0);
         for img in (t * per).min(n)..((t + 1) * per).min(n) {
             let at = img * co * p;
-            for (i, d) in dyi[..co * p].iter_mut().enumerate() {
-                *d = match relu_y {
-                    Some(y) => crate::ops::transpose::keep_if_positive(dy[at + i], y[at + i]),
-                    None => dy[at + i],
-                };
+            for (i, (d, src)) in dyi.chunks_exact_mut(row).zip(dy[at..at + co * p].chunks_exact(op.w_out)).enumerate() {
+                match relu_y {
+                    Some(y) => {
+                        let mask = &y[at + i * op.w_out..][..op.w_out];
+                        for ((d, &g), &m) in d.iter_mut().zip(src).zip(mask) {
+                            *d = crate::ops::transpose::keep_if_positive(g, m);
+                        }
+                    }
+                    None => d[..op.w_out].copy_from_slice(src),
+                }
             }
             for (c, g) in db.iter_mut().enumerate() {
-                *g += dyi[c * p..(c + 1) * p].iter().sum::<f32>();
+                *g += lane_sum(&dyi[c * op.h_out * row..(c + 1) * op.h_out * row]);
             }
-            let x = &xp[img * plane_in..(img + 1) * plane_in];
+            let x = &xp[img * plane_in..(img + 1) * plane_in + TAIL];
             for g in 0..cg {
                 for (u, offs) in offs.chunks_exact(TT).enumerate() {
                     let acc = &mut acc[(g * tg + u) * CT * TT * 8..][..CT * TT * 8];
                     // SAFETY: applies() checked AVX2 and FMA; every tap offset plus every row and
-                    // run stays inside this image's padded planes (as in the forward), and the
-                    // masked dY holds CT channels of p pixels from channel g·CT on.
+                    // run stays inside this image's padded planes or, for the last row, inside
+                    // the TAIL floats after xp; the dY copy holds CT channels of padded rows
+                    // from channel g·CT on.
                     #[cfg(target_arch = "x86_64")]
                     unsafe {
-                        accumulate(x.as_ptr(), wp, offs, dyi[g * CT * p..].as_ptr(), op.h_out, op.w_out, starts, skip, acc)
+                        accumulate(x.as_ptr(), wp, offs, dyi[g * CT * op.h_out * row..].as_ptr(), op.h_out, row, runs, acc)
                     };
                 }
             }
@@ -253,33 +262,43 @@ pub(super) fn filter_grad(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usiz
     }
 }
 
+/// Σ v in 8 interleaved partial sums, which the compiler keeps in one vector register (a plain
+/// `sum()` must add in order, one latency at a time).
+fn lane_sum(v: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (l, &x) in lanes.iter_mut().zip(chunk) {
+            *l += x;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// `acc[c][t] += Σ over the image's output pixels of dY[c] · x[pixel + offs[t]]`, lane-wise
-/// (the 8 lanes are summed at the end), for CT channels and TT taps.
+/// (the 8 lanes are summed at the end), for CT channels and TT taps. The runs of a row do not
+/// overlap: past `w_out`, dY's padded row is zero and the x it meets (the next row's) adds 0.
 ///
 /// # Safety
-/// AVX2 and FMA; `x[offs[t] + oy·wp + start + 0..8]` readable for every row, run and tap;
-/// `dy[c·h·w + oy·w + start + 0..8]` readable for c < CT; `acc` holds CT·TT·8 floats.
+/// AVX2 and FMA; `x[offs[t] + oy·wp + 8·r + 0..8]` readable for every row, run and tap;
+/// `dy[(c·h + oy)·row + 8·r + 0..8]` readable for c < CT; `acc` holds CT·TT·8 floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn accumulate(x: *const f32, wp: usize, offs: &[u32], dy: *const f32, h: usize, w: usize, starts: &[usize], skip: u32, acc: &mut [f32]) {
+unsafe fn accumulate(x: *const f32, wp: usize, offs: &[u32], dy: *const f32, h: usize, row: usize, runs: usize, acc: &mut [f32]) {
     use std::arch::x86_64::*;
     let offs: [usize; TT] = std::array::from_fn(|t| offs[t] as usize);
     // SAFETY: as the caller promises.
     unsafe {
         let mut a: [[__m256; TT]; CT] = std::array::from_fn(|c| std::array::from_fn(|t| _mm256_loadu_ps(acc.as_ptr().add((c * TT + t) * 8))));
-        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let keep_last = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lane, _mm256_set1_epi32(skip as i32 - 1)));
-        let all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
-        let last = starts.len() - 1;
         for oy in 0..h {
             let xrow = x.add(oy * wp);
-            let drow = dy.add(oy * w);
-            for (r, &s) in starts.iter().enumerate() {
-                let keep = if r == last { keep_last } else { all };
+            let drow = dy.add(oy * row);
+            for s in (0..runs * 8).step_by(8) {
                 let xv: [__m256; TT] = std::array::from_fn(|t| _mm256_loadu_ps(xrow.add(offs[t] + s)));
                 for (c, a) in a.iter_mut().enumerate() {
-                    let d = _mm256_and_ps(_mm256_loadu_ps(drow.add(c * h * w + s)), keep);
+                    let d = _mm256_loadu_ps(drow.add(c * h * row + s));
                     for (a, &v) in a.iter_mut().zip(&xv) {
                         *a = _mm256_fmadd_ps(d, v, *a);
                     }
