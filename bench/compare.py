@@ -3,13 +3,18 @@
 
 Needs: pip install torch   (and a Rust toolchain: it runs `cargo run --release --example bench`)
 
-Usage: python3 bench/compare.py [--threads 2] [--iters 20] [--only NAME]
+Usage: python3 bench/compare.py [--threads 2] [--iters 20] [--only NAME] [--device cpu|cuda] [--compile]
 
 Times each workload in PyTorch (eager, the median of --iters steps after 3 warm-up steps, as
 ../shared/bench/torch_ref.py does), then runs staticnet's bench example twice with the same
 number of threads and keeps the faster of its two medians, and prints the ratios
 staticnet / PyTorch next to the goals of the CPU-speed issue. The networks, batch sizes and
 optimizers are the same on both sides (examples/common/course.rs holds staticnet's listings).
+
+With --device cuda both sides run on the GPU (ours built with --features cuda; PyTorch eager
+with cuDNN at its defaults, or with --compile through torch.compile). A GPU step ends with the
+loss on the host and a forward with the output on the host, on both sides, so that the times
+include the work queued on the device.
 """
 import argparse
 import json
@@ -88,6 +93,10 @@ WORKLOADS = {
 }
 
 
+# The CUDA issue's goals on the GPU (train step, forward); every other workload: no slower.
+GPU_GOALS = {"model_a_mnist_b100_sgd": (0.3, 1.0), "cifar_cnn_b128_adam": (0.5, 1.0)}
+
+
 def median_ms(fn, iters, warmup=3):
     for _ in range(warmup):
         fn()
@@ -102,27 +111,38 @@ def median_ms(fn, iters, warmup=3):
 def pytorch(args):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    dev = torch.device(args.device)
+    gpu = args.device != "cpu"
     out = {}
     for name, (make, shape, batch, opt, _, _) in WORKLOADS.items():
         if args.only not in name:
             continue
-        model = make()
-        x = torch.rand(batch, *shape)
-        y = torch.randint(0, 10, (batch,))
+        model = make().to(dev)
+        x = torch.rand(batch, *shape, device=dev)
+        y = torch.randint(0, 10, (batch,), device=dev)
         crit = nn.CrossEntropyLoss()
         optim = (torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9) if opt == "sgd"
                  else torch.optim.Adam(model.parameters(), lr=3e-4, weight_decay=1e-3))
+        run = torch.compile(model) if args.compile else model
 
         def step():
             optim.zero_grad()
-            crit(model(x), y).backward()
+            loss = crit(run(x), y)
+            loss.backward()
             optim.step()
+            if gpu:
+                loss.item()
+
+        def forward():
+            out = run(x)
+            if gpu:
+                out.cpu()
 
         model.train()
-        train = median_ms(step, args.iters)
+        train = median_ms(step, args.iters, warmup=10 if gpu or args.compile else 3)
         model.eval()
         with torch.no_grad():
-            forward = median_ms(lambda: model(x), args.iters)
+            forward = median_ms(forward, args.iters, warmup=10 if gpu or args.compile else 3)
         out[name] = {"train_step_ms": train, "forward_ms": forward}
         print(f"  pytorch {name:26s} train {train:9.3f} ms  forward {forward:9.3f} ms", file=sys.stderr)
     return out
@@ -131,8 +151,10 @@ def pytorch(args):
 def staticnet(args):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
-    cmd = ["cargo", "run", "--quiet", "--release", "--example", "bench", "--",
-           "--json", "--no-layers", "--iters", str(args.iters)] + (["--only", args.only] if args.only else [])
+    features = ["--features", "cuda"] if args.device != "cpu" else []
+    cmd = (["cargo", "run", "--quiet", "--release"] + features + ["--example", "bench", "--",
+           "--json", "--no-layers", "--iters", str(args.iters), "--device", args.device]
+           + (["--only", args.only] if args.only else []))
     return json.loads(subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True, text=True).stdout)
 
 
@@ -141,9 +163,12 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--only", default="")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--compile", action="store_true", help="PyTorch through torch.compile")
     args = ap.parse_args()
 
-    print(f"staticnet (twice) and PyTorch {torch.__version__}, {args.threads} threads each...", file=sys.stderr)
+    where = f"{args.threads} threads each" if args.device == "cpu" else torch.cuda.get_device_name(0)
+    print(f"staticnet (twice) and PyTorch {torch.__version__}{' compiled' if args.compile else ''}, {where}...", file=sys.stderr)
     ours = [staticnet(args), staticnet(args)]
     theirs = pytorch(args)
 
@@ -152,6 +177,8 @@ def main():
     for name, (_, _, _, _, goal_train, goal_fwd) in WORKLOADS.items():
         if name not in theirs:
             continue
+        if args.device != "cpu":
+            goal_train, goal_fwd = GPU_GOALS.get(name, (1.0, 1.0))
         for key, label, goal in [("train_step_ms", "train", goal_train), ("forward_ms", "fwd", goal_fwd)]:
             mine = min(run[name][key] for run in ours)
             ratio = mine / theirs[name][key]

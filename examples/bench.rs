@@ -7,7 +7,8 @@
 //!     python3 bench/compare.py                                             # ratios to PyTorch
 //!
 //! Options: `--iters 20` timed repetitions, `--only NAME` workloads whose name contains NAME,
-//! `--no-layers` to skip the per-layer measurements.
+//! `--no-layers` to skip the per-layer measurements, `--device cuda` to time the networks on the
+//! GPU (built with `--features cuda`; the per-layer measurements are the CPU's only).
 
 mod common;
 #[path = "common/course.rs"]
@@ -22,7 +23,7 @@ use staticnet::prelude::*;
 use course::{AlexNet, CifarCnn, ModelA, ModelC, NetBn, NetSeq};
 use staticnet::{Logits, Optimizer};
 
-const USAGE: &str = "usage: bench [--json] [--iters 20] [--only NAME] [--no-layers]
+const USAGE: &str = "usage: bench [--json] [--iters 20] [--only NAME] [--no-layers] [--device cpu|cuda]
 
 Times a training step and an inference forward of each course network (the workloads of
 bench/compare.py), then the largest convolutions on one thread against the FMA peak.";
@@ -66,13 +67,13 @@ fn batch<I: Batch>(n: usize, seed: u64) -> (I, Vec<usize>) {
     (I::from_vec(n, data).expect("sized above"), labels)
 }
 
-fn workload<N, O>(name: &'static str, n: usize, iters: usize, new: impl Fn(&Cpu, u64) -> staticnet::Result<N>, mut opt: O) -> staticnet::Result<Timing>
+fn workload<B: Backend, N, O>(dev: &B, name: &'static str, n: usize, iters: usize, new: impl Fn(&B, u64) -> staticnet::Result<N>, mut opt: O) -> staticnet::Result<Timing>
 where
-    N: Network,
+    N: Network<B>,
     N::Output: Logits,
-    O: Optimizer<Cpu>,
+    O: Optimizer<B>,
 {
-    let mut net = new(&Cpu, 0)?;
+    let mut net = new(dev, 0)?;
     let (x, y) = batch::<N::Input>(n, 1);
     net.train();
     let mut err = Ok(());
@@ -155,23 +156,37 @@ fn conv_layer(op: Conv2d, n: usize) -> [f64; 3] {
     })
 }
 
+type Run = Box<dyn Fn(usize) -> staticnet::Result<Timing>>;
+
+/// The workloads of bench/compare.py on `dev`.
+fn workloads<B: Backend>(dev: &B) -> Vec<(&'static str, Run)> {
+    let sgd = || Sgd::<B>::new(0.01).momentum(0.9);
+    let adam = || Adam::<B>::new(3e-4).weight_decay(1e-3);
+    let d = || dev.clone();
+    vec![
+        ("model_a_mnist_b100_sgd", { let dev = d(); Box::new(move |i| workload(&dev, "model_a_mnist_b100_sgd", 100, i, ModelA::new, sgd())) }),
+        ("model_c_mnist_b100_sgd", { let dev = d(); Box::new(move |i| workload(&dev, "model_c_mnist_b100_sgd", 100, i, ModelC::new, sgd())) }),
+        ("net_seq_mnist_b64_adam", { let dev = d(); Box::new(move |i| workload(&dev, "net_seq_mnist_b64_adam", 64, i, NetSeq::new, adam())) }),
+        ("net_bn_mnist_b64_adam", { let dev = d(); Box::new(move |i| workload(&dev, "net_bn_mnist_b64_adam", 64, i, NetBn::new, adam())) }),
+        ("cifar_cnn_b128_adam", { let dev = d(); Box::new(move |i| workload(&dev, "cifar_cnn_b128_adam", 128, i, CifarCnn::new, adam())) }),
+        ("alexnet_224_b4_sgd", { let dev = d(); Box::new(move |i| workload(&dev, "alexnet_224_b4_sgd", 4, i, AlexNet::new, sgd())) }),
+    ]
+}
+
 fn main() -> std::process::ExitCode {
     let args = common::Args::parse(USAGE);
-    args.check(&["json", "iters", "only", "no-layers"]);
+    args.check(&["json", "iters", "only", "no-layers", "device"]);
     let (json, iters, only) = (args.flag("json"), args.get("iters", 20usize), args.opt("only").unwrap_or_default());
+    let device = args.opt("device").unwrap_or_else(|| "cpu".into());
     common::run(|| {
         let threads = staticnet::num_threads();
-        let sgd = || Sgd::new(0.01).momentum(0.9);
-        let adam = || Adam::new(3e-4).weight_decay(1e-3);
-        type Run = Box<dyn Fn(usize) -> staticnet::Result<Timing>>;
-        let all: Vec<(&str, Run)> = vec![
-            ("model_a_mnist_b100_sgd", Box::new(move |i| workload("model_a_mnist_b100_sgd", 100, i, ModelA::new, sgd()))),
-            ("model_c_mnist_b100_sgd", Box::new(move |i| workload("model_c_mnist_b100_sgd", 100, i, ModelC::new, sgd()))),
-            ("net_seq_mnist_b64_adam", Box::new(move |i| workload("net_seq_mnist_b64_adam", 64, i, NetSeq::new, adam()))),
-            ("net_bn_mnist_b64_adam", Box::new(move |i| workload("net_bn_mnist_b64_adam", 64, i, NetBn::new, adam()))),
-            ("cifar_cnn_b128_adam", Box::new(move |i| workload("cifar_cnn_b128_adam", 128, i, CifarCnn::new, adam()))),
-            ("alexnet_224_b4_sgd", Box::new(move |i| workload("alexnet_224_b4_sgd", 4, i, AlexNet::new, sgd()))),
-        ];
+        let all = match device.as_str() {
+            "cpu" => workloads(&Cpu),
+            #[cfg(feature = "cuda")]
+            "cuda" => workloads(&staticnet::Cuda::new(0)?),
+            other => return Err(staticnet::Error::BadInput(format!("--device {other}: expected cpu or cuda (cuda needs --features cuda)"))),
+        };
+        let gpu = device != "cpu";
         let mut results = Vec::new();
         for (name, run) in all.iter().filter(|(n, _)| n.contains(&only)) {
             let t = run(iters)?;
@@ -181,7 +196,7 @@ fn main() -> std::process::ExitCode {
             results.push(t);
         }
         // The largest convolutions of the CIFAR network and of AlexNet, on one thread.
-        let layers: Vec<(&str, Conv2d, usize)> = if args.flag("no-layers") {
+        let layers: Vec<(&str, Conv2d, usize)> = if args.flag("no-layers") || gpu {
             Vec::new()
         } else {
             vec![

@@ -48,7 +48,7 @@ impl Fixture {
     }
 
     /// The initial parameters and buffers of `N`, under `prefix` (`""`, `"sgd3."`, …).
-    pub fn state_for<N: Network>(&self, prefix: &str) -> StateDict {
+    pub fn state_for<B: Backend, N: Network<B>>(&self, prefix: &str) -> StateDict {
         let mut sd = StateDict::new();
         for t in N::SPEC.tensors {
             let key = format!("{prefix}{}", t.name);
@@ -58,12 +58,64 @@ impl Fixture {
         sd
     }
 
-    /// A network made by `new` with the fixture's initial parameters, loaded strictly.
-    pub fn network<N: Network>(&self, new: impl Fn(&Cpu, u64) -> staticnet::Result<N>) -> N {
-        let mut net = new(&Cpu, 0).unwrap();
-        net.load_state_dict(&self.state_for::<N>(""), true).unwrap();
+    /// A network made by `new` on `dev` with the fixture's initial parameters, loaded strictly.
+    pub fn network<B: Backend, N: Network<B>>(&self, dev: &B, new: impl Fn(&B, u64) -> staticnet::Result<N>) -> N {
+        let mut net = new(dev, 0).unwrap();
+        net.load_state_dict(&self.state_for::<B, N>(""), true).unwrap();
         net
     }
+}
+
+/// The GPU the `cuda` variants of the tests run on, shared by all of them; `None`, after printing
+/// why `test` is skipped, when there is none (no GPU, driver or NVRTC). With
+/// `STATICNET_REQUIRE_GPU` set, a missing GPU fails the test instead, so that a run meant to
+/// check the GPU cannot pass by skipping.
+#[cfg(feature = "cuda")]
+pub fn gpu(test: &str) -> Option<staticnet::Cuda> {
+    static GPU: std::sync::OnceLock<Result<staticnet::Cuda, String>> = std::sync::OnceLock::new();
+    match GPU.get_or_init(|| staticnet::Cuda::new(0).map_err(|e| e.to_string())) {
+        Ok(gpu) => Some(gpu.clone()),
+        Err(e) if std::env::var_os("STATICNET_REQUIRE_GPU").is_some() => panic!("{test}: STATICNET_REQUIRE_GPU is set, but {e}"),
+        Err(e) => {
+            // Straight to stderr: the test harness captures `eprintln!` of passing tests, and a
+            // skip must be seen.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test} on cuda: {e}");
+            None
+        }
+    }
+}
+
+/// Declares each test once for every backend: `fn name(dev) { … }` becomes the test `name` on
+/// the CPU and, with feature `cuda`, `cuda::name` on the GPU (skipped, saying why, without one).
+/// `dev` is a `&Cpu` or a `&Cuda`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($(#[$attr:meta])* fn $name:ident($dev:ident) $body:block)*) => {
+        $(
+            $(#[$attr])*
+            #[test]
+            fn $name() {
+                let $dev = &staticnet::Cpu;
+                $body
+            }
+        )*
+
+        #[cfg(feature = "cuda")]
+        mod cuda {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[$attr])*
+                #[test]
+                fn $name() {
+                    let Some(gpu) = $crate::common::gpu(stringify!($name)) else { return };
+                    let $dev = &gpu;
+                    $body
+                }
+            )*
+        }
+    };
 }
 
 /// ‖ours − ref‖ / ‖ref‖, the fixtures' measure of agreement.
@@ -82,7 +134,7 @@ pub fn assert_close(ours: &[f32], reference: &[f32], tol: f64, what: &str) {
 
 /// Every parameter and buffer of `net` against the fixture's values under `prefix`.
 #[track_caller]
-pub fn assert_state<N: Network>(net: &N, fx: &Fixture, prefix: &str, tol: f64) {
+pub fn assert_state<B: Backend, N: Network<B>>(net: &N, fx: &Fixture, prefix: &str, tol: f64) {
     for t in N::SPEC.tensors {
         let key = format!("{prefix}{}", t.name);
         match t.kind {

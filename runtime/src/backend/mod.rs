@@ -7,6 +7,8 @@
 //! the views it needs out of them with [`Backend::src`], [`Backend::dst`] and [`Backend::io`].
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 use std::fmt::Debug;
 use std::ops::Range;
@@ -17,6 +19,8 @@ use crate::ops::{
 };
 
 pub use cpu::Cpu;
+#[cfg(feature = "cuda")]
+pub use cuda::Cuda;
 
 /// An element type a buffer can hold: `f32` for tensors, `u32` for labels and pooling indices.
 pub trait Elem: Copy + Default + Send + Sync + Debug + 'static {}

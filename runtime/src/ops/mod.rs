@@ -1,6 +1,7 @@
 //! The kernels, one folder per op: `mod.rs` holds the op's description (a plain struct with
 //! every size fixed, built in a `const` by the code `network!` generates), its docs and its
-//! tests; `cpu.rs` its CPU kernels, forward and backward side by side.
+//! tests; `cpu.rs` its CPU kernels, forward and backward side by side; `cuda.cu` its CUDA kernels
+//! (feature `cuda`, compiled at run time by NVRTC and launched by `backend/cuda.rs`).
 //!
 //! Kernel conventions (llm.c's): outputs, then inputs, then sizes; activations and activation
 //! gradients are written (`=`), parameter gradients accumulate (`+=`), so that a backward adds to

@@ -1,0 +1,16 @@
+// torch.optim.SGD's update (ops/sgd/mod.rs), one parameter per thread. `momentum_buf` is unread
+// without momentum.
+
+// p (len) updated in place; momentum_buf (len) updated when momentum ≠ 0.
+extern "C" __global__ void sgd_step_f32(float* p, float* momentum_buf, const float* g, u64 len, float lr, float momentum, float dampening,
+                                        float weight_decay, int nesterov, int first) {
+    GRID_STRIDE(i, len) {
+        float d = g[i] + weight_decay * p[i];
+        if (momentum != 0.0f) {
+            float b = first ? d : momentum * momentum_buf[i] + (1.0f - dampening) * d;
+            momentum_buf[i] = b;
+            d = nesterov ? d + momentum * b : b;
+        }
+        p[i] -= lr * d;
+    }
+}
