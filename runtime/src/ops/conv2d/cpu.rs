@@ -28,6 +28,13 @@ use crate::ops::gemm::{MatMut, MatRef, Parallelism, gemm};
 /// Taps (forward) or pixels (filter gradient) per block of k: a B panel of KC·NR floats stays
 /// in L1.
 const KC: usize = 256;
+
+/// Taps per block of the forward: all of them up to 2·KC (Model A's second layer has 400), as
+/// a second block costs a pass through the partial-sum buffer, more than the B panel's spill
+/// from L1 to L2 does; blocks of KC beyond.
+fn forward_block(k: usize) -> usize {
+    if k <= 2 * KC { k } else { KC }
+}
 /// Output rows (pixels) per task of the forward.
 const ROWS_PER_TASK: usize = 96;
 
@@ -54,7 +61,8 @@ struct Layout {
     xp: usize,
     weights: usize,
     taps: usize,
-    /// Forward: the channels-last buffer of partial sums (K > KC only). Filter gradient: dYᵀ.
+    /// Forward: the channels-last buffer of partial sums (more than one block of taps only).
+    /// Filter gradient: dYᵀ.
     rows: usize,
     /// Filter gradient: pixel offsets, then per thread a partial dWᵀ and db.
     cols: usize,
@@ -75,7 +83,7 @@ fn forward_layout(op: &Conv2d, n: usize) -> Layout {
         xp: Padded::of(op).len(n),
         weights: co_pad * k,
         taps: k.div_ceil(ind.mr) * ind.mr,
-        rows: if k > KC { j.div_ceil(ind.mr) * ind.mr * co_pad } else { 0 },
+        rows: if k > forward_block(k) { j.div_ceil(ind.mr) * ind.mr * co_pad } else { 0 },
         cols: 0,
         partials: 0,
     }
@@ -283,8 +291,9 @@ fn indirect_forward(
             bases[r] = pixel_base(op, pad, j);
             outs[r] = (j / p) * co * p + j % p;
         }
-        for kb in (0..k).step_by(KC) {
-            let kc = KC.min(k - kb);
+        let block = forward_block(k);
+        for kb in (0..k).step_by(block) {
+            let kc = block.min(k - kb);
             let last = kb + kc == k;
             for q in 0..co_pad / nr {
                 let b = &weights[(q * k + kb) * nr..];

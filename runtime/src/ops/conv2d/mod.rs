@@ -131,7 +131,7 @@ mod tests {
         y
     }
 
-    fn cases() -> [Conv2d; 11] {
+    fn cases() -> [Conv2d; 12] {
         [
             // Model A's layers: whole register tiles of channels, k = 25 and k = 400 > KC
             Conv2d::new(1, 16, [28, 28], [5, 5], [1, 1], [2, 2], [1, 1], true),
@@ -146,8 +146,10 @@ mod tests {
             Conv2d::new(6, 7, [5, 4], [1, 1], [1, 1], [0, 0], [1, 1], true),
             // an AlexNet-like stem: 11x11, stride 4
             Conv2d::new(3, 4, [23, 23], [11, 11], [4, 4], [2, 2], [1, 1], true),
-            // two register tiles of channels and more taps than one block of k
+            // two register tiles of channels, 275 taps (one block of the forward)
             Conv2d::new(11, 32, [5, 5], [5, 5], [1, 1], [2, 2], [1, 1], true),
+            // 600 taps: three blocks of the forward (256, 256, 88) through the partial sums
+            Conv2d::new(24, 8, [4, 4], [5, 5], [1, 1], [2, 2], [1, 1], true),
             // the direct path (few taps, stride 1): rows of 13 (runs at 0 and 5), 5 channels
             // (a partial group of 4), 3 input channels, no bias
             Conv2d::new(3, 5, [10, 13], [3, 3], [1, 1], [1, 1], [1, 1], false),
