@@ -2,14 +2,36 @@
 //!
 //! - forward:  Y[n, out] = X[n, in] · Wᵀ + b
 //! - backward: dX[n, in] = dY · W (written);  dW[out, in] += dYᵀ · X,  db += Σ_n dY (accumulated)
+//!
+//! A small batch (AlexNet's 4 images through a 9216 × 4096 layer) makes the forward and dX
+//! products as thin as a matrix-vector product: the GEMM's packing of W (a read and a write of
+//! the whole weight) then costs more than the arithmetic. Up to [`SMALL_BATCH`] rows, those two
+//! stream W once instead, straight from where it lies.
+
+use rayon::prelude::*;
 
 use super::Linear;
 use crate::ops::gemm::{MatMut, MatRef, Parallelism, gemm};
+
+/// Batches up to this size take the streaming path.
+const SMALL_BATCH: usize = 8;
+/// Outputs (forward) or input features (dX) per task of the streaming path.
+const BLOCK: usize = 256;
+
+fn streams(n: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return n <= SMALL_BATCH && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
 
 pub fn forward(op: &Linear, n: usize, x: &[f32], wb: &[f32], y: &mut [f32]) {
     let (fi, fo) = (op.in_features, op.out_features);
     let (w, b) = wb.split_at(op.weight_len());
     let y = &mut y[..n * fo];
+    if streams(n) {
+        return forward_streaming(op, n, &x[..n * fi], w, op.bias.then_some(b), y);
+    }
     let beta = if op.bias {
         for row in y.chunks_exact_mut(fo) {
             row.copy_from_slice(&b[..fo]);
@@ -26,7 +48,11 @@ pub fn backward(op: &Linear, n: usize, x: &[f32], wb: &[f32], dy: &[f32], dx: Op
     let dy = &dy[..n * fo];
     if let Some(dx) = dx {
         let w = &wb[..op.weight_len()];
-        gemm(n, fi, fo, MatRef::rows(dy, fo), MatRef::rows(w, fi), 0.0, MatMut::rows(&mut dx[..n * fi], fi), Parallelism::Rayon);
+        if streams(n) {
+            data_grad_streaming(op, n, dy, w, &mut dx[..n * fi]);
+        } else {
+            gemm(n, fi, fo, MatRef::rows(dy, fo), MatRef::rows(w, fi), 0.0, MatMut::rows(&mut dx[..n * fi], fi), Parallelism::Rayon);
+        }
     }
     if let Some(dwb) = dwb {
         let (dw, db) = dwb.split_at_mut(op.weight_len());
@@ -36,6 +62,140 @@ pub fn backward(op: &Linear, n: usize, x: &[f32], wb: &[f32], dy: &[f32], dx: Op
                 for (g, &v) in db.iter_mut().zip(row) {
                     *g += v;
                 }
+            }
+        }
+    }
+}
+
+/// A matrix as a raw pointer, so that tasks can write disjoint columns of its rows.
+#[derive(Clone, Copy)]
+struct Columns(*mut f32);
+
+// SAFETY: every task writes only the columns of its own block (see the callers).
+unsafe impl Send for Columns {}
+unsafe impl Sync for Columns {}
+
+/// Y = X·Wᵀ + b for n ≤ SMALL_BATCH: each task reads its block of W's rows once, two at a time,
+/// against up to 4 rows of X.
+fn forward_streaming(op: &Linear, n: usize, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+    let (fi, fo) = (op.in_features, op.out_features);
+    let out = Columns(y.as_mut_ptr());
+    (0..fo.div_ceil(BLOCK)).into_par_iter().for_each(|blk| {
+        let out = out;
+        for o in (blk * BLOCK..((blk + 1) * BLOCK).min(fo)).step_by(2) {
+            let pair = (fo - o).min(2);
+            for r0 in (0..n).step_by(4) {
+                let rows = (n - r0).min(4);
+                let (wp, xp) = (w[o * fi..(o + pair) * fi].as_ptr(), x[r0 * fi..(r0 + rows) * fi].as_ptr());
+                // SAFETY: streams() checked AVX2 and FMA; W holds `pair` rows of fi from row o,
+                // X `rows` rows of fi from row r0 (both sliced above).
+                #[cfg(target_arch = "x86_64")]
+                let sums = unsafe {
+                    match (rows, pair) {
+                        (4, 2) => widen(dots::<4, 2>(wp, xp, fi)),
+                        (4, _) => widen(dots::<4, 1>(wp, xp, fi)),
+                        (3, 2) => widen(dots::<3, 2>(wp, xp, fi)),
+                        (3, _) => widen(dots::<3, 1>(wp, xp, fi)),
+                        (2, 2) => widen(dots::<2, 2>(wp, xp, fi)),
+                        (2, _) => widen(dots::<2, 1>(wp, xp, fi)),
+                        (_, 2) => widen(dots::<1, 2>(wp, xp, fi)),
+                        _ => widen(dots::<1, 1>(wp, xp, fi)),
+                    }
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let sums: [[f32; 2]; 4] = unreachable!("streams() is false off x86-64");
+                for (r, row) in sums.iter().enumerate().take(rows) {
+                    for (p, &v) in row.iter().enumerate().take(pair) {
+                        // SAFETY: (r0 + r, o + p) is inside Y, and column o + p belongs to
+                        // this task's block alone.
+                        unsafe { *out.0.add((r0 + r) * fo + o + p) = v + b.map_or(0.0, |b| b[o + p]) };
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// A tile of sums padded to the largest shape.
+fn widen<const R: usize, const P: usize>(t: [[f32; P]; R]) -> [[f32; 2]; 4] {
+    let mut out = [[0.0; 2]; 4];
+    for (o, t) in out.iter_mut().zip(&t) {
+        o[..P].copy_from_slice(t);
+    }
+    out
+}
+
+/// `out[r][p] = Σ_i x[r·fi + i] · w[p·fi + i]`: R rows of X against P rows of W, 8 lanes at a
+/// time, W read once.
+///
+/// # Safety
+/// AVX2 and FMA; `w` holds P rows and `x` R rows of `fi` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots<const R: usize, const P: usize>(w: *const f32, x: *const f32, fi: usize) -> [[f32; P]; R] {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_ps(); P]; R];
+    let whole = fi / 8 * 8;
+    // SAFETY: as the caller promises; every index is below fi.
+    unsafe {
+        for i in (0..whole).step_by(8) {
+            let wv: [__m256; P] = std::array::from_fn(|p| _mm256_loadu_ps(w.add(p * fi + i)));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let xv = _mm256_loadu_ps(x.add(r * fi + i));
+                for (a, &wv) in acc.iter_mut().zip(&wv) {
+                    *a = _mm256_fmadd_ps(xv, wv, *a);
+                }
+            }
+        }
+        std::array::from_fn(|r| {
+            std::array::from_fn(|p| {
+                let mut lanes = [0.0f32; 8];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r][p]);
+                let tail: f32 = (whole..fi).map(|i| *x.add(r * fi + i) * *w.add(p * fi + i)).sum();
+                lanes.iter().sum::<f32>() + tail
+            })
+        })
+    }
+}
+
+/// dX = dY·W for n ≤ SMALL_BATCH: each task owns a block of dX's columns, keeps it in
+/// registers-to-L1 sized accumulators, and reads W's rows once over that block.
+fn data_grad_streaming(op: &Linear, n: usize, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    let (fi, fo) = (op.in_features, op.out_features);
+    let out = Columns(dx.as_mut_ptr());
+    (0..fi.div_ceil(BLOCK)).into_par_iter().for_each(|blk| {
+        let out = out;
+        let cols = blk * BLOCK..((blk + 1) * BLOCK).min(fi);
+        let mut acc = [[0.0f32; BLOCK]; SMALL_BATCH];
+        // SAFETY: streams() checked AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            axpys(n, fo, fi, dy, w, cols.clone(), &mut acc)
+        };
+        for (r, acc) in acc.iter().enumerate().take(n) {
+            for (j, &v) in acc.iter().enumerate().take(cols.len()) {
+                // SAFETY: (r, cols.start + j) is inside dX, in this task's block of columns.
+                unsafe { *out.0.add(r * fi + cols.start + j) = v };
+            }
+        }
+    });
+}
+
+/// `acc[r][j] = Σ_o dy[r·fo + o] · w[o·fi + cols.start + j]`, compiled for AVX2 and FMA so the
+/// loop over j runs 8 lanes at a time.
+///
+/// # Safety
+/// AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpys(n: usize, fo: usize, fi: usize, dy: &[f32], w: &[f32], cols: std::ops::Range<usize>, acc: &mut [[f32; BLOCK]; SMALL_BATCH]) {
+    let len = cols.len();
+    for o in 0..fo {
+        let wrow = &w[o * fi + cols.start..o * fi + cols.end];
+        for (r, acc) in acc.iter_mut().enumerate().take(n) {
+            let d = dy[r * fo + o];
+            for (a, &wv) in acc[..len].iter_mut().zip(wrow) {
+                *a = wv.mul_add(d, *a);
             }
         }
     }

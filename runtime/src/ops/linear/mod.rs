@@ -52,12 +52,13 @@ mod tests {
         y
     }
 
-    const CASES: [Linear; 3] = [Linear::new(7, 5, true), Linear::new(33, 2, false), Linear::new(1568, 10, true)];
+    /// With odd sizes: features not a multiple of 8, outputs not a multiple of 2 or of a block.
+    const CASES: [Linear; 4] = [Linear::new(7, 5, true), Linear::new(33, 2, false), Linear::new(1568, 10, true), Linear::new(300, 517, true)];
 
+    /// Batches of 9 (the GEMM), and of 1 to 8 (the streaming path for small batches).
     #[test]
     fn forward_matches_definition() {
-        for op in CASES {
-            let n = 9;
+        for (op, n) in CASES.into_iter().flat_map(|op| [(op, 9), (op, 1), (op, 3), (op, 4), (op, 7), (op, 8)]) {
             let (x, wb) = (random(n * op.in_features, 1), random(op.param_len(), 2));
             let mut y = vec![f32::NAN; n * op.out_features];
             cpu::forward(&op, n, &x, &wb, &mut y);
@@ -67,8 +68,8 @@ mod tests {
 
     #[test]
     fn backward_matches_finite_differences() {
-        for op in CASES {
-            let n = 3;
+        // Batches of 9 (the GEMM) and up to 8 (streaming; 300 features make two blocks of dX).
+        for (op, n) in [(CASES[0], 3), (CASES[1], 9), (CASES[1], 5), (CASES[2], 1), (Linear::new(300, 17, true), 2)] {
             let (x, wb, dy) = (random(n * op.in_features, 3), random(op.param_len(), 4), random(n * op.out_features, 5));
             let mut dx = vec![f32::NAN; x.len()];
             let mut dwb = vec![1.0; wb.len()];
