@@ -12,21 +12,7 @@ use staticnet::{Logits, Optimizer};
 
 #[path = "../examples/common/course.rs"]
 mod course;
-use course::{AlexNet, CifarCnn, ModelA, ModelC, NetBn, NetSeq};
-
-/// Uniform values in [0, 1) and labels in 0..10, as `torch.rand` and `torch.randint` give.
-fn batch<I: Batch>(n: usize) -> (I, Vec<usize>) {
-    let mut s = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
-    let data = (0..n * I::SAMPLE_LEN).map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32).collect();
-    let labels = (0..n).map(|_| (next() % 10) as usize).collect();
-    (I::from_vec(n, data).expect("sized above"), labels)
-}
+use course::{AlexNet, CifarCnn, ModelA, ModelC, NetBn, NetSeq, batch};
 
 fn workload<N, O>(c: &mut Criterion, name: &str, n: usize, new: fn(&Cpu, u64) -> staticnet::Result<N>, mut opt: O)
 where
@@ -35,7 +21,7 @@ where
     O: Optimizer<Cpu>,
 {
     let mut net = new(&Cpu, 0).expect("a network");
-    let (x, y) = batch::<N::Input>(n);
+    let (x, y) = batch::<N::Input>(n, 1);
     let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(n as u64));
     net.train();

@@ -20,7 +20,7 @@ use std::time::Instant;
 use staticnet::ops::{self, Conv2d};
 use staticnet::prelude::*;
 
-use course::{AlexNet, CifarCnn, ModelA, ModelC, NetBn, NetSeq};
+use course::{AlexNet, CifarCnn, ModelA, ModelC, NetBn, NetSeq, batch};
 use staticnet::{Logits, Optimizer};
 
 const USAGE: &str = "usage: bench [--json] [--iters 20] [--only NAME] [--no-layers] [--device cpu|cuda]
@@ -51,20 +51,6 @@ fn time(iters: usize, mut f: impl FnMut()) -> f64 {
         f();
         t.elapsed().as_secs_f64() * 1e3
     }).collect())
-}
-
-/// Uniform values in [0, 1) and labels in 0..10, as `torch.rand` and `torch.randint` give.
-fn batch<I: Batch>(n: usize, seed: u64) -> (I, Vec<usize>) {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
-    let data = (0..n * I::SAMPLE_LEN).map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32).collect();
-    let labels = (0..n).map(|_| (next() % 10) as usize).collect();
-    (I::from_vec(n, data).expect("sized above"), labels)
 }
 
 fn workload<B: Backend, N, O>(dev: &B, name: &'static str, n: usize, iters: usize, new: impl Fn(&B, u64) -> staticnet::Result<N>, mut opt: O) -> staticnet::Result<Timing>

@@ -1,5 +1,6 @@
 //! The networks of the benchmark workloads (bench/compare.py, ../shared/bench/torch_ref.py),
-//! shared by the bench example and the criterion benches (benches/train_step.rs).
+//! and their random batches, shared by the bench example and the criterion benches
+//! (benches/train_step.rs).
 
 #![allow(dead_code)]
 
@@ -72,4 +73,18 @@ network! {
         Flatten,
         classifier: [Dropout(), Linear(256 * 6 * 6, 4096), ReLU, Dropout(), Linear(4096, 4096), ReLU, Linear(4096, 1000)],
     }
+}
+
+/// Uniform values in [0, 1) and labels in 0..10, as `torch.rand` and `torch.randint` give.
+pub fn batch<I: Batch>(n: usize, seed: u64) -> (I, Vec<usize>) {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let data = (0..n * I::SAMPLE_LEN).map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32).collect();
+    let labels = (0..n).map(|_| (next() % 10) as usize).collect();
+    (I::from_vec(n, data).expect("sized above"), labels)
 }
