@@ -1,8 +1,10 @@
-//! The forward of convolutions with few taps per output (one input channel and a small
-//! kernel, as the first layer of an MNIST network: K = 25), directly along output rows.
+//! Convolutions with few taps per output (K = c_in·kh·kw up to 192: the first layer of an
+//! MNIST network, K = 25, and the small layers of the course's exercises), directly along
+//! output rows.
 //!
 //! The indirect GEMM (cpu.rs) spends a tile's setup, its transposed scatter into NCHW and its
-//! epilogue on only K multiply-adds per output; with K = 25 that overhead is most of the time.
+//! epilogue on only K multiply-adds per output, and its 16- or 24-channel tiles are half empty
+//! for 5, 10 or 20 channels; with K = 25 that overhead is most of the time.
 //! Here, with stride 1, a run of 8 outputs of one row reads a run of 8 contiguous inputs per
 //! tap, so outputs are vectorised along the row: a tile is 4 channels × up to 3 runs of 8
 //! pixels (12 accumulators), and per tap costs up to 3 loads, 4 broadcasts of a weight and 12
@@ -19,8 +21,11 @@ use rayon::prelude::*;
 
 use super::Conv2d;
 
-/// Taps at most, for the direct path (beyond it the indirect GEMM is faster).
-const MAX_TAPS: usize = 32;
+/// Taps at most, for the direct path. Measured with `cargo bench --bench kernels` on one
+/// thread: up to K = 180 (net_seq.features.7) direct was faster, by up to 2× on 10- and
+/// 20-channel layers; at K = 288 to 576 (cifar_cnn.conv2 and conv3, model_c.cnn2) equal or
+/// slower, where rows of 8 leave a tile one run wide.
+const MAX_TAPS: usize = 192;
 /// Runs of 8 outputs per row at most.
 const MAX_RUNS: usize = 64;
 /// Channels per tile.

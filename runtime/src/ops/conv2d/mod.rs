@@ -131,7 +131,7 @@ mod tests {
         y
     }
 
-    fn cases() -> [Conv2d; 12] {
+    fn cases() -> [Conv2d; 13] {
         [
             // Model A's layers: whole register tiles of channels, k = 25 and k = 400 > KC
             Conv2d::new(1, 16, [28, 28], [5, 5], [1, 1], [2, 2], [1, 1], true),
@@ -157,6 +157,8 @@ mod tests {
             Conv2d::new(1, 6, [12, 28], [5, 5], [1, 1], [0, 0], [1, 1], true),
             // rows of 40 (five runs: tiles of 3 and 2)
             Conv2d::new(1, 3, [6, 44], [5, 5], [1, 1], [0, 0], [1, 1], true),
+            // 45 taps over 5 input channels, rows of 14 (runs at 0 and 6), 10 channels
+            Conv2d::new(5, 10, [9, 14], [3, 3], [1, 1], [1, 1], [1, 1], true),
         ]
     }
 
