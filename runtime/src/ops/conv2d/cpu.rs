@@ -154,7 +154,7 @@ pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], y: &mut [f32], scra
         direct::forward(op, n, xp, pad.hp, pad.wp, |co, tap| w[co * k + tap], op.bias.then_some(b), relu, y, weights);
         return;
     }
-    indirect_forward(op, n, x, None, |co, tap| w[co * k + tap], op.bias.then_some(b), relu, y, scratch);
+    indirect_forward(op, n, x, None, w, |tap| (tap, k), op.bias.then_some(b), relu, y, scratch);
 }
 
 /// dx = conv_backward_data(dy) (written), dwb += conv_backward_filter(x, dy) (accumulated).
@@ -167,13 +167,14 @@ pub fn backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32], relu_y
     if let Some(dx) = dx {
         let w = &wb[..op.weight_len()];
         if uses_full_conv(op) {
-            // W flipped and transposed: element (ci, (co, ky, kx)) = W[co, ci, kh−1−ky, kw−1−kx].
+            // W flipped and transposed: element (ci, (co, ky, kx)) = W[co, ci, kh−1−ky, kw−1−kx],
+            // at ((co·c_in)·kh + kh−1−ky)·kw + kw−1−kx + ci·kh·kw.
             let [kh, kw] = op.kernel;
-            let flipped = |ci: usize, tap: usize| {
+            let flipped = |tap: usize| {
                 let (co, ky, kx) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
-                w[((co * op.c_in + ci) * kh + kh - 1 - ky) * kw + kw - 1 - kx]
+                (((co * op.c_in) * kh + kh - 1 - ky) * kw + kw - 1 - kx, kh * kw)
             };
-            indirect_forward(&full_conv(op), n, dy, relu_y, flipped, None, false, dx, scratch);
+            indirect_forward(&full_conv(op), n, dy, relu_y, w, flipped, None, false, dx, scratch);
         } else {
             data_grad_col2im(op, n, w, dy, relu_y, dx, scratch);
         }
@@ -241,15 +242,18 @@ fn as_u32(v: &mut [f32]) -> &mut [u32] {
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u32>(), v.len()) }
 }
 
-/// Y = conv(x ⊙ [x_mask > 0]) with weights `w(co, tap)`, then `+ bias[co]` and ReLU, into NCHW
-/// `y`.
+/// Y = conv(x ⊙ [x_mask > 0]) with weights `w`, then `+ bias[co]` and ReLU, into NCHW `y`.
+/// The weight of channel co at a tap is `w[base + co·stride]` where `(base, stride) =
+/// tap_at(tap)`: index arithmetic once per tap, not once per weight (the data gradient's flipped
+/// weights need divisions to find).
 #[allow(clippy::too_many_arguments)]
 fn indirect_forward(
     op: &Conv2d,
     n: usize,
     x: &[f32],
     x_mask: Option<&[f32]>,
-    w: impl Fn(usize, usize) -> f32 + Sync,
+    w: &[f32],
+    tap_at: impl Fn(usize) -> (usize, usize) + Sync,
     bias: Option<&[f32]>,
     relu: bool,
     y: &mut [f32],
@@ -263,12 +267,13 @@ fn indirect_forward(
     let j_total = n * p;
     let [xp, weights, taps, partial, _, _] = split(scratch, &l);
     pad_input(op, n, x, x_mask, xp);
-    // Wᵀ in panels of NR channels: weights[(q·K + tap)·NR + lane] = w(q·NR + lane, tap).
+    // Wᵀ in panels of NR channels: weights[(q·K + tap)·NR + lane] = weight of channel q·NR + lane.
     weights.par_chunks_mut(k * nr).enumerate().for_each(|(q, panel)| {
         for (tap, row) in panel.chunks_exact_mut(nr).enumerate() {
+            let (base, stride) = tap_at(tap);
             for (lane, v) in row.iter_mut().enumerate() {
                 let c = q * nr + lane;
-                *v = if c < co { w(c, tap) } else { 0.0 };
+                *v = if c < co { w[base + c * stride] } else { 0.0 };
             }
         }
     });
