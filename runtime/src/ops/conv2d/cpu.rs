@@ -76,7 +76,7 @@ impl Layout {
 }
 
 fn forward_layout(op: &Conv2d, n: usize) -> Layout {
-    let ind = select_indirect(op.c_out);
+    let ind = select_indirect();
     let (k, j) = (op.patch_len(), n * op.out_pixels());
     let co_pad = op.c_out.div_ceil(ind.nr) * ind.nr;
     Layout {
@@ -90,7 +90,7 @@ fn forward_layout(op: &Conv2d, n: usize) -> Layout {
 }
 
 fn filter_layout(op: &Conv2d, n: usize) -> Layout {
-    let ind = select_indirect(op.c_out);
+    let ind = select_indirect();
     let (k, j) = (op.patch_len(), n * op.out_pixels());
     let co_pad = op.c_out.div_ceil(ind.nr) * ind.nr;
     let k_pad = k.div_ceil(ind.mr) * ind.mr;
@@ -260,7 +260,7 @@ fn indirect_forward(
     scratch: &mut [f32],
 ) {
     let l = forward_layout(op, n);
-    let ind = select_indirect(op.c_out);
+    let ind = select_indirect();
     let (mr, nr) = (ind.mr, ind.nr);
     let (k, p, co) = (op.patch_len(), op.out_pixels(), op.c_out);
     let co_pad = co.div_ceil(nr) * nr;
@@ -353,7 +353,7 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
         return;
     }
     let l = filter_layout(op, n);
-    let ind = select_indirect(op.c_out);
+    let ind = select_indirect();
     let (mr, nr) = (ind.mr, ind.nr);
     let (k, p, co) = (op.patch_len(), op.out_pixels(), op.c_out);
     let (co_pad, k_pad) = (co.div_ceil(nr) * nr, k.div_ceil(mr) * mr);

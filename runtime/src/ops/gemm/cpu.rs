@@ -73,7 +73,7 @@ pub fn run(g: &Gemm, par: Parallelism) {
         epilogue_only(g);
         return;
     }
-    let micro = kernel::select(g.m);
+    let micro = kernel::select();
     match par {
         Parallelism::Sequential => block(g, micro, 0..g.m, 0..g.n),
         Parallelism::Rayon => {
