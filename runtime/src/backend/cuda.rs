@@ -1041,13 +1041,9 @@ impl Backend for Cuda {
         if len == 0 {
             return Ok(());
         }
-        // The bias corrections as the CPU computes them (ops/adam/cpu.rs).
+        // The bias corrections as the CPU computes them.
         let o = *op;
-        let bc1 = 1.0 - (o.beta1 as f64).powi(o.step as i32);
-        let bc2 = 1.0 - (o.beta2 as f64).powi(o.step as i32);
-        let step_size = (o.lr as f64 / bc1) as f32;
-        let bc2_sqrt = bc2.sqrt() as f32;
-        let decay = 1.0 - o.lr * o.weight_decay;
+        let crate::ops::adam::AdamScalars { step_size, bc2_sqrt, decay } = o.scalars();
         launch!(
             self,
             adam_step_f32,

@@ -2,18 +2,14 @@
 
 use rayon::prelude::*;
 
-use super::AdamStep;
+use super::{AdamScalars, AdamStep};
 
 const BLOCK: usize = 1 << 14;
 
 /// Updates `p`, the moments `m` and `v` (and `vmax` with amsgrad) from `g`.
 pub fn step(op: &AdamStep, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], vmax: Option<&mut [f32]>) {
     let o = *op;
-    let bc1 = 1.0 - (o.beta1 as f64).powi(o.step as i32);
-    let bc2 = 1.0 - (o.beta2 as f64).powi(o.step as i32);
-    let step_size = (o.lr as f64 / bc1) as f32;
-    let bc2_sqrt = bc2.sqrt() as f32;
-    let decay = 1.0 - o.lr * o.weight_decay;
+    let AdamScalars { step_size, bc2_sqrt, decay } = o.scalars();
     let update = |p: &mut f32, g: f32, m: &mut f32, v: &mut f32, vmax: Option<&mut f32>| {
         let g = if o.decoupled {
             *p *= decay;

@@ -24,3 +24,23 @@ pub struct AdamStep {
     /// The step number t, from 1.
     pub step: u64,
 }
+
+/// The scalars of one step, the same for every parameter (and for every backend).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamScalars {
+    /// lr / (1 − β1ᵗ).
+    pub step_size: f32,
+    /// √(1 − β2ᵗ).
+    pub bc2_sqrt: f32,
+    /// 1 − lr·weight_decay (AdamW's decay of the parameter).
+    pub decay: f32,
+}
+
+impl AdamStep {
+    /// The bias corrections, computed in f64 as torch.optim does in Python floats.
+    pub fn scalars(&self) -> AdamScalars {
+        let bc1 = 1.0 - (self.beta1 as f64).powi(self.step as i32);
+        let bc2 = 1.0 - (self.beta2 as f64).powi(self.step as i32);
+        AdamScalars { step_size: (self.lr as f64 / bc1) as f32, bc2_sqrt: bc2.sqrt() as f32, decay: 1.0 - self.lr * self.weight_decay }
+    }
+}
