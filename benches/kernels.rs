@@ -10,20 +10,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use staticnet::ops::conv2d::cpu as conv;
 use staticnet::ops::gemm::{MatMut, MatRef, Parallelism, gemm};
-use staticnet::ops::Conv2d;
-
-/// Values in [−0.5, 0.5), never zero everywhere (zeros can run faster than real data).
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
+use staticnet::ops::{Conv2d, random_values as values};
 
 /// `Conv2d(c_in, c_out, kernel, stride, padding)` on `[c_in, h, w]` inputs, with bias.
 const fn conv2d(c_in: usize, c_out: usize, hw: usize, k: usize, stride: usize, padding: usize) -> Conv2d {

@@ -120,8 +120,7 @@ fn fma_peak() -> f64 {
 fn conv_layer(op: Conv2d, n: usize) -> [f64; 3] {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a thread pool");
     pool.install(|| {
-        let x = batch::<staticnet::Vectors<1>>(n * op.x_len(), 2).0.into_vec();
-        let wb: Vec<f32> = batch::<staticnet::Vectors<1>>(op.param_len(), 3).0.as_slice().iter().map(|v| v - 0.5).collect();
+        let (x, wb) = (ops::random_values(n * op.x_len(), 2), ops::random_values(op.param_len(), 3));
         let (mut y, mut dx, mut dwb) = (vec![0.0; n * op.y_len()], vec![0.0; n * op.x_len()], vec![0.0; op.param_len()]);
         let mut scratch = vec![0.0; ops::conv2d::cpu::scratch_len(&op, n)];
         let flops = op.flops() as f64 * n as f64;

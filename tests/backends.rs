@@ -11,20 +11,8 @@ mod common;
 
 use staticnet::backend::Backend;
 use staticnet::ops::{Activation, AdaptiveAvgPool2d, BatchNorm, Conv2d, CrossEntropy, Dropout, Linear, Pool2d, Softmax};
+use staticnet::ops::random_values as random;
 use staticnet::{Cpu, Cuda};
-
-/// Varied values in [−1, 1), never all zero, reproducible for a seed.
-fn random(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
 
 fn buf<B: Backend>(dev: &B, v: &[f32]) -> B::Buf<f32> {
     let mut b = dev.alloc(v.len()).unwrap();

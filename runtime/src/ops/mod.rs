@@ -35,20 +35,23 @@ pub use pool2d::Pool2d;
 pub use sgd::SgdStep;
 pub use softmax::Softmax;
 
+/// Varied values in [−1, 1), never all zero, reproducible for a seed: inputs for the kernels'
+/// tests (here, tests/backends.rs) and benchmarks (benches/kernels.rs, the bench example).
+pub fn random_values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
-    /// Varied values in [−1, 1), never all zero, reproducible for a seed.
-    pub fn random(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
+    pub use super::random_values as random;
 
     /// The gradient of `L(v) = Σ_j r_j · f(v)_j` by central differences in f64, for checking a
     /// backward against the definition of its forward (`f`, a naive f64 implementation).
