@@ -208,7 +208,7 @@ fn pad_input(op: &Conv2d, n: usize, x: &[f32], relu_y: Option<&[f32]>, xp: &mut 
 
 /// The offset of each tap (ci, ky, kx) from a window's corner in the padded input, padded to a
 /// whole number of rows of the kernel with copies of the first (their results are discarded).
-fn tap_offsets(op: &Conv2d, taps: &mut [u32]) {
+pub(super) fn tap_offsets(op: &Conv2d, taps: &mut [u32]) {
     let pad = Padded::of(op);
     let [kh, kw] = op.kernel;
     for (t, off) in taps.iter_mut().enumerate() {

@@ -53,7 +53,6 @@ pub(super) fn weights_len(op: &Conv2d) -> usize {
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, w: impl Fn(usize, usize) -> f32 + Sync, bias: Option<&[f32]>, relu: bool, y: &mut [f32], wt: &mut [f32]) {
     let (k, co) = (op.patch_len(), op.c_out);
-    let [kh, kw] = op.kernel;
     // wt[(g·K + tap)·CT + c] = w(g·CT + c, tap): one group's taps are contiguous.
     for (i, v) in wt[..weights_len(op)].iter_mut().enumerate() {
         let (g, tap, c) = (i / (k * CT), (i / CT) % k, i % CT);
@@ -61,10 +60,7 @@ pub(super) fn forward(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, w
         *v = if ch < co { w(ch, tap) } else { 0.0 };
     }
     let mut offs = [0u32; MAX_TAPS];
-    for (tap, off) in offs.iter_mut().enumerate().take(k) {
-        let (ci, ky, kx) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
-        *off = ((ci * hp + ky) * wp + kx) as u32;
-    }
+    super::cpu::tap_offsets(op, &mut offs[..k]);
     // The runs of 8 outputs along a row; the last ends at the row's end.
     let mut starts = [0usize; MAX_RUNS];
     let runs = op.w_out.div_ceil(8);
@@ -192,14 +188,10 @@ pub(super) const TAIL: usize = 8;
 #[allow(clippy::too_many_arguments)]
 pub(super) fn filter_grad(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, dy: &[f32], relu_y: Option<&[f32]>, dwb: &mut [f32], scratch: &mut [f32], threads: usize) {
     let (k, co, p) = (op.patch_len(), op.c_out, op.out_pixels());
-    let [kh, kw] = op.kernel;
     let (cg, tg) = filter_groups(op);
     // Tap offsets in groups of TT, the last group padded with tap 0 (its sums are dropped).
     let mut offs = [0u32; MAX_TAPS.div_ceil(TT) * TT];
-    for (tap, off) in offs.iter_mut().enumerate().take(k) {
-        let (ci, ky, kx) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
-        *off = ((ci * hp + ky) * wp + kx) as u32;
-    }
+    super::cpu::tap_offsets(op, &mut offs[..tg * TT]);
     let (offs, runs, row) = (&offs[..tg * TT], op.w_out.div_ceil(8), padded_row(op));
     let t_count = threads.min(n).max(1);
     let per = n.div_ceil(t_count);
