@@ -3,7 +3,7 @@
 //! Max pooling keeps no indices: the forward computes the maxima only (what inference needs, and
 //! vectorisable), and the backward finds each window's argmax again as PyTorch defines it, the
 //! first element equal to the maximum in scan order (the last NaN when the maximum is NaN). The
-//! 2 × 2, stride 2 window of most CNNs has AVX2 paths both ways.
+//! 2 × 2, stride 2 window of most CNNs has AVX2 paths both ways, for max and average pooling.
 
 use rayon::prelude::*;
 use staticnet_shape::pool_window;
@@ -19,7 +19,7 @@ pub fn max_forward(op: &Pool2d, n: usize, x: &[f32], y: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if fast && std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 is present (checked above).
-            return unsafe { avx2::max_2x2_forward(op, x, y) };
+            return unsafe { avx2::max_forward(op, x, y) };
         }
         let _ = fast;
         for oy in 0..op.h_out {
@@ -52,13 +52,16 @@ pub fn max_backward(op: &Pool2d, n: usize, x: &[f32], y: &[f32], dy: &[f32], dx:
         .zip(x[..planes * xp].par_chunks(xp))
         .zip(y[..planes * yp].par_chunks(yp).zip(dy[..planes * yp].par_chunks(yp)))
         .for_each(|((dx, x), (y, dy))| {
-            dx.fill(0.0);
             #[cfg(target_arch = "x86_64")]
             if fast && std::arch::is_x86_feature_detected!("avx2") {
+                if !avx2::covers(op) {
+                    dx.fill(0.0);
+                }
                 // SAFETY: AVX2 is present (checked above).
-                return unsafe { avx2::max_2x2_backward(op, x, y, dy, dx) };
+                return unsafe { avx2::max_backward(op, x, y, dy, dx) };
             }
             let _ = fast;
+            dx.fill(0.0);
             for oy in 0..op.h_out {
                 let rows = taps(oy, op.h_in, op.kernel[0], op.stride[0], op.padding[0], op.dilation[0]);
                 for ox in 0..op.w_out {
@@ -99,6 +102,9 @@ fn two_by_two(op: &Pool2d) -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    //! The 2 × 2, stride 2 window, eight outputs at a time. A row's last outputs (all of them
+    //! when the row is shorter than eight, as in MNIST's 7-wide maps) go through masked loads and
+    //! stores rather than a scalar loop.
     use std::arch::x86_64::*;
 
     use super::Pool2d;
@@ -123,84 +129,161 @@ mod avx2 {
         (fix(e), fix(o))
     }
 
-    /// One plane of the 2 × 2 forward, eight outputs at a time.
+    /// The inverse of `evens_odds`: evens and odds interleaved back into 16 consecutive floats.
+    #[inline]
     #[target_feature(enable = "avx2")]
-    pub unsafe fn max_2x2_forward(op: &Pool2d, x: &[f32], y: &mut [f32]) {
-        let (wi, wo) = (op.w_in, op.w_out);
+    fn interleave(e: __m256, o: __m256) -> (__m256, __m256) {
+        let (lo, hi) = (_mm256_unpacklo_ps(e, o), _mm256_unpackhi_ps(e, o));
+        (_mm256_permute2f128_ps::<0x20>(lo, hi), _mm256_permute2f128_ps::<0x31>(lo, hi))
+    }
+
+    /// Lanes `0..count` set.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn lanes(count: usize) -> __m256i {
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(count.min(8) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    }
+
+    /// `count` ≤ 8 floats from `p`, zeros after them. Safety: `p .. p + count` is readable.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load(p: *const f32, count: usize) -> __m256 {
+        // SAFETY: a full load reads p .. p + 8; a masked one touches only the set lanes.
+        unsafe { if count >= 8 { _mm256_loadu_ps(p) } else { _mm256_maskload_ps(p, lanes(count)) } }
+    }
+
+    /// Stores the first `count` ≤ 8 lanes of `v` at `p`. Safety: `p .. p + count` is writable.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn store(p: *mut f32, count: usize, v: __m256) {
+        // SAFETY: as in `load`.
+        unsafe { if count >= 8 { _mm256_storeu_ps(p, v) } else { _mm256_maskstore_ps(p, lanes(count), v) } }
+    }
+
+    /// The 2·`count` floats of `count` ≤ 8 windows' columns from `p`, split into evens and odds.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load_pairs(p: *const f32, count: usize) -> (__m256, __m256) {
+        // SAFETY: p .. p + 2·count is readable (the caller's promise); the second load's address
+        // is only dereferenced in lanes below 2·count − 8.
+        unsafe { evens_odds(load(p, 2 * count), load(p.wrapping_add(8), (2 * count).saturating_sub(8))) }
+    }
+
+    /// Writes evens `e` and odds `o` of `count` ≤ 8 windows interleaved at `p`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn store_pairs(p: *mut f32, count: usize, e: __m256, o: __m256) {
+        let (first, second) = interleave(e, o);
+        // SAFETY: as in `load_pairs`.
+        unsafe {
+            store(p, 2 * count, first);
+            store(p.wrapping_add(8), (2 * count).saturating_sub(8), second);
+        }
+    }
+
+    /// Calls `f(count, top, bottom, out)` for each run of `count` ≤ 8 windows along an output
+    /// row: `top` and `bottom` index the run's first window's cells in x, `out` its output in y.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn runs(op: &Pool2d, mut f: impl FnMut(usize, usize, usize, usize)) {
         for oy in 0..op.h_out {
-            let (r0, r1) = (&x[2 * oy * wi..], &x[(2 * oy + 1) * wi..]);
-            let out = &mut y[oy * wo..(oy + 1) * wo];
-            let mut ox = 0;
-            while ox + 8 <= wo {
-                // SAFETY: columns 2·ox .. 2·ox + 16 ≤ 2·w_out ≤ w_in lie in both rows.
-                unsafe {
-                    let v = max_nan(_mm256_loadu_ps(r0.as_ptr().add(2 * ox)), _mm256_loadu_ps(r1.as_ptr().add(2 * ox)));
-                    let w = max_nan(_mm256_loadu_ps(r0.as_ptr().add(2 * ox + 8)), _mm256_loadu_ps(r1.as_ptr().add(2 * ox + 8)));
-                    let (e, o) = evens_odds(v, w);
-                    _mm256_storeu_ps(out.as_mut_ptr().add(ox), max_nan(e, o));
-                }
-                ox += 8;
-            }
-            for (o, v) in out.iter_mut().enumerate().skip(ox) {
-                let w = [r0[2 * o], r0[2 * o + 1], r1[2 * o], r1[2 * o + 1]];
-                *v = if w.iter().any(|v| v.is_nan()) { f32::NAN } else { w.iter().copied().fold(f32::NEG_INFINITY, f32::max) };
+            for ox in (0..op.w_out).step_by(8) {
+                f((op.w_out - ox).min(8), 2 * oy * op.w_in + 2 * ox, (2 * oy + 1) * op.w_in + 2 * ox, oy * op.w_out + ox);
             }
         }
     }
 
-    /// One plane of the 2 × 2 backward, eight outputs at a time: the gradient goes to the first
-    /// of (top-left, top-right, bottom-left, bottom-right) equal to the maximum.
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn max_2x2_backward(op: &Pool2d, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
-        let (wi, wo) = (op.w_in, op.w_out);
-        for oy in 0..op.h_out {
-            let (r0, r1) = (2 * oy * wi, (2 * oy + 1) * wi);
-            let mut ox = 0;
-            while ox + 8 <= wo && !has_nan(&y[oy * wo + ox..oy * wo + ox + 8]) {
-                // SAFETY: as in the forward, all reads and writes stay inside the two rows.
-                unsafe {
-                    let (t0, t1) = evens_odds(_mm256_loadu_ps(x.as_ptr().add(r0 + 2 * ox)), _mm256_loadu_ps(x.as_ptr().add(r0 + 2 * ox + 8)));
-                    let (b0, b1) = evens_odds(_mm256_loadu_ps(x.as_ptr().add(r1 + 2 * ox)), _mm256_loadu_ps(x.as_ptr().add(r1 + 2 * ox + 8)));
-                    let m = _mm256_loadu_ps(y.as_ptr().add(oy * wo + ox));
-                    let g = _mm256_loadu_ps(dy.as_ptr().add(oy * wo + ox));
-                    let eq = |v: __m256| _mm256_cmp_ps::<_CMP_EQ_OQ>(v, m);
-                    // First match wins: each later position only where no earlier one matched.
-                    let m_tl = eq(t0);
-                    let m_tr = _mm256_andnot_ps(m_tl, eq(t1));
-                    let taken = _mm256_or_ps(m_tl, m_tr);
-                    let m_bl = _mm256_andnot_ps(taken, eq(b0));
-                    let taken = _mm256_or_ps(taken, m_bl);
-                    let m_br = _mm256_andnot_ps(taken, eq(b1));
-                    let put = |mask: __m256| _mm256_and_ps(mask, g);
-                    // Interleave evens and odds back into input order.
-                    let store = |row: usize, e: __m256, o: __m256, dx: &mut [f32]| {
-                        let (lo, hi) = (_mm256_unpacklo_ps(e, o), _mm256_unpackhi_ps(e, o));
-                        let first = _mm256_permute2f128_ps::<0x20>(lo, hi);
-                        let second = _mm256_permute2f128_ps::<0x31>(lo, hi);
-                        _mm256_storeu_ps(dx.as_mut_ptr().add(row + 2 * ox), first);
-                        _mm256_storeu_ps(dx.as_mut_ptr().add(row + 2 * ox + 8), second);
-                    };
-                    store(r0, put(m_tl), put(m_tr), dx);
-                    store(r1, put(m_bl), put(m_br), dx);
-                }
-                ox += 8;
-            }
-            // The rest of the row (and any block holding a NaN maximum) one window at a time.
-            for o in ox..wo {
-                let m = y[oy * wo + o];
-                let cells = [r0 + 2 * o, r0 + 2 * o + 1, r1 + 2 * o, r1 + 2 * o + 1];
-                let at = if m.is_nan() {
-                    cells.iter().rev().copied().find(|&i| x[i].is_nan()).unwrap_or(cells[0])
-                } else {
-                    cells.iter().copied().find(|&i| x[i] == m).unwrap_or(cells[0])
-                };
-                dx[at] += dy[oy * wo + o];
-            }
-        }
+    /// Whether the windows cover every input cell (even sizes), so the backward writes all of
+    /// dx and need not zero it first.
+    pub fn covers(op: &Pool2d) -> bool {
+        op.w_in == 2 * op.w_out && op.h_in == 2 * op.h_out
     }
 
-    fn has_nan(v: &[f32]) -> bool {
-        v.iter().any(|v| v.is_nan())
+    /// One plane of max pooling's forward.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn max_forward(op: &Pool2d, x: &[f32], y: &mut [f32]) {
+        assert!(x.len() >= op.h_in * op.w_in && y.len() >= op.h_out * op.w_out && 2 * op.w_out <= op.w_in && 2 * op.h_out <= op.h_in);
+        runs(op, |count, top, bottom, out| {
+            // SAFETY: a run's 2·count columns lie in rows 2·oy and 2·oy + 1 of x (asserted sizes),
+            // its count outputs in row oy of y.
+            unsafe {
+                let (te, to) = load_pairs(x.as_ptr().add(top), count);
+                let (be, bo) = load_pairs(x.as_ptr().add(bottom), count);
+                store(y.as_mut_ptr().add(out), count, max_nan(max_nan(te, to), max_nan(be, bo)));
+            }
+        });
+    }
+
+    /// One plane of max pooling's backward: each window's gradient goes to the first of
+    /// (top-left, top-right, bottom-left, bottom-right) equal to its maximum, or to the last NaN
+    /// when the maximum is NaN. dx is zero where no window writes (see `covers`).
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn max_backward(op: &Pool2d, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
+        assert!(x.len() >= op.h_in * op.w_in && dx.len() >= op.h_in * op.w_in && y.len() >= op.h_out * op.w_out && dy.len() >= op.h_out * op.w_out);
+        assert!(2 * op.w_out <= op.w_in && 2 * op.h_out <= op.h_in);
+        runs(op, |count, top, bottom, out| {
+            // SAFETY: as in the forward; dx has x's size.
+            unsafe {
+                let m = load(y.as_ptr().add(out), count);
+                let g = load(dy.as_ptr().add(out), count);
+                if _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(m, m)) & ((1 << count) - 1) != 0 {
+                    // A NaN maximum: the last NaN of the window, one window at a time.
+                    for k in 0..count {
+                        let cells = [top + 2 * k, top + 2 * k + 1, bottom + 2 * k, bottom + 2 * k + 1];
+                        let (m, at) = (y[out + k], cells);
+                        let at = if m.is_nan() { at.iter().rev().copied().find(|&i| x[i].is_nan()) } else { at.iter().copied().find(|&i| x[i] == m) };
+                        for i in cells {
+                            dx[i] = if Some(i) == at { dy[out + k] } else { 0.0 };
+                        }
+                    }
+                    return;
+                }
+                let (te, to) = load_pairs(x.as_ptr().add(top), count);
+                let (be, bo) = load_pairs(x.as_ptr().add(bottom), count);
+                let eq = |v: __m256| _mm256_cmp_ps::<_CMP_EQ_OQ>(v, m);
+                // First match wins: each later position only where no earlier one matched.
+                let tl = eq(te);
+                let tr = _mm256_andnot_ps(tl, eq(to));
+                let taken = _mm256_or_ps(tl, tr);
+                let bl = _mm256_andnot_ps(taken, eq(be));
+                let br = _mm256_andnot_ps(_mm256_or_ps(taken, bl), eq(bo));
+                let put = |mask: __m256| _mm256_and_ps(mask, g);
+                store_pairs(dx.as_mut_ptr().add(top), count, put(tl), put(tr));
+                store_pairs(dx.as_mut_ptr().add(bottom), count, put(bl), put(br));
+            }
+        });
+    }
+
+    /// One plane of average pooling's forward: (top row's pair + bottom row's pair) / divisor,
+    /// summed in the order of the general path.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn avg_forward(op: &Pool2d, divisor: f32, x: &[f32], y: &mut [f32]) {
+        assert!(x.len() >= op.h_in * op.w_in && y.len() >= op.h_out * op.w_out && 2 * op.w_out <= op.w_in && 2 * op.h_out <= op.h_in);
+        let d = _mm256_set1_ps(divisor);
+        runs(op, |count, top, bottom, out| {
+            // SAFETY: as in `max_forward`.
+            unsafe {
+                let (te, to) = load_pairs(x.as_ptr().add(top), count);
+                let (be, bo) = load_pairs(x.as_ptr().add(bottom), count);
+                let sum = _mm256_add_ps(_mm256_add_ps(te, to), _mm256_add_ps(be, bo));
+                store(y.as_mut_ptr().add(out), count, _mm256_div_ps(sum, d));
+            }
+        });
+    }
+
+    /// One plane of average pooling's backward: dy / divisor to each of a window's four cells.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn avg_backward(op: &Pool2d, divisor: f32, dy: &[f32], dx: &mut [f32]) {
+        assert!(dx.len() >= op.h_in * op.w_in && dy.len() >= op.h_out * op.w_out && 2 * op.w_out <= op.w_in && 2 * op.h_out <= op.h_in);
+        let d = _mm256_set1_ps(divisor);
+        runs(op, |count, top, bottom, out| {
+            // SAFETY: as in `max_backward`.
+            unsafe {
+                let g = _mm256_div_ps(load(dy.as_ptr().add(out), count), d);
+                store_pairs(dx.as_mut_ptr().add(top), count, g, g);
+                store_pairs(dx.as_mut_ptr().add(bottom), count, g, g);
+            }
+        });
     }
 }
 
@@ -208,7 +291,14 @@ mod avx2 {
 pub fn avg_forward(op: &Pool2d, n: usize, x: &[f32], y: &mut [f32]) {
     let (xp, yp) = (op.h_in * op.w_in, op.h_out * op.w_out);
     let planes = n * op.c;
+    let fast = two_by_two(op);
     y[..planes * yp].par_chunks_mut(yp).zip(x[..planes * xp].par_chunks(xp)).for_each(|(y, x)| {
+        #[cfg(target_arch = "x86_64")]
+        if fast && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present (checked above).
+            return unsafe { avx2::avg_forward(op, two_by_two_divisor(op), x, y) };
+        }
+        let _ = fast;
         for oy in 0..op.h_out {
             let wy = pool_window(oy, op.h_in, op.kernel[0], op.stride[0], op.padding[0]);
             for ox in 0..op.w_out {
@@ -227,7 +317,17 @@ pub fn avg_forward(op: &Pool2d, n: usize, x: &[f32], y: &mut [f32]) {
 pub fn avg_backward(op: &Pool2d, n: usize, dy: &[f32], dx: &mut [f32]) {
     let (xp, yp) = (op.h_in * op.w_in, op.h_out * op.w_out);
     let planes = n * op.c;
+    let fast = two_by_two(op);
     dx[..planes * xp].par_chunks_mut(xp).zip(dy[..planes * yp].par_chunks(yp)).for_each(|(dx, dy)| {
+        #[cfg(target_arch = "x86_64")]
+        if fast && std::arch::is_x86_feature_detected!("avx2") {
+            if !avx2::covers(op) {
+                dx.fill(0.0);
+            }
+            // SAFETY: AVX2 is present (checked above).
+            return unsafe { avx2::avg_backward(op, two_by_two_divisor(op), dy, dx) };
+        }
+        let _ = fast;
         dx.fill(0.0);
         for oy in 0..op.h_out {
             let wy = pool_window(oy, op.h_in, op.kernel[0], op.stride[0], op.padding[0]);
@@ -242,6 +342,11 @@ pub fn avg_backward(op: &Pool2d, n: usize, dy: &[f32], dx: &mut [f32]) {
             }
         }
     });
+}
+
+/// The divisor of every 2 × 2 window (none is padded): 4, or the override.
+fn two_by_two_divisor(op: &Pool2d) -> f32 {
+    if op.divisor_override > 0 { op.divisor_override as f32 } else { 4.0 }
 }
 
 fn divisor(op: &Pool2d, wy: staticnet_shape::PoolWindow, wx: staticnet_shape::PoolWindow) -> f32 {

@@ -118,6 +118,15 @@ mod tests {
             (Pool2d::avg(2, [9, 10], [3, 3], [2, 2], [1, 1], true, true, 0), false),
             (Pool2d::avg(2, [9, 10], [3, 2], [2, 2], [1, 1], true, false, 0), false),
             (Pool2d::avg(2, [7, 7], [2, 2], [2, 2], [0, 0], false, true, 3), false),
+            // 2x2 stride 2 (the AVX2 paths): rows of 7 outputs (masked only), 8 (one full run),
+            // 18 (two full runs and a masked 2) on an odd-sized input the windows don't cover,
+            // and an average with a divisor override
+            (Pool2d::max(2, [14, 14], [2, 2], [2, 2], [0, 0], [1, 1], false), true),
+            (Pool2d::max(1, [6, 16], [2, 2], [2, 2], [0, 0], [1, 1], false), true),
+            (Pool2d::max(2, [9, 37], [2, 2], [2, 2], [0, 0], [1, 1], false), true),
+            (Pool2d::avg(2, [14, 14], [2, 2], [2, 2], [0, 0], false, true, 0), false),
+            (Pool2d::avg(1, [6, 16], [2, 2], [2, 2], [0, 0], false, false, 0), false),
+            (Pool2d::avg(2, [9, 37], [2, 2], [2, 2], [0, 0], false, true, 3), false),
         ];
         for (op, max) in cases {
             let n = 2;
@@ -140,8 +149,9 @@ mod tests {
     #[test]
     fn max_pool_takes_the_first_maximum_and_routes_the_gradient_there() {
         // 2x2 windows with ties: PyTorch keeps the first maximum in scan order (row by row).
-        // Width 36 gives two blocks of 8 outputs for the vector path and 2 for the scalar tail.
-        for w in [4usize, 36] {
+        // Width 36 gives two runs of 8 outputs for the vector path and a masked run of 2; widths
+        // 4 and 14 give masked runs only.
+        for w in [4usize, 14, 36] {
             let op = Pool2d::max(1, [2, w], [2, 2], [2, 2], [0, 0], [1, 1], false);
             let mut x = vec![0.0f32; 2 * w];
             for o in 0..w / 2 {
@@ -179,7 +189,7 @@ mod tests {
 
     #[test]
     fn max_pool_propagates_nan_like_pytorch() {
-        for w in [4usize, 36] {
+        for w in [4usize, 14, 36] {
             let op = Pool2d::max(1, [2, w], [2, 2], [2, 2], [0, 0], [1, 1], false);
             let mut x = vec![1.0f32; 2 * w];
             x[1] = f32::NAN; // window 0, top-right
