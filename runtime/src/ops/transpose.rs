@@ -1,11 +1,52 @@
 //! Transposition of a (rows × cols) block into a (cols × rows) layout, masked on the way: the
 //! convolution's filter gradient reads dY channels-last, and a fused ReLU's mask is applied while
-//! the data passes anyway.
+//! the data passes anyway. Also the row copies of the convolution's padded buffers, masked the
+//! same way.
 
 /// `g` where `y > 0`, else 0, without a branch (the mask is data: a branch would mispredict).
 #[inline(always)]
 pub fn keep_if_positive(g: f32, y: f32) -> f32 {
     f32::from_bits(g.to_bits() & (-((y > 0.0) as i32)) as u32)
+}
+
+/// `dst = src`, masked by `mask > 0` when given, for the short rows of an image (28 floats for
+/// MNIST): moves of 8 floats inline, the last one overlapping the one before, where
+/// `copy_from_slice` would call memcpy once per row.
+#[inline]
+pub fn copy_row(dst: &mut [f32], src: &[f32], mask: Option<&[f32]>) {
+    let n = src.len();
+    let dst = &mut dst[..n];
+    if n < 8 {
+        for (i, (d, &s)) in dst.iter_mut().zip(src).enumerate() {
+            *d = mask.map_or(s, |m| keep_if_positive(s, m[i]));
+        }
+        return;
+    }
+    for i in (0..n).step_by(8) {
+        let at = i.min(n - 8);
+        let d: &mut [f32; 8] = (&mut dst[at..at + 8]).try_into().expect("8 floats");
+        let s: &[f32; 8] = src[at..at + 8].try_into().expect("8 floats");
+        match mask {
+            Some(m) => {
+                let m: &[f32; 8] = m[at..at + 8].try_into().expect("8 floats");
+                *d = std::array::from_fn(|k| keep_if_positive(s[k], m[k]));
+            }
+            None => *d = *s,
+        }
+    }
+}
+
+/// `dst = 0` for a short row, as [`copy_row`] copies one.
+#[inline]
+pub fn zero_row(dst: &mut [f32]) {
+    let n = dst.len();
+    if n < 8 {
+        return dst.iter_mut().for_each(|v| *v = 0.0);
+    }
+    for i in (0..n).step_by(8) {
+        let at = i.min(n - 8);
+        dst[at..at + 8].copy_from_slice(&[0.0; 8]);
+    }
 }
 
 /// `dst[c · ld + r] = src[r · cols + c]` (masked by `mask[r · cols + c] > 0` when given) for
@@ -139,6 +180,26 @@ mod tests {
                         assert_eq!(dst[c * ld + r], want, "{rows}x{cols} ld {ld} masked {} at ({r}, {c})", m.is_some());
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn copies_and_zeroes_rows_of_every_length() {
+        for n in [0usize, 1, 7, 8, 9, 14, 16, 28, 33] {
+            let src: Vec<f32> = (0..n).map(|i| i as f32 + 1.0).collect();
+            let mask: Vec<f32> = (0..n).map(|i| if i % 3 == 0 { 0.0 } else { 2.0 }).collect();
+            for m in [None, Some(&mask[..])] {
+                // One float past the row, which must stay as it is.
+                let mut dst = vec![f32::NAN; n + 1];
+                copy_row(&mut dst, &src, m);
+                for i in 0..n {
+                    let want = if m.is_some() && i % 3 == 0 { 0.0 } else { src[i] };
+                    assert_eq!(dst[i], want, "length {n}, masked {}, at {i}", m.is_some());
+                }
+                assert!(dst[n].is_nan(), "length {n}: wrote past the row");
+                zero_row(&mut dst[..n]);
+                assert!(dst[..n].iter().all(|&v| v == 0.0) && dst[n].is_nan(), "zero_row, length {n}");
             }
         }
     }

@@ -6,9 +6,10 @@
 //! epilogue on only K multiply-adds per output, and its 16- or 24-channel tiles are half empty
 //! for 5, 10 or 20 channels; with K = 25 that overhead is most of the time.
 //! Here, with stride 1, a run of 8 outputs of one row reads a run of 8 contiguous inputs per
-//! tap, so outputs are vectorised along the row: a tile is 4 channels × up to 3 runs of 8
-//! pixels (12 accumulators), and per tap costs up to 3 loads, 4 broadcasts of a weight and 12
-//! FMAs. Results go straight into the NCHW rows, bias and ReLU applied on the way.
+//! tap, so outputs are vectorised along the row: a tile is 4 channels × 2 runs of 8 pixels (8
+//! accumulators), and per tap costs 2 loads, 4 broadcasts of a weight and 8 FMAs. The runs of a
+//! tile may lie on different rows, so rows of any width fill every tile. Results go straight
+//! into the NCHW rows, bias and ReLU applied on the way.
 //!
 //! A row whose width is not a multiple of 8 ends with a run that overlaps the previous one
 //! (28 = 0, 8, 16 and 20): the overlap is computed twice and written twice with equal values.
@@ -63,73 +64,95 @@ pub(super) fn forward(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, w
     super::cpu::tap_offsets(op, &mut offs[..k]);
     // The runs of 8 outputs along a row; the last ends at the row's end.
     let mut starts = [0usize; MAX_RUNS];
-    let runs = op.w_out.div_ceil(8);
-    for (r, s) in starts.iter_mut().enumerate().take(runs) {
+    let per_row = op.w_out.div_ceil(8);
+    for (r, s) in starts.iter_mut().enumerate().take(per_row) {
         *s = (r * 8).min(op.w_out - 8);
     }
-    let (offs, starts, wt) = (&offs[..k], &starts[..runs], &*wt);
+    let runs = Runs { starts: &starts[..per_row], wp, w_out: op.w_out, count: per_row * op.h_out };
+    let (offs, wt) = (&offs[..k], &*wt);
     let (plane_in, plane_out) = (op.c_in * hp * wp, op.h_out * op.w_out);
-    // One task per image: its output rows, every channel.
+    // One task per image: every channel of all its rows.
     y[..n * co * plane_out].par_chunks_mut(co * plane_out).enumerate().for_each(|(img, y)| {
-        for oy in 0..op.h_out {
-            let row = &xp[img * plane_in + oy * wp..];
-            // SAFETY: applies() checked AVX2 and FMA; every tap offset plus every run (≤ w_out − 8
-            // + 7 + kw − 1 < wp) stays inside this image's padded planes, and the outputs of
-            // row oy of every channel are inside this image's y.
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                output_row(row.as_ptr(), offs, starts, wt, co, bias, relu, y.as_mut_ptr().add(oy * op.w_out), plane_out)
-            };
-        }
+        let x = &xp[img * plane_in..];
+        // SAFETY: applies() checked AVX2 and FMA; every tap offset plus every run (≤ w_out − 8
+        // + 7 + kw − 1 < wp along a row, on rows < h_out + kh − 1 ≤ hp) stays inside this image's
+        // padded planes, and every run of every channel is inside this image's y.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            output_image(x.as_ptr(), offs, &runs, wt, co, bias, relu, y.as_mut_ptr(), plane_out)
+        };
     });
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("applies() is false off x86-64");
 }
 
-/// One output row of every channel.
+/// The runs of 8 outputs of an image, row after row: run r is `starts[r % starts.len()]` along
+/// row `r / starts.len()`.
+struct Runs<'a> {
+    starts: &'a [usize],
+    wp: usize,
+    w_out: usize,
+    count: usize,
+}
+
+impl Runs<'_> {
+    /// Where run r starts in the padded input (from a window's corner) and in an output plane.
+    #[inline(always)]
+    fn at(&self, r: usize) -> (usize, usize) {
+        let (oy, s) = (r / self.starts.len(), self.starts[r % self.starts.len()]);
+        (oy * self.wp + s, oy * self.w_out + s)
+    }
+}
+
+/// Runs per tile: with `CT` channels, 8 accumulators, as many as the FMA units' latency needs,
+/// which leaves registers for the inputs and a weight (3 runs spilled an accumulator).
+const XT: usize = 2;
+
+/// One image, every channel. Tiles take `XT` consecutive runs whatever their rows, so a row
+/// of 14 (two runs) or 28 (four) fills every tile.
 ///
 /// # Safety
-/// AVX2 and FMA; `x[off + start + 0..8]` readable for every tap offset and run start; `y[c·plane
-/// + start + 0..8]` writable for every channel c < co and run start.
+/// AVX2 and FMA; `x[off + run's input start + 0..8]` readable for every tap offset and run;
+/// `y[c·plane + run's output start + 0..8]` writable for every channel c < co and run.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn output_row(x: *const f32, offs: &[u32], starts: &[usize], wt: &[f32], co: usize, bias: Option<&[f32]>, relu: bool, y: *mut f32, plane: usize) {
+unsafe fn output_image(x: *const f32, offs: &[u32], runs: &Runs, wt: &[f32], co: usize, bias: Option<&[f32]>, relu: bool, y: *mut f32, plane: usize) {
     let k = offs.len();
     for g in 0..co.div_ceil(CT) {
         let w = &wt[g * k * CT..(g + 1) * k * CT];
         let mut r = 0;
-        while r < starts.len() {
+        while r < runs.count {
+            let (x0, y0) = runs.at(r);
             // SAFETY: forwarded from the caller.
             unsafe {
-                match starts.len() - r {
-                    1 => tile::<1>(x, offs, &starts[r..], w, g, co, bias, relu, y, plane),
-                    2 => tile::<2>(x, offs, &starts[r..], w, g, co, bias, relu, y, plane),
-                    _ => tile::<3>(x, offs, &starts[r..], w, g, co, bias, relu, y, plane),
+                if r + 1 < runs.count {
+                    let (x1, y1) = runs.at(r + 1);
+                    tile::<XT>(x, offs, [x0, x1], [y0, y1], w, g, co, bias, relu, y, plane);
+                } else {
+                    tile::<1>(x, offs, [x0], [y0], w, g, co, bias, relu, y, plane);
                 }
             }
-            r += 3;
+            r += XT;
         }
     }
 }
 
-/// `CT` channels × `XT` runs of 8 outputs.
+/// `CT` channels × `T` runs of 8 outputs, from input offsets `xs` and output offsets `ys`.
 ///
 /// # Safety
-/// As for [`output_row`]; `starts` holds at least `XT` runs.
+/// As for [`output_image`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<const XT: usize>(x: *const f32, offs: &[u32], starts: &[usize], w: &[f32], g: usize, co: usize, bias: Option<&[f32]>, relu: bool, y: *mut f32, plane: usize) {
+unsafe fn tile<const T: usize>(x: *const f32, offs: &[u32], xs: [usize; T], ys: [usize; T], w: &[f32], g: usize, co: usize, bias: Option<&[f32]>, relu: bool, y: *mut f32, plane: usize) {
     use std::arch::x86_64::*;
-    // A fixed-size copy, so that the loops over runs unroll and the loads stay in registers.
-    let starts: [usize; XT] = std::array::from_fn(|i| starts[i]);
-    let mut acc = [[_mm256_setzero_ps(); XT]; CT];
+    let mut acc = [[_mm256_setzero_ps(); T]; CT];
     for (tap, &off) in offs.iter().enumerate() {
         // SAFETY: as the caller promises.
         unsafe {
             let base = x.add(off as usize);
-            let xv: [__m256; XT] = std::array::from_fn(|i| _mm256_loadu_ps(base.add(starts[i])));
+            let xv: [__m256; T] = std::array::from_fn(|i| _mm256_loadu_ps(base.add(xs[i])));
             for (c, acc) in acc.iter_mut().enumerate() {
                 let wv = _mm256_broadcast_ss(&w[tap * CT + c]);
                 for (a, &v) in acc.iter_mut().zip(&xv) {
@@ -145,7 +168,7 @@ unsafe fn tile<const XT: usize>(x: *const f32, offs: &[u32], starts: &[usize], w
             break;
         }
         let b = _mm256_set1_ps(bias.map_or(0.0, |b| b[ch]));
-        for (&a, &s) in acc.iter().zip(&starts) {
+        for (&a, &s) in acc.iter().zip(&ys) {
             let mut v = _mm256_add_ps(a, b);
             if relu {
                 v = _mm256_max_ps(v, zero);
@@ -208,15 +231,7 @@ pub(super) fn filter_grad(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usiz
         for img in (t * per).min(n)..((t + 1) * per).min(n) {
             let at = img * co * p;
             for (i, (d, src)) in dyi.chunks_exact_mut(row).zip(dy[at..at + co * p].chunks_exact(op.w_out)).enumerate() {
-                match relu_y {
-                    Some(y) => {
-                        let mask = &y[at + i * op.w_out..][..op.w_out];
-                        for ((d, &g), &m) in d.iter_mut().zip(src).zip(mask) {
-                            *d = crate::ops::transpose::keep_if_positive(g, m);
-                        }
-                    }
-                    None => d[..op.w_out].copy_from_slice(src),
-                }
+                crate::ops::transpose::copy_row(d, src, relu_y.map(|y| &y[at + i * op.w_out..]));
             }
             for (c, g) in db.iter_mut().enumerate() {
                 *g += lane_sum(&dyi[c * op.h_out * row..(c + 1) * op.h_out * row]);
@@ -259,11 +274,12 @@ pub(super) fn filter_grad(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usiz
     }
 }
 
-/// Σ v in 8 interleaved partial sums, which the compiler keeps in one vector register (a plain
-/// `sum()` must add in order, one latency at a time).
+/// Σ v in 32 interleaved partial sums, which the compiler keeps in four vector registers (a
+/// plain `sum()` must add in order, one latency at a time; one register of 8 sums still waits
+/// an addition's latency per 8 floats).
 fn lane_sum(v: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let chunks = v.chunks_exact(8);
+    let mut lanes = [0.0f32; 32];
+    let chunks = v.chunks_exact(32);
     let tail: f32 = chunks.remainder().iter().sum();
     for chunk in chunks {
         for (l, &x) in lanes.iter_mut().zip(chunk) {
