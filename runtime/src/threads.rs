@@ -42,3 +42,46 @@ pub fn set_num_threads(n: usize) -> Result<()> {
 pub fn num_threads() -> usize {
     rayon::current_num_threads()
 }
+
+/// `torch.set_flush_denormal(mode)`: with `true`, floats too small to be normal (below about
+/// 1.2e-38) are read and written as zero on every thread of the CPU backend, so that a step that
+/// meets them (vanishing gradients, Adam's squared gradients) does not slow down by the tens of
+/// cycles each such operation costs in microcode; `false` restores IEEE arithmetic. Off unless
+/// called, as in PyTorch. Returns whether the processor supports it (x86-64: always; elsewhere
+/// nothing changes and it returns false).
+///
+/// It sets the MXCSR's flush-to-zero and denormals-are-zero bits of the threads of rayon's
+/// global pool, which this crate's CPU backend runs on (the calling thread among them, see
+/// [`set_num_threads`]); other code on those threads sees the same mode.
+pub fn set_flush_denormal(on: bool) -> bool {
+    adopt_current_thread();
+    #[cfg(target_arch = "x86_64")]
+    {
+        rayon::broadcast(|_| set_mxcsr_flush(on));
+        // The calling thread, when it is not one of the pool's (the program configured the pool).
+        if rayon::current_thread_index().is_none() {
+            set_mxcsr_flush(on);
+        }
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = on;
+        false
+    }
+}
+
+/// Flush-to-zero (bit 15) and denormals-are-zero (bit 6) of this thread's MXCSR.
+#[cfg(target_arch = "x86_64")]
+fn set_mxcsr_flush(on: bool) {
+    const FTZ_DAZ: u32 = 0x8040;
+    let mut csr = 0u32;
+    // SAFETY: stmxcsr stores the 4-byte MXCSR at the address given, a local u32, and ldmxcsr
+    // loads it back with only the FTZ and DAZ bits changed: both are defined on every x86-64
+    // processor (SSE2 is part of the architecture) and change only how denormals round.
+    unsafe {
+        std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack, preserves_flags));
+        csr = if on { csr | FTZ_DAZ } else { csr & !FTZ_DAZ };
+        std::arch::asm!("ldmxcsr [{}]", in(reg) &csr, options(nostack, preserves_flags));
+    }
+}
