@@ -8,7 +8,8 @@
 //!
 //! Options: `--iters 20` timed repetitions, `--only NAME` workloads whose name contains NAME,
 //! `--no-layers` to skip the per-layer measurements, `--device cuda` to time the networks on the
-//! GPU (built with `--features cuda`; the per-layer measurements are the CPU's only).
+//! GPU (built with `--features cuda`; the per-layer measurements are the CPU's only),
+//! `--flush-denormal` to time them with `staticnet::set_flush_denormal(true)`.
 
 mod common;
 #[path = "common/course.rs"]
@@ -23,7 +24,7 @@ use staticnet::prelude::*;
 use course::{AlexNet, CifarCnn, ModelA, ModelC, NetBn, NetSeq, batch};
 use staticnet::{Logits, Optimizer};
 
-const USAGE: &str = "usage: bench [--json] [--iters 20] [--only NAME] [--no-layers] [--device cpu|cuda]
+const USAGE: &str = "usage: bench [--json] [--iters 20] [--only NAME] [--no-layers] [--device cpu|cuda] [--flush-denormal]
 
 Times a training step and an inference forward of each course network (the workloads of
 bench/compare.py), then the largest convolutions on one thread against the FMA peak.";
@@ -160,10 +161,13 @@ fn workloads<B: Backend>(dev: &B) -> Vec<(&'static str, Run)> {
 
 fn main() -> std::process::ExitCode {
     let args = common::Args::parse(USAGE);
-    args.check(&["json", "iters", "only", "no-layers", "device"]);
+    args.check(&["json", "iters", "only", "no-layers", "device", "flush-denormal"]);
     let (json, iters, only) = (args.flag("json"), args.get("iters", 20usize), args.opt("only").unwrap_or_default());
     let device = args.opt("device").unwrap_or_else(|| "cpu".into());
     common::run(|| {
+        if args.flag("flush-denormal") {
+            staticnet::set_flush_denormal(true);
+        }
         let threads = staticnet::num_threads();
         let all = match device.as_str() {
             "cpu" => workloads(&Cpu),
