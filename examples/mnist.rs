@@ -5,6 +5,7 @@
 //!
 //!     cargo run --release --example mnist                  # the bundled 8,000 + 2,000 digits
 //!     cargo run --release --example mnist -- --data-dir ~/data/mnist   # the full MNIST
+//!     cargo run --release --features cuda --example mnist -- --device cuda   # on the GPU
 
 mod common;
 
@@ -29,30 +30,39 @@ network! {
     }
 }
 
-const USAGE: &str = "usage: mnist [--data-dir DIR] [--epochs 5] [--batch-size 100] [--lr 0.05] [--seed 0] [--out runs/mnist]
+const USAGE: &str = "usage: mnist [--data-dir DIR] [--epochs 5] [--batch-size 100] [--lr 0.05] [--seed 0] [--out runs/mnist] [--device cpu|cuda]
 
 Trains the course's Model A on MNIST and prints the test accuracy. DIR holds the four MNIST
-files (train-images-idx3-ubyte[.gz], ...); by default the 10,000 digits bundled in data/mnist-10k.";
+files (train-images-idx3-ubyte[.gz], ...); by default the 10,000 digits bundled in data/mnist-10k.
+--device cuda trains on the first NVIDIA GPU (built with --features cuda).";
 
 fn main() -> std::process::ExitCode {
     let args = common::Args::parse(USAGE);
-    args.check(&["data-dir", "epochs", "batch-size", "lr", "seed", "out"]);
-    common::run(|| {
-        let start = Instant::now();
-        let dir = args.opt("data-dir").unwrap_or_else(common::bundled_mnist);
-        let mnist = Mnist::load(&dir)?;
-        println!("MNIST from {dir}: {} training and {} test images", mnist.train.len(), mnist.test.len());
-
-        let mut model = ModelA::new(&Cpu, args.get("seed", 0))?;
-        let mut optimizer = Sgd::new(args.get("lr", 0.05)).momentum(0.9);
-        let out = args.opt("out").unwrap_or_else(|| "runs/mnist".into());
-        let trainer = Trainer::new(args.get("epochs", 5)).batch_size(args.get("batch-size", 100)).seed(args.get("seed", 0)).out_dir(&out);
-        trainer.fit(&mut model, &mut optimizer, &mnist.train, Some(&mnist.test))?;
-
-        let test = evaluate(&mut model, &mnist.test, 1000)?;
-        println!("history: {out}/history.csv, plot: {out}/history.svg");
-        println!("total time: {:.1} s", start.elapsed().as_secs_f32());
-        println!("test accuracy: {:.2}%", 100.0 * test.accuracy);
-        Ok(())
+    args.check(&["data-dir", "epochs", "batch-size", "lr", "seed", "out", "device"]);
+    common::run(|| match args.opt("device").as_deref().unwrap_or("cpu") {
+        "cpu" => train(&Cpu, &args),
+        #[cfg(feature = "cuda")]
+        "cuda" => train(&staticnet::Cuda::new(0)?, &args),
+        other => Err(staticnet::Error::BadInput(format!("--device {other}: expected cpu or cuda (cuda needs --features cuda)"))),
     })
+}
+
+/// The same run on any backend: the network, its initialisation and the batches are the same.
+fn train<B: Backend>(dev: &B, args: &common::Args) -> staticnet::Result<()> {
+    let start = Instant::now();
+    let dir = args.opt("data-dir").unwrap_or_else(common::bundled_mnist);
+    let mnist = Mnist::load(&dir)?;
+    println!("MNIST from {dir}: {} training and {} test images", mnist.train.len(), mnist.test.len());
+
+    let mut model = ModelA::new(dev, args.get("seed", 0))?;
+    let mut optimizer = Sgd::new(args.get("lr", 0.05)).momentum(0.9);
+    let out = args.opt("out").unwrap_or_else(|| "runs/mnist".into());
+    let trainer = Trainer::new(args.get("epochs", 5)).batch_size(args.get("batch-size", 100)).seed(args.get("seed", 0)).out_dir(&out);
+    trainer.fit(&mut model, &mut optimizer, &mnist.train, Some(&mnist.test))?;
+
+    let test = evaluate(&mut model, &mnist.test, 1000)?;
+    println!("history: {out}/history.csv, plot: {out}/history.svg");
+    println!("total time: {:.1} s", start.elapsed().as_secs_f32());
+    println!("test accuracy: {:.2}%", 100.0 * test.accuracy);
+    Ok(())
 }
