@@ -319,6 +319,14 @@ fn indirect_forward(
 /// Writes a finished (pixels × channels) tile into NCHW output through the epilogue.
 #[allow(clippy::too_many_arguments)]
 fn scatter(ind: &Indirect, tile: &[f32], outs: &[usize], rows: usize, c0: usize, co: usize, p: usize, bias: Option<&[f32]>, relu: bool, out: SendPtr) {
+    // A whole tile of consecutive pixels of one image (all but the tiles that cross an image's
+    // end): transposed in registers, each channel's pixels one masked store.
+    #[cfg(target_arch = "x86_64")]
+    if rows == ind.mr && ind.mr <= 8 && ind.nr % 8 == 0 && outs[rows - 1] - outs[0] == rows - 1 && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present (checked above); the tile holds rows × NR floats, and pixels
+        // outs[0] .. outs[0] + rows of channels c0 .. co are this tile's, inside y.
+        return unsafe { scatter_avx2(tile, outs[0], rows, ind.nr, c0, co, p, bias, relu, out) };
+    }
     let lanes = ind.nr.min(co - c0);
     for lane in 0..lanes {
         let c = c0 + lane;
@@ -331,6 +339,38 @@ fn scatter(ind: &Indirect, tile: &[f32], outs: &[usize], rows: usize, c0: usize,
             // SAFETY: pixel i of this tile is a pixel of the output and c a channel, so the
             // element is inside y; no other task writes this pixel.
             unsafe { *out.at(o + c * p) = v };
+        }
+    }
+}
+
+/// [`scatter`] for `rows` ≤ 8 consecutive pixels from `first`: 8 channels at a time, the 8 × 8
+/// block (rows past `rows` zero) transposed so that each channel's pixels are one vector, stored
+/// whole or in pieces of 4, 2 and 1.
+///
+/// # Safety
+/// AVX2; `tile` holds `rows · nr` floats; `out[first + c·p + 0..rows]` is writable, and written by
+/// no other task, for c0 ≤ c < co.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn scatter_avx2(tile: &[f32], first: usize, rows: usize, nr: usize, c0: usize, co: usize, p: usize, bias: Option<&[f32]>, relu: bool, out: SendPtr) {
+    use std::arch::x86_64::*;
+    let zero = _mm256_setzero_ps();
+    for g in (0..nr).step_by(8).take_while(|&g| c0 + g < co) {
+        let block: [__m256; 8] = std::array::from_fn(|i| {
+            // SAFETY: row i < rows of the tile has nr ≥ g + 8 floats.
+            if i < rows { unsafe { _mm256_loadu_ps(tile.as_ptr().add(i * nr + g)) } } else { zero }
+        });
+        for (l, &v) in crate::ops::transpose::transpose8(block).iter().enumerate().take(co - (c0 + g)) {
+            let c = c0 + g + l;
+            let mut v = _mm256_add_ps(v, _mm256_set1_ps(bias.map_or(0.0, |b| b[c])));
+            if relu {
+                v = _mm256_max_ps(v, zero);
+            }
+            // SAFETY: as the caller promises; only the lanes below `rows` are written.
+            unsafe {
+                if rows == 8 { _mm256_storeu_ps(out.at(first + c * p), v) } else { crate::ops::transpose::store_first(out.at(first + c * p), rows, v) }
+            };
         }
     }
 }
@@ -395,11 +435,25 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
         // already masked), one panel of NR channels at a time.
         db.fill(0.0);
         for q in 0..co_pad / nr {
-            let mut sums = [0.0f32; 24];
-            for row in dyt[(q * j_total + js.start) * nr..(q * j_total + js.end) * nr].chunks_exact(nr) {
+            // Rows summed alternately into two sets of sums, so that two additions are in
+            // flight per lane instead of one waiting on the other.
+            let (mut sums, mut odd) = ([0.0f32; 24], [0.0f32; 24]);
+            let panel = &dyt[(q * j_total + js.start) * nr..(q * j_total + js.end) * nr];
+            let pairs = panel.chunks_exact(2 * nr);
+            for row in pairs.remainder().chunks_exact(nr) {
                 for (s, &v) in sums.iter_mut().zip(row) {
                     *s += v;
                 }
+            }
+            for pair in pairs {
+                let (a, b) = pair.split_at(nr);
+                for ((s, o), (&x, &y)) in sums.iter_mut().zip(odd.iter_mut()).zip(a.iter().zip(b)) {
+                    *s += x;
+                    *o += y;
+                }
+            }
+            for (s, o) in sums.iter_mut().zip(odd) {
+                *s += o;
             }
             for (lane, &s) in sums.iter().enumerate().take(nr) {
                 if let Some(g) = db.get_mut(q * nr + lane) {

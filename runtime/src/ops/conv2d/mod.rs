@@ -153,9 +153,9 @@ mod tests {
             // the direct path (few taps, stride 1): rows of 13 (runs at 0 and 5), 5 channels
             // (a partial group of 4), 3 input channels, no bias
             Conv2d::new(3, 5, [10, 13], [3, 3], [1, 1], [1, 1], [1, 1], false),
-            // rows of 24 (three runs, one tile), valid padding, 6 channels
+            // rows of 24 (three runs: tiles of two that span rows), valid padding, 6 channels
             Conv2d::new(1, 6, [12, 28], [5, 5], [1, 1], [0, 0], [1, 1], true),
-            // rows of 40 (five runs: tiles of 3 and 2)
+            // rows of 40 (five runs), 6 rows: 30 runs in tiles of two, some spanning rows
             Conv2d::new(1, 3, [6, 44], [5, 5], [1, 1], [0, 0], [1, 1], true),
             // 45 taps over 5 input channels, rows of 14 (runs at 0 and 6), 10 channels
             Conv2d::new(5, 10, [9, 14], [3, 3], [1, 1], [1, 1], [1, 1], true),

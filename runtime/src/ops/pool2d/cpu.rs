@@ -103,8 +103,8 @@ fn two_by_two(op: &Pool2d) -> bool {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     //! The 2 × 2, stride 2 window, eight outputs at a time. A row's last outputs (all of them
-    //! when the row is shorter than eight, as in MNIST's 7-wide maps) go through masked loads and
-    //! stores rather than a scalar loop.
+    //! when the row is shorter than eight, as in MNIST's 7-wide maps) go through masked loads,
+    //! and stores of 4, 2 and 1 floats, rather than a scalar loop.
     use std::arch::x86_64::*;
 
     use super::Pool2d;
@@ -157,7 +157,7 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     unsafe fn store(p: *mut f32, count: usize, v: __m256) {
         // SAFETY: as in `load`.
-        unsafe { if count >= 8 { _mm256_storeu_ps(p, v) } else { _mm256_maskstore_ps(p, lanes(count), v) } }
+        unsafe { if count >= 8 { _mm256_storeu_ps(p, v) } else { crate::ops::transpose::store_first(p, count, v) } }
     }
 
     /// The 2·`count` floats of `count` ≤ 8 windows' columns from `p`, split into evens and odds.
