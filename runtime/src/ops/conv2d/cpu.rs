@@ -291,6 +291,9 @@ fn indirect_forward(
             bases[r] = pixel_base(op, pad, j);
             outs[r] = (j / p) * co * p + j % p;
         }
+        // The finished tile, before the epilogue scatters it (once per task: the kernel writes all
+        // of it every time, and zeroing 576 bytes per tile showed as memset in perf).
+        let mut local = [0.0f32; 6 * 24];
         let block = forward_block(k);
         for kb in (0..k).step_by(block) {
             let kc = block.min(k - kb);
@@ -301,7 +304,6 @@ fn indirect_forward(
                     let r0 = t * mr;
                     let stash = part.at((rows0 + r0) * co_pad + q * nr);
                     let tile_in = if kb == 0 { std::ptr::null() } else { stash as *const f32 };
-                    let mut local = [0.0f32; 6 * 24];
                     let (tile_out, ld) = if last { (local.as_mut_ptr(), nr) } else { (stash, co_pad) };
                     // SAFETY: every tap offset plus every window corner lies inside xp (it is
                     // padded); b holds kc·NR floats of this panel; the stash rows belong to this
