@@ -193,6 +193,12 @@ mod avx2 {
         }
     }
 
+    /// What the unchecked loads and stores below rely on: an input plane of `x_len` and an output
+    /// plane of `y_len` floats at least, and every window inside the input.
+    fn planes(op: &Pool2d, x_len: usize, y_len: usize) {
+        assert!(x_len >= op.h_in * op.w_in && y_len >= op.h_out * op.w_out && 2 * op.w_out <= op.w_in && 2 * op.h_out <= op.h_in);
+    }
+
     /// Whether the windows cover every input cell (even sizes), so the backward writes all of
     /// dx and need not zero it first.
     pub fn covers(op: &Pool2d) -> bool {
@@ -202,7 +208,7 @@ mod avx2 {
     /// One plane of max pooling's forward.
     #[target_feature(enable = "avx2")]
     pub unsafe fn max_forward(op: &Pool2d, x: &[f32], y: &mut [f32]) {
-        assert!(x.len() >= op.h_in * op.w_in && y.len() >= op.h_out * op.w_out && 2 * op.w_out <= op.w_in && 2 * op.h_out <= op.h_in);
+        planes(op, x.len(), y.len());
         runs(op, |count, top, bottom, out| {
             // SAFETY: a run's 2·count columns lie in rows 2·oy and 2·oy + 1 of x (asserted sizes),
             // its count outputs in row oy of y.
@@ -219,8 +225,7 @@ mod avx2 {
     /// when the maximum is NaN. dx is zero where no window writes (see `covers`).
     #[target_feature(enable = "avx2")]
     pub unsafe fn max_backward(op: &Pool2d, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
-        assert!(x.len() >= op.h_in * op.w_in && dx.len() >= op.h_in * op.w_in && y.len() >= op.h_out * op.w_out && dy.len() >= op.h_out * op.w_out);
-        assert!(2 * op.w_out <= op.w_in && 2 * op.h_out <= op.h_in);
+        planes(op, x.len().min(dx.len()), y.len().min(dy.len()));
         runs(op, |count, top, bottom, out| {
             // SAFETY: as in the forward; dx has x's size.
             unsafe {
@@ -258,7 +263,7 @@ mod avx2 {
     /// summed in the order of the general path.
     #[target_feature(enable = "avx2")]
     pub unsafe fn avg_forward(op: &Pool2d, divisor: f32, x: &[f32], y: &mut [f32]) {
-        assert!(x.len() >= op.h_in * op.w_in && y.len() >= op.h_out * op.w_out && 2 * op.w_out <= op.w_in && 2 * op.h_out <= op.h_in);
+        planes(op, x.len(), y.len());
         let d = _mm256_set1_ps(divisor);
         runs(op, |count, top, bottom, out| {
             // SAFETY: as in `max_forward`.
@@ -274,7 +279,7 @@ mod avx2 {
     /// One plane of average pooling's backward: dy / divisor to each of a window's four cells.
     #[target_feature(enable = "avx2")]
     pub unsafe fn avg_backward(op: &Pool2d, divisor: f32, dy: &[f32], dx: &mut [f32]) {
-        assert!(dx.len() >= op.h_in * op.w_in && dy.len() >= op.h_out * op.w_out && 2 * op.w_out <= op.w_in && 2 * op.h_out <= op.h_in);
+        planes(op, dx.len(), dy.len());
         let d = _mm256_set1_ps(divisor);
         runs(op, |count, top, bottom, out| {
             // SAFETY: as in `max_backward`.
