@@ -86,8 +86,8 @@ pub(super) fn forward(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, w
     unreachable!("applies() is false off x86-64");
 }
 
-/// The runs of 8 outputs of an image, row after row: run r is `starts[r % starts.len()]` along
-/// row `r / starts.len()`.
+/// The runs of 8 outputs of an image, row after row: run `i` of row `oy` starts at column
+/// `starts[i]`.
 struct Runs<'a> {
     starts: &'a [usize],
     wp: usize,
@@ -96,11 +96,19 @@ struct Runs<'a> {
 }
 
 impl Runs<'_> {
-    /// Where run r starts in the padded input (from a window's corner) and in an output plane.
+    /// Where run (oy, i) starts in the padded input (from a window's corner) and in an output
+    /// plane.
     #[inline(always)]
-    fn at(&self, r: usize) -> (usize, usize) {
-        let (oy, s) = (r / self.starts.len(), self.starts[r % self.starts.len()]);
+    fn at(&self, (oy, i): (usize, usize)) -> (usize, usize) {
+        let s = self.starts[i];
         (oy * self.wp + s, oy * self.w_out + s)
+    }
+
+    /// The run after (oy, i): a cursor, as a division per run (to find its row) cost more than
+    /// the 25 taps of an MNIST first layer take.
+    #[inline(always)]
+    fn next(&self, (oy, i): (usize, usize)) -> (usize, usize) {
+        if i + 1 == self.starts.len() { (oy + 1, 0) } else { (oy, i + 1) }
     }
 }
 
@@ -121,19 +129,21 @@ unsafe fn output_image(x: *const f32, offs: &[u32], runs: &Runs, wt: &[f32], co:
     let k = offs.len();
     for g in 0..co.div_ceil(CT) {
         let w = &wt[g * k * CT..(g + 1) * k * CT];
-        let mut r = 0;
-        while r < runs.count {
-            let (x0, y0) = runs.at(r);
+        let (mut run, mut left) = ((0, 0), runs.count);
+        while left > 0 {
+            let (x0, y0) = runs.at(run);
+            run = runs.next(run);
             // SAFETY: forwarded from the caller.
             unsafe {
-                if r + 1 < runs.count {
-                    let (x1, y1) = runs.at(r + 1);
+                if left >= XT {
+                    let (x1, y1) = runs.at(run);
+                    run = runs.next(run);
                     tile::<XT>(x, offs, [x0, x1], [y0, y1], w, g, co, bias, relu, y, plane);
                 } else {
                     tile::<1>(x, offs, [x0], [y0], w, g, co, bias, relu, y, plane);
                 }
             }
-            r += XT;
+            left = left.saturating_sub(XT);
         }
     }
 }
