@@ -322,7 +322,7 @@ fn indirect_forward(
 #[allow(clippy::too_many_arguments)]
 fn scatter(ind: &Indirect, tile: &[f32], outs: &[usize], rows: usize, c0: usize, co: usize, p: usize, bias: Option<&[f32]>, relu: bool, out: SendPtr) {
     // A whole tile of consecutive pixels of one image (all but the tiles that cross an image's
-    // end): transposed in registers, each channel's pixels one masked store.
+    // end): transposed in registers, each channel's pixels written together.
     #[cfg(target_arch = "x86_64")]
     if rows == ind.mr && ind.mr <= 8 && ind.nr % 8 == 0 && outs[rows - 1] - outs[0] == rows - 1 && std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present (checked above); the tile holds rows × NR floats, and pixels
