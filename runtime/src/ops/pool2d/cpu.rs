@@ -148,8 +148,15 @@ mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn load(p: *const f32, count: usize) -> __m256 {
-        // SAFETY: a full load reads p .. p + 8; a masked one touches only the set lanes.
-        unsafe { if count >= 8 { _mm256_loadu_ps(p) } else { _mm256_maskload_ps(p, lanes(count)) } }
+        // SAFETY: a full load reads p .. p + 8; a masked one touches only the set lanes; none at
+        // all for count 0 (where p may lie past the end, see `load_pairs`).
+        unsafe {
+            match count {
+                0 => _mm256_setzero_ps(),
+                1..8 => _mm256_maskload_ps(p, lanes(count)),
+                _ => _mm256_loadu_ps(p),
+            }
+        }
     }
 
     /// Stores the first `count` ≤ 8 lanes of `v` at `p`. Safety: `p .. p + count` is writable.
