@@ -4,6 +4,7 @@
 Needs: pip install torch   (and a Rust toolchain: it runs `cargo run --release --example bench`)
 
 Usage: python3 bench/compare.py [--threads 2] [--iters 20] [--only NAME] [--device cpu|cuda] [--compile]
+                              [--bench-bin PATH]
 
 Times each workload in PyTorch (eager, the median of --iters steps after 3 warm-up steps, as
 ../shared/bench/torch_ref.py does), then runs staticnet's bench example twice with the same
@@ -152,8 +153,9 @@ def staticnet(args):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     features = ["--features", "cuda"] if args.device != "cpu" else []
-    cmd = (["cargo", "run", "--quiet", "--release"] + features + ["--example", "bench", "--",
-           "--json", "--no-layers", "--iters", str(args.iters), "--device", args.device]
+    # A machine without a Rust toolchain (a GPU machine) runs a bench binary built elsewhere.
+    bench = [args.bench_bin] if args.bench_bin else ["cargo", "run", "--quiet", "--release"] + features + ["--example", "bench", "--"]
+    cmd = (bench + ["--json", "--no-layers", "--iters", str(args.iters), "--device", args.device]
            + (["--only", args.only] if args.only else []))
     return json.loads(subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True, text=True).stdout)
 
@@ -165,6 +167,8 @@ def main():
     ap.add_argument("--only", default="")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--compile", action="store_true", help="PyTorch through torch.compile")
+    ap.add_argument("--bench-bin", default="", help="a built bench example to run instead of cargo run "
+                    "(cargo build --release [--features cuda] --example bench; target/release/examples/bench)")
     args = ap.parse_args()
 
     where = f"{args.threads} threads each" if args.device == "cpu" else torch.cuda.get_device_name(0)

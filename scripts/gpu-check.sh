@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Checks the CUDA issue's points on a GPU machine that has CUDA and PyTorch but no Rust
+# toolchain: the binaries are built here, carried there in devbin/, and run from the
+# repository's root.
+#
+#   scripts/gpu-check.sh build          # here: CUDA test binaries, bench and mnist into devbin/
+#   scripts/gpu-check.sh run tests      # there: NVRTC, per-op GPU-vs-CPU and every parity test,
+#                                       #   a missing GPU or NVRTC failing instead of skipping
+#   scripts/gpu-check.sh run mnist      # there: the mnist example with --device cuda
+#   scripts/gpu-check.sh run bench      # there: bench/compare.py --device cuda (PyTorch eager)
+#   scripts/gpu-check.sh run compile    # there: the same against torch.compile
+#
+# The binaries read the fixtures and the bundled MNIST under the path they were built in, so
+# `run` links that path to this checkout when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+build() {
+    mkdir -p devbin
+    # The test binaries (tests/parity.rs, tests/backends.rs, runtime/tests/nvrtc.rs) by name,
+    # from cargo's JSON messages.
+    cargo test --release --features cuda --workspace --no-run --message-format=json \
+        | python3 -c '
+import json, shutil, sys
+want = {"parity", "backends", "nvrtc"}
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in want and "test" in m["target"]["kind"]:
+        shutil.copy(m["executable"], "devbin/" + m["target"]["name"])
+        want.discard(m["target"]["name"])
+if want:
+    sys.exit(f"not built: {sorted(want)}")
+'
+    cargo build --release --features cuda --example bench --example mnist
+    cp target/release/examples/bench target/release/examples/mnist devbin/
+    echo "$root" > devbin/BUILT_IN
+    echo "built in $root: $(cd devbin && ls | tr '\n' ' ')(carry devbin to the GPU machine)"
+}
+
+run() {
+    command -v nvidia-smi >/dev/null || { echo "no nvidia-smi here: run this on the GPU machine" >&2; exit 1; }
+    [ -e devbin/BUILT_IN ] || { echo "no devbin/BUILT_IN: run '$0 build' first (where cargo is)" >&2; exit 1; }
+    nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader
+    built_in=$(cat devbin/BUILT_IN)
+    if [ ! -e "$built_in" ]; then
+        mkdir -p "$(dirname "$built_in")" && ln -s "$root" "$built_in"
+    fi
+    # NVRTC: the driver's major version where there is a choice.
+    nvrtc=$(find / -xdev \( -name 'libnvrtc.so.13*' -o -name 'libnvrtc.so.12*' \) -not -path '/proc/*' 2>/dev/null | grep -v builtins || true)
+    lib=$(echo "$nvrtc" | grep 'so.13' | head -1 || true)
+    [ -n "$lib" ] || lib=$(echo "$nvrtc" | head -1)
+    [ -n "$lib" ] || { echo "no libnvrtc found" >&2; exit 1; }
+    export LD_LIBRARY_PATH="$(dirname "$lib"):${LD_LIBRARY_PATH:-}"
+    export STATICNET_REQUIRE_GPU=1 STATICNET_REQUIRE_NVRTC=1
+    case "${1:-}" in
+        tests) for t in nvrtc backends parity; do echo "=== $t"; devbin/$t --test-threads=4; done ;;
+        mnist) devbin/mnist --device cuda && devbin/mnist ;;
+        bench) python3 bench/compare.py --device cuda --bench-bin devbin/bench ;;
+        compile) python3 bench/compare.py --device cuda --compile --bench-bin devbin/bench ;;
+        *) echo "run what? tests, mnist, bench or compile" >&2; exit 2 ;;
+    esac
+}
+
+case "${1:-}" in
+    build) build ;;
+    run) shift; run "$@" ;;
+    *) sed -n '2,13p' "$0" >&2; exit 2 ;;
+esac
