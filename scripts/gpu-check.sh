@@ -34,6 +34,8 @@ if want:
 '
     cargo build --release --features cuda --example bench --example mnist
     cp target/release/examples/bench target/release/examples/mnist devbin/
+    # Debug line tables make them 20 MB each; the device tool carries 64 MB in all.
+    strip --strip-debug devbin/parity devbin/backends devbin/nvrtc devbin/bench devbin/mnist
     echo "$root" > devbin/BUILT_IN
     echo "built in $root: $(cd devbin && ls | tr '\n' ' ')(carry devbin to the GPU machine)"
 }
