@@ -9,9 +9,9 @@ pub fn keep_if_positive(g: f32, y: f32) -> f32 {
     f32::from_bits(g.to_bits() & (-((y > 0.0) as i32)) as u32)
 }
 
-/// `dst = src`, masked by `mask > 0` when given, for the short rows of an image (28 floats for
-/// MNIST): moves of 8 floats inline, the last one overlapping the one before, where
-/// `copy_from_slice` would call memcpy once per row.
+/// `dst = src`, masked by `mask > 0` when given: moves of 8 floats inline, the last one
+/// overlapping the one before. Made for the short rows of an image (28 floats for MNIST), where
+/// `copy_from_slice` would call memcpy once per row; any length works.
 #[inline]
 pub fn copy_row(dst: &mut [f32], src: &[f32], mask: Option<&[f32]>) {
     let n = src.len();

@@ -123,15 +123,6 @@ fn col2im_len(op: &Conv2d, n: usize) -> usize {
     if uses_full_conv(op) { 0 } else { n.min(threads()) * (op.patch_len() * op.out_pixels() + op.y_len()) }
 }
 
-/// dY of the convolution from dY of a fused ReLU: zero where the ReLU's output is not positive.
-#[inline(always)]
-fn masked(dy: f32, relu_y: Option<&[f32]>, i: usize) -> f32 {
-    match relu_y {
-        Some(y) => crate::ops::transpose::keep_if_positive(dy, y[i]),
-        None => dy,
-    }
-}
-
 fn threads() -> usize {
     rayon::current_num_threads()
 }
@@ -490,9 +481,8 @@ fn data_grad_col2im(op: &Conv2d, n: usize, w: &[f32], dy: &[f32], relu_y: Option
         for (i, dx) in dx.chunks_exact_mut(op.x_len()).enumerate() {
             let img = ci * per + i;
             let at = img * op.y_len();
-            for (j, d) in dy_img.iter_mut().enumerate() {
-                *d = masked(dy[at + j], relu_y, at + j);
-            }
+            // dY of the convolution from dY of a fused ReLU: zero where its output is not positive.
+            copy_row(dy_img, &dy[at..at + op.y_len()], relu_y.map(|y| &y[at..]));
             gemm(k, p, op.c_out, MatRef::transposed(w, k), MatRef::rows(dy_img, p), 0.0, MatMut::rows(col, p), Parallelism::Sequential);
             dx.fill(0.0);
             col2im(op, col, dx);
