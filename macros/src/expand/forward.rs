@@ -74,7 +74,8 @@ fn step(step: &Step) -> TokenStream {
                 quote! {
                     #io
                     if p.training {
-                        p.counters[#counter] += 1;
+                        // Saturating: a counter read from a file may already be at i64::MAX.
+                        p.counters[#counter] = p.counters[#counter].saturating_add(1);
                         let factor = #op.factor(p.counters[#counter]);
                         p.dev.batch_norm_forward_train(&#op, n, x, #wb, Some(B::dst(p.buffers, #running)), factor, B::dst(p.saved, #saved), y)?;
                     } else {

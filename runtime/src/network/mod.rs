@@ -237,6 +237,12 @@ pub trait Network<B: Backend = Cpu>: Sized {
         state_dict.load_into(self.state_mut(), strict)
     }
 
+    /// What [`Network::load_state_dict`] would report, without loading anything (for checking a
+    /// whole checkpoint before any of it is applied).
+    fn check_state_dict(&self, state_dict: &StateDict, strict: bool) -> Result<LoadReport> {
+        state_dict.check_against(Self::SPEC, strict)
+    }
+
     /// Writes the state dict to a safetensors file, atomically (see [`StateDict::save`]): PyTorch
     /// reads it with `model.load_state_dict(safetensors.torch.load_file(path))`.
     fn save(&self, path: impl AsRef<Path>) -> Result<()> {

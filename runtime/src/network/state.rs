@@ -262,7 +262,8 @@ impl<B: Backend> NetState<B> {
         self.dev.upload(&mut self.ws.act, slot.offset * n, x)?;
         let training = self.training;
         if training {
-            self.step += 1;
+            // Wrapping: the step only keys the dropout masks, and a checkpoint may hold any u64.
+            self.step = self.step.wrapping_add(1);
         }
         let step = self.step;
         forward(self.pass(n, training, step))?;
@@ -508,6 +509,11 @@ impl<B: Backend> NetState<B> {
     /// parameter tensor's range in those buffers.
     pub fn optimizer_view(&mut self) -> (&B, &mut B::Buf<f32>, &B::Buf<f32>, &[ParamRange]) {
         (&self.dev, &mut self.params, &self.grads, &self.param_ranges)
+    }
+
+    /// How many parameter tensors the network has (an optimizer keeps a step count for each).
+    pub fn param_tensors(&self) -> usize {
+        self.param_ranges.len()
     }
 
     /// The seed the network was created with (it also seeds the dropout masks).

@@ -8,7 +8,7 @@ use std::path::Path;
 use ndarray::{ArrayD, IxDyn};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use super::spec::TensorKind;
+use super::spec::{NetSpec, TensorKind, TensorSpec};
 use super::state::{NetState, TensorValue};
 use crate::backend::Backend;
 use crate::{Error, Result};
@@ -116,26 +116,25 @@ impl StateDict {
         StateDict { entries: self.entries.iter().filter_map(|(k, t)| k.strip_prefix(&p).map(|k| (k.to_string(), t.clone()))).collect() }
     }
 
-    /// Checks the whole dict against `state` first, then writes it: an error leaves the
-    /// network as it was.
-    pub(crate) fn load_into<B: Backend>(&self, state: &mut NetState<B>, strict: bool) -> Result<LoadReport> {
-        let spec = state.spec();
+    /// Compares the dict with the network's tables without writing anything: what `load`
+    /// would report, and the tensors it would write. Strict: any difference is an error.
+    fn plan<'a>(&'a self, spec: &'static NetSpec, strict: bool) -> Result<(LoadReport, Vec<(&'static TensorSpec, &'a Tensor)>)> {
         let mut report = LoadReport::default();
         let mut matched = Vec::new();
         for t in spec.tensors {
+            let mismatch = |what| Mismatch { key: t.name.to_string(), expected: t.shape.to_vec(), found: Vec::new(), what };
             match self.get(t.name) {
                 None => report.missing_keys.push(t.name.to_string()),
-                Some(v) if v.shape() != t.shape => report.mismatched.push(Mismatch {
-                    key: t.name.to_string(),
-                    expected: t.shape.to_vec(),
-                    found: v.shape().to_vec(),
-                    what: "shape",
-                }),
+                Some(v) if v.shape() != t.shape => report.mismatched.push(Mismatch { found: v.shape().to_vec(), ..mismatch("shape") }),
                 Some(v) if v.dtype() != expected_dtype(t.kind) => report.mismatched.push(Mismatch {
-                    key: t.name.to_string(),
-                    expected: t.shape.to_vec(),
                     found: v.shape().to_vec(),
-                    what: if v.dtype() == "int64" { "dtype int64, expected float32" } else { "dtype float32, expected int64" },
+                    ..mismatch(if v.dtype() == "int64" { "dtype int64, expected float32" } else { "dtype float32, expected int64" })
+                }),
+                // A negative batch count would make batch-norm's cumulative average divide by
+                // zero or a negative number at the next step.
+                Some(Tensor::I64(a)) if a.iter().any(|&c| c < 0) => report.mismatched.push(Mismatch {
+                    found: a.shape().to_vec(),
+                    ..mismatch("a negative batch count (expected ≥ 0)")
                 }),
                 Some(v) => matched.push((t, v)),
             }
@@ -144,12 +143,32 @@ impl StateDict {
         if strict && !report.is_clean() {
             return Err(Error::bad_input(format!("{}: load_state_dict(strict=True) failed:\n{report}", spec.name)));
         }
+        report.loaded = matched.len();
+        Ok((report, matched))
+    }
+
+    /// What [`StateDict::load_into`] would do, without doing it: the report, or the error.
+    pub(crate) fn check_against(&self, spec: &'static NetSpec, strict: bool) -> Result<LoadReport> {
+        self.plan(spec, strict).map(|(report, _)| report)
+    }
+
+    /// Checks the whole dict against `state` first, then writes it: an error leaves the
+    /// network as it was.
+    pub(crate) fn load_into<B: Backend>(&self, state: &mut NetState<B>, strict: bool) -> Result<LoadReport> {
+        let (report, matched) = self.plan(state.spec(), strict)?;
         // Values were checked above: the writes below cannot fail on content.
         for (t, v) in &matched {
             state.write_spec(t, &v.to_value())?;
         }
-        report.loaded = matched.len();
         Ok(report)
+    }
+
+    /// The first value that is NaN or infinite, as (tensor name, flat index, value).
+    pub fn first_non_finite(&self) -> Option<(&str, usize, f32)> {
+        self.entries.iter().find_map(|(k, t)| {
+            let a = t.as_f32()?;
+            a.iter().position(|v| !v.is_finite()).map(|i| (k.as_str(), i, a.iter().nth(i).copied().unwrap_or(f32::NAN)))
+        })
     }
 
     // ---- safetensors ----
@@ -248,13 +267,18 @@ fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
             "I64" | "U64" | "F64" => 8,
             other => return Err(bad(format!("unknown dtype {other}"))),
         };
-        let shape: Option<Vec<u64>> = info["shape"].as_array().map(|s| s.iter().filter_map(|d| d.as_u64()).collect());
-        let offsets: Option<Vec<u64>> = info["data_offsets"].as_array().map(|s| s.iter().filter_map(|d| d.as_u64()).collect());
+        let numbers = |key: &str| -> Option<Vec<u64>> { info[key].as_array()?.iter().map(|d| d.as_u64()).collect() };
+        let (shape, offsets) = (numbers("shape"), numbers("data_offsets"));
         let (Some(shape), Some(offsets)) = (shape, offsets) else {
-            return Err(bad("its shape or data_offsets are missing or not numbers".into()));
+            return Err(bad("its shape or data_offsets are missing or not lists of whole numbers ≥ 0".into()));
         };
         let &[start, end] = &offsets[..] else { return Err(bad("data_offsets must be [start, end]".into())) };
-        let bytes_needed = shape.iter().product::<u64>() * size;
+        // Every number here comes from the file: checked arithmetic, so that a shape like
+        // [2^31, 2^31] is reported rather than overflowing.
+        let bytes_needed = shape.iter().try_fold(size, |acc, &d| acc.checked_mul(d));
+        let Some(bytes_needed) = bytes_needed.filter(|&b| b <= data_len) else {
+            return Err(bad(format!("shape {shape:?} of {dtype} needs more bytes than the {data_len} of data the file holds")));
+        };
         if end < start || end - start != bytes_needed {
             return Err(bad(format!("shape {shape:?} of {dtype} needs {bytes_needed} bytes, but its data_offsets {start}..{end} span {}", end.saturating_sub(start))));
         }
