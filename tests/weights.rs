@@ -174,6 +174,21 @@ network! {
 
 /// A new head on an old backbone: non-strict loading reports exactly the head's keys.
 #[test]
+/// The 82-byte file of the issue: a shape whose element count overflows 64 bits panicked in a
+/// debug build (overflow checks); it is an error naming the tensor.
+#[test]
+fn a_shape_that_overflows_is_an_error_not_a_panic() {
+    let dir = tmp("overflow");
+    let path = dir.join("huge.safetensors");
+    let header = br#"{"a":{"dtype":"F32","shape":[2147483648,2147483648],"data_offsets":[0,0]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    std::fs::write(&path, &bytes).unwrap();
+    let msg = StateDict::load(&path).unwrap_err().to_string();
+    assert!(msg.contains("tensor `a`: shape [2147483648, 2147483648] of F32 needs more bytes than the 0 of data the file holds"), "{msg}");
+}
+
+#[test]
 fn a_new_head_loads_the_backbone_and_reports_the_head() {
     let mut net = ModelA5::new(&Cpu, 0).unwrap();
     let report = net.load(state_dict_fixture("model_a"), false).unwrap();
@@ -314,6 +329,11 @@ fn killing_a_checkpoint_writer_never_leaves_a_broken_file() {
     }
     assert!(last_epoch > 1, "no child ever finished a second checkpoint: the test did not exercise overwriting (seed {seed})");
     assert!(torn() > 0, "no kill interrupted a write (seed {seed})");
+    // The next run that checkpoints there removes what the killed writers left.
+    let mut net = NetSeq::new(&Cpu, 0).unwrap();
+    let data = Dataset::new("zeros", vec![0.0; 2 * 784], vec![0, 1], 10).unwrap();
+    Trainer::new(1).batch_size(2).progress(false).verbose(false).checkpoint(&path).fit(&mut net, &mut Sgd::new(0.0), &data, None).unwrap();
+    assert_eq!(torn(), 0, "temporary files were left after a new run started (seed {seed})");
 }
 
 /// Writes checkpoints of a 4-million-parameter network (about 33 MB each) forever, or `count`
@@ -322,7 +342,10 @@ fn write_checkpoints(path: &Path, count: usize) {
     let mut net = NetSeq::new(&Cpu, 0).unwrap();
     let sgd = Sgd::<Cpu>::new(0.1).momentum(0.9);
     let optimizer = sgd.state_dict(&Cpu).unwrap();
+    let mut history = staticnet::History::default();
     for epoch in 1..=count {
+        // A checkpoint's history has a row per epoch (Checkpoint::load checks that).
+        history.epochs.push(staticnet::train::EpochStats { epoch, train_loss: 1.0, train_accuracy: 0.5, val_loss: None, val_accuracy: None, lr: 0.1, seconds: 1.0 });
         let x = Images::<1, 28, 28>::zeros(2);
         net.train_step(&x, &[0, 1], &mut Sgd::new(0.0)).unwrap();
         let ck = Checkpoint {
@@ -334,7 +357,7 @@ fn write_checkpoints(path: &Path, count: usize) {
             base_lr: 0.1,
             seed: 0,
             rng: net.state().rng_state(),
-            history: Default::default(),
+            history: history.clone(),
             best: None,
         };
         ck.save(path).unwrap();

@@ -29,8 +29,13 @@ pub trait Optimizer<B: Backend> {
     fn kind(&self) -> &'static str;
     /// The optimizer's state (moments, step counts; a copy from the device), for checkpoints.
     fn state_dict(&self, dev: &B) -> Result<StateDict>;
-    /// Restores a state written by [`Optimizer::state_dict`] of an optimizer of the same kind.
-    fn load_state_dict(&mut self, dev: &B, state: &StateDict) -> Result<()>;
+    /// Checks a state written by [`Optimizer::state_dict`] against this optimizer and `net`
+    /// without changing anything: one step count (≥ 0) per parameter tensor of `net`, every
+    /// buffer the counts require, one finite value per parameter in each, no unknown key.
+    fn check_state_dict(&self, net: &NetState<B>, state: &StateDict) -> Result<()>;
+    /// Restores a state written by [`Optimizer::state_dict`] of an optimizer of the same kind,
+    /// checked first as [`Optimizer::check_state_dict`]: on an error nothing has changed.
+    fn load_state_dict(&mut self, net: &NetState<B>, state: &StateDict) -> Result<()>;
 }
 
 /// A device buffer as a flat tensor.
@@ -41,32 +46,71 @@ fn buffer_tensor<B: Backend>(dev: &B, buf: &B::Buf<f32>) -> Result<Tensor> {
     Ok(Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[n]), v).expect("flat")))
 }
 
-/// A flat tensor of `state` into a device buffer (allocated if absent), or `None` if absent.
-fn restore_buffer<B: Backend>(dev: &B, state: &StateDict, name: &str, what: &str) -> Result<Option<B::Buf<f32>>> {
-    match state.get(name) {
+/// A buffer of an optimizer's state: its key, whether a state that has taken steps must hold
+/// it, and whether its values are squares (never negative).
+struct StateBuffer {
+    key: &'static str,
+    required: bool,
+    squares: bool,
+}
+
+/// Checks an optimizer's state against `net` (see [`Optimizer::check_state_dict`]) and returns
+/// its step counts. Messages name the optimizer and the tensor; the caller adds the file.
+fn check_state<B: Backend>(what: &str, net: &NetState<B>, state: &StateDict, buffers: &[StateBuffer]) -> Result<Steps> {
+    let bad = |msg: String| Err(Error::bad_input(format!("{what}: optimizer state {msg}")));
+    let tensors = net.param_tensors();
+    let counts = match state.get("step") {
+        None => return bad("has no `step`".into()),
+        Some(Tensor::F32(_)) => return bad("`step` is float32, expected int64".into()),
+        Some(Tensor::I64(a)) if a.len() != tensors => {
+            return bad(format!("`step` holds {} counts, but {} has {tensors} parameter tensors", a.len(), net.spec().name));
+        }
+        Some(Tensor::I64(a)) => match a.iter().enumerate().find(|(_, c)| **c < 0) {
+            Some((i, c)) => return bad(format!("`step` holds {c} for parameter tensor {i}; a step count is ≥ 0")),
+            None => a.iter().map(|&c| c as u64).collect::<Vec<u64>>(),
+        },
+    };
+    let stepped = counts.iter().any(|&c| c > 0);
+    let len = net.spec().param_len;
+    for b in buffers {
+        match state.get(b.key) {
+            None if b.required && stepped => return bad(format!("has taken steps but lacks `{}`", b.key)),
+            None => {}
+            Some(Tensor::I64(_)) => return bad(format!("`{}` is int64, expected float32", b.key)),
+            Some(Tensor::F32(a)) if a.len() != len => {
+                return bad(format!("`{}` holds {} values, but {} has {len} parameters", b.key, a.len(), net.spec().name));
+            }
+            Some(Tensor::F32(a)) => {
+                if let Some(i) = a.iter().position(|v| !v.is_finite() || (b.squares && *v < 0.0)) {
+                    let v = a.iter().nth(i).copied().unwrap_or(f32::NAN);
+                    return bad(format!("`{}` holds {v} at {i}{}", b.key, if v.is_finite() { "; it averages squares, which are ≥ 0" } else { "" }));
+                }
+            }
+        }
+    }
+    if let Some(k) = state.keys().find(|k| *k != "step" && !buffers.iter().any(|b| b.key == *k)) {
+        return bad(format!("has an unknown tensor `{k}`"));
+    }
+    Ok(Steps { counts })
+}
+
+/// A checked flat tensor of `state` into a new device buffer, or `None` if absent.
+fn restore_buffer<B: Backend>(dev: &B, state: &StateDict, name: &str) -> Result<Option<B::Buf<f32>>> {
+    match state.get(name).and_then(Tensor::as_f32) {
         None => Ok(None),
-        Some(Tensor::F32(a)) => {
+        Some(a) => {
             let v: Vec<f32> = a.iter().copied().collect();
             let mut buf = dev.alloc(v.len())?;
             dev.upload(&mut buf, 0, &v)?;
             Ok(Some(buf))
         }
-        Some(Tensor::I64(_)) => Err(Error::bad_input(format!("{what}: optimizer state `{name}` is int64, expected float32"))),
     }
 }
 
 fn steps_tensor(steps: &Steps) -> Tensor {
-    let v: Vec<i64> = steps.counts.iter().map(|&c| c as i64).collect();
+    let v: Vec<i64> = steps.counts.iter().map(|&c| i64::try_from(c).unwrap_or(i64::MAX)).collect();
     let n = v.len();
     Tensor::I64(ArrayD::from_shape_vec(IxDyn(&[n]), v).expect("flat"))
-}
-
-fn restore_steps(state: &StateDict, what: &str) -> Result<Steps> {
-    match state.get("step") {
-        Some(Tensor::I64(a)) => Ok(Steps { counts: a.iter().map(|&c| c.max(0) as u64).collect() }),
-        Some(_) => Err(Error::bad_input(format!("{what}: optimizer state `step` must be int64"))),
-        None => Err(Error::bad_input(format!("{what}: optimizer state has no `step`"))),
-    }
 }
 
 /// Step counts per parameter tensor, and the grouping of tensors into kernel calls.
@@ -87,7 +131,7 @@ impl Steps {
             if t.frozen {
                 continue;
             }
-            *count += 1;
+            *count = count.saturating_add(1);
             run = match run {
                 Some((r, s)) if r.end == t.range.start && s == *count => Some((r.start..t.range.end, s)),
                 Some((r, s)) => {
@@ -158,6 +202,10 @@ impl<B: Backend> Sgd<B> {
         self
     }
 
+    fn state_buffers(&self) -> [StateBuffer; 1] {
+        [StateBuffer { key: "momentum_buffer", required: self.momentum != 0.0, squares: false }]
+    }
+
     fn validate(&self) -> Result<()> {
         check(self.lr >= 0.0, || format!("SGD: invalid learning rate {} (must be ≥ 0)", self.lr))?;
         check(self.momentum >= 0.0, || format!("SGD: invalid momentum {} (must be ≥ 0)", self.momentum))?;
@@ -201,9 +249,14 @@ impl<B: Backend> Optimizer<B> for Sgd<B> {
         Ok(sd)
     }
 
-    fn load_state_dict(&mut self, dev: &B, state: &StateDict) -> Result<()> {
-        let steps = restore_steps(state, "SGD")?;
-        let momentum = restore_buffer(dev, state, "momentum_buffer", "SGD")?;
+    fn check_state_dict(&self, net: &NetState<B>, state: &StateDict) -> Result<()> {
+        check_state("SGD", net, state, &self.state_buffers()).map(|_| ())
+    }
+
+    fn load_state_dict(&mut self, net: &NetState<B>, state: &StateDict) -> Result<()> {
+        let steps = check_state("SGD", net, state, &self.state_buffers())?;
+        // Without momentum the step keeps no buffer (a run may drop its momentum on resuming).
+        let momentum = if self.momentum != 0.0 { restore_buffer(net.device(), state, "momentum_buffer")? } else { None };
         (self.steps, self.momentum_buffer) = (steps, momentum);
         Ok(())
     }
@@ -268,6 +321,14 @@ impl<B: Backend> Adam<B> {
         self
     }
 
+    fn state_buffers(&self) -> [StateBuffer; 3] {
+        [
+            StateBuffer { key: "exp_avg", required: true, squares: false },
+            StateBuffer { key: "exp_avg_sq", required: true, squares: true },
+            StateBuffer { key: "max_exp_avg_sq", required: self.amsgrad, squares: true },
+        ]
+    }
+
     fn name(&self) -> &'static str {
         if self.decoupled { "AdamW" } else { "Adam" }
     }
@@ -330,12 +391,16 @@ impl<B: Backend> Optimizer<B> for Adam<B> {
         Ok(sd)
     }
 
-    fn load_state_dict(&mut self, dev: &B, state: &StateDict) -> Result<()> {
-        let name = self.name();
-        let steps = restore_steps(state, name)?;
-        let m = restore_buffer(dev, state, "exp_avg", name)?;
-        let v = restore_buffer(dev, state, "exp_avg_sq", name)?;
-        let vmax = restore_buffer(dev, state, "max_exp_avg_sq", name)?;
+    fn check_state_dict(&self, net: &NetState<B>, state: &StateDict) -> Result<()> {
+        check_state(self.name(), net, state, &self.state_buffers()).map(|_| ())
+    }
+
+    fn load_state_dict(&mut self, net: &NetState<B>, state: &StateDict) -> Result<()> {
+        let steps = check_state(self.name(), net, state, &self.state_buffers())?;
+        let dev = net.device();
+        let m = restore_buffer(dev, state, "exp_avg")?;
+        let v = restore_buffer(dev, state, "exp_avg_sq")?;
+        let vmax = if self.amsgrad { restore_buffer(dev, state, "max_exp_avg_sq")? } else { None };
         (self.steps, self.moments, self.second, self.max_second) = (steps, m, v, vmax);
         Ok(())
     }

@@ -79,39 +79,82 @@ impl Checkpoint {
         crate::io::write_atomic(path.as_ref(), &bytes)
     }
 
-    /// Reads a checkpoint written by [`Checkpoint::save`]; any flaw is an error naming the file.
+    /// Reads a checkpoint written by [`Checkpoint::save`] and checks that it is whole and
+    /// consistent (every header field, the history, finite values everywhere, early stopping's
+    /// record); any flaw is an error naming the file and the field or tensor. Whether it fits a
+    /// network and an optimizer is checked by [`crate::Trainer`] before it applies any of it.
     pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
         let path = path.as_ref();
         let (all, meta) = StateDict::load_with_metadata(path)?;
-        let bad = |msg: String| Error::file(path, msg);
+        Self::from_parts(all, &meta).map_err(|msg| Error::file(path, msg))
+    }
+
+    fn from_parts(all: StateDict, meta: &HashMap<String, String>) -> std::result::Result<Checkpoint, String> {
         if meta.get("format").map(String::as_str) != Some(FORMAT) {
-            return Err(bad("not a staticnet checkpoint (its header has no `format: staticnet checkpoint 1`)".into()));
+            return Err(format!("not a staticnet checkpoint (its header has no `format: {FORMAT}`)"));
         }
-        let text = |key: &str| meta.get(key).cloned().ok_or_else(|| bad(format!("the checkpoint's header lacks `{key}`")));
-        fn num<T: std::str::FromStr>(key: &str, v: String) -> std::result::Result<T, String> {
-            v.parse().map_err(|_| format!("the checkpoint's `{key}` is not a number: `{v}`"))
+        let text = |key: &str| meta.get(key).cloned().ok_or_else(|| format!("the checkpoint's header lacks `{key}`"));
+        fn num<T: std::str::FromStr>(key: &str, v: &str) -> std::result::Result<T, String> {
+            v.parse().map_err(|_| format!("the checkpoint's `{key}` is not a number of the right kind: `{v}`"))
         }
-        let number = |key: &str| text(key).and_then(|v| num::<u64>(key, v).map_err(bad));
+        let number = |key: &str| text(key).and_then(|v| num::<usize>(key, &v));
+        let rate = |key: &str, v: &str| {
+            num::<f32>(key, v).and_then(|r| if r.is_finite() && r >= 0.0 { Ok(r) } else { Err(format!("the checkpoint's `{key}` is {r}; a learning rate is finite and ≥ 0")) })
+        };
+        if let Some(k) = all.keys().find(|k| !["model.", "optimizer.", "best."].iter().any(|p| k.starts_with(p))) {
+            return Err(format!("tensor `{k}` belongs to none of model.*, optimizer.*, best.*"));
+        }
         let best = match meta.get("best_loss") {
+            None if all.keys().any(|k| k.starts_with("best.")) => return Err("it holds best.* weights but its header lacks `best_loss`".into()),
             None => None,
             Some(loss) => Some(Best {
-                loss: num("best_loss", loss.clone()).map_err(bad)?,
-                epoch: number("best_epoch")? as usize,
-                since: number("best_since")? as usize,
+                loss: num("best_loss", loss)?,
+                epoch: number("best_epoch")?,
+                since: number("best_since")?,
                 weights: all.with_prefix("best"),
             }),
         };
-        Ok(Checkpoint {
+        let ck = Checkpoint {
             network: text("network")?,
-            epoch: number("epoch")? as usize,
+            epoch: number("epoch")?,
             model: all.with_prefix("model"),
             optimizer_kind: text("optimizer")?,
             optimizer: all.with_prefix("optimizer"),
-            base_lr: num("base_lr", text("base_lr")?).map_err(bad)?,
-            seed: number("seed")?,
-            rng: (number("rng_seed")?, number("rng_step")?),
-            history: History::from_csv(&text("history")?).map_err(|e| bad(format!("its history: {e}")))?,
+            base_lr: rate("base_lr", &text("base_lr")?)?,
+            seed: text("seed").and_then(|v| num("seed", &v))?,
+            rng: (text("rng_seed").and_then(|v| num("rng_seed", &v))?, text("rng_step").and_then(|v| num("rng_step", &v))?),
+            history: History::from_csv(&text("history")?).map_err(|e| format!("its history: {e}"))?,
             best,
-        })
+        };
+        ck.check()?;
+        Ok(ck)
+    }
+
+    /// The checks that need no network: the parts agree with each other, nothing is NaN or
+    /// infinite (a run that diverged is never checkpointed, so such a file was damaged).
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.history.epochs.len() != self.epoch {
+            return Err(format!("its `epoch` is {} but its history has {} rows", self.epoch, self.history.epochs.len()));
+        }
+        for (part, sd) in [("model", &self.model), ("optimizer", &self.optimizer)] {
+            if let Some((k, i, v)) = sd.first_non_finite() {
+                return Err(format!("tensor `{part}.{k}` holds {v} at {i}"));
+            }
+        }
+        if let Some(best) = &self.best {
+            if !best.loss.is_finite() {
+                return Err(format!("its `best_loss` is {}; a best validation loss is finite", best.loss));
+            }
+            if best.epoch == 0 || best.epoch > self.epoch || best.since != self.epoch - best.epoch {
+                return Err(format!(
+                    "its `best_epoch` {} and `best_since` {} do not fit its `epoch` {} (1 ≤ best_epoch ≤ epoch, best_since = epoch − best_epoch)",
+                    best.epoch, best.since, self.epoch
+                ));
+            }
+            if let Some((k, i, v)) = best.weights.first_non_finite() {
+                return Err(format!("tensor `best.{k}` holds {v} at {i}"));
+            }
+        }
+        Ok(())
     }
 }

@@ -26,6 +26,31 @@ pub struct EpochStats {
 }
 
 impl EpochStats {
+    /// The row of epoch `epoch` as a run writes it: losses finite and ≥ 0, accuracies in
+    /// [0, 1], a learning rate finite and ≥ 0, seconds ≥ 0.
+    fn check(&self, epoch: usize) -> std::result::Result<(), String> {
+        let loss = |name: &str, v: f32| if v.is_finite() && v >= 0.0 { Ok(()) } else { Err(format!("{name} {v} is not a loss (finite, ≥ 0)")) };
+        let accuracy = |name: &str, v: f32| if (0.0..=1.0).contains(&v) { Ok(()) } else { Err(format!("{name} {v} is not an accuracy (0 to 1)")) };
+        if self.epoch != epoch {
+            return Err(format!("epoch {} where epoch {epoch} was due", self.epoch));
+        }
+        loss("train_loss", self.train_loss)?;
+        accuracy("train_accuracy", self.train_accuracy)?;
+        if let Some(v) = self.val_loss {
+            loss("val_loss", v)?;
+        }
+        if let Some(v) = self.val_accuracy {
+            accuracy("val_accuracy", v)?;
+        }
+        if !(self.lr.is_finite() && self.lr >= 0.0) {
+            return Err(format!("lr {} is not a learning rate (finite, ≥ 0)", self.lr));
+        }
+        if !(self.seconds.is_finite() && self.seconds >= 0.0) {
+            return Err(format!("seconds {} is not a duration (finite, ≥ 0)", self.seconds));
+        }
+        Ok(())
+    }
+
     /// `epoch 2/5  train loss 0.1234 acc 96.12%  val loss 0.0987 acc 97.00%  2.1 s`.
     pub fn line(&self, epochs: usize) -> String {
         let mut s = format!("epoch {}/{epochs}  train loss {:.4} acc {:.2}%", self.epoch, self.train_loss, 100.0 * self.train_accuracy);
@@ -73,7 +98,7 @@ impl History {
             }
             let f = |k: usize| cells[k].parse::<f32>().map_err(|_| bad());
             let opt = |k: usize| if cells[k].is_empty() { Ok(None) } else { f(k).map(Some) };
-            history.epochs.push(EpochStats {
+            let row = EpochStats {
                 epoch: cells[0].parse().map_err(|_| bad())?,
                 train_loss: f(1)?,
                 train_accuracy: f(2)?,
@@ -81,7 +106,9 @@ impl History {
                 val_accuracy: opt(4)?,
                 lr: f(5)?,
                 seconds: f(6)?,
-            });
+            };
+            row.check(i + 1).map_err(|e| format!("line {} `{line}`: {e}", i + 2))?;
+            history.epochs.push(row);
         }
         Ok(history)
     }

@@ -107,7 +107,8 @@ impl Trainer {
     }
 
     /// Early stopping: stop after `patience` epochs without a lower validation loss, and
-    /// restore the weights of the best epoch.
+    /// restore the weights of the best epoch. Patience 0 stops at the first epoch whose
+    /// validation loss is not lower than the best so far (as Keras and Lightning count it).
     pub fn early_stopping(mut self, patience: usize) -> Self {
         self.patience = Some(patience);
         self
@@ -163,6 +164,13 @@ impl Trainer {
     }
 
     /// Trains `model` on `train`, validating on `validation` after every epoch.
+    ///
+    /// Everything that can be checked is checked before the first step: the data (not empty,
+    /// every label one of the network's classes), the paths it will write (their folders exist
+    /// and take files), and a checkpoint to resume from, whole, against this network and
+    /// optimizer. A loss, a validation loss or a parameter that becomes NaN or infinite stops
+    /// the run with an error naming the epoch and step; the checkpoint on disk then still holds
+    /// the last good epoch, since an epoch is checkpointed only once all of it is finite.
     pub fn fit<B, N, O>(&self, model: &mut N, optimizer: &mut O, train: &Dataset<N::Input>, validation: Option<&Dataset<N::Input>>) -> Result<History>
     where
         B: Backend,
@@ -170,21 +178,16 @@ impl Trainer {
         N::Output: Logits,
         O: Optimizer<B>,
     {
-        if self.patience.is_some() && validation.is_none() {
-            return Err(Error::bad_input("early stopping watches the validation loss: give a validation set"));
-        }
-        if train.is_empty() {
-            return Err(Error::bad_input(format!("{}: the training set is empty", train.name())));
-        }
+        self.check_data::<B, N>(train, validation)?;
+        self.prepare_files()?;
         warn_softmax_last(N::SPEC);
-        if let Some(dir) = &self.out_dir {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
         let mut run = Run { start: 0, base_lr: optimizer.learning_rate(), seed: self.seed, history: History::default(), best: None };
         if let Some(path) = &self.resume {
             run = self.restore(path, model, optimizer, run)?;
         }
         let Run { start, base_lr, seed, mut history, mut best } = run;
+        // The last epoch known good on disk, for the message of a run that diverges.
+        let mut saved = self.resume.clone().filter(|_| start > 0).map(|p| (p, start));
         let mut loader = train.loader(self.batch_size)?.shuffle(seed);
         for epoch in start..self.epochs {
             let start = Instant::now();
@@ -193,26 +196,34 @@ impl Trainer {
             }
             model.train();
             loader.start_epoch(epoch as u64);
-            let bar = self.progress_bar(epoch, loader.batches());
+            let batches = loader.batches();
+            let bar = self.progress_bar(epoch, batches);
             let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+            let mut step = 0;
             while let Some((x, labels)) = loader.next() {
-                let step = model.train_step_with(x, labels, &self.criterion, optimizer)?;
-                if !step.loss.is_finite() {
+                step += 1;
+                let out = model.train_step_with(x, labels, &self.criterion, optimizer)?;
+                if !out.loss.is_finite() {
                     bar.finish_and_clear();
-                    return Err(Error::bad_input(format!(
-                        "epoch {}: the loss became {} after {seen} samples; lower the learning rate",
-                        epoch + 1,
-                        step.loss
-                    )));
+                    return Err(diverged(epoch + 1, format!("step {step} of {batches}: the loss became {}; lower the learning rate", out.loss), &saved));
                 }
-                loss_sum += step.loss as f64 * labels.len() as f64;
-                correct += step.correct;
+                loss_sum += out.loss as f64 * labels.len() as f64;
+                correct += out.correct;
                 seen += labels.len();
                 bar.inc(1);
                 bar.set_message(format!("loss {:.4} acc {:.2}%", loss_sum / seen as f64, 100.0 * correct as f64 / seen as f64));
             }
             bar.finish_and_clear();
+            // The last update of the epoch has no loss after it to show a NaN: look at the
+            // weights themselves (they are copied for the checkpoint and early stopping anyway).
+            let weights = model.state_dict()?;
+            if let Some((name, i, v)) = weights.first_non_finite() {
+                return Err(diverged(epoch + 1, format!("after its last step ({step} of {batches}), `{name}` holds {v} at {i}; lower the learning rate"), &saved));
+            }
             let val = validation.map(|v| evaluate(model, v, self.batch_size.max(256))).transpose()?;
+            if let Some(val) = val.filter(|v| !v.loss.is_finite()) {
+                return Err(diverged(epoch + 1, format!("the validation loss is {}; lower the learning rate", val.loss), &saved));
+            }
             let stats = EpochStats {
                 epoch: epoch + 1,
                 train_loss: (loss_sum / seen as f64) as f32,
@@ -226,23 +237,25 @@ impl Trainer {
                 println!("{}", stats.line(self.epochs));
             }
             history.epochs.push(stats);
-            self.write_history(&history)?;
             let mut stop = false;
             if let (Some(patience), Some(val)) = (self.patience, val) {
                 match &mut best {
-                    Some(b) if val.loss >= b.loss => {
+                    // Only a strictly lower loss is better; a NaN never is (it cannot reach here).
+                    Some(b) if !(val.loss < b.loss) => {
                         b.since += 1;
                         stop = b.since >= patience;
                     }
-                    _ => best = Some(Best { loss: val.loss, epoch: epoch + 1, since: 0, weights: model.state_dict()? }),
+                    _ => best = Some(Best { loss: val.loss, epoch: epoch + 1, since: 0, weights: weights.clone() }),
                 }
                 history.best_epoch = best.as_ref().map(|b| b.epoch);
             }
+            // The checkpoint first: the history and its plot are conveniences, the checkpoint is
+            // the run.
             if let Some(path) = &self.checkpoint {
                 let checkpoint = Checkpoint {
                     network: N::SPEC.name.to_string(),
                     epoch: epoch + 1,
-                    model: model.state_dict()?,
+                    model: weights,
                     optimizer_kind: optimizer.kind().to_string(),
                     optimizer: optimizer.state_dict(model.device())?,
                     base_lr,
@@ -252,12 +265,16 @@ impl Trainer {
                     best: best.clone(),
                 };
                 checkpoint.save(path)?;
+                saved = Some((path.clone(), epoch + 1));
             }
             if stop {
                 history.stopped_early = true;
                 if self.verbose {
                     println!("early stopping: no lower validation loss for {} epochs", self.patience.unwrap_or(0));
                 }
+            }
+            self.write_history(&history);
+            if stop {
                 break;
             }
         }
@@ -270,7 +287,61 @@ impl Trainer {
         Ok(history)
     }
 
-    /// Loads the checkpoint at `path` into the model and optimizer, if there is one.
+    /// The data checks of [`Trainer::fit`], before anything trains.
+    fn check_data<B, N>(&self, train: &Dataset<N::Input>, validation: Option<&Dataset<N::Input>>) -> Result<()>
+    where
+        B: Backend,
+        N: Network<B>,
+        N::Output: Logits,
+    {
+        if self.patience.is_some() && validation.is_none() {
+            return Err(Error::bad_input("early stopping watches the validation loss: give a validation set"));
+        }
+        if train.is_empty() {
+            return Err(Error::bad_input(format!("{}: the training set is empty", train.name())));
+        }
+        if let Some(v) = validation.filter(|v| v.is_empty()) {
+            return Err(Error::bad_input(format!("{}: the validation set is empty", v.name())));
+        }
+        let classes = <N::Output as Logits>::CLASSES;
+        for data in std::iter::once(train).chain(validation) {
+            if let Some((i, &l)) = data.labels().iter().enumerate().find(|&(_, &l)| l >= classes) {
+                return Err(Error::bad_input(format!(
+                    "{}: label {l} of sample {i} is not a class of {}, which has {classes} outputs (labels 0..={})",
+                    data.name(),
+                    N::SPEC.name,
+                    classes - 1
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The file checks of [`Trainer::fit`], before anything trains: the history's folder is
+    /// made and takes files, the checkpoint's folder takes files, and temporary files that a
+    /// killed run left beside the checkpoint are removed.
+    fn prepare_files(&self) -> Result<()> {
+        if let Some(dir) = &self.out_dir {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            for file in ["history.csv", "history.svg"] {
+                crate::io::check_writable(&dir.join(file))?;
+            }
+        }
+        if let Some(path) = &self.checkpoint {
+            crate::io::check_writable(path)?;
+            let removed = crate::io::remove_stale_temps(path)?;
+            if removed > 0 && self.verbose {
+                println!("removed {removed} temporary file(s) that a killed run left beside {}", path.display());
+            }
+        }
+        if let Some(path) = self.resume.as_ref().filter(|p| p.is_dir()) {
+            return Err(Error::file(path, "is a folder, not a checkpoint to resume from"));
+        }
+        Ok(())
+    }
+
+    /// Loads the checkpoint at `path` into the model and optimizer, if there is one. All of it is
+    /// read and checked against this network and optimizer first: on an error nothing changed.
     fn restore<B, N, O>(&self, path: &Path, model: &mut N, optimizer: &mut O, fresh: Run) -> Result<Run>
     where
         B: Backend,
@@ -291,11 +362,17 @@ impl Trainer {
         if ck.optimizer_kind != optimizer.kind() {
             return Err(bad(format!("a checkpoint of a run with {}, not {}", ck.optimizer_kind, optimizer.kind())));
         }
+        model.check_state_dict(&ck.model, true).map_err(|e| bad(format!("its model.* tensors: {e}")))?;
+        if let Some(b) = &ck.best {
+            model.check_state_dict(&b.weights, true).map_err(|e| bad(format!("its best.* tensors (early stopping's best weights): {e}")))?;
+        }
+        optimizer.check_state_dict(model.state(), &ck.optimizer).map_err(|e| bad(format!("its optimizer.* tensors: {e}")))?;
+        // Everything fits: apply it.
         if ck.seed != self.seed && self.verbose {
             println!("resuming with the checkpoint's shuffling seed {} (this trainer has {})", ck.seed, self.seed);
         }
         model.load_state_dict(&ck.model, true).map_err(|e| bad(e.to_string()))?;
-        optimizer.load_state_dict(model.device(), &ck.optimizer).map_err(|e| bad(e.to_string()))?;
+        optimizer.load_state_dict(model.state(), &ck.optimizer).map_err(|e| bad(e.to_string()))?;
         model.state_mut().set_rng_state(ck.rng.0, ck.rng.1);
         optimizer.set_learning_rate(ck.history.epochs.last().map_or(ck.base_lr, |e| e.lr));
         if self.verbose {
@@ -316,12 +393,16 @@ impl Trainer {
         bar
     }
 
-    fn write_history(&self, history: &History) -> Result<()> {
+    /// Writes the history and its plot. A failure (a full disk) is a warning, not the end of the
+    /// run: the checkpoint, written before, holds the history too, and the next epoch rewrites
+    /// both files whole.
+    fn write_history(&self, history: &History) {
         if let Some(dir) = &self.out_dir {
-            history.write_csv(dir.join("history.csv"))?;
-            history.plot(dir.join("history.svg"))?;
+            let written = history.write_csv(dir.join("history.csv")).and_then(|_| history.plot(dir.join("history.svg")));
+            if let Err(e) = written {
+                eprintln!("warning: the history was not written: {e}");
+            }
         }
-        Ok(())
     }
 }
 
@@ -332,6 +413,16 @@ struct Run {
     seed: u64,
     history: History,
     best: Option<Best>,
+}
+
+/// The error that ends a run whose loss or weights stopped being finite, with where the last
+/// good state is.
+fn diverged(epoch: usize, what: String, saved: &Option<(PathBuf, usize)>) -> Error {
+    let kept = match saved {
+        Some((path, e)) => format!(" The checkpoint {} holds epoch {e}, the last good one.", path.display()),
+        None => String::new(),
+    };
+    Error::bad_input(format!("epoch {epoch}, {what}.{kept}"))
 }
 
 /// A network ending in Softmax trained with cross-entropy applies softmax twice.
