@@ -45,8 +45,7 @@ stopping on a validation split of MNIST (by default the bundled digits), then te
 
 /// The same images as flat vectors, for the MLP.
 fn flat(d: &Dataset<staticnet::Images<1, 28, 28>>) -> staticnet::Result<Dataset<Vectors<784>>> {
-    let values = (0..d.len()).flat_map(|i| d.sample(i).to_vec()).collect();
-    Dataset::new(d.name(), values, d.labels().to_vec(), d.classes())
+    Dataset::new(d.name(), d.values().to_vec(), d.labels().to_vec(), d.classes())
 }
 
 fn main() -> std::process::ExitCode {

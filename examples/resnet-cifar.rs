@@ -64,7 +64,7 @@ fn main() -> std::process::ExitCode {
         cifar.test.normalize(&mean, &std)?;
         let seed = args.get("seed", 0);
         let limit = args.get("limit", cifar.train.len()).min(cifar.train.len());
-        let train = cifar.train.subset(&(0..limit).collect::<Vec<_>>());
+        let train = cifar.train.subset(&(0..limit).collect::<Vec<_>>())?;
         let (train, val) = train.split(train.len() * 9 / 10, seed)?;
         let mut model = CifarResNet::new(&Cpu, seed)?;
         println!("{}\n", model.summary());

@@ -52,7 +52,7 @@ fn the_bundled_subset_has_its_readmes_counts() {
     assert_eq!(mnist.train.class_counts(), [808, 885, 800, 794, 780, 684, 815, 875, 775, 784]);
     assert_eq!(mnist.test.class_counts(), [193, 242, 191, 238, 200, 179, 199, 195, 169, 194]);
     // Pixels as ToTensor gives them.
-    let (lo, hi) = (0..mnist.train.len()).flat_map(|i| mnist.train.sample(i).to_vec()).fold((f32::MAX, f32::MIN), |(l, h), v| (l.min(v), h.max(v)));
+    let (lo, hi) = (0..mnist.train.len()).flat_map(|i| mnist.train.sample(i).unwrap().to_vec()).fold((f32::MAX, f32::MIN), |(l, h), v| (l.min(v), h.max(v)));
     assert_eq!((lo, hi), (0.0, 1.0));
 }
 
@@ -62,7 +62,7 @@ fn plain_and_gzipped_files_read_the_same() {
     mnist_copy(&dir, |_, _| {});
     let (plain, gz) = (Mnist::load(&dir).unwrap(), Mnist::load(bundled()).unwrap());
     assert_eq!(plain.train.labels(), gz.train.labels());
-    assert_eq!(plain.test.sample(1999), gz.test.sample(1999));
+    assert_eq!(plain.test.sample(1999).unwrap(), gz.test.sample(1999).unwrap());
 }
 
 #[test]
@@ -176,7 +176,7 @@ fn cifar10_reads_its_binary_format() {
     assert_eq!((data.train.len(), data.test.len()), (15, 3));
     assert_eq!(data.test.labels(), [0, 1, 2]);
     // Record 1's red plane starts at pixel value 1, its green plane at (1024 + 1) % 256.
-    let s = data.test.sample(1);
+    let s = data.test.sample(1).unwrap();
     assert_eq!((s[0], s[1024]), (1.0 / 255.0, 1.0 / 255.0));
 }
 
@@ -213,7 +213,7 @@ fn normalize_is_per_channel() {
     let mut d = tiny(2);
     d.normalize(&[1.0, 10.0], &[2.0, 4.0]).unwrap();
     // Sample 0: channel 0 holds 0..4, channel 1 holds 4..8.
-    assert_eq!(d.sample(0), [-0.5, 0.0, 0.5, 1.0, -1.5, -1.25, -1.0, -0.75]);
+    assert_eq!(d.sample(0).unwrap(), [-0.5, 0.0, 0.5, 1.0, -1.5, -1.25, -1.0, -0.75]);
     let msg = d.normalize(&[0.1, 0.2, 0.3], &[1.0, 1.0, 1.0]).err().unwrap().to_string();
     assert!(msg.contains("normalize needs one mean and one std, or one of each per channel (2), got 3 and 3"), "{msg}");
     let msg = d.normalize(&[0.0], &[0.0]).err().unwrap().to_string();
@@ -226,11 +226,11 @@ fn the_course_split_shuffles_then_cuts() {
     let (train, val) = d.split(90, 7).unwrap();
     assert_eq!((train.len(), val.len()), (90, 10));
     // Every sample once, in one of the two sets.
-    let mut firsts: Vec<f32> = (0..90).map(|i| train.sample(i)[0]).chain((0..10).map(|i| val.sample(i)[0])).collect();
+    let mut firsts: Vec<f32> = (0..90).map(|i| train.sample(i).unwrap()[0]).chain((0..10).map(|i| val.sample(i).unwrap()[0])).collect();
     firsts.sort_by(|a, b| a.partial_cmp(b).unwrap());
     assert_eq!(firsts, (0..100).map(|i| (i * 8) as f32).collect::<Vec<_>>());
     // Shuffled, and the same for the same seed.
-    assert_ne!((0..10).map(|i| val.sample(i)[0]).collect::<Vec<_>>(), (90..100).map(|i| (i * 8) as f32).collect::<Vec<_>>());
+    assert_ne!((0..10).map(|i| val.sample(i).unwrap()[0]).collect::<Vec<_>>(), (90..100).map(|i| (i * 8) as f32).collect::<Vec<_>>());
     assert_eq!(d.split(90, 7).unwrap().1.labels(), val.labels());
     assert!(d.split(101, 0).is_err());
 }
@@ -262,4 +262,83 @@ fn the_loader_batches_with_a_smaller_last_batch_and_reshuffles_each_epoch() {
         assert_eq!(*e, (0..10).collect::<Vec<_>>());
     }
     assert!(d.loader(0).is_err());
+}
+
+/// A batch size far beyond the data set (here 10^9 samples of 8 values, 32 GB) is one batch of
+/// the whole set, with buffers sized by the set: it aborted on a 32 GB allocation before.
+#[test]
+fn a_batch_size_beyond_the_data_set_allocates_for_the_data_set() {
+    let d = tiny(10);
+    let mut loader = d.loader(1_000_000_000).unwrap();
+    assert_eq!(loader.batches(), 1);
+    loader.start_epoch(0);
+    let (x, labels) = loader.next().unwrap();
+    assert_eq!((x.len(), labels.len()), (10, 10));
+    assert!(loader.next().is_none());
+    assert!(d.loader(usize::MAX).is_ok());
+}
+
+/// It sliced out of range (a panic) before.
+#[test]
+fn a_sample_past_the_end_is_an_error() {
+    let d = tiny(3);
+    assert_eq!(d.sample(2).unwrap().len(), 8);
+    let msg = d.sample(3).unwrap_err().to_string();
+    assert!(msg.contains("tiny: there is no sample 3: the set holds 3 samples"), "{msg}");
+    let msg = d.subset(&[0, 7]).unwrap_err().to_string();
+    assert!(msg.contains("there is no sample 7"), "{msg}");
+}
+
+/// A gzip file of several members (RFC 1952; Python's gzip reads them, and `cat a.gz b.gz`
+/// makes one) is read whole: it was "truncated" before.
+#[test]
+fn multi_member_gzip_is_read_whole() {
+    let dir = tmp("members");
+    mnist_copy(&dir, |_, _| {});
+    let name = "t10k-images-idx3-ubyte";
+    let plain = std::fs::read(dir.join(name)).unwrap();
+    let mut members = Vec::new();
+    for part in plain.chunks(100_000) {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(part).unwrap();
+        members.extend(e.finish().unwrap());
+    }
+    std::fs::remove_file(dir.join(name)).unwrap();
+    std::fs::write(dir.join(format!("{name}.gz")), members).unwrap();
+    let (from_members, from_plain) = (Mnist::load(&dir).unwrap(), Mnist::load(bundled()).unwrap());
+    assert_eq!(from_members.test.values(), from_plain.test.values());
+}
+
+/// A gzipped file whose header is wrong is refused after its header, before the rest is
+/// decompressed (`tests/fuzz.rs` measures the memory of such bombs); here, one that ends right
+/// after a wrong magic number and one whose header lies about its length.
+#[test]
+fn a_gzipped_file_is_judged_by_its_header_first() {
+    let dir = tmp("gz-header");
+    mnist_copy(&dir, |_, _| {});
+    let name = "train-images-idx3-ubyte";
+    let mut bytes = std::fs::read(dir.join(name)).unwrap();
+    bytes[2] = 0x09;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(&bytes).unwrap();
+    std::fs::remove_file(dir.join(name)).unwrap();
+    std::fs::write(dir.join(format!("{name}.gz")), e.finish().unwrap()).unwrap();
+    let msg = error(&dir);
+    assert!(msg.contains("train-images-idx3-ubyte.gz: wrong magic number 0x00000903"), "{msg}");
+
+    let mut bytes = std::fs::read(dir.join("t10k-labels-idx1-ubyte")).unwrap();
+    bytes[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(&bytes).unwrap();
+    std::fs::remove_file(dir.join("t10k-labels-idx1-ubyte")).unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte.gz"), e.finish().unwrap()).unwrap();
+    mnist_copy_one(&dir, name);
+    let msg = error(&dir);
+    assert!(msg.contains("t10k-labels-idx1-ubyte.gz: truncated: its header announces 4294967295 labels (4294967295 bytes of data), but only 2000 bytes follow"), "{msg}");
+}
+
+/// Restores one bundled file, unpacked, in `dir` (and removes its gzipped twin).
+fn mnist_copy_one(dir: &Path, name: &str) {
+    let _ = std::fs::remove_file(dir.join(format!("{name}.gz")));
+    std::fs::write(dir.join(name), gunzip(&bundled().join(format!("{name}.gz")))).unwrap();
 }

@@ -63,6 +63,9 @@ pub fn parse_records(path: &Path, bytes: &[u8], values: &mut Vec<f32>, labels: &
             format!("{} bytes is not a whole number of {RECORD}-byte CIFAR-10 records: the file is truncated or not CIFAR-10 binary", bytes.len()),
         ));
     }
+    let pixels = bytes.len() / RECORD * (RECORD - 1);
+    values.try_reserve(pixels).map_err(|_| Error::file(path, format!("there is not enough memory for its {pixels} pixels")))?;
+    labels.try_reserve(bytes.len() / RECORD).map_err(|_| Error::file(path, "there is not enough memory for its labels"))?;
     for (i, record) in bytes.chunks_exact(RECORD).enumerate() {
         let label = record[0] as usize;
         if label > 9 {

@@ -1,9 +1,13 @@
 //! MNIST in the IDX format of <http://yann.lecun.com/exdb/mnist/>, under its official file
 //! names, each plain or gzipped. Pixels become `value / 255`, as `transforms.ToTensor()` does.
 
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::{Dataset, read_maybe_gz};
+use flate2::read::MultiGzDecoder;
+
+use super::Dataset;
 use crate::batch::Images;
 use crate::{Error, Result};
 
@@ -29,8 +33,10 @@ impl Mnist {
 pub fn load_split(dir: &Path, prefix: &str, name: &str) -> Result<Dataset<MnistImages>> {
     let images_path = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
     let labels_path = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
-    let values = parse_images(&images_path, &read_maybe_gz(&images_path)?)?;
-    let labels = parse_labels(&labels_path, &read_maybe_gz(&labels_path)?)?;
+    let (reader, len) = open(&images_path)?;
+    let values = read_images(&images_path, reader, len)?;
+    let (reader, len) = open(&labels_path)?;
+    let labels = read_labels(&labels_path, reader, len)?;
     let images = values.len() / 784;
     if images != labels.len() {
         return Err(Error::file(
@@ -54,55 +60,137 @@ fn find(dir: &Path, name: &str) -> Result<PathBuf> {
     }
 }
 
-fn be_u32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+/// A reader of the file's IDX bytes: the file itself, or, when it starts with gzip's magic
+/// bytes, its decompression (every member, as Python's `gzip` reads a multi-member file). With
+/// the file's length when that is the IDX length (a plain file).
+fn open(path: &Path) -> Result<(Box<dyn Read>, Option<u64>)> {
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut magic = [0u8; 2];
+    let gz = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+    file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
+    let file = BufReader::new(file);
+    Ok(if gz { (Box::new(MultiGzDecoder::new(file)), None) } else { (Box::new(file), Some(len)) })
 }
 
-/// The header `magic, dims...` of an IDX file, checked: unsigned bytes with `dims` dimensions.
-fn header(path: &Path, bytes: &[u8], dims: u8, what: &str) -> Result<Vec<usize>> {
-    let header_len = 4 + 4 * dims as usize;
-    if bytes.len() < header_len {
-        return Err(Error::file(path, format!("truncated: {} bytes, shorter than the {header_len}-byte header of an IDX {what} file", bytes.len())));
+/// Images as floats in [0, 1], from IDX bytes (e.g. a file read whole).
+pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<Vec<f32>> {
+    read_images(path, bytes, Some(bytes.len() as u64))
+}
+
+/// Labels in 0..=9, from IDX bytes.
+pub fn parse_labels(path: &Path, bytes: &[u8]) -> Result<Vec<usize>> {
+    read_labels(path, bytes, Some(bytes.len() as u64))
+}
+
+fn read_images(path: &Path, reader: impl Read, len: Option<u64>) -> Result<Vec<f32>> {
+    let mut values = Vec::new();
+    read_idx(path, reader, len, 3, "images", |dims| {
+        let (n, rows, cols) = (dims[0], dims[1], dims[2]);
+        if (rows, cols) != (28, 28) {
+            return Err(Error::file(path, format!("holds {rows}×{cols} images; MNIST images are 28×28")));
+        }
+        Ok(format!("{n} images"))
+    }, |chunk| {
+        values.try_reserve(chunk.len()).map_err(|_| out_of_memory(path, values.len() + chunk.len(), "pixels"))?;
+        values.extend(chunk.iter().map(|&b| b as f32 / 255.0));
+        Ok(())
+    })?;
+    Ok(values)
+}
+
+fn read_labels(path: &Path, reader: impl Read, len: Option<u64>) -> Result<Vec<usize>> {
+    let mut labels = Vec::new();
+    read_idx(path, reader, len, 1, "labels", |dims| Ok(format!("{} labels", dims[0])), |chunk| {
+        labels.try_reserve(chunk.len()).map_err(|_| out_of_memory(path, labels.len() + chunk.len(), "labels"))?;
+        for &b in chunk {
+            if b > 9 {
+                return Err(Error::file(path, format!("label {b} of sample {} is out of range: MNIST labels are 0 to 9", labels.len())));
+            }
+            labels.push(b as usize);
+        }
+        Ok(())
+    })?;
+    Ok(labels)
+}
+
+fn out_of_memory(path: &Path, count: usize, what: &str) -> Error {
+    Error::file(path, format!("there is not enough memory for its {count} {what}"))
+}
+
+/// Reads an IDX file of unsigned bytes with `ndims` dimensions from `reader`: the header first,
+/// which `check` sees (and names, "2000 images") before a byte of the body is read; then the
+/// body, handed to `take` a chunk at a time and never more than the header announces. `len`,
+/// when known (a plain file), must be exactly what the header announces, checked before the
+/// body is read. So a file costs memory for what it really holds, whatever its header claims.
+fn read_idx(
+    path: &Path,
+    mut reader: impl Read,
+    len: Option<u64>,
+    ndims: u8,
+    what: &str,
+    check: impl FnOnce(&[usize]) -> Result<String>,
+    mut take: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let read_err = |e: std::io::Error| match len {
+        None => Error::file(path, format!("not a valid gzip file: {e}")),
+        Some(_) => Error::io(path, e),
+    };
+    let header_len = 4 + 4 * ndims as usize;
+    let mut header = [0u8; 4 + 4 * 3];
+    let got = read_up_to(&mut reader, &mut header[..header_len]).map_err(read_err)?;
+    if got < header_len {
+        return Err(Error::file(path, format!("truncated: {got} bytes, shorter than the {header_len}-byte header of an IDX {what} file")));
     }
-    let magic = be_u32(bytes, 0);
-    let want = 0x0000_0800 | dims as u32;
+    let be_u32 = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    let magic = be_u32(0);
+    let want = 0x0000_0800 | ndims as u32;
     if magic != want {
         return Err(Error::file(
             path,
-            format!("wrong magic number 0x{magic:08x}: an IDX {what} file starts with 0x{want:08x} (unsigned bytes, {dims} dimensions)"),
+            format!("wrong magic number 0x{magic:08x}: an IDX {what} file starts with 0x{want:08x} (unsigned bytes, {ndims} dimensions)"),
         ));
     }
-    Ok((0..dims as usize).map(|d| be_u32(bytes, 4 + 4 * d) as usize).collect())
-}
-
-fn check_len(path: &Path, bytes: &[u8], header: usize, body: usize, what: &str) -> Result<()> {
-    if bytes.len() < header + body {
-        return Err(Error::file(path, format!("truncated: its header announces {what} ({body} bytes of data), but only {} bytes follow", bytes.len() - header)));
+    let dims: Vec<usize> = (0..ndims as usize).map(|d| be_u32(4 + 4 * d) as usize).collect();
+    let described = check(&dims)?;
+    // Each dimension is below 2^32, so the product of three fits in u128.
+    let body = dims.iter().fold(1u128, |acc, &d| acc * d as u128);
+    if let Some(len) = len {
+        let follow = len.saturating_sub(header_len as u64) as u128;
+        if follow < body {
+            return Err(Error::file(path, format!("truncated: its header announces {described} ({body} bytes of data), but only {follow} bytes follow")));
+        }
+        if follow > body {
+            return Err(Error::file(path, format!("{} bytes more than the {described} its header announces", follow - body)));
+        }
     }
-    if bytes.len() > header + body {
-        return Err(Error::file(path, format!("{} bytes more than the {what} its header announces", bytes.len() - header - body)));
+    let mut chunk = vec![0u8; 1 << 16];
+    let mut done: u128 = 0;
+    while done < body {
+        let want = chunk.len().min(usize::try_from(body - done).unwrap_or(usize::MAX));
+        let got = read_up_to(&mut reader, &mut chunk[..want]).map_err(read_err)?;
+        if got == 0 {
+            return Err(Error::file(path, format!("truncated: its header announces {described} ({body} bytes of data), but only {done} bytes follow")));
+        }
+        take(&chunk[..got])?;
+        done += got as u128;
+    }
+    if len.is_none() && read_up_to(&mut reader, &mut chunk[..1]).map_err(read_err)? > 0 {
+        return Err(Error::file(path, format!("holds more bytes than the {described} its header announces")));
     }
     Ok(())
 }
 
-/// Images as floats in [0, 1].
-pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<Vec<f32>> {
-    let dims = header(path, bytes, 3, "images")?;
-    let (n, rows, cols) = (dims[0], dims[1], dims[2]);
-    if (rows, cols) != (28, 28) {
-        return Err(Error::file(path, format!("holds {rows}×{cols} images; MNIST images are 28×28")));
+/// Reads until `buf` is full or the input ends; how many bytes it read.
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match reader.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    check_len(path, bytes, 16, n * rows * cols, &format!("{n} images"))?;
-    Ok(bytes[16..].iter().map(|&b| b as f32 / 255.0).collect())
-}
-
-/// Labels in 0..=9.
-pub fn parse_labels(path: &Path, bytes: &[u8]) -> Result<Vec<usize>> {
-    let n = header(path, bytes, 1, "labels")?[0];
-    check_len(path, bytes, 8, n, &format!("{n} labels"))?;
-    let labels: Vec<usize> = bytes[8..].iter().map(|&b| b as usize).collect();
-    if let Some((i, l)) = labels.iter().enumerate().find(|(_, l)| **l > 9) {
-        return Err(Error::file(path, format!("label {l} of sample {i} is out of range: MNIST labels are 0 to 9")));
-    }
-    Ok(labels)
+    Ok(got)
 }

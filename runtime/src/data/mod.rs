@@ -71,8 +71,21 @@ impl<I: Batch> Dataset<I> {
         &self.labels
     }
 
-    /// Sample `i`'s values.
-    pub fn sample(&self, i: usize) -> &[f32] {
+    /// Every sample's values, one after the other.
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+
+    /// Sample `i`'s values; past the end, an error naming the set and its length.
+    pub fn sample(&self, i: usize) -> Result<&[f32]> {
+        if i >= self.len() {
+            return Err(Error::bad_input(format!("{}: there is no sample {i}: the set holds {} samples", self.name, self.len())));
+        }
+        Ok(self.values_of(i))
+    }
+
+    /// Sample `i`'s values, `i` known to be in range.
+    fn values_of(&self, i: usize) -> &[f32] {
         &self.values[i * I::SAMPLE_LEN..(i + 1) * I::SAMPLE_LEN]
     }
 
@@ -133,14 +146,17 @@ impl<I: Batch> Dataset<I> {
             .unzip()
     }
 
-    /// The samples at `indices`, in that order.
-    pub fn subset(&self, indices: &[usize]) -> Dataset<I> {
-        let mut values = Vec::with_capacity(indices.len() * I::SAMPLE_LEN);
+    /// The samples at `indices`, in that order; an index past the end is an error.
+    pub fn subset(&self, indices: &[usize]) -> Result<Dataset<I>> {
+        if let Some(&i) = indices.iter().find(|&&i| i >= self.len()) {
+            self.sample(i)?;
+        }
+        let mut values = Vec::with_capacity(indices.len().saturating_mul(I::SAMPLE_LEN));
         for &i in indices {
-            values.extend_from_slice(self.sample(i));
+            values.extend_from_slice(self.values_of(i));
         }
         let labels = indices.iter().map(|&i| self.labels[i]).collect();
-        Dataset { values, labels, classes: self.classes, name: self.name.clone(), _shape: std::marker::PhantomData }
+        Ok(Dataset { values, labels, classes: self.classes, name: self.name.clone(), _shape: std::marker::PhantomData })
     }
 
     /// The course's train/validation split (`SubsetRandomSampler` over shuffled indices): the
@@ -153,7 +169,7 @@ impl<I: Batch> Dataset<I> {
         let mut order: Vec<usize> = (0..self.len()).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
         let (a, b) = order.split_at(train);
-        let (mut first, mut second) = (self.subset(a), self.subset(b));
+        let (mut first, mut second) = (self.subset(a)?, self.subset(b)?);
         first.name = format!("{} (train split)", self.name);
         second.name = format!("{} (validation split)", self.name);
         Ok((first, second))
@@ -163,7 +179,7 @@ impl<I: Batch> Dataset<I> {
     /// subset of the classes, as digits 5–9 relabelled 0–4).
     pub fn filter_classes(&self, keep: impl Fn(usize) -> bool, relabel: impl Fn(usize) -> usize, classes: usize) -> Result<Dataset<I>> {
         let indices: Vec<usize> = (0..self.len()).filter(|&i| keep(self.labels[i])).collect();
-        let mut out = self.subset(&indices);
+        let mut out = self.subset(&indices)?;
         out.labels.iter_mut().for_each(|l| *l = relabel(*l));
         Dataset::new(out.name, out.values, out.labels, classes)
     }
@@ -199,8 +215,10 @@ impl<'a, I: Batch> DataLoader<'a, I> {
             seed: None,
             order: (0..data.len()).collect(),
             pos: 0,
-            batch: I::from_vec(0, Vec::with_capacity(batch_size * I::SAMPLE_LEN))?,
-            labels: Vec::with_capacity(batch_size),
+            // Sized by what a batch can really hold: a batch size beyond the data set allocates
+            // for the data set, not for the number asked.
+            batch: I::from_vec(0, Vec::with_capacity(batch_size.min(data.len()) * I::SAMPLE_LEN))?,
+            labels: Vec::with_capacity(batch_size.min(data.len())),
         })
     }
 
@@ -236,27 +254,14 @@ impl<'a, I: Batch> DataLoader<'a, I> {
         if self.pos >= self.order.len() {
             return None;
         }
-        let take = &self.order[self.pos..(self.pos + self.batch_size).min(self.order.len())];
+        let take = &self.order[self.pos..self.pos.saturating_add(self.batch_size).min(self.order.len())];
         self.pos += take.len();
         self.batch.resize(take.len());
         self.labels.clear();
         for (dst, &i) in self.batch.as_mut_slice().chunks_exact_mut(I::SAMPLE_LEN).zip(take) {
-            dst.copy_from_slice(self.data.sample(i));
+            dst.copy_from_slice(self.data.values_of(i));
             self.labels.push(self.data.labels[i]);
         }
         Some((&self.batch, &self.labels))
-    }
-}
-
-/// Reads a whole file, gunzipping it when it starts with gzip's magic bytes.
-pub(crate) fn read_maybe_gz(path: &std::path::Path) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|e| Error::file(path, format!("not a valid gzip file: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
     }
 }
