@@ -342,3 +342,25 @@ fn mnist_copy_one(dir: &Path, name: &str) {
     let _ = std::fs::remove_file(dir.join(format!("{name}.gz")));
     std::fs::write(dir.join(name), gunzip(&bundled().join(format!("{name}.gz")))).unwrap();
 }
+
+/// A valid IDX file too large for memory (a sparse file announcing 1.4 billion images, 4.4 TB as
+/// floats) is an error naming the file, not an abort in the allocator.
+#[test]
+fn a_file_larger_than_memory_is_an_error_not_an_abort() {
+    if std::fs::read_to_string("/proc/sys/vm/overcommit_memory").is_ok_and(|m| m.trim() == "1") {
+        eprintln!("skipped: this kernel grants any allocation (vm.overcommit_memory = 1), so it cannot refuse this one");
+        return;
+    }
+    let dir = tmp("huge");
+    mnist_copy(&dir, |_, _| {});
+    let n: u64 = 1_400_000_000;
+    let path = dir.join("t10k-images-idx3-ubyte");
+    let mut header = vec![0, 0, 8, 3];
+    for d in [n as u32, 28, 28] {
+        header.extend(d.to_be_bytes());
+    }
+    std::fs::write(&path, &header).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(16 + n * 784).unwrap();
+    let msg = error(&dir);
+    assert!(msg.contains("t10k-images-idx3-ubyte: there is not enough memory for the 1097600000000 values of its images"), "{msg}");
+}

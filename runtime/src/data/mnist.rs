@@ -84,58 +84,46 @@ pub fn parse_labels(path: &Path, bytes: &[u8]) -> Result<Vec<usize>> {
 }
 
 fn read_images(path: &Path, reader: impl Read, len: Option<u64>) -> Result<Vec<f32>> {
-    let mut values = Vec::new();
-    read_idx(path, reader, len, 3, "images", |dims| {
+    let check = |dims: &[usize]| {
         let (n, rows, cols) = (dims[0], dims[1], dims[2]);
         if (rows, cols) != (28, 28) {
             return Err(Error::file(path, format!("holds {rows}×{cols} images; MNIST images are 28×28")));
         }
         Ok(format!("{n} images"))
-    }, |chunk| {
-        values.try_reserve(chunk.len()).map_err(|_| out_of_memory(path, values.len() + chunk.len(), "pixels"))?;
-        values.extend(chunk.iter().map(|&b| b as f32 / 255.0));
-        Ok(())
-    })?;
-    Ok(values)
+    };
+    read_idx(path, reader, len, 3, "images", check, |b, _| Ok(b as f32 / 255.0))
 }
 
 fn read_labels(path: &Path, reader: impl Read, len: Option<u64>) -> Result<Vec<usize>> {
-    let mut labels = Vec::new();
-    read_idx(path, reader, len, 1, "labels", |dims| Ok(format!("{} labels", dims[0])), |chunk| {
-        labels.try_reserve(chunk.len()).map_err(|_| out_of_memory(path, labels.len() + chunk.len(), "labels"))?;
-        for &b in chunk {
-            if b > 9 {
-                return Err(Error::file(path, format!("label {b} of sample {} is out of range: MNIST labels are 0 to 9", labels.len())));
-            }
-            labels.push(b as usize);
+    read_idx(path, reader, len, 1, "labels", |dims| Ok(format!("{} labels", dims[0])), |b, i| {
+        if b > 9 {
+            return Err(Error::file(path, format!("label {b} of sample {i} is out of range: MNIST labels are 0 to 9")));
         }
-        Ok(())
-    })?;
-    Ok(labels)
-}
-
-fn out_of_memory(path: &Path, count: usize, what: &str) -> Error {
-    Error::file(path, format!("there is not enough memory for its {count} {what}"))
+        Ok(b as usize)
+    })
 }
 
 /// Reads an IDX file of unsigned bytes with `ndims` dimensions from `reader`: the header first,
 /// which `check` sees (and names, "2000 images") before a byte of the body is read; then the
-/// body, handed to `take` a chunk at a time and never more than the header announces. `len`,
+/// body, each byte `convert`ed (with its index), never more than the header announces. `len`,
 /// when known (a plain file), must be exactly what the header announces, checked before the
-/// body is read. So a file costs memory for what it really holds, whatever its header claims.
-fn read_idx(
+/// body is read and reserved for at once; a gzip stream's body is taken as it arrives. So a
+/// file costs memory for what it really holds, whatever its header claims, and one too large
+/// for memory is an error, not an abort.
+fn read_idx<T>(
     path: &Path,
     mut reader: impl Read,
     len: Option<u64>,
     ndims: u8,
     what: &str,
     check: impl FnOnce(&[usize]) -> Result<String>,
-    mut take: impl FnMut(&[u8]) -> Result<()>,
-) -> Result<()> {
+    convert: impl Fn(u8, usize) -> Result<T>,
+) -> Result<Vec<T>> {
     let read_err = |e: std::io::Error| match len {
         None => Error::file(path, format!("not a valid gzip file: {e}")),
         Some(_) => Error::io(path, e),
     };
+    let out_of_memory = |count: u128| Error::file(path, format!("there is not enough memory for the {count} values of its {what}"));
     let header_len = 4 + 4 * ndims as usize;
     let mut header = [0u8; 4 + 4 * 3];
     let got = read_up_to(&mut reader, &mut header[..header_len]).map_err(read_err)?;
@@ -155,6 +143,7 @@ fn read_idx(
     let described = check(&dims)?;
     // Each dimension is below 2^32, so the product of three fits in u128.
     let body = dims.iter().fold(1u128, |acc, &d| acc * d as u128);
+    let mut out = Vec::new();
     if let Some(len) = len {
         let follow = len.saturating_sub(header_len as u64) as u128;
         if follow < body {
@@ -163,6 +152,7 @@ fn read_idx(
         if follow > body {
             return Err(Error::file(path, format!("{} bytes more than the {described} its header announces", follow - body)));
         }
+        out.try_reserve_exact(usize::try_from(body).map_err(|_| out_of_memory(body))?).map_err(|_| out_of_memory(body))?;
     }
     let mut chunk = vec![0u8; 1 << 16];
     let mut done: u128 = 0;
@@ -172,13 +162,16 @@ fn read_idx(
         if got == 0 {
             return Err(Error::file(path, format!("truncated: its header announces {described} ({body} bytes of data), but only {done} bytes follow")));
         }
-        take(&chunk[..got])?;
+        out.try_reserve(got).map_err(|_| out_of_memory(done + got as u128))?;
+        for &b in &chunk[..got] {
+            out.push(convert(b, out.len())?);
+        }
         done += got as u128;
     }
     if len.is_none() && read_up_to(&mut reader, &mut chunk[..1]).map_err(read_err)? > 0 {
         return Err(Error::file(path, format!("holds more bytes than the {described} its header announces")));
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Reads until `buf` is full or the input ends; how many bytes it read.
