@@ -11,6 +11,7 @@
 
 pub mod cifar10;
 pub mod mnist;
+pub mod transforms;
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
