@@ -244,7 +244,7 @@ fn the_loader_batches_with_a_smaller_last_batch_and_reshuffles_each_epoch() {
         loader.start_epoch(epoch);
         let mut sizes = Vec::new();
         let mut seen = Vec::new();
-        while let Some((x, labels)) = loader.next() {
+        while let Some((x, labels)) = loader.next().unwrap() {
             sizes.push(x.len());
             assert_eq!(labels.len(), x.len());
             for i in 0..x.len() {
@@ -272,9 +272,9 @@ fn a_batch_size_beyond_the_data_set_allocates_for_the_data_set() {
     let mut loader = d.loader(1_000_000_000).unwrap();
     assert_eq!(loader.batches(), 1);
     loader.start_epoch(0);
-    let (x, labels) = loader.next().unwrap();
+    let (x, labels) = loader.next().unwrap().unwrap();
     assert_eq!((x.len(), labels.len()), (10, 10));
-    assert!(loader.next().is_none());
+    assert!(loader.next().unwrap().is_none());
     assert!(d.loader(usize::MAX).is_ok());
 }
 

@@ -226,7 +226,7 @@ fn counters_at_their_limits_resume_without_overflow() {
 // ---- 3. Fail before the first step ----
 
 /// Whatever stops the run must stop it before the network changed.
-fn refused_before_training(trainer: Trainer, train: &Dataset<Images<1, 6, 6>>, val: Option<&Dataset<Images<1, 6, 6>>>) -> String {
+fn refused_before_training(trainer: Trainer, train: &Dataset<Images<1, 6, 6>>, val: Option<&dyn staticnet::data::Source<Images<1, 6, 6>>>) -> String {
     let mut net = Tiny::new(&Cpu, 5).unwrap();
     let before = net.state_dict().unwrap();
     let msg = err(trainer.fit(&mut net, &mut Sgd::new(0.1), train, val));

@@ -172,8 +172,6 @@ network! {
     }
 }
 
-/// A new head on an old backbone: non-strict loading reports exactly the head's keys.
-#[test]
 /// The 82-byte file of the issue: a shape whose element count overflows 64 bits panicked in a
 /// debug build (overflow checks); it is an error naming the tensor.
 #[test]
@@ -188,6 +186,7 @@ fn a_shape_that_overflows_is_an_error_not_a_panic() {
     assert!(msg.contains("tensor `a`: shape [2147483648, 2147483648] of F32 needs more bytes than the 0 of data the file holds"), "{msg}");
 }
 
+/// A new head on an old backbone: non-strict loading reports exactly the head's keys.
 #[test]
 fn a_new_head_loads_the_backbone_and_reports_the_head() {
     let mut net = ModelA5::new(&Cpu, 0).unwrap();

@@ -11,7 +11,7 @@ use ndarray::{ArrayD, IxDyn};
 use crate::{Error, Result};
 
 /// A batch of samples of one fixed shape, stored contiguously (NCHW for images).
-pub trait Batch: Sized + Clone + fmt::Debug + Send + Sync {
+pub trait Batch: Sized + Clone + fmt::Debug + Send + Sync + 'static {
     /// The shape of one sample, e.g. `[1, 28, 28]`.
     const SHAPE: &'static [usize];
     /// Elements of one sample.

@@ -10,22 +10,29 @@
 //! - [`DataLoader`]: shuffled batches, the last one smaller, reusing its buffers.
 
 pub mod cifar10;
+mod loader;
 pub mod mnist;
 pub mod transforms;
+
+use std::sync::Arc;
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
+pub use loader::{DataLoader, Pooled, Source};
+use transforms::Image;
+
 use crate::batch::Batch;
 use crate::{Error, Result};
 
-/// Labelled samples of one shape, in memory.
+/// Labelled samples of one shape, in memory. Cloning one shares its samples (a loader's
+/// workers read them without a copy); changing a clone's samples copies them first.
 #[derive(Clone, Debug)]
 pub struct Dataset<I: Batch> {
     /// Every sample's values, one after the other.
-    values: Vec<f32>,
-    labels: Vec<usize>,
+    values: Arc<Vec<f32>>,
+    labels: Arc<Vec<usize>>,
     classes: usize,
     /// Where it came from, for messages ("MNIST train").
     name: String,
@@ -49,7 +56,7 @@ impl<I: Batch> Dataset<I> {
         if let Some((i, l)) = labels.iter().enumerate().find(|(_, l)| **l >= classes) {
             return Err(Error::bad_input(format!("{name}: label {l} of sample {i} is not one of the {classes} classes")));
         }
-        Ok(Dataset { values, labels, classes, name, _shape: std::marker::PhantomData })
+        Ok(Dataset { values: Arc::new(values), labels: Arc::new(labels), classes, name, _shape: std::marker::PhantomData })
     }
 
     pub fn name(&self) -> &str {
@@ -93,7 +100,7 @@ impl<I: Batch> Dataset<I> {
     /// How many samples of each class.
     pub fn class_counts(&self) -> Vec<usize> {
         let mut counts = vec![0; self.classes];
-        for &l in &self.labels {
+        for &l in self.labels.iter() {
             counts[l] += 1;
         }
         counts
@@ -116,7 +123,7 @@ impl<I: Batch> Dataset<I> {
             return Err(Error::bad_input(format!("{}: normalize needs positive standard deviations, got {s}", self.name)));
         }
         let plane = I::SAMPLE_LEN / channels;
-        for sample in self.values.chunks_exact_mut(I::SAMPLE_LEN) {
+        for sample in Arc::make_mut(&mut self.values).chunks_exact_mut(I::SAMPLE_LEN) {
             for (c, values) in sample.chunks_exact_mut(plane).enumerate() {
                 let (m, s) = (mean[c % mean.len()], std[c % std.len()]);
                 values.iter_mut().for_each(|v| *v = (*v - m) / s);
@@ -157,7 +164,7 @@ impl<I: Batch> Dataset<I> {
             values.extend_from_slice(self.values_of(i));
         }
         let labels = indices.iter().map(|&i| self.labels[i]).collect();
-        Ok(Dataset { values, labels, classes: self.classes, name: self.name.clone(), _shape: std::marker::PhantomData })
+        Ok(Dataset { values: Arc::new(values), labels: Arc::new(labels), classes: self.classes, name: self.name.clone(), _shape: std::marker::PhantomData })
     }
 
     /// The course's train/validation split (`SubsetRandomSampler` over shuffled indices): the
@@ -180,89 +187,53 @@ impl<I: Batch> Dataset<I> {
     /// subset of the classes, as digits 5–9 relabelled 0–4).
     pub fn filter_classes(&self, keep: impl Fn(usize) -> bool, relabel: impl Fn(usize) -> usize, classes: usize) -> Result<Dataset<I>> {
         let indices: Vec<usize> = (0..self.len()).filter(|&i| keep(self.labels[i])).collect();
-        let mut out = self.subset(&indices)?;
-        out.labels.iter_mut().for_each(|l| *l = relabel(*l));
-        Dataset::new(out.name, out.values, out.labels, classes)
+        let out = self.subset(&indices)?;
+        let labels = out.labels.iter().map(|&l| relabel(l)).collect();
+        Dataset::new(out.name.clone(), out.values.to_vec(), labels, classes)
     }
 
     /// A loader of batches of `batch_size`, in order; call [`DataLoader::shuffle`] for
     /// shuffled epochs.
-    pub fn loader(&self, batch_size: usize) -> Result<DataLoader<'_, I>> {
+    pub fn loader(&self, batch_size: usize) -> Result<DataLoader<I>> {
         DataLoader::new(self, batch_size)
     }
 }
 
-/// Batches of a data set (PyTorch's `DataLoader`): in order, or in a new shuffled order each
-/// epoch; the last batch holds what is left (`drop_last=False`). The batch buffers are reused,
-/// so iterating allocates nothing after the first batch.
-pub struct DataLoader<'a, I: Batch> {
-    data: &'a Dataset<I>,
-    batch_size: usize,
-    seed: Option<u64>,
-    order: Vec<usize>,
-    pos: usize,
-    batch: I,
-    labels: Vec<usize>,
-}
-
-impl<'a, I: Batch> DataLoader<'a, I> {
-    pub fn new(data: &'a Dataset<I>, batch_size: usize) -> Result<Self> {
-        if batch_size == 0 {
-            return Err(Error::bad_input(format!("{}: the batch size must be at least 1", data.name)));
-        }
-        Ok(DataLoader {
-            data,
-            batch_size,
-            seed: None,
-            order: (0..data.len()).collect(),
-            pos: 0,
-            // Sized by what a batch can really hold: a batch size beyond the data set allocates
-            // for the data set, not for the number asked.
-            batch: I::from_vec(0, Vec::with_capacity(batch_size.min(data.len()) * I::SAMPLE_LEN))?,
-            labels: Vec::with_capacity(batch_size.min(data.len())),
-        })
+impl<I: Batch + 'static> Source<I> for Dataset<I> {
+    fn name(&self) -> &str {
+        &self.name
     }
 
-    /// Shuffle every epoch, each epoch's order drawn from `seed` and the epoch number.
-    pub fn shuffle(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
+    fn len(&self) -> usize {
+        self.labels.len()
     }
 
-    pub fn batch_size(&self) -> usize {
-        self.batch_size
+    fn classes(&self) -> usize {
+        self.classes
     }
 
-    /// Batches per epoch, the last one possibly smaller.
-    pub fn batches(&self) -> usize {
-        self.data.len().div_ceil(self.batch_size)
+    fn labels(&self) -> &[usize] {
+        &self.labels
     }
 
-    /// Starts epoch `epoch` (from 0): rewinds, and reshuffles if shuffling.
-    pub fn start_epoch(&mut self, epoch: u64) {
-        self.pos = 0;
-        for (i, o) in self.order.iter_mut().enumerate() {
-            *o = i;
-        }
-        if let Some(seed) = self.seed {
-            self.order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
-        }
+    fn read(&self, i: usize, img: &mut Image) -> Result<()> {
+        let values = self.sample(i)?;
+        let (c, h, w) = match I::SHAPE {
+            [c, h, w] => (*c, *h, *w),
+            _ => (1, 1, I::SAMPLE_LEN),
+        };
+        (img.channels, img.height, img.width) = (c, h, w);
+        img.data.clear();
+        img.data.extend_from_slice(values);
+        Ok(())
     }
 
-    /// The next batch of the epoch and its labels, or `None` at its end.
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> Option<(&I, &[usize])> {
-        if self.pos >= self.order.len() {
-            return None;
-        }
-        let take = &self.order[self.pos..self.pos.saturating_add(self.batch_size).min(self.order.len())];
-        self.pos += take.len();
-        self.batch.resize(take.len());
-        self.labels.clear();
-        for (dst, &i) in self.batch.as_mut_slice().chunks_exact_mut(I::SAMPLE_LEN).zip(take) {
-            dst.copy_from_slice(self.data.values_of(i));
-            self.labels.push(self.data.labels[i]);
-        }
-        Some((&self.batch, &self.labels))
+    fn read_into(&self, i: usize, _img: &mut Image, out: &mut [f32]) -> Result<()> {
+        out.copy_from_slice(self.sample(i)?);
+        Ok(())
+    }
+
+    fn shared(&self) -> Arc<dyn Source<I>> {
+        Arc::new(self.clone())
     }
 }

@@ -15,6 +15,7 @@ mod checkpoint;
 mod history;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -24,7 +25,8 @@ pub use history::{EpochStats, History};
 
 use crate::backend::Backend;
 use crate::batch::Logits;
-use crate::data::Dataset;
+use crate::data::transforms::Transform;
+use crate::data::{DataLoader, Source};
 use crate::loss::CrossEntropyLoss;
 use crate::network::{Network, Op};
 use crate::optim::{LrScheduler, Optimizer};
@@ -43,16 +45,25 @@ pub struct Metrics {
 
 /// Mean loss and accuracy of `model` on `data` in eval mode, without gradients (the course's
 /// `model.eval()` + `torch.no_grad()` loop). The mode is restored afterwards.
-pub fn evaluate<B, N>(model: &mut N, data: &Dataset<N::Input>, batch_size: usize) -> Result<Metrics>
+pub fn evaluate<B, N>(model: &mut N, data: &dyn Source<N::Input>, batch_size: usize) -> Result<Metrics>
 where
     B: Backend,
     N: Network<B>,
     N::Output: Logits,
 {
-    let mut loader = data.loader(batch_size)?;
+    evaluate_loader(model, &mut DataLoader::new(data, batch_size)?)
+}
+
+/// [`evaluate`] over the batches of `loader` (with its transforms and workers).
+pub fn evaluate_loader<B, N>(model: &mut N, loader: &mut DataLoader<N::Input>) -> Result<Metrics>
+where
+    B: Backend,
+    N: Network<B>,
+    N::Output: Logits,
+{
     loader.start_epoch(0);
     let (mut loss, mut correct, mut total) = (0.0f64, 0, 0);
-    while let Some((x, labels)) = loader.next() {
+    while let Some((x, labels)) = loader.next()? {
         let out = model.evaluate(x, labels)?;
         loss += out.loss as f64 * labels.len() as f64;
         correct += out.correct;
@@ -74,6 +85,9 @@ pub struct Trainer {
     resume: Option<PathBuf>,
     progress: bool,
     verbose: bool,
+    num_workers: usize,
+    train_transform: Option<Arc<dyn Transform>>,
+    eval_transform: Option<Arc<dyn Transform>>,
 }
 
 impl Trainer {
@@ -92,7 +106,32 @@ impl Trainer {
             resume: None,
             progress: true,
             verbose: true,
+            num_workers: 0,
+            train_transform: None,
+            eval_transform: None,
         }
+    }
+
+    /// Transforms every training sample (the `transform=` of a torchvision training set, e.g.
+    /// `RandomCrop(32, padding=4)` then `RandomHorizontalFlip()`), with random parameters drawn
+    /// from (seed, epoch, sample index): a resumed run sees the batches an uninterrupted one saw.
+    pub fn train_transform(mut self, transform: impl Transform + 'static) -> Self {
+        self.train_transform = Some(Arc::new(transform));
+        self
+    }
+
+    /// Transforms every validation sample (the `transform=` of the test set: no augmentation,
+    /// usually `Normalize` or `Resize` + `CenterCrop`).
+    pub fn eval_transform(mut self, transform: impl Transform + 'static) -> Self {
+        self.eval_transform = Some(Arc::new(transform));
+        self
+    }
+
+    /// Prepares batches on `n` worker threads while the network trains on the previous one
+    /// (`DataLoader(num_workers=n)`); 0, the default, prepares them between steps.
+    pub fn num_workers(mut self, n: usize) -> Self {
+        self.num_workers = n;
+        self
     }
 
     pub fn batch_size(mut self, batch_size: usize) -> Self {
@@ -171,7 +210,7 @@ impl Trainer {
     /// optimizer. A loss, a validation loss or a parameter that becomes NaN or infinite stops
     /// the run with an error naming the epoch and step; the checkpoint on disk then still holds
     /// the last good epoch, since an epoch is checkpointed only once all of it is finite.
-    pub fn fit<B, N, O>(&self, model: &mut N, optimizer: &mut O, train: &Dataset<N::Input>, validation: Option<&Dataset<N::Input>>) -> Result<History>
+    pub fn fit<B, N, O>(&self, model: &mut N, optimizer: &mut O, train: &dyn Source<N::Input>, validation: Option<&dyn Source<N::Input>>) -> Result<History>
     where
         B: Backend,
         N: Network<B>,
@@ -188,7 +227,11 @@ impl Trainer {
         let Run { start, base_lr, seed, mut history, mut best } = run;
         // The last epoch known good on disk, for the message of a run that diverges.
         let mut saved = self.resume.clone().filter(|_| start > 0).map(|p| (p, start));
-        let mut loader = train.loader(self.batch_size)?.shuffle(seed);
+        let mut loader = DataLoader::new(train, self.batch_size)?.shuffle(seed).transform_shared(self.train_transform.clone()).num_workers(self.num_workers);
+        let mut val_loader = match validation {
+            Some(v) => Some(DataLoader::new(v, self.batch_size.max(256))?.transform_shared(self.eval_transform.clone()).transform_seed(seed).num_workers(self.num_workers)),
+            None => None,
+        };
         for epoch in start..self.epochs {
             let start = Instant::now();
             if let Some(s) = &self.scheduler {
@@ -200,7 +243,7 @@ impl Trainer {
             let bar = self.progress_bar(epoch, batches);
             let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
             let mut step = 0;
-            while let Some((x, labels)) = loader.next() {
+            while let Some((x, labels)) = loader.next().inspect_err(|_| bar.finish_and_clear())? {
                 step += 1;
                 let out = model.train_step_with(x, labels, &self.criterion, optimizer)?;
                 if !out.loss.is_finite() {
@@ -220,7 +263,7 @@ impl Trainer {
             if let Some((name, i, v)) = weights.first_non_finite() {
                 return Err(diverged(epoch + 1, format!("after its last step ({step} of {batches}), `{name}` holds {v} at {i}; lower the learning rate"), &saved));
             }
-            let val = validation.map(|v| evaluate(model, v, self.batch_size.max(256))).transpose()?;
+            let val = val_loader.as_mut().map(|l| evaluate_loader(model, l)).transpose()?;
             if let Some(val) = val.filter(|v| !v.loss.is_finite()) {
                 return Err(diverged(epoch + 1, format!("the validation loss is {}; lower the learning rate", val.loss), &saved));
             }
@@ -288,7 +331,7 @@ impl Trainer {
     }
 
     /// The data checks of [`Trainer::fit`], before anything trains.
-    fn check_data<B, N>(&self, train: &Dataset<N::Input>, validation: Option<&Dataset<N::Input>>) -> Result<()>
+    fn check_data<B, N>(&self, train: &dyn Source<N::Input>, validation: Option<&dyn Source<N::Input>>) -> Result<()>
     where
         B: Backend,
         N: Network<B>,
