@@ -1,6 +1,6 @@
-//! A training step allocates nothing once the first one has planned its buffers: a counting
-//! global allocator watches the second and later steps. (One test in this binary, so that no
-//! other test allocates concurrently.)
+//! A training step allocates nothing once the first one has planned its buffers, nor does a
+//! loader whose batches have circulated once: a counting global allocator watches the second
+//! and later steps. (One test in this binary, so that no other test allocates concurrently.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,7 +50,14 @@ fn count(f: impl FnOnce()) -> usize {
     ALLOCATIONS.load(Ordering::SeqCst) - before
 }
 
+/// The one test of this binary: the test harness allocates while it reports a finished test,
+/// which a second test running meanwhile would count.
 #[test]
+fn nothing_is_allocated_per_step_after_the_first() {
+    a_train_step_after_the_first_allocates_nothing();
+    loading_batches_with_workers_allocates_nothing_in_the_steady_state();
+}
+
 fn a_train_step_after_the_first_allocates_nothing() {
     let x = Images::<1, 28, 28>::new(100, (0..78_400).map(|i| (i % 255) as f32 / 255.0).collect()).unwrap();
     let labels: Vec<usize> = (0..100).map(|i| i % 10).collect();
@@ -74,5 +81,47 @@ fn a_train_step_after_the_first_allocates_nothing() {
         // A smaller last batch reuses the planned buffers.
         let allocated = count(|| step(&mut net, &small, &labels[..37]));
         assert_eq!(allocated, 0, "{name}: a smaller batch allocated {allocated} times");
+    }
+}
+
+/// A test transform: mirrors each image left to right, in place.
+struct Mirror;
+
+impl staticnet::data::transforms::Transform for Mirror {
+    fn apply(&self, img: &mut staticnet::data::transforms::Image, _rng: &mut staticnet::data::transforms::ChaCha8Rng) -> staticnet::Result<()> {
+        let w = img.width;
+        img.data.chunks_exact_mut(w).for_each(|row| row.reverse());
+        Ok(())
+    }
+}
+
+/// A loader with worker threads and a transform, and the train steps on its batches, allocate
+/// nothing once the buffers have circulated (the second epoch on), whether iterated with
+/// `next()` or with `for (x, y) in &mut loader`.
+fn loading_batches_with_workers_allocates_nothing_in_the_steady_state() {
+    let values: Vec<f32> = (0..300 * 784).map(|i| (i % 251) as f32 / 251.0).collect();
+    let data = staticnet::Dataset::<Images<1, 28, 28>>::new("synthetic", values, (0..300).map(|i| i % 10).collect(), 10).unwrap();
+    let mut net = Net::new(&Cpu, 0).unwrap();
+    let mut sgd = Sgd::new(0.01).momentum(0.9);
+    let mut loader = data.loader(64).unwrap().shuffle(1).transform(Mirror).num_workers(2);
+    for epoch in 0..4 {
+        let allocated = count(|| {
+            loader.start_epoch(epoch);
+            if epoch % 2 == 0 {
+                while let Some((x, y)) = loader.next().unwrap() {
+                    net.train_step(x, y, &mut sgd).unwrap();
+                }
+            } else {
+                for (x, y) in &mut loader {
+                    net.train_step(&x, &y, &mut sgd).unwrap();
+                }
+                loader.finish().unwrap();
+            }
+        });
+        if epoch >= 2 {
+            let last = ALLOCATIONS.load(Ordering::SeqCst);
+            let sizes: Vec<usize> = (last - allocated.min(64)..last).map(|k| SIZES[k % 64].load(Ordering::SeqCst)).collect();
+            assert_eq!(allocated, 0, "epoch {epoch} allocated {allocated} times: {sizes:?}");
+        }
     }
 }

@@ -7,9 +7,10 @@
 //! allocates nothing once the first batches have been made (decoding an image file does
 //! allocate, inside the `image` crate).
 
+use std::collections::VecDeque;
 use std::ops::Deref;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use rand::SeedableRng;
@@ -122,10 +123,52 @@ impl<I: Batch> Recipe<I> {
     }
 }
 
-/// Worker threads and the channels to them.
+/// A queue between threads: a mutex and a condition variable over a ring of reserved capacity.
+/// (A std channel's blocking receive allocates the first time a thread blocks, at a moment no one
+/// chooses; a condition variable never does.)
+struct Queue<T> {
+    items: Mutex<(VecDeque<T>, bool)>,
+    ready: Condvar,
+}
+
+impl<T> Queue<T> {
+    fn new(capacity: usize) -> Queue<T> {
+        Queue { items: Mutex::new((VecDeque::with_capacity(capacity), false)), ready: Condvar::new() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<T>, bool)> {
+        self.items.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, item: T) {
+        self.lock().0.push_back(item);
+        self.ready.notify_one();
+    }
+
+    /// The next item, waiting for one; `None` once the queue is closed and empty.
+    fn pop(&self) -> Option<T> {
+        let mut items = self.lock();
+        loop {
+            if let Some(item) = items.0.pop_front() {
+                return Some(item);
+            }
+            if items.1 {
+                return None;
+            }
+            items = self.ready.wait(items).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn close(&self) {
+        self.lock().1 = true;
+        self.ready.notify_all();
+    }
+}
+
+/// Worker threads and the queues to and from them.
 struct Workers<I: Batch> {
-    jobs: Option<SyncSender<Work<I>>>,
-    done: Receiver<Work<I>>,
+    jobs: Arc<Queue<Work<I>>>,
+    done: Arc<Queue<Work<I>>>,
     threads: Vec<JoinHandle<()>>,
     /// Batches sent and not yet received back.
     in_flight: usize,
@@ -136,33 +179,29 @@ struct Workers<I: Batch> {
 impl<I: Batch + 'static> Workers<I> {
     fn start(count: usize, prefetch: usize, recipe: &Arc<Recipe<I>>) -> Workers<I> {
         let depth = count * prefetch.max(1);
-        let (jobs, queue) = sync_channel::<Work<I>>(depth);
-        // Never full: at most `depth` batches are in flight.
-        let (finished, done) = sync_channel::<Work<I>>(depth);
-        let queue = Arc::new(Mutex::new(queue));
+        // At most `depth` batches are in flight: neither queue grows past its capacity.
+        let (jobs, done) = (Arc::new(Queue::new(depth)), Arc::new(Queue::new(depth)));
         let threads = (0..count)
             .map(|_| {
-                let (queue, finished, recipe) = (queue.clone(), finished.clone(), recipe.clone());
+                let (jobs, done, recipe) = (jobs.clone(), done.clone(), recipe.clone());
                 std::thread::spawn(move || {
-                    let mut img = Image::default();
-                    loop {
-                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok(mut work) = next else { break };
+                    // Sized for a sample now, so that a worker first used late in a run does not
+                    // allocate then.
+                    let mut img = Image { data: Vec::with_capacity(I::SAMPLE_LEN), spare: Vec::with_capacity(I::SAMPLE_LEN), ..Image::default() };
+                    while let Some(mut work) = jobs.pop() {
                         recipe.make(&mut work, &mut img);
-                        if finished.send(work).is_err() {
-                            break;
-                        }
+                        done.push(work);
                     }
                 })
             })
             .collect();
-        Workers { jobs: Some(jobs), done, threads, in_flight: 0, depth }
+        Workers { jobs, done, threads, in_flight: 0, depth }
     }
 }
 
 impl<I: Batch> Drop for Workers<I> {
     fn drop(&mut self) {
-        self.jobs = None; // workers see the queue close and end
+        self.jobs.close(); // workers finish their batch, see the queue closed and end
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -345,9 +384,9 @@ impl<I: Batch + 'static> DataLoader<I> {
     fn reclaim(&mut self) {
         if let Some(w) = &mut self.workers {
             while w.in_flight > 0 {
-                match w.done.recv() {
-                    Ok(work) => self.free.push(work),
-                    Err(_) => break,
+                match w.done.pop() {
+                    Some(work) => self.free.push(work),
+                    None => break,
                 }
                 w.in_flight -= 1;
             }
@@ -389,10 +428,7 @@ impl<I: Batch + 'static> DataLoader<I> {
             work.indices.extend_from_slice(self.batch_indices(self.submitted));
             (work.epoch, work.batch) = (self.epoch, self.submitted);
             let w = self.workers.as_mut().expect("checked above");
-            let Some(jobs) = &w.jobs else { return };
-            if jobs.send(work).is_err() {
-                return;
-            }
+            w.jobs.push(work);
             w.in_flight += 1;
             self.submitted += 1;
         }
@@ -410,7 +446,7 @@ impl<I: Batch + 'static> DataLoader<I> {
                     break self.ready.swap_remove(at);
                 }
                 let w = self.workers.as_mut().expect("checked above");
-                let work = w.done.recv().map_err(|_| Error::bad_input(format!("{}: a data loader worker stopped", self.recipe.source.name())))?;
+                let work = w.done.pop().ok_or_else(|| Error::bad_input(format!("{}: a data loader worker stopped", self.recipe.source.name())))?;
                 w.in_flight -= 1;
                 self.ready.push(work);
             }

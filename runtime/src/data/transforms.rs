@@ -14,7 +14,9 @@
 //! is reproducible and a resumed run sees the same augmented batches as an uninterrupted one.
 
 use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+/// The random generator transforms draw from (re-exported, so that a transform of your own
+/// needs no dependency of its own).
+pub use rand_chacha::ChaCha8Rng;
 
 use crate::Result;
 
