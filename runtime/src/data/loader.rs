@@ -43,23 +43,29 @@ pub trait Source<I: Batch>: Send + Sync {
     /// default reads the image and checks that it has the network's shape.
     fn read_into(&self, i: usize, img: &mut Image, out: &mut [f32]) -> Result<()> {
         self.read(i, img)?;
-        copy_sample::<I>(self.name(), i, img, out)
+        copy_sample::<I>(img, out, || self.describe(i))
+    }
+    /// Sample `i` for a message: `"MNIST train: sample 7"`, or its file.
+    fn describe(&self, i: usize) -> String {
+        format!("{}: sample {i}", self.name())
     }
     /// A handle on the same samples that loader threads can keep (cheap: the samples are
     /// shared, not copied).
     fn shared(&self) -> Arc<dyn Source<I>>;
 }
 
-/// Copies a transformed image into a batch slot, if it has the network's shape.
-pub(crate) fn copy_sample<I: Batch>(name: &str, i: usize, img: &Image, out: &mut [f32]) -> Result<()> {
+/// Copies a transformed image into a batch slot, if it has the network's shape; `what` names the
+/// sample in the error.
+pub(crate) fn copy_sample<I: Batch>(img: &Image, out: &mut [f32], what: impl FnOnce() -> String) -> Result<()> {
     let fits = match I::SHAPE {
         [c, h, w] => (img.channels, img.height, img.width) == (*c, *h, *w),
         _ => img.data.len() == I::SAMPLE_LEN,
     };
     if !fits || img.data.len() != out.len() {
         return Err(Error::bad_input(format!(
-            "{name}: sample {i} is {}×{}×{} after its transforms, but the network takes samples shaped {:?}; \
+            "{} is {}×{}×{} after its transforms, but the network takes samples shaped {:?}; \
              add a Resize or CenterCrop to the transforms",
+            what(),
             img.channels,
             img.height,
             img.width,
@@ -114,8 +120,8 @@ impl<I: Batch> Recipe<I> {
                 Some(t) => {
                     source.read(i, img)?;
                     t.apply(img, &mut sample_rng(self.seed, work.epoch, i as u64))
-                        .map_err(|e| Error::bad_input(format!("{}: sample {i}: {e}", source.name())))?;
-                    copy_sample::<I>(source.name(), i, img, slot)?;
+                        .map_err(|e| Error::bad_input(format!("{}: {e}", source.describe(i))))?;
+                    copy_sample::<I>(img, slot, || source.describe(i))?;
                 }
             }
         }

@@ -10,6 +10,8 @@
 //! - [`DataLoader`]: shuffled batches, the last one smaller, reusing its buffers.
 
 pub mod cifar10;
+pub mod csv;
+pub mod image_folder;
 mod loader;
 pub mod mnist;
 pub mod transforms;
@@ -20,6 +22,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
+pub use image_folder::{ImageFolder, ImageStream};
 pub use loader::{DataLoader, Pooled, Source};
 use transforms::Image;
 
