@@ -37,7 +37,15 @@ const fn p(name: &'static str, default: Fallback) -> Param {
 
 use Fallback::{Bool, Float, Int, None as NoneD, Required, Str};
 
-const BATCH_NORM: &[Param] = &[p("num_features", Required), p("eps", Float(1e-5)), p("momentum", Float(0.1)), p("affine", Bool(true)), p("track_running_stats", Bool(true))];
+/// PyTorch 2.15's `_BatchNorm`: `bias` sits between `affine` and `track_running_stats`.
+const BATCH_NORM: &[Param] = &[
+    p("num_features", Required),
+    p("eps", Float(1e-5)),
+    p("momentum", Float(0.1)),
+    p("affine", Bool(true)),
+    p("bias", Bool(true)),
+    p("track_running_stats", Bool(true)),
+];
 
 /// Every layer, as `torch.nn` declares it.
 pub const LAYERS: &[Signature] = &[
@@ -253,6 +261,23 @@ pub fn usage(sig: &Signature) -> String {
 impl<'a> Args<'a> {
     fn index(&self, name: &str) -> usize {
         self.sig.params.iter().position(|p| p.name == name).unwrap_or_else(|| panic!("{} has no parameter {name}", self.sig.kind))
+    }
+
+    /// The argument's expression as the user wrote it (`0`, `1e-3`, `(2, 2)`), for messages
+    /// that quote it.
+    pub fn written(&self, name: &str) -> Option<String> {
+        let i = self.index(name);
+        let mut positional = 0;
+        self.layer.args.iter().find_map(|a| {
+            let index = match &a.key {
+                Some(k) => self.sig.params.iter().position(|p| k == p.name),
+                None => {
+                    positional += 1;
+                    Some(positional - 1)
+                }
+            };
+            (index == Some(i)).then(|| tokens(&a.value))
+        })
     }
 
     /// The argument as written, if it was.

@@ -20,6 +20,9 @@ pub struct NetSpec {
     pub layers: &'static [LayerSpec],
     /// Parameters and buffers in PyTorch's `state_dict` order.
     pub tensors: &'static [TensorSpec],
+    /// The containers of the module tree (nested listings, repetitions, block uses) with their
+    /// PyTorch class, for `print(model)`; layers are in [`NetSpec::layers`].
+    pub modules: &'static [ModuleSpec],
     /// Floats of all parameters (the flat parameter and gradient buffers).
     pub param_len: usize,
     /// Floats of all running statistics.
@@ -85,7 +88,8 @@ impl Slot {
 pub struct LayerSpec {
     /// PyTorch's module path: `cnn1`, `features.0`.
     pub name: &'static str,
-    /// The layer as written, with PyTorch's keywords: `Conv2d(1, 16, kernel_size=5, padding=2)`.
+    /// PyTorch's repr of the layer, as `print(model)` shows it:
+    /// `Conv2d(1, 16, kernel_size=(5, 5), stride=(1, 1), padding=(2, 2))`.
     pub display: &'static str,
     pub op: Op,
     /// Shape of one sample after this layer.
@@ -113,6 +117,17 @@ pub enum Op {
     Flatten,
     /// A residual block's sum.
     Add,
+}
+
+/// A container module: what `print(model)` shows as `(layer1): Sequential(` or
+/// `(0): BasicBlock(`.
+#[derive(Debug)]
+pub struct ModuleSpec {
+    /// Its module path: `features`, `layer1.0`, `layer2.0.downsample`.
+    pub name: &'static str,
+    /// Its class as PyTorch prints it: `Sequential` for a nested listing or a repetition, the
+    /// block's name (`BasicBlock`) for a block use.
+    pub class: &'static str,
 }
 
 /// A parameter or buffer under its `state_dict` name.

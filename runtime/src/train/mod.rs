@@ -177,6 +177,7 @@ impl Trainer {
             return Err(Error::bad_input(format!("{}: the training set is empty", train.name())));
         }
         warn_softmax_last(N::SPEC);
+        warn_nothing_trains(model);
         if let Some(dir) = &self.out_dir {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
@@ -335,6 +336,14 @@ struct Run {
 }
 
 /// A network ending in Softmax trained with cross-entropy applies softmax twice.
+/// After `freeze("")` (or on a network without parameters) `fit` would run its epochs and
+/// change nothing: say so.
+fn warn_nothing_trains<B: Backend, N: Network<B>>(model: &N) {
+    if model.num_trainable_parameters() == 0 {
+        eprintln!("warning: {} has no parameter left to train (all are frozen): fit will not change it; unfreeze some, e.g. `model.unfreeze(\"fc\")`", N::SPEC.name);
+    }
+}
+
 fn warn_softmax_last(spec: &crate::network::NetSpec) {
     if let Some(last) = spec.layers.last()
         && matches!(last.op, Op::Softmax(s) if !s.log)
