@@ -1,4 +1,4 @@
-//! The language of [`network!`](crate::network): what may be written inside it.
+//! The language of [`network!`](crate::network!): what may be written inside it.
 //!
 //! A listing reads like PyTorch's `nn.Sequential`, with PyTorch's layer names, argument names,
 //! positional order and defaults, so that a PyTorch definition ports line by line. Every shape

@@ -121,7 +121,7 @@ fn py_bool(b: bool) -> &'static str {
 
 /// Python's `repr` of a float: `1e-05`, `0.1`, `0.5`, `1e+16` (scientific below 1e-4 and from
 /// 1e16 on, exponents of two digits at least).
-fn py_float(v: f64) -> String {
+pub(crate) fn py_float(v: f64) -> String {
     if v.is_nan() {
         return "nan".into();
     }

@@ -447,3 +447,51 @@ pub fn tokens(expr: &syn::Expr) -> String {
     // proc-macro2 prints `(6 , 6)`; tidy the commas.
     s.replace(" ,", ",")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A default as PyTorch's documentation writes it in a signature: `1`, `1e-05`, `True`,
+    /// `None`, `'zeros'`.
+    fn python(default: Fallback) -> String {
+        match default {
+            Required => unreachable!("a required argument has no default"),
+            Int(v) => v.to_string(),
+            Float(v) => crate::check::py_float(v),
+            Bool(v) => (if v { "True" } else { "False" }).to_string(),
+            NoneD => "None".to_string(),
+            Str(s) => format!("'{s}'"),
+        }
+    }
+
+    /// The language reference (`staticnet::language`, src/language.rs of the facade) lists every
+    /// layer of [`LAYERS`], in its order, with exactly its arguments and defaults: the table
+    /// cannot drift from what the macro accepts.
+    #[test]
+    fn the_language_reference_lists_every_layer_with_its_signature() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../src/language.rs");
+        let doc = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let rows: Vec<Vec<&str>> = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("//! | layer | arguments"))
+            .skip(2)
+            .take_while(|l| l.starts_with("//! |"))
+            .map(|l| l.trim_start_matches("//! |").trim_end_matches('|').split(" | ").map(str::trim).collect())
+            .collect();
+        let documented: Vec<&str> = rows.iter().map(|r| r[0].trim_matches('`')).collect();
+        let accepted: Vec<&str> = LAYERS.iter().map(|s| s.kind).collect();
+        assert_eq!(documented, accepted, "the layers of the reference table and of the macro's table");
+        for (row, sig) in rows.iter().zip(LAYERS) {
+            let expected = if sig.params.is_empty() {
+                "(none)".to_string()
+            } else {
+                let params: Vec<String> =
+                    sig.params.iter().map(|p| if matches!(p.default, Required) { p.name.to_string() } else { format!("{}={}", p.name, python(p.default)) }).collect();
+                format!("`{}`", params.join(", "))
+            };
+            assert_eq!(row[1], expected, "{}: the arguments the reference gives", sig.kind);
+            assert!(row.len() == 3 && !row[2].is_empty(), "{}: the reference says what the macro checks", sig.kind);
+        }
+    }
+}

@@ -51,22 +51,27 @@ impl<I: Batch> Dataset<I> {
         Ok(Dataset { values, labels, classes, name, _shape: std::marker::PhantomData })
     }
 
+    /// The name it was given, used in messages (`"mnist train"`).
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The number of samples (`len(dataset)`).
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether it has no sample.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
 
+    /// The number of classes the labels are drawn from.
     pub fn classes(&self) -> usize {
         self.classes
     }
 
+    /// Every sample's label, in order.
     pub fn labels(&self) -> &[usize] {
         &self.labels
     }
@@ -189,6 +194,8 @@ pub struct DataLoader<'a, I: Batch> {
 }
 
 impl<'a, I: Batch> DataLoader<'a, I> {
+    /// Batches of `batch_size` samples of `data`, in order (`DataLoader(data, batch_size)`); an
+    /// error for a batch size of 0.
     pub fn new(data: &'a Dataset<I>, batch_size: usize) -> Result<Self> {
         if batch_size == 0 {
             return Err(Error::bad_input(format!("{}: the batch size must be at least 1", data.name)));
@@ -210,6 +217,7 @@ impl<'a, I: Batch> DataLoader<'a, I> {
         self
     }
 
+    /// The number of samples per batch (the last batch may have fewer).
     pub fn batch_size(&self) -> usize {
         self.batch_size
     }

@@ -65,10 +65,12 @@ pub trait Network<B: Backend = Cpu>: Sized {
         self.state_mut().set_training(false);
     }
 
+    /// Whether the network is in train mode (PyTorch's `model.training`).
     fn is_training(&self) -> bool {
         self.state().is_training()
     }
 
+    /// The device the network lives on.
     fn device(&self) -> &B {
         self.state().device()
     }

@@ -37,7 +37,9 @@ pub struct Metrics {
     pub loss: f32,
     /// Fraction classified right, in [0, 1].
     pub accuracy: f32,
+    /// Samples classified right.
     pub correct: usize,
+    /// Samples evaluated.
     pub total: usize,
 }
 
@@ -95,6 +97,7 @@ impl Trainer {
         }
     }
 
+    /// Samples per batch (PyTorch's `DataLoader(batch_size=...)`).
     pub fn batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size;
         self
@@ -119,6 +122,7 @@ impl Trainer {
         self
     }
 
+    /// The loss to train with (e.g. `CrossEntropyLoss::new().label_smoothing(0.1)`).
     pub fn criterion(mut self, criterion: CrossEntropyLoss) -> Self {
         self.criterion = criterion;
         self
