@@ -27,8 +27,12 @@
 //! # }
 //! ```
 
+#![deny(missing_docs)]
+
 pub use staticnet_macros::network;
 pub use staticnet_runtime::*;
+
+pub mod language;
 
 /// Everything a program that declares and trains networks needs.
 pub mod prelude {

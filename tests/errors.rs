@@ -78,7 +78,7 @@ fn batch_norm_with_one_value_per_channel_in_train_mode() {
     let mut net = Mlp::new(&Cpu, 0).unwrap();
     let x = Vectors::<4>::new(1, vec![1.0, 2.0, 3.0, 4.0]).unwrap();
     let msg = message(net.forward(&x));
-    assert!(msg.contains("layer `bn` (BatchNorm1d(4, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)) needs more than 1 value per channel in train mode"), "{msg}");
+    assert!(msg.contains("layer `bn` (BatchNorm1d(4, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True)) needs more than 1 value per channel in train mode"), "{msg}");
     // In eval mode it uses its running statistics and works, as in PyTorch.
     net.eval();
     net.forward(&x).unwrap();

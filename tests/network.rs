@@ -1,9 +1,12 @@
-//! What a declared network gives before any training: PyTorch's initialisation and the summary
-//! table. Expected values are worked out by hand from PyTorch's definitions, not read back.
+//! What a declared network gives before any training: PyTorch's initialisation, the summary
+//! table, `print(model)`, and the small things a PyTorch user expects (a constructor generic
+//! code can call, `nn.` before a layer, `Dropout(p = 1.0)`, a warning when everything is
+//! frozen). Expected values are worked out by hand from PyTorch's definitions or printed by
+//! PyTorch (the fixtures' metadata), not read back.
 
 mod common;
 
-use common::nets::{ModelA, NetBn};
+use common::nets::{MlpDropout, ModelA, ModelB, ModelC, NetBn, ResNetMini};
 use staticnet::prelude::*;
 
 /// `nn.Conv2d` and `nn.Linear` draw weights from kaiming_uniform_(a = √5), which is
@@ -70,4 +73,193 @@ fn summary_of_model_a() {
     let total = 416 + 12_832 + 15_690;
     assert_eq!(ModelA::<Cpu>::PARAMETERS, total);
     assert!(table.contains("Total params: 28,938"), "{table}");
+}
+
+/// Our `Display` against what PyTorch 2.15 printed for the same network (`print(model)`, the
+/// fixtures' metadata `model`), line by line, for every fixture network whose PyTorch definition
+/// is made of modules only. Left out: `cifar_net`, whose PyTorch `forward` applies `F.relu` and
+/// reuses one `pool` module three times, so no listing of layers prints as it does.
+#[test]
+fn display_is_pytorchs_print_model() {
+    // (fixture, PyTorch's class, our text); the class name is each program's own choice.
+    let cases = [
+        ("model_a", "ModelA", ModelA::new(&Cpu, 0).unwrap().to_string()),
+        ("model_b", "ModelB", ModelB::new(&Cpu, 0).unwrap().to_string()),
+        ("model_c", "ModelC", ModelC::new(&Cpu, 0).unwrap().to_string()),
+        ("net_bn", "NetBN", NetBn::new(&Cpu, 0).unwrap().to_string()),
+        ("mlp_dropout", "Mlp", MlpDropout::new(&Cpu, 0).unwrap().to_string()),
+        ("resnet_mini", "ResNetMini", ResNetMini::new(&Cpu, 0).unwrap().to_string()),
+    ];
+    for (fixture, class, ours) in cases {
+        let path = format!("{}/tests/fixtures/{fixture}.safetensors", env!("CARGO_MANIFEST_DIR"));
+        let (_, metadata) = StateDict::load_with_metadata(&path).unwrap();
+        let torch = metadata.get("model").unwrap_or_else(|| panic!("{fixture}: no `model` in the metadata"));
+        let (ours, torch): (Vec<&str>, Vec<&str>) = (ours.lines().collect(), torch.lines().collect());
+        assert_eq!(torch[0], format!("{class}("), "{fixture}: PyTorch's first line");
+        assert!(ours[0].ends_with('(') && !ours[0].starts_with(' '), "{fixture}: our first line is {:?}", ours[0]);
+        let (mut o, mut t, mut flatten) = (1, 1, 0);
+        while o < ours.len() {
+            if t < torch.len() && ours[o] == torch[t] {
+                (o, t) = (o + 1, t + 1);
+                continue;
+            }
+            // The one line PyTorch may lack: its `forward` flattens with `x.view(x.size(0), -1)`
+            // (or `torch.flatten(x, 1)`) where the listing has a `Flatten` layer.
+            assert!(
+                ours[o].trim_start().ends_with(": Flatten(start_dim=1, end_dim=-1)") && flatten == 0,
+                "{fixture}: line {} differs:\n  ours:    {:?}\n  PyTorch: {:?}\n(the only line PyTorch may lack is one Flatten, which it does with x.view in forward)",
+                o + 1,
+                ours[o],
+                torch.get(t)
+            );
+            flatten += 1;
+            o += 1;
+        }
+        assert_eq!(t, torch.len(), "{fixture}: PyTorch prints lines we do not: {:?}", &torch[t..]);
+    }
+}
+
+network! {
+    /// One of each layer the fixtures do not print, with arguments off their defaults.
+    pub struct Reprs {
+        input: [3, 16, 16],
+        conv: nn.Conv2d(3, 8, (3, 5), stride = (2, 1), padding = (1, 2), bias = false),
+        same: Conv2d(8, 8, 3, padding = "same", dilation = 2),
+        act: LeakyReLU(0.2, inplace = true),
+        pool: MaxPool2d((2, 2), stride = (2, 1), padding = 1, ceil_mode = true),
+        avg: AvgPool2d(3, stride = 2, padding = 1),
+        adapt: AdaptiveAvgPool2d((None, 4)),
+        nn.Sigmoid,
+        bn: BatchNorm2d(8, eps = 1e-3, momentum = None),
+        flat: Flatten(1, -1),
+        drop: Dropout(p = 0.25),
+        fc: Linear(_, 16, bias = false),
+        bn1: BatchNorm1d(16, eps = 0.00001),
+        tanh: Tanh,
+        head: [Linear(16, 4), Softmax(dim = 1), LogSoftmax()],
+    }
+}
+
+/// Each line as PyTorch's `extra_repr` writes it (torch/nn/modules: `_ConvNd` shows sizes as
+/// pairs and padding, dilation and bias only off their defaults, a padding string as it is;
+/// the pooling layers keep sizes as given, with stride None becoming the kernel size;
+/// `LeakyReLU` adds `, inplace=True` only when set; floats as Python's `repr`, so 1e-05 and
+/// 0.001; `Softmax(dim=None)` when no dim is given), and `nn.Sequential` nesting two spaces per
+/// level.
+#[test]
+fn every_layer_prints_as_pytorch() {
+    let expected = "\
+Reprs(
+  (conv): Conv2d(3, 8, kernel_size=(3, 5), stride=(2, 1), padding=(1, 2), bias=False)
+  (same): Conv2d(8, 8, kernel_size=(3, 3), stride=(1, 1), padding=same, dilation=(2, 2))
+  (act): LeakyReLU(negative_slope=0.2, inplace=True)
+  (pool): MaxPool2d(kernel_size=(2, 2), stride=(2, 1), padding=1, dilation=1, ceil_mode=True)
+  (avg): AvgPool2d(kernel_size=3, stride=2, padding=1)
+  (adapt): AdaptiveAvgPool2d(output_size=(None, 4))
+  (6): Sigmoid()
+  (bn): BatchNorm2d(8, eps=0.001, momentum=None, affine=True, bias=True, track_running_stats=True)
+  (flat): Flatten(start_dim=1, end_dim=-1)
+  (drop): Dropout(p=0.25, inplace=False)
+  (fc): Linear(in_features=96, out_features=16, bias=False)
+  (bn1): BatchNorm1d(16, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True)
+  (tanh): Tanh()
+  (head): Sequential(
+    (0): Linear(in_features=16, out_features=4, bias=True)
+    (1): Softmax(dim=1)
+    (2): LogSoftmax(dim=None)
+  )
+)";
+    let net = Reprs::new(&Cpu, 0).unwrap();
+    assert_eq!(net.to_string(), expected);
+    assert_eq!(format!("{net:?}"), expected, "Debug prints what Display does, as repr(model) is print(model)");
+}
+
+/// Builds any network from generic code, through the trait.
+fn build<B: Backend, N: Network<B>>(device: &B, seed: u64) -> N {
+    N::new(device, seed).unwrap()
+}
+
+/// `Network::new` is what the inherent `new` is: the same seed gives the same weights.
+#[test]
+fn generic_code_builds_a_network() {
+    let generic: ModelA = build(&Cpu, 3);
+    let inherent = ModelA::new(&Cpu, 3).unwrap();
+    for name in ["cnn1.weight", "fc1.bias"] {
+        assert_eq!(generic.parameter(name).unwrap(), inherent.parameter(name).unwrap(), "{name}");
+    }
+    let other: ModelA = build(&Cpu, 4);
+    assert_ne!(other.parameter("cnn1.weight").unwrap(), inherent.parameter("cnn1.weight").unwrap(), "the seed reaches the generic constructor");
+}
+
+network! {
+    /// Dropout with p = 1, which PyTorch allows: every element dropped.
+    pub struct DropAll {
+        input: [4],
+        fc1: Linear(4, 3),
+        drop: Dropout(p = 1.0),
+        fc2: Linear(3, 2),
+    }
+}
+
+/// PyTorch's dropout with p = 1 outputs zeros (not 0·∞ = NaN): after it, `fc2` sees zeros, so
+/// it outputs its bias, and no gradient reaches `fc1`. In eval mode the layer is the identity.
+#[test]
+fn dropout_of_one_zeroes_without_nan() {
+    let mut net = DropAll::new(&Cpu, 0).unwrap();
+    let x = Vectors::<4>::from_vec(2, vec![1.0, -2.0, 3.0, 0.5, 0.25, 4.0, -1.0, 2.0]).unwrap();
+    let bias: Vec<f32> = net.parameter("fc2.bias").unwrap().iter().copied().collect();
+    let out = net.forward(&x).unwrap();
+    assert_eq!(out.as_slice(), [bias.clone(), bias.clone()].concat(), "train mode: fc2 outputs its bias");
+    net.zero_grad().unwrap();
+    net.loss_backward(&CrossEntropyLoss::default(), &[0, 1]).unwrap();
+    for name in ["fc1.weight", "fc1.bias", "fc2.weight"] {
+        assert!(net.grad(name).unwrap().iter().all(|&g| g == 0.0), "{name}: the gradient must be exactly zero");
+    }
+    assert!(net.grad("fc2.bias").unwrap().iter().any(|&g| g != 0.0), "fc2.bias still learns");
+    net.eval();
+    assert_ne!(net.forward(&x).unwrap().as_slice(), [bias.clone(), bias].concat(), "eval mode: dropout is the identity");
+}
+
+/// `freeze("")` then `fit`: `fit` warns on stderr that nothing will train, and does not when
+/// something can. Run in a child process of this test binary, whose stderr the test reads.
+#[test]
+fn fit_warns_when_everything_is_frozen() {
+    const CHILD: &str = "STATICNET_TEST_FROZEN_FIT";
+    if let Some(prefix) = std::env::var_os(CHILD) {
+        let mut net = ModelC::new(&Cpu, 0).unwrap();
+        net.freeze("").unwrap();
+        if prefix != "none" {
+            net.unfreeze(prefix.to_str().unwrap()).unwrap();
+        }
+        let data = staticnet::data::Dataset::new("zeros", vec![0.5; 4 * 784], vec![0, 1, 2, 3], 10).unwrap();
+        staticnet::Trainer::new(1).batch_size(4).progress(false).verbose(false).fit(&mut net, &mut Sgd::new(0.1), &data, None).unwrap();
+        return;
+    }
+    let run = |unfrozen: &str| {
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(exe)
+            .args(["--exact", "fit_warns_when_everything_is_frozen", "--nocapture", "--test-threads=1"])
+            .env(CHILD, unfrozen)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "the child run failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let frozen = run("none");
+    assert!(frozen.contains("warning: ModelC has no parameter left to train"), "no warning with everything frozen; stderr:\n{frozen}");
+    let training = run("fc1");
+    assert!(!training.contains("no parameter left to train"), "a warning although fc1 trains; stderr:\n{training}");
+}
+
+/// `num_trainable_parameters` counts what is not frozen, as
+/// `sum(p.numel() for p in model.parameters() if p.requires_grad)`.
+#[test]
+fn trainable_parameters_leave_out_the_frozen() {
+    let mut net = ModelA::new(&Cpu, 0).unwrap();
+    assert_eq!(net.num_trainable_parameters(), 16 * 25 + 16 + 32 * 16 * 25 + 32 + 1568 * 10 + 10);
+    net.freeze("cnn1").unwrap();
+    net.freeze("cnn2").unwrap();
+    assert_eq!(net.num_trainable_parameters(), 1568 * 10 + 10);
+    net.freeze("").unwrap();
+    assert_eq!(net.num_trainable_parameters(), 0);
 }

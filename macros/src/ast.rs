@@ -9,9 +9,10 @@
 //! items       := item ("," item)* ","?
 //! item        := (Ident ":")? ( "[" items "]"                        -- a nested Sequential
 //!                             | "[" item ";" Expr "]"                 -- an item repeated
-//!                             | Ident ( "(" arg,* ")" )? )            -- a layer or a block
+//!                             | kind ( "(" arg,* ")" )? )             -- a layer or a block
 //!              | "+" ( Ident ":" "[" items "]" | "identity" ) ("if" Expr)?   -- a residual shortcut
-//!              | "=>" Ident ( "(" arg,* ")" )?                        -- the activation after the sum
+//!              | "=>" kind ( "(" arg,* ")" )?                         -- the activation after the sum
+//! kind        := ("nn" ".")? Ident                                    -- `nn.Conv2d` as in PyTorch
 //! arg         := (Ident "=")? Expr
 //! ```
 //! `input: [C, H, W]` is an item named `input` holding a list of sizes.
@@ -232,12 +233,13 @@ fn parse_item(input: ParseStream, top: bool) -> syn::Result<Item> {
     }
     if input.peek(Token![=>]) {
         input.parse::<Token![=>]>()?;
-        let kind: Ident = input.parse()?;
+        let kind = parse_kind(input)?;
         let (args, end) = parse_args(input, kind.span())?;
         let span = SpanRange { start: kind.span(), end };
         return Ok(Item::Then(Layer { name: None, kind, args, span }));
     }
     let first: Ident = input.call(syn::ext::IdentExt::parse_any)?;
+    let first = strip_nn(input, first)?;
     if input.peek(Token![:]) && !input.peek(Token![::]) {
         input.parse::<Token![:]>()?;
         if input.peek(syn::token::Bracket) {
@@ -259,7 +261,7 @@ fn parse_item(input: ParseStream, top: bool) -> syn::Result<Item> {
             let items = parse_items(&content, false)?;
             return Ok(Item::Block(Block { name: first, items }));
         }
-        let kind: Ident = input.parse()?;
+        let kind = parse_kind(input)?;
         let (args, end) = parse_args(input, kind.span())?;
         let span = SpanRange { start: first.span(), end };
         return Ok(Item::Layer(Layer { name: Some(first), kind, args, span }));
@@ -267,6 +269,21 @@ fn parse_item(input: ParseStream, top: bool) -> syn::Result<Item> {
     let (args, end) = parse_args(input, first.span())?;
     let span = SpanRange { start: first.span(), end };
     Ok(Item::Layer(Layer { name: None, kind: first, args, span }))
+}
+
+/// A layer's kind: `Conv2d`, or `nn.Conv2d` as a PyTorch user writes it.
+fn parse_kind(input: ParseStream) -> syn::Result<Ident> {
+    let kind: Ident = input.parse()?;
+    strip_nn(input, kind)
+}
+
+/// `nn.Conv2d` → `Conv2d`: after an identifier `nn` followed by `.`, the layer's kind.
+fn strip_nn(input: ParseStream, ident: Ident) -> syn::Result<Ident> {
+    if ident == "nn" && input.peek(Token![.]) {
+        input.parse::<Token![.]>()?;
+        return input.parse();
+    }
+    Ok(ident)
 }
 
 /// `( arg, ... )` if present; returns the arguments and the span of the last token.

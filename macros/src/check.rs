@@ -35,6 +35,10 @@ pub struct Checked {
     /// the stub).
     pub output: Option<Shape>,
     pub output_tensor: usize,
+    /// The containers of the module tree, by path, with their PyTorch class: `Sequential` for a
+    /// nested listing or a repetition, the block's name for a block use (`layer1.0` →
+    /// `BasicBlock`). In the order they are entered.
+    pub modules: Vec<(String, String)>,
 }
 
 /// A layer (or a residual sum) with its configuration resolved and its tensors known.
@@ -111,17 +115,20 @@ fn fmt_pair(p: [usize; 2]) -> String {
     format!("({}, {})", p[0], p[1])
 }
 
-fn fmt_pair_or_int(p: [usize; 2]) -> String {
-    if p[0] == p[1] { p[0].to_string() } else { fmt_pair(p) }
-}
-
 fn py_bool(b: bool) -> &'static str {
     if b { "True" } else { "False" }
 }
 
-/// PyTorch's float repr: `1e-05`, `0.1`, `0.5`.
-fn py_float(v: f64) -> String {
-    if v != 0.0 && v.abs() < 1e-4 {
+/// Python's `repr` of a float: `1e-05`, `0.1`, `0.5`, `1e+16` (scientific below 1e-4 and from
+/// 1e16 on, exponents of two digits at least).
+pub(crate) fn py_float(v: f64) -> String {
+    if v.is_nan() {
+        return "nan".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    if v != 0.0 && (v.abs() < 1e-4 || v.abs() >= 1e16) {
         let s = format!("{v:e}");
         let (m, e) = s.split_once('e').unwrap();
         let e: i32 = e.parse().unwrap();
@@ -130,6 +137,26 @@ fn py_float(v: f64) -> String {
         let s = format!("{v}");
         if s.contains('.') { s } else { format!("{s}.0") }
     }
+}
+
+/// A value as Python prints it in a module's `extra_repr` (`str.format` of the attribute):
+/// `2`, `(2, 2)`, `1e-05`, `True`, `None`, and a string without quotes (`padding=same`).
+fn py_repr(v: &Value) -> String {
+    match v {
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => py_float(*f),
+        Value::Bool(b) => py_bool(*b).into(),
+        Value::None => "None".into(),
+        Value::Tuple(items) if items.len() == 1 => format!("({},)", py_repr(&items[0])),
+        Value::Tuple(items) => format!("({})", items.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
+        Value::Str(s) => s.clone(),
+        Value::Infer => "_".into(),
+    }
+}
+
+/// The argument `name` of a layer, written or default, as PyTorch's repr shows it.
+fn repr_arg(a: &Args, name: &str) -> String {
+    a.value(name).map_or_else(String::new, |(v, _)| py_repr(&v))
 }
 
 /// Blocks nest at most this deep (a block that uses itself would not end).
@@ -153,11 +180,11 @@ pub fn check(cx: &mut Ctxt, def: &NetworkDef, blocks: &[BlockDef]) -> Checked {
         }
     };
     let rest: Vec<&Item> = items.collect();
-    let mut g = Graph { tensors: Vec::new(), nodes: Vec::new(), blocks };
+    let mut g = Graph { tensors: Vec::new(), nodes: Vec::new(), modules: Vec::new(), blocks };
     let tensor = input.as_ref().map(|s| g.tensor(s.clone()));
     let mut flow = Flow { shape: input.clone(), tensor, origin: Origin::Input };
     check_items(cx, &mut g, &rest, "", &mut flow, &[]);
-    Checked { input, output: flow.shape, output_tensor: flow.tensor.unwrap_or(0), tensors: g.tensors, nodes: g.nodes }
+    Checked { input, output: flow.shape, output_tensor: flow.tensor.unwrap_or(0), tensors: g.tensors, nodes: g.nodes, modules: g.modules }
 }
 
 fn check_input(cx: &mut Ctxt, input: &crate::ast::Input) -> Option<Shape> {
@@ -194,6 +221,7 @@ fn check_input(cx: &mut Ctxt, input: &crate::ast::Input) -> Option<Shape> {
 struct Graph<'a> {
     tensors: Vec<Shape>,
     nodes: Vec<Node>,
+    modules: Vec<(String, String)>,
     blocks: &'a [BlockDef],
 }
 
@@ -250,14 +278,16 @@ fn check_items(cx: &mut Ctxt, g: &mut Graph, items: &[&Item], prefix: &str, flow
         let path = format!("{prefix}{name}");
         match item {
             Item::Block(b) => {
+                g.modules.push((path.clone(), "Sequential".into()));
                 let inner: Vec<&Item> = b.items.iter().collect();
                 check_items(cx, g, &inner, &format!("{path}."), flow, env);
             }
             Item::Repeat(r) => {
                 let count = match eval_in(&r.count, env) {
                     Ok(Value::Int(c)) if c >= 1 => c as usize,
-                    Ok(v) => {
-                        cx.error_spanned(&r.count, format!("a repetition count must be a positive integer, got {v:?}"), None);
+                    Ok(_) => {
+                        let written = layers::tokens(&r.count);
+                        cx.error_spanned(&r.count, format!("a repetition count must be a positive integer, got {written}"), None);
                         continue;
                     }
                     Err(e) => {
@@ -265,6 +295,7 @@ fn check_items(cx: &mut Ctxt, g: &mut Graph, items: &[&Item], prefix: &str, flow
                         continue;
                     }
                 };
+                g.modules.push((path.clone(), "Sequential".into()));
                 let copies: Vec<&Item> = std::iter::repeat_n(&*r.item, count).collect();
                 check_items(cx, g, &copies, &format!("{path}."), flow, env);
             }
@@ -290,6 +321,7 @@ fn check_block_use(cx: &mut Ctxt, g: &mut Graph, call: &Layer, def: &BlockDef, p
         return;
     };
     let call_text = format!("{}({})", def.name, call.args.iter().map(|a| arg_text(a)).collect::<Vec<_>>().join(", "));
+    g.modules.push((path.clone(), def.name.to_string()));
     cx.enter(format!("`{path}` = {call_text}"));
     let body: Vec<&Item> = def.items.iter().filter(|i| !matches!(i, Item::Shortcut(_) | Item::Then(_))).collect();
     let shortcut = def.items.iter().find_map(|i| match i {
@@ -330,6 +362,7 @@ fn check_block_use(cx: &mut Ctxt, g: &mut Graph, call: &Layer, def: &BlockDef, p
                 },
             };
             if active {
+                g.modules.push((format!("{prefix}{}", p.name), "Sequential".into()));
                 let inner: Vec<&Item> = p.items.iter().collect();
                 check_items(cx, g, &inner, &format!("{prefix}{}.", p.name), &mut short, &params);
                 described = format!("`{prefix}{}`", p.name);
@@ -601,9 +634,13 @@ fn check_conv2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
             }
         }
     }
+    // PyTorch's `_ConvNd.extra_repr`: sizes as pairs (`_pair`), padding also when it is the
+    // string 'same' or 'valid', the rest only where it differs from the default.
     let mut display = format!("Conv2d({c_in}, {c_out}, kernel_size={}, stride={}", fmt_pair(k), fmt_pair(s), c_in = c_in.value, c_out = c_out.value);
-    if p != [0, 0] {
-        display += &format!(", padding={}", fmt_pair(p));
+    match a.value("padding") {
+        Some((Value::Str(mode), _)) => display += &format!(", padding={mode}"),
+        _ if p != [0, 0] => display += &format!(", padding={}", fmt_pair(p)),
+        _ => {}
     }
     if d != [1, 1] {
         display += &format!(", dilation={}", fmt_pair(d));
@@ -675,13 +712,13 @@ fn check_linear(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
 
 /// ReLU, LeakyReLU, Sigmoid, Tanh: any shape; `inplace` is accepted and changes nothing.
 fn check_activation(cx: &mut Ctxt, a: &Args, at: &Here, act: impl Fn(&mut Ctxt, &Args) -> Option<Act>) -> Outcome {
-    if a.sig.params.iter().any(|p| p.name == "inplace") {
-        a.bool(cx, "inplace")?;
-    }
+    let inplace = if a.sig.params.iter().any(|p| p.name == "inplace") { a.bool(cx, "inplace")?.value } else { false };
     let act = act(cx, a)?;
+    // PyTorch shows `inplace` only when it is True.
     let display = match act {
+        Act::ReLU if inplace => "ReLU(inplace=True)".to_string(),
         Act::ReLU => "ReLU()".to_string(),
-        Act::LeakyReLU(s) => format!("LeakyReLU(negative_slope={})", py_float(s)),
+        Act::LeakyReLU(_) => format!("LeakyReLU(negative_slope={}{})", repr_arg(a, "negative_slope"), if inplace { ", inplace=True" } else { "" }),
         Act::Sigmoid => "Sigmoid()".to_string(),
         Act::Tanh => "Tanh()".to_string(),
     };
@@ -754,22 +791,27 @@ fn check_pool2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
             }
         }
     }
+    // PyTorch keeps the sizes as they were given (an int stays an int, a pair a pair) and a
+    // stride of None becomes the kernel size.
+    let kernel_repr = repr_arg(a, "kernel_size");
+    let stride_repr = match a.value("stride") {
+        Some((Value::None, _)) => kernel_repr.clone(),
+        _ => repr_arg(a, "stride"),
+    };
     let (kind_v, display) = if is_max {
         (
             Kind::MaxPool2d { kernel: k, stride: s, padding: p, dilation: d, ceil_mode: ceil_mode.value },
             format!(
-                "MaxPool2d(kernel_size={}, stride={}, padding={}, dilation={}, ceil_mode={})",
-                fmt_pair_or_int(k),
-                fmt_pair_or_int(s),
-                fmt_pair_or_int(p),
-                fmt_pair_or_int(d),
+                "MaxPool2d(kernel_size={kernel_repr}, stride={stride_repr}, padding={}, dilation={}, ceil_mode={})",
+                repr_arg(a, "padding"),
+                repr_arg(a, "dilation"),
                 py_bool(ceil_mode.value)
             ),
         )
     } else {
         (
             Kind::AvgPool2d { kernel: k, stride: s, padding: p, ceil_mode: ceil_mode.value, count_include_pad, divisor_override: divisor },
-            format!("AvgPool2d(kernel_size={}, stride={}, padding={})", fmt_pair_or_int(k), fmt_pair_or_int(s), fmt_pair_or_int(p)),
+            format!("AvgPool2d(kernel_size={kernel_repr}, stride={stride_repr}, padding={})", repr_arg(a, "padding")),
         )
     };
     Some((kind_v, display, vec![c, out[0], out[1]]))
@@ -805,7 +847,7 @@ fn check_adaptive_avg_pool2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
             [s, s]
         }
     };
-    let display = format!("AdaptiveAvgPool2d(output_size={})", if out[0] == out[1] && !matches!(value, Value::Tuple(_)) { out[0].to_string() } else { fmt_pair(out) });
+    let display = format!("AdaptiveAvgPool2d(output_size={})", py_repr(&value));
     Some((Kind::AdaptiveAvgPool2d { output: out }, display, vec![c, out[0], out[1]]))
 }
 
@@ -819,22 +861,25 @@ fn check_flatten(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
         cx.error(start.1, "Flatten keeps the batch dimension and flattens all the others: only start_dim = 1, end_dim = -1 is supported", None);
         return None;
     }
-    Some((Kind::Flatten, "Flatten(start_dim=1, end_dim=-1)".into(), vec![at.input.as_ref()?.iter().product()]))
+    let display = format!("Flatten(start_dim={}, end_dim={})", py_repr(&start.0), py_repr(&end.0));
+    Some((Kind::Flatten, display, vec![at.input.as_ref()?.iter().product()]))
 }
 
-/// `Dropout(p=0.5, inplace=False)`.
+/// `Dropout(p=0.5, inplace=False)`; p = 1 zeroes everything, as in PyTorch.
 fn check_dropout(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
     a.bool(cx, "inplace")?;
     let p = a.float(cx, "p")?;
-    if !(0.0..1.0).contains(&p.value) {
+    if !(0.0..=1.0).contains(&p.value) {
+        let written = a.written("p").unwrap_or_else(|| py_float(p.value));
         cx.error(
             p.span,
-            format!("Dropout probability has to be in [0, 1), got {}", p.value),
+            format!("Dropout probability has to be between 0 and 1, but got {written}"),
             Some("p is the probability of zeroing an element: 0.5 drops half of them".into()),
         );
         return None;
     }
-    Some((Kind::Dropout { p: p.value }, format!("Dropout(p={}, inplace=False)", py_float(p.value)), at.input.clone()?))
+    let display = format!("Dropout(p={}, inplace={})", repr_arg(a, "p"), repr_arg(a, "inplace"));
+    Some((Kind::Dropout { p: p.value }, display, at.input.clone()?))
 }
 
 /// `BatchNorm2d(num_features, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)`
@@ -846,8 +891,14 @@ fn check_batch_norm(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
     let eps = a.float(cx, "eps");
     let momentum = a.opt_float(cx, "momentum");
     let affine = a.bool(cx, "affine");
+    let bias = a.bool(cx, "bias");
+    if let Some(b) = &bias
+        && !b.value
+    {
+        cx.error(b.span, format!("{kind} with bias = False is not supported yet: with affine = True staticnet learns both weight and bias"), None);
+    }
     let track = a.bool(cx, "track_running_stats");
-    let (n, eps, momentum, affine, track, input) = (n?, eps?, momentum?, affine?, track?, at.input.as_ref()?);
+    let (n, eps, momentum, affine, bias, track, input) = (n?, eps?, momentum?, affine?, bias?, track?, at.input.as_ref()?);
     let c = match (two_d, &input[..]) {
         (true, &[c, _, _]) | (false, &[c]) => c,
         _ => {
@@ -871,12 +922,14 @@ fn check_batch_norm(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
     {
         cx.error(momentum.span, format!("{kind} momentum must be in [0, 1] (or None for a cumulative average), got {m}"), None);
     }
+    // PyTorch 2.15's `_NormBase.extra_repr`; `bias` says whether there is a bias parameter.
     let display = format!(
-        "{kind}({}, eps={}, momentum={}, affine={}, track_running_stats={})",
+        "{kind}({}, eps={}, momentum={}, affine={}, bias={}, track_running_stats={})",
         n.value,
-        py_float(eps.value),
-        momentum.value.map_or("None".to_string(), py_float),
+        repr_arg(a, "eps"),
+        repr_arg(a, "momentum"),
         py_bool(affine.value),
+        py_bool(affine.value && bias.value),
         py_bool(track.value)
     );
     let kind_v = Kind::BatchNorm { two_d, c: n.value, eps: eps.value, momentum: momentum.value, affine: affine.value, track_running_stats: track.value };
@@ -894,8 +947,9 @@ fn check_softmax(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
         _ => false,
     };
     if !ok {
-        cx.error(span, format!("{kind} normalises over dim = 1 (the features or channels) in staticnet; dim = {dim:?} is not supported"), None);
+        let written = a.written("dim").unwrap_or_else(|| py_repr(&dim));
+        cx.error(span, format!("{kind} normalises over dim = 1 (the features or channels) in staticnet; dim = {written} is not supported"), None);
         return None;
     }
-    Some((Kind::Softmax { log: kind == "LogSoftmax" }, format!("{kind}(dim=1)"), at.input.clone()?))
+    Some((Kind::Softmax { log: kind == "LogSoftmax" }, format!("{kind}(dim={})", py_repr(&dim)), at.input.clone()?))
 }

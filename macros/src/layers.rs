@@ -37,7 +37,15 @@ const fn p(name: &'static str, default: Fallback) -> Param {
 
 use Fallback::{Bool, Float, Int, None as NoneD, Required, Str};
 
-const BATCH_NORM: &[Param] = &[p("num_features", Required), p("eps", Float(1e-5)), p("momentum", Float(0.1)), p("affine", Bool(true)), p("track_running_stats", Bool(true))];
+/// PyTorch 2.15's `_BatchNorm`: `bias` sits between `affine` and `track_running_stats`.
+const BATCH_NORM: &[Param] = &[
+    p("num_features", Required),
+    p("eps", Float(1e-5)),
+    p("momentum", Float(0.1)),
+    p("affine", Bool(true)),
+    p("bias", Bool(true)),
+    p("track_running_stats", Bool(true)),
+];
 
 /// Every layer, as `torch.nn` declares it.
 pub const LAYERS: &[Signature] = &[
@@ -255,6 +263,23 @@ impl<'a> Args<'a> {
         self.sig.params.iter().position(|p| p.name == name).unwrap_or_else(|| panic!("{} has no parameter {name}", self.sig.kind))
     }
 
+    /// The argument's expression as the user wrote it (`0`, `1e-3`, `(2, 2)`), for messages
+    /// that quote it.
+    pub fn written(&self, name: &str) -> Option<String> {
+        let i = self.index(name);
+        let mut positional = 0;
+        self.layer.args.iter().find_map(|a| {
+            let index = match &a.key {
+                Some(k) => self.sig.params.iter().position(|p| k == p.name),
+                None => {
+                    positional += 1;
+                    Some(positional - 1)
+                }
+            };
+            (index == Some(i)).then(|| tokens(&a.value))
+        })
+    }
+
     /// The argument as written, if it was.
     pub fn given(&self, name: &str) -> Option<&Bound> {
         self.values[self.index(name)].as_ref()
@@ -421,4 +446,52 @@ pub fn tokens(expr: &syn::Expr) -> String {
     let s = expr.to_token_stream().to_string();
     // proc-macro2 prints `(6 , 6)`; tidy the commas.
     s.replace(" ,", ",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A default as PyTorch's documentation writes it in a signature: `1`, `1e-05`, `True`,
+    /// `None`, `'zeros'`.
+    fn python(default: Fallback) -> String {
+        match default {
+            Required => unreachable!("a required argument has no default"),
+            Int(v) => v.to_string(),
+            Float(v) => crate::check::py_float(v),
+            Bool(v) => (if v { "True" } else { "False" }).to_string(),
+            NoneD => "None".to_string(),
+            Str(s) => format!("'{s}'"),
+        }
+    }
+
+    /// The language reference (`staticnet::language`, src/language.rs of the facade) lists every
+    /// layer of [`LAYERS`], in its order, with exactly its arguments and defaults: the table
+    /// cannot drift from what the macro accepts.
+    #[test]
+    fn the_language_reference_lists_every_layer_with_its_signature() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../src/language.rs");
+        let doc = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let rows: Vec<Vec<&str>> = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("//! | layer | arguments"))
+            .skip(2)
+            .take_while(|l| l.starts_with("//! |"))
+            .map(|l| l.trim_start_matches("//! |").trim_end_matches('|').split(" | ").map(str::trim).collect())
+            .collect();
+        let documented: Vec<&str> = rows.iter().map(|r| r[0].trim_matches('`')).collect();
+        let accepted: Vec<&str> = LAYERS.iter().map(|s| s.kind).collect();
+        assert_eq!(documented, accepted, "the layers of the reference table and of the macro's table");
+        for (row, sig) in rows.iter().zip(LAYERS) {
+            let expected = if sig.params.is_empty() {
+                "(none)".to_string()
+            } else {
+                let params: Vec<String> =
+                    sig.params.iter().map(|p| if matches!(p.default, Required) { p.name.to_string() } else { format!("{}={}", p.name, python(p.default)) }).collect();
+                format!("`{}`", params.join(", "))
+            };
+            assert_eq!(row[1], expected, "{}: the arguments the reference gives", sig.kind);
+            assert!(row.len() == 3 && !row[2].is_empty(), "{}: the reference says what the macro checks", sig.kind);
+        }
+    }
 }

@@ -21,11 +21,13 @@ pub trait Batch: Sized + Clone + fmt::Debug + Send + Sync + 'static {
     fn from_vec(n: usize, data: Vec<f32>) -> Result<Self>;
     /// The number of samples.
     fn len(&self) -> usize;
+    /// Whether the batch has no sample.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
     /// All values, sample after sample.
     fn as_slice(&self) -> &[f32];
+    /// All values, sample after sample, to write.
     fn as_mut_slice(&mut self) -> &mut [f32];
     /// The values, without copying them.
     fn into_vec(self) -> Vec<f32>;
@@ -147,6 +149,7 @@ impl<const F: usize> Vectors<F> {
 
 /// Outputs that are one score per class, so that cross-entropy applies to them.
 pub trait Logits: Batch {
+    /// The number of classes: the length of one sample.
     const CLASSES: usize;
 }
 

@@ -13,19 +13,45 @@ pub enum Error {
 
     /// A tensor name that the network does not have.
     #[error("{network} has no tensor named `{name}`{hint}")]
-    UnknownTensor { network: &'static str, name: String, hint: String },
+    UnknownTensor {
+        /// The network's type name.
+        network: &'static str,
+        /// The name asked for.
+        name: String,
+        /// `"; did you mean `x`?"` for a close name, or empty.
+        hint: String,
+    },
 
     /// A tensor whose shape differs from the network's.
     #[error("tensor `{name}`: {network} expects shape {expected:?}, got {found:?}")]
-    ShapeMismatch { network: &'static str, name: String, expected: Vec<usize>, found: Vec<usize> },
+    ShapeMismatch {
+        /// The network's type name.
+        network: &'static str,
+        /// The tensor's `state_dict` name.
+        name: String,
+        /// Its shape in the network.
+        expected: Vec<usize>,
+        /// The shape given.
+        found: Vec<usize>,
+    },
 
     /// A file that cannot be read or written, or whose contents are malformed.
     #[error("{}: {message}", path.display())]
-    File { path: PathBuf, message: String },
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
 
     /// An I/O error on a file.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
 
     /// A backend (a GPU, its driver or its libraries) that cannot be used.
     #[error("{0}")]

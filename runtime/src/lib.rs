@@ -8,6 +8,8 @@
 //!
 //! Users depend on the `staticnet` crate, which re-exports all of this.
 
+#![deny(missing_docs)]
+
 pub mod backend;
 pub mod batch;
 pub mod data;

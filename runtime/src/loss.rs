@@ -12,6 +12,7 @@ pub struct CrossEntropyLoss {
 }
 
 impl CrossEntropyLoss {
+    /// `nn.CrossEntropyLoss()`: mean reduction, no label smoothing.
     pub fn new() -> Self {
         Self::default()
     }

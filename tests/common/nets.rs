@@ -1,4 +1,5 @@
-//! The networks of the fixtures, as the course writes them (see tests/fixtures/README.md).
+//! The networks of the fixtures, as the course writes them (see tests/fixtures/README.md), down
+//! to `ReLU(inplace = true)` where the PyTorch definition has it, so that `print(model)` agrees.
 
 #![allow(dead_code)]
 
@@ -50,8 +51,8 @@ network! {
     pub struct NetBn {
         input: [1, 28, 28],
         features: [
-            Conv2d(1, 10, 3, stride = 1, padding = 1), MaxPool2d(2, 2), ReLU, BatchNorm2d(10),
-            Conv2d(10, 20, 3, stride = 1, padding = 1), MaxPool2d(2, 2), ReLU, BatchNorm2d(20),
+            Conv2d(1, 10, 3, stride = 1, padding = 1), MaxPool2d(2, 2), ReLU(inplace = true), BatchNorm2d(10),
+            Conv2d(10, 20, 3, stride = 1, padding = 1), MaxPool2d(2, 2), ReLU(inplace = true), BatchNorm2d(20),
         ],
         Flatten,
         fc: Linear(7 * 7 * 20, 10),
@@ -72,7 +73,7 @@ network! {
 network! {
     pub struct MlpDropout {
         input: [784],
-        classifier: [Linear(28 * 28, 200), ReLU, Dropout(0.5), Linear(200, 500), ReLU, Linear(500, 10)],
+        classifier: [Linear(28 * 28, 200), ReLU(inplace = true), Dropout(0.5), Linear(200, 500), ReLU(inplace = true), Linear(500, 10)],
     }
 }
 
@@ -99,14 +100,14 @@ network! {
     block BasicBlock(inplanes, planes, stride = 1) {
         conv1: Conv2d(inplanes, planes, kernel_size = 3, stride = stride, padding = 1, bias = false),
         bn1: BatchNorm2d(planes),
-        relu: ReLU,
+        relu: ReLU(inplace = true),
         conv2: Conv2d(planes, planes, kernel_size = 3, padding = 1, bias = false),
         bn2: BatchNorm2d(planes),
         + downsample: [
             Conv2d(inplanes, planes, kernel_size = 1, stride = stride, bias = false),
             BatchNorm2d(planes),
         ] if stride != 1 || inplanes != planes,
-        => ReLU,
+        => ReLU(inplace = true),
     }
 
     /// torchvision's ResNet-18.
@@ -114,7 +115,7 @@ network! {
         input: [3, 224, 224],
         conv1: Conv2d(3, 64, kernel_size = 7, stride = 2, padding = 3, bias = false),
         bn1: BatchNorm2d(64),
-        relu: ReLU,
+        relu: ReLU(inplace = true),
         maxpool: MaxPool2d(kernel_size = 3, stride = 2, padding = 1),
         layer1: [BasicBlock(64, 64); 2],
         layer2: [BasicBlock(64, 128, stride = 2), BasicBlock(128, 128)],
@@ -130,7 +131,7 @@ network! {
         input: [3, 32, 32],
         conv1: Conv2d(3, 8, kernel_size = 3, padding = 1, bias = false),
         bn1: BatchNorm2d(8),
-        relu: ReLU,
+        relu: ReLU(inplace = true),
         layer1: [BasicBlock(8, 8); 2],
         layer2: [BasicBlock(8, 16, stride = 2), BasicBlock(16, 16)],
         layer3: [BasicBlock(16, 32, stride = 2), BasicBlock(32, 32)],

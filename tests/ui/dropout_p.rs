@@ -1,4 +1,4 @@
-// Dropout's p is a probability of dropping, in [0, 1).
+// Dropout's p is a probability of dropping, between 0 and 1.
 use staticnet::prelude::*;
 
 network! {

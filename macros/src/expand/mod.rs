@@ -73,6 +73,7 @@ pub fn expand(def: &NetworkDef, net: &Checked, plan: &Plan) -> TokenStream {
     let parameters = usize_lit(plan.param_len);
     let params_doc = format!("Trainable parameters: {} (as `sum(p.numel() for p in model.parameters())`).", crate::thousands(plan.param_len));
     let softmax_lint = softmax_lint(def, net);
+    let display = display_impls(name);
     quote! {
         #(#attrs)*
         #vis struct #name<B: #sn::Backend = #sn::Cpu> {
@@ -93,9 +94,10 @@ pub fn expand(def: &NetworkDef, net: &Checked, plan: &Plan) -> TokenStream {
                 pub const PARAMETERS: usize = #parameters;
 
                 /// A new network on `device`, initialised as PyTorch initialises its layers, with
-                /// the random draws seeded by `seed`. It starts in train mode.
+                /// the random draws seeded by `seed`. It starts in train mode. (The same as
+                /// `Network::new`, callable without the trait in scope.)
                 pub fn new(device: &B, seed: u64) -> Result<Self> {
-                    Ok(#name { net: NetState::new(device, &SPEC, seed)? })
+                    <Self as #sn::Network<B>>::new(device, seed)
                 }
 
                 #softmax_lint
@@ -105,6 +107,10 @@ pub fn expand(def: &NetworkDef, net: &Checked, plan: &Plan) -> TokenStream {
                 type Input = #input;
                 type Output = #output;
                 const SPEC: &'static #sn::network::NetSpec = &SPEC;
+
+                fn new(device: &B, seed: u64) -> Result<Self> {
+                    Ok(#name { net: NetState::new(device, &SPEC, seed)? })
+                }
 
                 fn state(&self) -> &NetState<B> {
                     &self.net
@@ -117,7 +123,35 @@ pub fn expand(def: &NetworkDef, net: &Checked, plan: &Plan) -> TokenStream {
                 #forward
                 #backward
             }
+
+            #display
         };
+    }
+}
+
+/// `Display` and `Debug` print the module tree as PyTorch's `print(model)` does:
+///
+/// ```text
+/// impl<B: Backend> Display for ModelA<B> {
+///     fn fmt(&self, f) -> fmt::Result { Display::fmt(&ModuleTree::new(&SPEC), f) }
+/// }
+/// ```
+fn display_impls(name: &Ident) -> TokenStream {
+    let sn = krate();
+    quote! {
+        /// PyTorch's `print(model)`: the module tree, one layer per line as PyTorch prints it.
+        impl<B: Backend> ::core::fmt::Display for #name<B> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                ::core::fmt::Display::fmt(&#sn::network::ModuleTree::new(&SPEC), f)
+            }
+        }
+
+        /// The same text as `Display`, as PyTorch's `repr(model)` is its `print(model)`.
+        impl<B: Backend> ::core::fmt::Debug for #name<B> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                ::core::fmt::Display::fmt(&#sn::network::ModuleTree::new(&SPEC), f)
+            }
+        }
     }
 }
 
@@ -319,15 +353,17 @@ fn spec_static(def: &NetworkDef, net: &Checked, plan: &Plan) -> TokenStream {
     let [param_len, buffer_len, counters, act_len, grad_len, saved_len] =
         [plan.param_len, plan.buffer_len, plan.counters, plan.act_len, plan.grad_len, plan.saved_len].map(usize_lit);
     let (x_in, x_out, g_out) = (&plan.x_in.ident, &plan.x_out.ident, &plan.g_out.ident);
+    let modules = net.modules.iter().map(|(name, class)| quote!(ModuleSpec { name: #name, class: #class }));
     quote! {
         static SPEC: #sn::network::NetSpec = {
-            use #sn::network::{Init, LayerSpec, NetSpec, Op, TensorKind, TensorSpec};
+            use #sn::network::{Init, LayerSpec, ModuleSpec, NetSpec, Op, TensorKind, TensorSpec};
             NetSpec {
                 name: #name,
                 input: #input,
                 output: #output,
                 layers: &[#(#layers),*],
                 tensors: &[#(#tensors),*],
+                modules: &[#(#modules),*],
                 param_len: #param_len,
                 buffer_len: #buffer_len,
                 counters: #counters,

@@ -5,7 +5,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{batch_type, krate};
+use super::{batch_type, display_impls, krate};
 use crate::ast::NetworkDef;
 use crate::check::Checked;
 
@@ -16,6 +16,7 @@ pub fn stub(def: &NetworkDef, net: &Checked) -> TokenStream {
     let input = net.input.as_deref().map_or_else(|| quote!(#sn::Vectors<1>), batch_type);
     let output = net.output.as_deref().map_or_else(|| quote!(#sn::Vectors<1>), batch_type);
     let name_str = name.to_string();
+    let display = display_impls(name);
     quote! {
         #(#attrs)*
         #vis struct #name<B: #sn::Backend = #sn::Cpu> {
@@ -23,6 +24,7 @@ pub fn stub(def: &NetworkDef, net: &Checked) -> TokenStream {
         }
 
         const _: () = {
+            use #sn::Backend;
             use #sn::network::{NetSpec, NetState, Pass, Slot};
             static SPEC: NetSpec = NetSpec {
                 name: #name_str,
@@ -30,6 +32,7 @@ pub fn stub(def: &NetworkDef, net: &Checked) -> TokenStream {
                 output: &[],
                 layers: &[],
                 tensors: &[],
+                modules: &[],
                 param_len: 0,
                 buffer_len: 0,
                 counters: 0,
@@ -54,6 +57,10 @@ pub fn stub(def: &NetworkDef, net: &Checked) -> TokenStream {
                 type Output = #output;
                 const SPEC: &'static NetSpec = &SPEC;
 
+                fn new(_device: &B, _seed: u64) -> #sn::Result<Self> {
+                    ::core::unreachable!("the network! listing has errors")
+                }
+
                 fn state(&self) -> &NetState<B> {
                     &self.net
                 }
@@ -70,6 +77,8 @@ pub fn stub(def: &NetworkDef, net: &Checked) -> TokenStream {
                     ::core::unreachable!("the network! listing has errors")
                 }
             }
+
+            #display
         };
     }
 }

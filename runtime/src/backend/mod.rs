@@ -51,12 +51,15 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
 
     /// A zero-filled buffer of `len` elements.
     fn alloc<T: Elem>(&self, len: usize) -> Result<Self::Buf<T>>;
+    /// The number of elements of `buf`.
     fn len<T: Elem>(buf: &Self::Buf<T>) -> usize;
     /// Copies `src` into `dst[at..]`.
     fn upload<T: Elem>(&self, dst: &mut Self::Buf<T>, at: usize, src: &[T]) -> Result<()>;
     /// Copies `src[at..at + dst.len()]` into `dst`.
     fn download<T: Elem>(&self, src: &Self::Buf<T>, at: usize, dst: &mut [T]) -> Result<()>;
+    /// A read view of `buf[range]`, to hand to a kernel.
     fn src<T: Elem>(buf: &Self::Buf<T>, range: Range<usize>) -> Self::Src<'_, T>;
+    /// A write view of `buf[range]`, to hand to a kernel.
     fn dst<T: Elem>(buf: &mut Self::Buf<T>, range: Range<usize>) -> Self::Dst<'_, T>;
     /// A read view and a write view into the same buffer; the ranges must not overlap.
     fn io<T: Elem>(buf: &mut Self::Buf<T>, src: Range<usize>, dst: Range<usize>) -> (Self::Src<'_, T>, Self::Dst<'_, T>);
@@ -64,7 +67,9 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     fn io2<T: Elem>(buf: &mut Self::Buf<T>, a: Range<usize>, b: Range<usize>, dst: Range<usize>) -> (Self::Src<'_, T>, Self::Src<'_, T>, Self::Dst<'_, T>);
     /// Two write views into the same buffer; the ranges must not overlap.
     fn dst2<T: Elem>(buf: &mut Self::Buf<T>, a: Range<usize>, b: Range<usize>) -> (Self::Dst<'_, T>, Self::Dst<'_, T>);
+    /// Sets every element of `dst` to `value` (`torch.Tensor.fill_`).
     fn fill(&self, dst: Self::Dst<'_, f32>, value: f32) -> Result<()>;
+    /// Copies `src` into `dst`, which has the same length.
     fn copy(&self, src: Self::Src<'_, f32>, dst: Self::Dst<'_, f32>) -> Result<()>;
     /// Waits until every kernel launched so far has finished.
     fn synchronize(&self) -> Result<()>;
@@ -90,7 +95,11 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         dwb: Option<Self::Dst<'_, f32>>,
         scratch: Self::Dst<'_, f32>,
     ) -> Result<()>;
+    /// `nn.Linear`'s forward: y (n, out) = x (n, in) · Wᵀ + b, written; `wb` is the weight then the
+    /// bias.
     fn linear_forward(&self, op: &Linear, n: usize, x: Self::Src<'_, f32>, wb: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;
+    /// `nn.Linear`'s backward: dx = dy · W written when wanted, dW += dyᵀ · x and db += Σ dy
+    /// accumulated into `dwb` when wanted.
     fn linear_backward(
         &self,
         op: &Linear,
@@ -101,12 +110,19 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         dx: Option<Self::Dst<'_, f32>>,
         dwb: Option<Self::Dst<'_, f32>>,
     ) -> Result<()>;
+    /// `nn.MaxPool2d`'s forward: the maximum of each window, written into `y`.
     fn max_pool2d_forward(&self, op: &Pool2d, n: usize, x: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;
     /// Finds each window's argmax again from its input `x` and output `y`.
     fn max_pool2d_backward(&self, op: &Pool2d, n: usize, x: Self::Src<'_, f32>, y: Self::Src<'_, f32>, dy: Self::Src<'_, f32>, dx: Self::Dst<'_, f32>) -> Result<()>;
+    /// `nn.AvgPool2d`'s forward: the mean of each window (PyTorch's divisor rules), written into
+    /// `y`.
     fn avg_pool2d_forward(&self, op: &Pool2d, n: usize, x: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;
+    /// `nn.AvgPool2d`'s backward: each window's gradient shared out over its cells, written into
+    /// `dx`.
     fn avg_pool2d_backward(&self, op: &Pool2d, n: usize, dy: Self::Src<'_, f32>, dx: Self::Dst<'_, f32>) -> Result<()>;
+    /// `nn.AdaptiveAvgPool2d`'s forward: PyTorch's adaptive windows averaged, written into `y`.
     fn adaptive_avg_pool2d_forward(&self, op: &AdaptiveAvgPool2d, n: usize, x: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;
+    /// `nn.AdaptiveAvgPool2d`'s backward, written into `dx`.
     fn adaptive_avg_pool2d_backward(&self, op: &AdaptiveAvgPool2d, n: usize, dy: Self::Src<'_, f32>, dx: Self::Dst<'_, f32>) -> Result<()>;
     /// Normalise with batch statistics, save them, update `running` with weight `factor`.
     fn batch_norm_forward_train(
@@ -131,6 +147,8 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         saved: Self::Dst<'_, f32>,
         y: Self::Dst<'_, f32>,
     ) -> Result<()>;
+    /// Batch norm's backward, with the statistics of the forward (`batch_stats`: the batch's, else
+    /// the running ones): dx written, dγ and dβ accumulated into `dwb`.
     fn batch_norm_backward(
         &self,
         op: &BatchNorm,
@@ -143,12 +161,18 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         dx: Option<Self::Dst<'_, f32>>,
         dwb: Option<Self::Dst<'_, f32>>,
     ) -> Result<()>;
+    /// `nn.Dropout`'s forward in train mode: y = x · mask / (1 − p), the mask drawn from `key`.
     fn dropout_forward(&self, op: &Dropout, n: usize, key: u64, x: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;
+    /// `nn.Dropout`'s backward: dx = dy · mask / (1 − p), with the forward's mask (the same `key`).
     fn dropout_backward(&self, op: &Dropout, n: usize, key: u64, dy: Self::Src<'_, f32>, dx: Self::Dst<'_, f32>) -> Result<()>;
     /// `len` elements.
     fn activation_forward(&self, act: Activation, len: usize, x: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;
+    /// The activation's backward over `len` elements, from its input `x` or output `y`: dx = dy ·
+    /// f′, written.
     fn activation_backward(&self, act: Activation, len: usize, x: Self::Src<'_, f32>, y: Self::Src<'_, f32>, dy: Self::Src<'_, f32>, dx: Self::Dst<'_, f32>) -> Result<()>;
+    /// `nn.Softmax(dim=1)` / `nn.LogSoftmax(dim=1)`'s forward, written into `y`.
     fn softmax_forward(&self, op: &Softmax, n: usize, x: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;
+    /// Softmax's backward from its output `y`, written into `dx`.
     fn softmax_backward(&self, op: &Softmax, n: usize, y: Self::Src<'_, f32>, dy: Self::Src<'_, f32>, dx: Self::Dst<'_, f32>) -> Result<()>;
     /// y = a + b over `len` elements, then ReLU when `relu` (a residual block's sum).
     fn add(&self, len: usize, a: Self::Src<'_, f32>, b: Self::Src<'_, f32>, y: Self::Dst<'_, f32>, relu: bool) -> Result<()>;
@@ -164,7 +188,11 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
 
     // ---- optimizers ----
 
+    /// One `torch.optim.SGD` update of the parameters `p` from their gradients `g`, with its
+    /// momentum buffer.
     fn sgd_step(&self, op: &SgdStep, p: Self::Dst<'_, f32>, g: Self::Src<'_, f32>, momentum: Self::Dst<'_, f32>) -> Result<()>;
+    /// One `torch.optim.Adam` / `AdamW` update of `p` from `g`, with the first and second moments
+    /// (and their running maximum with amsgrad).
     fn adam_step(
         &self,
         op: &AdamStep,

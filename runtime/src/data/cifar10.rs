@@ -19,7 +19,9 @@ const RECORD: usize = 1 + 3 * 32 * 32;
 
 /// The CIFAR-10 training (50,000) and test (10,000) sets.
 pub struct Cifar10 {
+    /// The 50,000 training images (`data_batch_1.bin` … `data_batch_5.bin`).
     pub train: Dataset<CifarImages>,
+    /// The 10,000 test images (`test_batch.bin`).
     pub test: Dataset<CifarImages>,
 }
 

@@ -99,10 +99,12 @@ impl ImageFolder {
         &self.samples
     }
 
+    /// How many image files it lists.
     pub fn len(&self) -> usize {
         self.samples.len()
     }
 
+    /// Lists no image (never, once [`ImageFolder::new`] succeeded).
     pub fn is_empty(&self) -> bool {
         self.samples.is_empty()
     }

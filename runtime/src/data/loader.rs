@@ -351,6 +351,7 @@ impl<I: Batch + 'static> DataLoader<I> {
         self.recipe = Arc::new(r);
     }
 
+    /// Samples per batch (the last one may hold fewer).
     pub fn batch_size(&self) -> usize {
         self.batch_size
     }

@@ -16,7 +16,9 @@ pub type MnistImages = Images<1, 28, 28>;
 
 /// The MNIST training and test sets.
 pub struct Mnist {
+    /// The training images and labels (`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`).
     pub train: Dataset<MnistImages>,
+    /// The test images and labels (`t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`).
     pub test: Dataset<MnistImages>,
 }
 

@@ -62,22 +62,27 @@ impl<I: Batch> Dataset<I> {
         Ok(Dataset { values: Arc::new(values), labels: Arc::new(labels), classes, name, _shape: std::marker::PhantomData })
     }
 
+    /// The name it was given, used in messages (`"mnist train"`).
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The number of samples (`len(dataset)`).
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether it has no sample.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
 
+    /// The number of classes the labels are drawn from.
     pub fn classes(&self) -> usize {
         self.classes
     }
 
+    /// Every sample's label, in order.
     pub fn labels(&self) -> &[usize] {
         &self.labels
     }

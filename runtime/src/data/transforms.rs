@@ -26,10 +26,15 @@ use crate::Result;
 /// both buffers have grown to the largest size seen.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Image {
+    /// Channels (1 or 3 for images).
     pub channels: usize,
+    /// Rows.
     pub height: usize,
+    /// Columns.
     pub width: usize,
+    /// The values, channel after channel, row after row.
     pub data: Vec<f32>,
+    /// A second buffer for transforms that change the size (see [`Image::reshape_with`]).
     pub spare: Vec<f32>,
 }
 
@@ -61,6 +66,7 @@ impl Image {
 /// A transform of one image, as a `torchvision.transforms.v2` module: `apply` is its `forward`,
 /// drawing its random parameters (if any) from `rng`.
 pub trait Transform: Send + Sync {
+    /// Transforms `img` in place (its size may change), drawing random parameters from `rng`.
     fn apply(&self, img: &mut Image, rng: &mut ChaCha8Rng) -> Result<()>;
 }
 
@@ -395,6 +401,7 @@ impl Size {
 pub struct Resize(pub Size);
 
 impl Resize {
+    /// `Resize(size)`.
     pub fn new(size: impl Into<Size>) -> Resize {
         Resize(size.into())
     }
@@ -423,6 +430,7 @@ impl Transform for Resize {
 pub struct CenterCrop(pub Size);
 
 impl CenterCrop {
+    /// `CenterCrop(size)`.
     pub fn new(size: impl Into<Size>) -> CenterCrop {
         CenterCrop(size.into())
     }
@@ -440,14 +448,18 @@ impl Transform for CenterCrop {
 /// crops at a uniformly drawn position.
 #[derive(Clone, Copy, Debug)]
 pub struct RandomCrop {
+    /// The crop, `size` or `(h, w)`.
     pub size: Size,
     /// Left, top, right, bottom.
     pub padding: [usize; 4],
+    /// Pads the image to the crop's size first if it is smaller.
     pub pad_if_needed: bool,
+    /// The value of the padding (0, black).
     pub fill: f32,
 }
 
 impl RandomCrop {
+    /// `RandomCrop(size)`: no padding, fill 0.
     pub fn new(size: impl Into<Size>) -> RandomCrop {
         RandomCrop { size: size.into(), padding: [0; 4], pad_if_needed: false, fill: 0.0 }
     }
@@ -458,11 +470,13 @@ impl RandomCrop {
         self
     }
 
+    /// `pad_if_needed=True`.
     pub fn pad_if_needed(mut self, yes: bool) -> Self {
         self.pad_if_needed = yes;
         self
     }
 
+    /// `fill=v`: the value padded pixels get.
     pub fn fill(mut self, fill: f32) -> Self {
         self.fill = fill;
         self
@@ -512,6 +526,7 @@ impl Transform for RandomCrop {
 pub struct RandomHorizontalFlip(pub f32);
 
 impl RandomHorizontalFlip {
+    /// `RandomHorizontalFlip(p)`: flips with probability `p`.
     pub fn new(p: f32) -> RandomHorizontalFlip {
         RandomHorizontalFlip(p)
     }
@@ -543,21 +558,27 @@ impl Transform for RandomHorizontalFlip {
 /// random area fraction and aspect ratio (ten tries, then the central crop), resized to `size`.
 #[derive(Clone, Copy, Debug)]
 pub struct RandomResizedCrop {
+    /// The output size.
     pub size: Size,
+    /// The range of the window's area, as a fraction of the image's.
     pub scale: (f64, f64),
+    /// The range of the window's aspect ratio (width / height), drawn on a log scale.
     pub ratio: (f64, f64),
 }
 
 impl RandomResizedCrop {
+    /// `RandomResizedCrop(size)`: scale (0.08, 1.0), ratio (3/4, 4/3).
     pub fn new(size: impl Into<Size>) -> RandomResizedCrop {
         RandomResizedCrop { size: size.into(), scale: (0.08, 1.0), ratio: (3.0 / 4.0, 4.0 / 3.0) }
     }
 
+    /// `scale=(lo, hi)`.
     pub fn scale(mut self, lo: f64, hi: f64) -> Self {
         self.scale = (lo, hi);
         self
     }
 
+    /// `ratio=(lo, hi)`.
     pub fn ratio(mut self, lo: f64, hi: f64) -> Self {
         self.ratio = (lo, hi);
         self
@@ -606,11 +627,14 @@ impl Transform for RandomResizedCrop {
 /// `[-degrees, degrees]`, nearest neighbour, corners filled with `fill` (0).
 #[derive(Clone, Copy, Debug)]
 pub struct RandomRotation {
+    /// The range the angle is drawn from, in degrees.
     pub degrees: (f64, f64),
+    /// The value of the corners that come from outside the image.
     pub fill: f32,
 }
 
 impl RandomRotation {
+    /// `RandomRotation(degrees)`: an angle in `[-degrees, degrees]`.
     pub fn new(degrees: f64) -> RandomRotation {
         RandomRotation { degrees: (-degrees.abs(), degrees.abs()), fill: 0.0 }
     }
@@ -620,6 +644,7 @@ impl RandomRotation {
         RandomRotation { degrees: (lo, hi), fill: 0.0 }
     }
 
+    /// `fill=v`.
     pub fn fill(mut self, fill: f32) -> Self {
         self.fill = fill;
         self
@@ -644,8 +669,11 @@ impl Transform for RandomRotation {
 /// from `[max(0, 1 − x), 1 + x]`, applied in a random order, as torchvision does.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ColorJitter {
+    /// The range of the brightness factor, if jittered.
     pub brightness: Option<(f32, f32)>,
+    /// The range of the contrast factor, if jittered.
     pub contrast: Option<(f32, f32)>,
+    /// The range of the saturation factor, if jittered.
     pub saturation: Option<(f32, f32)>,
 }
 
@@ -654,20 +682,24 @@ fn jitter_range(x: f32) -> Option<(f32, f32)> {
 }
 
 impl ColorJitter {
+    /// `ColorJitter()`: jitters nothing until told.
     pub fn new() -> ColorJitter {
         ColorJitter::default()
     }
 
+    /// `brightness=x`: a factor in `[max(0, 1 − x), 1 + x]`.
     pub fn brightness(mut self, x: f32) -> Self {
         self.brightness = jitter_range(x);
         self
     }
 
+    /// `contrast=x`: a factor in `[max(0, 1 − x), 1 + x]`.
     pub fn contrast(mut self, x: f32) -> Self {
         self.contrast = jitter_range(x);
         self
     }
 
+    /// `saturation=x`: a factor in `[max(0, 1 − x), 1 + x]`.
     pub fn saturation(mut self, x: f32) -> Self {
         self.saturation = jitter_range(x);
         self
@@ -678,9 +710,13 @@ impl ColorJitter {
 /// saturation (2) and hue (3, never set here), and the factors.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct JitterParams {
+    /// The order the adjustments are applied in (torchvision's `fn_idx`).
     pub order: [usize; 4],
+    /// The brightness factor, if jittered.
     pub brightness: Option<f32>,
+    /// The contrast factor, if jittered.
     pub contrast: Option<f32>,
+    /// The saturation factor, if jittered.
     pub saturation: Option<f32>,
 }
 
@@ -717,6 +753,7 @@ impl Transform for ColorJitter {
 pub struct Grayscale(pub usize);
 
 impl Grayscale {
+    /// `Grayscale(num_output_channels)` (1 or 3).
     pub fn new(num_output_channels: usize) -> Grayscale {
         Grayscale(num_output_channels)
     }
@@ -731,11 +768,14 @@ impl Transform for Grayscale {
 /// `transforms.v2.Normalize(mean, std)`.
 #[derive(Clone, Debug)]
 pub struct Normalize {
+    /// Per channel (or one for all).
     pub mean: Vec<f32>,
+    /// Per channel (or one for all).
     pub std: Vec<f32>,
 }
 
 impl Normalize {
+    /// `Normalize(mean, std)`.
     pub fn new(mean: &[f32], std: &[f32]) -> Normalize {
         Normalize { mean: mean.to_vec(), std: std.to_vec() }
     }

@@ -3,6 +3,7 @@
 //! The macro generates the struct, its tables ([`NetSpec`]) and its two passes; everything else
 //! here is written once, generically.
 
+mod repr;
 mod spec;
 mod state;
 mod state_dict;
@@ -12,7 +13,8 @@ use std::path::Path;
 
 use ndarray::{ArrayD, IxDyn};
 
-pub use spec::{Init, LayerSpec, NetSpec, Op, Slot, TensorKind, TensorSpec};
+pub use repr::ModuleTree;
+pub use spec::{Init, LayerSpec, ModuleSpec, NetSpec, Op, Slot, TensorKind, TensorSpec};
 pub use state::{NetState, ParamRange, Pass, PassFn, TensorValue};
 pub use state_dict::{LoadReport, StateDict, Tensor};
 pub use summary::Summary;
@@ -36,7 +38,14 @@ pub trait Network<B: Backend = Cpu>: Sized {
     /// The network's tables: layers, tensors, buffer plan.
     const SPEC: &'static NetSpec;
 
+    /// A new network on `device`, with PyTorch's default initialisation (Kaiming-uniform with
+    /// a = √5 for weights, U(±1/√fan_in) for biases, ones and zeros for batch-norm) drawn from
+    /// `seed`, in train mode. Generic code builds a network with `N::new(&device, seed)`.
+    fn new(device: &B, seed: u64) -> Result<Self>;
+
+    /// The network's parameters, buffers and workspace.
     fn state(&self) -> &NetState<B>;
+    /// The same, to change.
     fn state_mut(&mut self) -> &mut NetState<B>;
 
     /// The generated forward pass (use [`Network::forward`]).
@@ -56,10 +65,12 @@ pub trait Network<B: Backend = Cpu>: Sized {
         self.state_mut().set_training(false);
     }
 
+    /// Whether the network is in train mode (PyTorch's `model.training`).
     fn is_training(&self) -> bool {
         self.state().is_training()
     }
 
+    /// The device the network lives on.
     fn device(&self) -> &B {
         self.state().device()
     }
@@ -67,6 +78,18 @@ pub trait Network<B: Backend = Cpu>: Sized {
     /// Trainable elements, as `sum(p.numel() for p in model.parameters())`.
     fn num_parameters(&self) -> usize {
         Self::SPEC.param_len
+    }
+
+    /// Elements of the parameters that are not frozen, as
+    /// `sum(p.numel() for p in model.parameters() if p.requires_grad)`.
+    fn num_trainable_parameters(&self) -> usize {
+        let params = Self::SPEC.tensors.iter().filter(|t| matches!(t.kind, TensorKind::Param { .. }));
+        params.filter(|t| !self.state().is_frozen(t.name).unwrap_or(false)).map(|t| t.numel()).sum()
+    }
+
+    /// The module tree as PyTorch's `print(model)` prints it (also the network's `Display`).
+    fn module_tree(&self) -> ModuleTree {
+        ModuleTree::new(Self::SPEC)
     }
 
     /// Runs the network on a batch in the current mode (PyTorch's `model(x)`), keeping what

@@ -20,6 +20,9 @@ pub struct NetSpec {
     pub layers: &'static [LayerSpec],
     /// Parameters and buffers in PyTorch's `state_dict` order.
     pub tensors: &'static [TensorSpec],
+    /// The containers of the module tree (nested listings, repetitions, block uses) with their
+    /// PyTorch class, for `print(model)`; layers are in [`NetSpec::layers`].
+    pub modules: &'static [ModuleSpec],
     /// Floats of all parameters (the flat parameter and gradient buffers).
     pub param_len: usize,
     /// Floats of all running statistics.
@@ -28,13 +31,16 @@ pub struct NetSpec {
     pub counters: usize,
     /// Per sample: floats of the activation arena and of the gradient arena.
     pub act_len: usize,
+    /// Per sample: floats of the gradient arena.
     pub grad_len: usize,
     /// Floats every forward saves for the backward independently of the batch size (batch-norm
     /// statistics).
     pub saved_len: usize,
     /// Where the input is written, and where the output and its gradient are read.
     pub input_slot: Slot,
+    /// Where the output is read.
     pub output_slot: Slot,
+    /// Where the loss writes the gradient of the output.
     pub output_grad_slot: Slot,
 }
 
@@ -54,6 +60,7 @@ impl NetSpec {
         self.param_len
     }
 
+    /// The parameter or buffer called `name` (`"cnn1.weight"`), if there is one.
     pub fn tensor(&self, name: &str) -> Option<&'static TensorSpec> {
         self.tensors.iter().find(|t| t.name == name)
     }
@@ -64,11 +71,14 @@ impl NetSpec {
 /// batch, so a batch smaller than the planned one uses a prefix of every region).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot {
+    /// Start of the tensor, in elements per sample.
     pub offset: usize,
+    /// Elements of one sample.
     pub len: usize,
 }
 
 impl Slot {
+    /// A slot of `len` elements per sample starting at `offset`.
     pub const fn new(offset: usize, len: usize) -> Self {
         Slot { offset, len }
     }
@@ -85,8 +95,10 @@ impl Slot {
 pub struct LayerSpec {
     /// PyTorch's module path: `cnn1`, `features.0`.
     pub name: &'static str,
-    /// The layer as written, with PyTorch's keywords: `Conv2d(1, 16, kernel_size=5, padding=2)`.
+    /// PyTorch's repr of the layer, as `print(model)` shows it:
+    /// `Conv2d(1, 16, kernel_size=(5, 5), stride=(1, 1), padding=(2, 2))`.
     pub display: &'static str,
+    /// What it computes, with its sizes.
     pub op: Op,
     /// Shape of one sample after this layer.
     pub output: &'static [usize],
@@ -101,18 +113,39 @@ pub struct LayerSpec {
 /// What a layer computes.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Op {
+    /// `nn.Conv2d`.
     Conv2d(Conv2d),
+    /// `nn.Linear`.
     Linear(Linear),
+    /// `nn.MaxPool2d`.
     MaxPool2d(Pool2d),
+    /// `nn.AvgPool2d`.
     AvgPool2d(Pool2d),
+    /// `nn.AdaptiveAvgPool2d`.
     AdaptiveAvgPool2d(AdaptiveAvgPool2d),
+    /// `nn.BatchNorm2d` or `nn.BatchNorm1d`.
     BatchNorm(BatchNorm),
+    /// `nn.Dropout`.
     Dropout(Dropout),
+    /// `nn.ReLU`, `nn.LeakyReLU`, `nn.Sigmoid` or `nn.Tanh`.
     Activation(Activation),
+    /// `nn.Softmax` or `nn.LogSoftmax`.
     Softmax(Softmax),
+    /// `nn.Flatten`: no computation, its output is its input.
     Flatten,
     /// A residual block's sum.
     Add,
+}
+
+/// A container module: what `print(model)` shows as `(layer1): Sequential(` or
+/// `(0): BasicBlock(`.
+#[derive(Debug)]
+pub struct ModuleSpec {
+    /// Its module path: `features`, `layer1.0`, `layer2.0.downsample`.
+    pub name: &'static str,
+    /// Its class as PyTorch prints it: `Sequential` for a nested listing or a repetition, the
+    /// block's name (`BasicBlock`) for a block use.
+    pub class: &'static str,
 }
 
 /// A parameter or buffer under its `state_dict` name.
@@ -120,13 +153,16 @@ pub enum Op {
 pub struct TensorSpec {
     /// e.g. `features.3.running_mean`.
     pub name: &'static str,
+    /// Its shape, as in PyTorch (`[16, 1, 5, 5]`; `[]` for a counter).
     pub shape: &'static [usize],
+    /// Parameter, running statistic or counter, and where it lives.
     pub kind: TensorKind,
     /// Index of the layer it belongs to, in [`NetSpec::layers`].
     pub layer: usize,
 }
 
 impl TensorSpec {
+    /// Its number of elements (`tensor.numel()`).
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
@@ -136,11 +172,24 @@ impl TensorSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TensorKind {
     /// A trainable parameter at `offset` in the flat parameter buffer.
-    Param { offset: usize, init: Init },
+    Param {
+        /// Start in the flat parameter buffer.
+        offset: usize,
+        /// How `new` initialises it.
+        init: Init,
+    },
     /// A running statistic at `offset` in the flat buffer of running statistics.
-    Buffer { offset: usize, init: Init },
+    Buffer {
+        /// Start in the flat buffer of running statistics.
+        offset: usize,
+        /// How `new` initialises it.
+        init: Init,
+    },
     /// A batch-norm `num_batches_tracked` counter (int64 in PyTorch).
-    Counter { index: usize },
+    Counter {
+        /// Which counter, in the order of the batch-norm layers.
+        index: usize,
+    },
 }
 
 /// PyTorch's default initialisation of a tensor.
@@ -149,6 +198,8 @@ pub enum Init {
     /// U(−1/√fan_in, 1/√fan_in): both `kaiming_uniform_(a=√5)` on Conv2d/Linear weights and the
     /// bias rule of those layers come to this bound.
     FanIn(usize),
+    /// All zeros (biases and running means of batch norm).
     Zeros,
+    /// All ones (weights and running variances of batch norm).
     Ones,
 }

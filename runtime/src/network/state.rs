@@ -19,15 +19,21 @@ pub type PassFn<B> = fn(Pass<'_, B>) -> Result<()>;
 /// What a generated pass works on: the device, the batch size, and every buffer, borrowed
 /// separately so the generated code can take a read view of one and a write view of another.
 pub struct Pass<'a, B: Backend> {
+    /// The device the kernels run on.
     pub dev: &'a B,
+    /// Samples in the batch.
     pub n: usize,
     /// Train mode (batch statistics, dropout) or eval mode.
     pub training: bool,
     /// Seed and step of the dropout masks of this forward (see `ops::Dropout::key`).
     pub seed: u64,
+    /// The network's forward count, which with `seed` keys the masks.
     pub step: u64,
+    /// All parameters, flat, in `state_dict` order.
     pub params: &'a B::Buf<f32>,
+    /// The parameters' gradients, laid out as the parameters.
     pub grads: &'a mut B::Buf<f32>,
+    /// The running statistics of the batch norms.
     pub buffers: &'a mut B::Buf<f32>,
     /// `num_batches_tracked` of each batch-norm layer.
     pub counters: &'a mut [i64],
@@ -37,7 +43,9 @@ pub struct Pass<'a, B: Backend> {
     pub grad: &'a mut B::Buf<f32>,
     /// What forwards save for backwards independently of the batch size (batch-norm statistics).
     pub saved: &'a mut B::Buf<f32>,
+    /// Temporary space for the kernels (im2col, partial sums).
     pub scratch: &'a mut B::Buf<f32>,
+    /// Floats of `scratch` a pass may use.
     pub scratch_len: usize,
     /// Per layer: its parameter gradients are wanted (it has a parameter that is not frozen).
     pub dw: &'a [bool],
@@ -160,18 +168,22 @@ impl<B: Backend> NetState<B> {
         Ok(state)
     }
 
+    /// The network's tables.
     pub fn spec(&self) -> &'static NetSpec {
         self.spec
     }
 
+    /// The device the state lives on.
     pub fn device(&self) -> &B {
         &self.dev
     }
 
+    /// Whether in train mode (`model.training`).
     pub fn is_training(&self) -> bool {
         self.training
     }
 
+    /// Train mode (`model.train()`) or eval mode (`model.eval()`).
     pub fn set_training(&mut self, training: bool) {
         self.training = training;
     }
@@ -527,6 +539,8 @@ impl<B: Backend> NetState<B> {
         (self.seed, self.step)
     }
 
+    /// Restores what [`NetState::rng_state`] returned, so that the next dropout masks are those a
+    /// run would have drawn next.
     pub fn set_rng_state(&mut self, seed: u64, step: u64) {
         (self.seed, self.step) = (seed, step);
     }
@@ -540,11 +554,14 @@ impl<B: Backend> NetState<B> {
 /// The values of one state-dict tensor, flat.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TensorValue {
+    /// A float32 parameter or running statistic.
     F32(Vec<f32>),
+    /// An int64 counter (`num_batches_tracked`).
     I64(Vec<i64>),
 }
 
 impl TensorValue {
+    /// The number of values.
     pub fn len(&self) -> usize {
         match self {
             TensorValue::F32(v) => v.len(),
@@ -552,10 +569,12 @@ impl TensorValue {
         }
     }
 
+    /// Whether there is no value.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Whether it is an int64 counter.
     pub fn is_int(&self) -> bool {
         matches!(self, TensorValue::I64(_))
     }

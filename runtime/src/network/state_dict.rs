@@ -17,11 +17,14 @@ use crate::{Error, Result};
 /// `num_batches_tracked` counters of batch-norm.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Tensor {
+    /// A float32 tensor (`torch.float32`).
     F32(ArrayD<f32>),
+    /// An int64 tensor (`torch.int64`), as `num_batches_tracked`.
     I64(ArrayD<i64>),
 }
 
 impl Tensor {
+    /// Its shape (`tensor.shape`).
     pub fn shape(&self) -> &[usize] {
         match self {
             Tensor::F32(a) => a.shape(),
@@ -29,6 +32,7 @@ impl Tensor {
         }
     }
 
+    /// Its dtype as safetensors and PyTorch name it: `"float32"` or `"int64"`.
     pub fn dtype(&self) -> &'static str {
         match self {
             Tensor::F32(_) => "float32",
@@ -66,6 +70,7 @@ pub struct StateDict {
 }
 
 impl StateDict {
+    /// An empty state dict.
     pub fn new() -> Self {
         Self::default()
     }
@@ -75,22 +80,27 @@ impl StateDict {
         Ok(StateDict { entries })
     }
 
+    /// The number of tensors.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether it holds no tensor.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
+    /// The tensor under `name` (`state_dict[name]`), if there is one.
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.entries.iter().find(|(k, _)| k == name).map(|(_, t)| t)
     }
 
+    /// The names, in order (`state_dict.keys()`).
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|(k, _)| k.as_str())
     }
 
+    /// The names and tensors, in order (`state_dict.items()`).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
         self.entries.iter().map(|(k, t)| (k.as_str(), t))
     }
@@ -104,6 +114,7 @@ impl StateDict {
         }
     }
 
+    /// Takes the tensor under `name` out (`state_dict.pop(name)`), if there is one.
     pub fn remove(&mut self, name: &str) -> Option<Tensor> {
         let i = self.entries.iter().position(|(k, _)| k == name)?;
         Some(self.entries.remove(i).1)
@@ -300,8 +311,11 @@ fn expected_dtype(kind: TensorKind) -> &'static str {
 /// whose shape or dtype differ (PyTorch raises on those; non-strict loading here skips them).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadReport {
+    /// Keys the network has and the state dict lacks (not loaded).
     pub missing_keys: Vec<String>,
+    /// Keys the state dict has and the network lacks (ignored).
     pub unexpected_keys: Vec<String>,
+    /// Keys on both sides whose shape or dtype differ (not loaded).
     pub mismatched: Vec<Mismatch>,
     /// Tensors loaded.
     pub loaded: usize,

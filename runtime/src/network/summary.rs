@@ -12,6 +12,7 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The summary of the network described by `spec`.
     pub fn new(spec: &'static NetSpec) -> Self {
         Summary { spec }
     }

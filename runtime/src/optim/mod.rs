@@ -23,7 +23,9 @@ use crate::{Error, Result};
 pub trait Optimizer<B: Backend> {
     /// One update (PyTorch's `optimizer.step()`).
     fn step(&mut self, net: &mut NetState<B>) -> Result<()>;
+    /// The current learning rate.
     fn learning_rate(&self) -> f32;
+    /// Sets the learning rate (what a schedule does before each epoch).
     fn set_learning_rate(&mut self, lr: f32);
     /// `"SGD"`, `"Adam"`, `"AdamW"`: a checkpoint records it, and refuses another kind's state.
     fn kind(&self) -> &'static str;
@@ -166,10 +168,15 @@ fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<()> {
 
 /// `torch.optim.SGD`: `Sgd::new(0.01).momentum(0.9).weight_decay(1e-4)`.
 pub struct Sgd<B: Backend = Cpu> {
+    /// Learning rate.
     pub lr: f32,
+    /// Momentum factor (PyTorch's default 0).
     pub momentum: f32,
+    /// Dampening of the momentum (PyTorch's default 0).
     pub dampening: f32,
+    /// L2 penalty added to the gradient (PyTorch's default 0).
     pub weight_decay: f32,
+    /// Nesterov momentum (PyTorch's default False).
     pub nesterov: bool,
     momentum_buffer: Option<B::Buf<f32>>,
     steps: Steps,
@@ -181,11 +188,13 @@ impl<B: Backend> Sgd<B> {
         Sgd { lr, momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: false, momentum_buffer: None, steps: Steps::default() }
     }
 
+    /// Momentum factor, e.g. 0.9.
     pub fn momentum(mut self, momentum: f32) -> Self {
         self.momentum = momentum;
         self
     }
 
+    /// Dampening of the momentum.
     pub fn dampening(mut self, dampening: f32) -> Self {
         self.dampening = dampening;
         self
@@ -197,6 +206,7 @@ impl<B: Backend> Sgd<B> {
         self
     }
 
+    /// Nesterov momentum (needs momentum > 0 and dampening 0, as in PyTorch).
     pub fn nesterov(mut self, nesterov: bool) -> Self {
         self.nesterov = nesterov;
         self
@@ -265,10 +275,15 @@ impl<B: Backend> Optimizer<B> for Sgd<B> {
 /// `torch.optim.Adam`: `Adam::new(1e-3)`, betas (0.9, 0.999), eps 1e-8, weight_decay 0 added
 /// to the gradient (L2), as PyTorch.
 pub struct Adam<B: Backend = Cpu> {
+    /// Learning rate (PyTorch's default 1e-3).
     pub lr: f32,
+    /// Decays of the first and second moments (PyTorch's default (0.9, 0.999)).
     pub betas: (f32, f32),
+    /// Added to the denominator (PyTorch's default 1e-8).
     pub eps: f32,
+    /// Weight decay: an L2 term for Adam, decoupled for AdamW.
     pub weight_decay: f32,
+    /// AMSGrad (PyTorch's default False).
     pub amsgrad: bool,
     decoupled: bool,
     moments: Option<B::Buf<f32>>,
@@ -281,6 +296,7 @@ pub struct Adam<B: Backend = Cpu> {
 pub type AdamW<B = Cpu> = Adam<B>;
 
 impl<B: Backend> Adam<B> {
+    /// Adam with learning rate `lr` and PyTorch's other defaults.
     pub fn new(lr: f32) -> Self {
         Adam {
             lr,
@@ -301,21 +317,25 @@ impl<B: Backend> Adam<B> {
         Adam { decoupled: true, weight_decay: 0.01, ..Self::new(lr) }
     }
 
+    /// The moments' decays (PyTorch's `betas=(beta1, beta2)`).
     pub fn betas(mut self, beta1: f32, beta2: f32) -> Self {
         self.betas = (beta1, beta2);
         self
     }
 
+    /// The denominator's epsilon.
     pub fn eps(mut self, eps: f32) -> Self {
         self.eps = eps;
         self
     }
 
+    /// Weight decay.
     pub fn weight_decay(mut self, weight_decay: f32) -> Self {
         self.weight_decay = weight_decay;
         self
     }
 
+    /// AMSGrad.
     pub fn amsgrad(mut self, amsgrad: bool) -> Self {
         self.amsgrad = amsgrad;
         self

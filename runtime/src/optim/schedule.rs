@@ -3,13 +3,16 @@
 
 /// A learning rate per epoch.
 pub trait LrScheduler {
+    /// The learning rate of epoch `epoch` (from 0) for a run that starts at `base_lr`.
     fn lr_at(&self, base_lr: f32, epoch: usize) -> f32;
 }
 
 /// `torch.optim.lr_scheduler.StepLR`: multiply by `gamma` every `step_size` epochs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepLr {
+    /// Epochs between two decays.
     pub step_size: usize,
+    /// Factor of each decay.
     pub gamma: f32,
 }
 
@@ -19,6 +22,7 @@ impl StepLr {
         StepLr { step_size, gamma: 0.1 }
     }
 
+    /// The factor of each decay.
     pub fn gamma(mut self, gamma: f32) -> Self {
         self.gamma = gamma;
         self
@@ -35,15 +39,19 @@ impl LrScheduler for StepLr {
 /// `t_max` epochs along half a cosine.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CosineAnnealingLr {
+    /// Epochs of the half cosine.
     pub t_max: usize,
+    /// The lowest learning rate (PyTorch's default 0).
     pub eta_min: f32,
 }
 
 impl CosineAnnealingLr {
+    /// A half cosine over `t_max` epochs down to 0.
     pub fn new(t_max: usize) -> Self {
         CosineAnnealingLr { t_max, eta_min: 0.0 }
     }
 
+    /// The learning rate at the end of the cosine.
     pub fn eta_min(mut self, eta_min: f32) -> Self {
         self.eta_min = eta_min;
         self

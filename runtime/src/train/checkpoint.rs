@@ -23,9 +23,11 @@ pub struct Checkpoint {
     pub network: String,
     /// Epochs completed.
     pub epoch: usize,
+    /// The network's state dict.
     pub model: StateDict,
     /// `Optimizer::kind` and `Optimizer::state_dict`.
     pub optimizer_kind: String,
+    /// The optimizer's state (moments, step counts).
     pub optimizer: StateDict,
     /// The learning rate the schedule starts from.
     pub base_lr: f32,
@@ -33,6 +35,7 @@ pub struct Checkpoint {
     pub seed: u64,
     /// The network's dropout seed and step (`NetState::rng_state`).
     pub rng: (u64, u64),
+    /// The epochs completed so far.
     pub history: History,
     /// Early stopping: the best validation loss, its epoch, the epochs since, and its weights.
     pub best: Option<Best>,
@@ -41,9 +44,13 @@ pub struct Checkpoint {
 /// What early stopping remembers.
 #[derive(Clone, Debug)]
 pub struct Best {
+    /// The best validation loss.
     pub loss: f32,
+    /// The epoch it was reached at, from 1.
     pub epoch: usize,
+    /// Epochs since then without improvement.
     pub since: usize,
+    /// The weights of that epoch.
     pub weights: StateDict,
 }
 

@@ -17,11 +17,15 @@ pub struct EpochStats {
     pub epoch: usize,
     /// Mean training loss over the epoch's batches (train mode, as the course reports it).
     pub train_loss: f32,
+    /// Fraction of the training samples classified right during the epoch.
     pub train_accuracy: f32,
+    /// Mean validation loss (eval mode), with a validation set.
     pub val_loss: Option<f32>,
+    /// Validation accuracy, with a validation set.
     pub val_accuracy: Option<f32>,
     /// The learning rate of the epoch.
     pub lr: f32,
+    /// Wall-clock time of the epoch.
     pub seconds: f32,
 }
 
@@ -65,9 +69,11 @@ impl EpochStats {
 /// Every epoch of a run, and how it ended.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct History {
+    /// One entry per epoch run.
     pub epochs: Vec<EpochStats>,
     /// The epoch whose weights early stopping kept.
     pub best_epoch: Option<usize>,
+    /// Whether early stopping ended the run before its last epoch.
     pub stopped_early: bool,
 }
 

@@ -39,7 +39,9 @@ pub struct Metrics {
     pub loss: f32,
     /// Fraction classified right, in [0, 1].
     pub accuracy: f32,
+    /// Samples classified right.
     pub correct: usize,
+    /// Samples evaluated.
     pub total: usize,
 }
 
@@ -134,6 +136,7 @@ impl Trainer {
         self
     }
 
+    /// Samples per batch (PyTorch's `DataLoader(batch_size=...)`).
     pub fn batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size;
         self
@@ -159,6 +162,7 @@ impl Trainer {
         self
     }
 
+    /// The loss to train with (e.g. `CrossEntropyLoss::new().label_smoothing(0.1)`).
     pub fn criterion(mut self, criterion: CrossEntropyLoss) -> Self {
         self.criterion = criterion;
         self
@@ -220,6 +224,7 @@ impl Trainer {
         self.check_data::<B, N>(train, validation)?;
         self.prepare_files()?;
         warn_softmax_last(N::SPEC);
+        warn_nothing_trains(model);
         let mut run = Run { start: 0, base_lr: optimizer.learning_rate(), seed: self.seed, history: History::default(), best: None };
         if let Some(path) = &self.resume {
             run = self.restore(path, model, optimizer, run)?;
@@ -466,6 +471,14 @@ fn diverged(epoch: usize, what: String, saved: &Option<(PathBuf, usize)>) -> Err
         None => String::new(),
     };
     Error::bad_input(format!("epoch {epoch}, {what}.{kept}"))
+}
+
+/// After `freeze("")` (or on a network without parameters) `fit` would run its epochs and
+/// change nothing: say so.
+fn warn_nothing_trains<B: Backend, N: Network<B>>(model: &N) {
+    if model.num_trainable_parameters() == 0 {
+        eprintln!("warning: {} has no parameter left to train (all are frozen): fit will not change it; unfreeze some, e.g. `model.unfreeze(\"fc\")`", N::SPEC.name);
+    }
 }
 
 /// A network ending in Softmax trained with cross-entropy applies softmax twice.

@@ -6,16 +6,21 @@
 pub mod cpu;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
+/// An elementwise activation.
 pub enum Activation {
+    /// `nn.ReLU`: max(x, 0).
     ReLU,
     /// `LeakyReLU(negative_slope)`, PyTorch's default slope is 0.01.
     LeakyReLU(f32),
+    /// `nn.Sigmoid`: 1 / (1 + e^−x).
     Sigmoid,
+    /// `nn.Tanh`.
     Tanh,
 }
 
 impl Activation {
     #[inline]
+    /// The activation of one value.
     pub fn apply(self, x: f32) -> f32 {
         match self {
             Activation::ReLU => x.max(0.0),

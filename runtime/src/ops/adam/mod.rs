@@ -13,13 +13,19 @@ pub mod cpu;
 /// The settings of one update.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamStep {
+    /// Learning rate.
     pub lr: f32,
+    /// Decay of the first moment (PyTorch's `betas[0]`).
     pub beta1: f32,
+    /// Decay of the second moment (PyTorch's `betas[1]`).
     pub beta2: f32,
+    /// Added to the denominator.
     pub eps: f32,
+    /// L2 penalty (Adam) or decoupled decay (AdamW).
     pub weight_decay: f32,
     /// AdamW: weight decay applied to the parameter, not added to the gradient.
     pub decoupled: bool,
+    /// AMSGrad: divide by the running maximum of the second moment.
     pub amsgrad: bool,
     /// The step number t, from 1.
     pub step: u64,

@@ -5,6 +5,7 @@ use staticnet_shape::adaptive_window;
 
 use super::AdaptiveAvgPool2d;
 
+/// y (n, c, h_out, w_out) = the mean of each adaptive window of x (n, c, h_in, w_in), written.
 pub fn forward(op: &AdaptiveAvgPool2d, n: usize, x: &[f32], y: &mut [f32]) {
     let (xp, yp) = (op.h_in * op.w_in, op.h_out * op.w_out);
     let planes = n * op.c;
@@ -20,7 +21,7 @@ pub fn forward(op: &AdaptiveAvgPool2d, n: usize, x: &[f32], y: &mut [f32]) {
     });
 }
 
-/// dx[window] += dy / window size (written: dx starts at 0).
+/// `dx[window] += dy / window size` (written: dx starts at 0).
 pub fn backward(op: &AdaptiveAvgPool2d, n: usize, dy: &[f32], dx: &mut [f32]) {
     let (xp, yp) = (op.h_in * op.w_in, op.h_out * op.w_out);
     let planes = n * op.c;

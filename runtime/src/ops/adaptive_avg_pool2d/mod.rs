@@ -9,23 +9,31 @@ pub mod cpu;
 /// An adaptive average pooling with every size fixed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdaptiveAvgPool2d {
+    /// Channels.
     pub c: usize,
+    /// Input height.
     pub h_in: usize,
+    /// Input width.
     pub w_in: usize,
+    /// Output height (PyTorch's `output_size[0]`).
     pub h_out: usize,
+    /// Output width (PyTorch's `output_size[1]`).
     pub w_out: usize,
 }
 
 impl AdaptiveAvgPool2d {
+    /// Pooling of `c` channels of `in_hw` down to `out_hw`.
     pub const fn new(c: usize, in_hw: [usize; 2], out_hw: [usize; 2]) -> Self {
         assert!(in_hw[0] > 0 && in_hw[1] > 0 && out_hw[0] > 0 && out_hw[1] > 0, "AdaptiveAvgPool2d: sizes must be positive");
         AdaptiveAvgPool2d { c, h_in: in_hw[0], w_in: in_hw[1], h_out: out_hw[0], w_out: out_hw[1] }
     }
 
+    /// Elements of one input sample.
     pub const fn x_len(&self) -> usize {
         self.c * self.h_in * self.w_in
     }
 
+    /// Elements of one output sample.
     pub const fn y_len(&self) -> usize {
         self.c * self.h_out * self.w_out
     }

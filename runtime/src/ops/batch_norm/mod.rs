@@ -20,15 +20,19 @@ pub struct BatchNorm {
     pub c: usize,
     /// Positions per channel and sample: h·w for 2-D, 1 for 1-D.
     pub spatial: usize,
+    /// Added to the variance before the square root (PyTorch's default 1e-5).
     pub eps: f32,
     /// Weight of the new statistic in the running average; `None` is PyTorch's cumulative
     /// average (`momentum=None`).
     pub momentum: Option<f32>,
+    /// Learns γ (weight) and β (bias).
     pub affine: bool,
+    /// Keeps running statistics for eval mode.
     pub track_running_stats: bool,
 }
 
 impl BatchNorm {
+    /// A batch norm of `c` channels of `spatial` positions each.
     pub const fn new(c: usize, spatial: usize, eps: f32, momentum: Option<f32>, affine: bool, track_running_stats: bool) -> Self {
         BatchNorm { c, spatial, eps, momentum, affine, track_running_stats }
     }
@@ -43,6 +47,7 @@ impl BatchNorm {
         if self.track_running_stats { 2 * self.c } else { 0 }
     }
 
+    /// Elements of one sample.
     pub const fn x_len(&self) -> usize {
         self.c * self.spatial
     }

@@ -13,16 +13,27 @@ use staticnet_shape::conv_out;
 /// A convolution with every size fixed: what `Conv2d(...)` in a `network!` listing becomes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2d {
+    /// Input channels.
     pub c_in: usize,
+    /// Output channels.
     pub c_out: usize,
+    /// Input height.
     pub h_in: usize,
+    /// Input width.
     pub w_in: usize,
+    /// Output height.
     pub h_out: usize,
+    /// Output width.
     pub w_out: usize,
+    /// Kernel (height, width).
     pub kernel: [usize; 2],
+    /// Stride (height, width).
     pub stride: [usize; 2],
+    /// Zero padding on each side (height, width).
     pub padding: [usize; 2],
+    /// Spacing of the kernel taps (height, width).
     pub dilation: [usize; 2],
+    /// Whether it adds a bias per output channel.
     pub bias: bool,
 }
 

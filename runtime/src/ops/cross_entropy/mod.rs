@@ -8,13 +8,16 @@
 pub mod cpu;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
+/// Cross-entropy over `classes` logits per sample.
 pub struct CrossEntropy {
+    /// Logits per sample.
     pub classes: usize,
     /// PyTorch's `label_smoothing`: the target is (1−ε)·one_hot + ε/classes.
     pub label_smoothing: f32,
 }
 
 impl CrossEntropy {
+    /// Cross-entropy over `classes` logits with `label_smoothing` (0 for none).
     pub const fn new(classes: usize, label_smoothing: f32) -> Self {
         CrossEntropy { classes, label_smoothing }
     }
@@ -24,7 +27,9 @@ impl CrossEntropy {
 /// classified right (argmax of the logits equals the label).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LossOutput {
+    /// The mean loss over the batch.
     pub loss: f32,
+    /// Samples whose largest logit is their label's.
     pub correct: usize,
 }
 

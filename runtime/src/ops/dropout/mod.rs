@@ -14,19 +14,21 @@ pub mod cpu;
 pub struct Dropout {
     /// Elements of one sample.
     pub len: usize,
-    /// Probability of zeroing an element, in [0, 1).
+    /// Probability of zeroing an element, in [0, 1] (1 zeroes every element, as in PyTorch).
     pub p: f32,
 }
 
 impl Dropout {
+    /// Dropout of `p` on samples of `len` elements.
     pub const fn new(len: usize, p: f32) -> Self {
-        assert!(p >= 0.0 && p < 1.0, "Dropout: p must be in [0, 1)");
+        assert!(p >= 0.0 && p <= 1.0, "Dropout: p must be in [0, 1]");
         Dropout { len, p }
     }
 
-    /// 1/(1−p), the scale of the kept elements.
+    /// 1/(1−p), the scale of the kept elements; 0 for p = 1, where no element is kept (so that
+    /// no kernel ever multiplies by an infinite scale).
     pub fn scale(&self) -> f32 {
-        1.0 / (1.0 - self.p)
+        if self.p >= 1.0 { 0.0 } else { 1.0 / (1.0 - self.p) }
     }
 
     /// The mask key of one training forward: it differs per seed, per forward and per layer.
@@ -53,6 +55,16 @@ pub const fn mix(mut z: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn p_one_drops_everything_to_zero() {
+        let op = Dropout::new(1000, 1.0);
+        assert_eq!(op.scale(), 0.0);
+        let x = vec![f32::MAX; op.len];
+        let mut y = vec![f32::NAN; op.len];
+        cpu::forward(&op, 1, Dropout::key(3, 0, 0), &x, &mut y);
+        assert!(y.iter().all(|&v| v == 0.0), "p = 1 must give exact zeros");
+    }
 
     #[test]
     fn drops_about_p_and_scales_the_rest() {

@@ -35,11 +35,17 @@ thread_local! {
 
 /// One matrix product `C = epilogue(A·B + β·C)` where A is m × k and B is k × n.
 pub struct Gemm<'a> {
+    /// Rows of A and C.
     pub m: usize,
+    /// Columns of B and C.
     pub n: usize,
+    /// Columns of A, rows of B.
     pub k: usize,
+    /// Where A's panels are packed from.
     pub a: &'a dyn Panels,
+    /// Where B's panels are packed from.
     pub b: &'a dyn Panels,
+    /// Where C's tiles are written.
     pub c: &'a dyn Output,
     /// 0: C is only written, never read (it may hold anything, NaN included); 1: added to.
     pub beta: f32,

@@ -20,8 +20,11 @@ pub type Kernel = unsafe fn(usize, *const f32, *const f32, *mut f32, usize, usiz
 /// A microkernel and its tile shape.
 #[derive(Clone, Copy)]
 pub struct Micro {
+    /// Rows of a tile.
     pub mr: usize,
+    /// Columns of a tile.
     pub nr: usize,
+    /// The kernel.
     pub kernel: Kernel,
 }
 
@@ -36,6 +39,7 @@ pub fn select() -> Micro {
 
 /// The largest tile of any kernel, for sizing buffers.
 pub const MAX_MR: usize = 6;
+/// The widest tile of any kernel, for sizing buffers.
 pub const MAX_NR: usize = 16;
 
 /// Writes the first `mr × nr` entries of an accumulated tile to C through the epilogue.
@@ -187,8 +191,11 @@ pub type IndirectKernel = unsafe fn(usize, *const f32, *const u32, *const u32, *
 /// An indirect kernel and its tile shape.
 #[derive(Clone, Copy)]
 pub struct Indirect {
+    /// Rows of a tile.
     pub mr: usize,
+    /// Columns of a tile.
     pub nr: usize,
+    /// The kernel.
     pub kernel: IndirectKernel,
 }
 

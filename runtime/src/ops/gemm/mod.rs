@@ -59,6 +59,7 @@ pub trait Output: Sync {
 /// A matrix in memory: element `(i, j)` at `data[i · rs + j · cs]`.
 #[derive(Clone, Copy, Debug)]
 pub struct MatRef<'a> {
+    /// The elements.
     pub data: &'a [f32],
     /// Row stride, in elements.
     pub rs: usize,
@@ -81,8 +82,11 @@ impl<'a> MatRef<'a> {
 /// The output matrix in memory: element `(i, j)` at `data[i · rs + j · cs]`.
 #[derive(Debug)]
 pub struct MatMut<'a> {
+    /// The elements.
     pub data: &'a mut [f32],
+    /// Row stride, in elements.
     pub rs: usize,
+    /// Column stride, in elements.
     pub cs: usize,
 }
 
@@ -103,10 +107,12 @@ pub struct Strided<'a> {
 }
 
 impl<'a> Strided<'a> {
+    /// `m` as the A operand (m × k).
     pub fn a(m: MatRef<'a>) -> Self {
         Strided { data: m.data, outer: m.rs, inner: m.cs }
     }
 
+    /// `m` as the B operand (k × n).
     pub fn b(m: MatRef<'a>) -> Self {
         Strided { data: m.data, outer: m.cs, inner: m.rs }
     }
@@ -170,7 +176,9 @@ impl Output for StridedOut {
 /// per thread passes `Sequential`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Parallelism {
+    /// On the calling thread only.
     Sequential,
+    /// Split over rayon's threads.
     Rayon,
 }
 

@@ -5,7 +5,7 @@
 //!
 //! A small batch (AlexNet's 4 images through a 9216 × 4096 layer) makes the forward and dX
 //! products as thin as a matrix-vector product: the GEMM's packing of W (a read and a write of
-//! the whole weight) then costs more than the arithmetic. Up to [`SMALL_BATCH`] rows, those two
+//! the whole weight) then costs more than the arithmetic. Up to `SMALL_BATCH` rows, those two
 //! stream W once instead, straight from where it lies.
 
 use rayon::prelude::*;
@@ -25,6 +25,7 @@ fn streams(n: usize) -> bool {
     return false;
 }
 
+/// y (n, out) = x (n, in) · Wᵀ + b, written.
 pub fn forward(op: &Linear, n: usize, x: &[f32], wb: &[f32], y: &mut [f32]) {
     let (fi, fo) = (op.in_features, op.out_features);
     let (w, b) = wb.split_at(op.weight_len());
@@ -43,6 +44,7 @@ pub fn forward(op: &Linear, n: usize, x: &[f32], wb: &[f32], y: &mut [f32]) {
     gemm(n, fo, fi, MatRef::rows(x, fi), MatRef::transposed(w, fi), beta, MatMut::rows(y, fo), Parallelism::Rayon);
 }
 
+/// dx (n, in) = dy · W, written when wanted; dW += dyᵀ · x and db += Σₙ dy into `dwb` when wanted.
 pub fn backward(op: &Linear, n: usize, x: &[f32], wb: &[f32], dy: &[f32], dx: Option<&mut [f32]>, dwb: Option<&mut [f32]>) {
     let (fi, fo) = (op.in_features, op.out_features);
     let dy = &dy[..n * fo];

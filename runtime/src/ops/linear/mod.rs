@@ -10,16 +10,21 @@ pub mod cpu;
 /// A linear layer with fixed sizes: what `Linear(...)` in a `network!` listing becomes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Linear {
+    /// Features in.
     pub in_features: usize,
+    /// Features out.
     pub out_features: usize,
+    /// Whether it adds a bias.
     pub bias: bool,
 }
 
 impl Linear {
+    /// `nn.Linear(in_features, out_features, bias)`.
     pub const fn new(in_features: usize, out_features: usize, bias: bool) -> Self {
         Linear { in_features, out_features, bias }
     }
 
+    /// Elements of the weight, out × in (the bias follows it).
     pub const fn weight_len(&self) -> usize {
         self.in_features * self.out_features
     }

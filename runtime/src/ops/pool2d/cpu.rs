@@ -325,7 +325,7 @@ pub fn avg_forward(op: &Pool2d, n: usize, x: &[f32], y: &mut [f32]) {
     });
 }
 
-/// dx[window] += dy / divisor (written: dx starts at 0).
+/// `dx[window] += dy / divisor` (written: dx starts at 0).
 pub fn avg_backward(op: &Pool2d, n: usize, dy: &[f32], dx: &mut [f32]) {
     let (xp, yp) = (op.h_in * op.w_in, op.h_out * op.w_out);
     let planes = n * op.c;

@@ -13,16 +13,25 @@ use staticnet_shape::pool_out;
 /// A pooling layer with every size fixed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pool2d {
+    /// Channels.
     pub c: usize,
+    /// Input height.
     pub h_in: usize,
+    /// Input width.
     pub w_in: usize,
+    /// Output height.
     pub h_out: usize,
+    /// Output width.
     pub w_out: usize,
+    /// Window (height, width).
     pub kernel: [usize; 2],
+    /// Stride (height, width).
     pub stride: [usize; 2],
+    /// Implicit padding on each side (height, width): −∞ for max, zeros for average pooling.
     pub padding: [usize; 2],
     /// Max pooling only; average pooling has none in PyTorch (always 1).
     pub dilation: [usize; 2],
+    /// Round the output size up rather than down, as PyTorch's `ceil_mode`.
     pub ceil_mode: bool,
     /// Average pooling: whether the padded cells count in the divisor (PyTorch's default, true).
     pub count_include_pad: bool,
@@ -52,10 +61,12 @@ impl Pool2d {
         Pool2d { c, h_in: in_hw[0], w_in: in_hw[1], h_out, w_out, kernel, stride, padding, dilation, ceil_mode, count_include_pad, divisor_override }
     }
 
+    /// Elements of one input sample.
     pub const fn x_len(&self) -> usize {
         self.c * self.h_in * self.w_in
     }
 
+    /// Elements of one output sample.
     pub const fn y_len(&self) -> usize {
         self.c * self.h_out * self.w_out
     }

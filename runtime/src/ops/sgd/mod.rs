@@ -12,10 +12,15 @@ pub mod cpu;
 /// The settings of one update.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdStep {
+    /// Learning rate.
     pub lr: f32,
+    /// Momentum factor (0: none).
     pub momentum: f32,
+    /// Dampening of the momentum.
     pub dampening: f32,
+    /// L2 penalty added to the gradient.
     pub weight_decay: f32,
+    /// Nesterov momentum.
     pub nesterov: bool,
     /// The momentum buffer is empty: it takes the gradient as it is (PyTorch's first step).
     pub first: bool,

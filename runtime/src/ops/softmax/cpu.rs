@@ -4,6 +4,7 @@ use rayon::prelude::*;
 
 use super::Softmax;
 
+/// y = softmax (or log-softmax) of x over the channels, written.
 pub fn forward(op: &Softmax, n: usize, x: &[f32], y: &mut [f32]) {
     let (c, inner) = (op.c, op.inner);
     y[..n * op.x_len()].par_chunks_mut(op.x_len()).zip(x[..n * op.x_len()].par_chunks(op.x_len())).for_each(|(y, x)| {

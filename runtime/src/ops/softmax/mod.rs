@@ -7,18 +7,23 @@
 pub mod cpu;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A softmax over `c` channels at each of `inner` positions.
 pub struct Softmax {
+    /// Channels or features normalised over.
     pub c: usize,
+    /// Positions per channel: h·w for images, 1 for vectors.
     pub inner: usize,
     /// LogSoftmax instead of Softmax.
     pub log: bool,
 }
 
 impl Softmax {
+    /// Softmax (or, with `log`, log-softmax) over `c` channels of `inner` positions.
     pub const fn new(c: usize, inner: usize, log: bool) -> Self {
         Softmax { c, inner, log }
     }
 
+    /// Elements of one sample.
     pub const fn x_len(&self) -> usize {
         self.c * self.inner
     }
