@@ -6,14 +6,18 @@
 //!     cargo run --release --example mnist                  # the bundled 8,000 + 2,000 digits
 //!     cargo run --release --example mnist -- --data-dir ~/data/mnist   # the full MNIST
 //!     cargo run --release --features cuda --example mnist -- --device cuda   # on the GPU
+//!     cargo run --release --example mnist -- --csv mnist.csv --test-csv test.csv   # Kaggle's CSV
+//!     cargo run --release --example mnist -- --augment     # random crops (padding 2), ±10° turns
 
 mod common;
 
 use std::time::Instant;
 
+use staticnet::data::csv::CsvDataset;
 use staticnet::data::mnist::Mnist;
+use staticnet::data::transforms::{Compose, RandomCrop, RandomRotation};
 use staticnet::prelude::*;
-use staticnet::{Trainer, evaluate};
+use staticnet::{Dataset, Trainer, evaluate};
 
 network! {
     /// Model A: two same-padding convolutions, max pooling, one linear readout.
@@ -30,15 +34,18 @@ network! {
     }
 }
 
-const USAGE: &str = "usage: mnist [--data-dir DIR] [--epochs 5] [--batch-size 100] [--lr 0.05] [--seed 0] [--out runs/mnist] [--device cpu|cuda]
+const USAGE: &str = "usage: mnist [--data-dir DIR | --csv TRAIN.csv --test-csv TEST.csv] [--augment] [--workers 2]
+             [--epochs 5] [--batch-size 100] [--lr 0.05] [--seed 0] [--out runs/mnist] [--device cpu|cuda]
 
 Trains the course's Model A on MNIST and prints the test accuracy. DIR holds the four MNIST
 files (train-images-idx3-ubyte[.gz], ...); by default the 10,000 digits bundled in data/mnist-10k.
+--csv and --test-csv read the Kaggle layout instead (a header, the label, 784 pixels; / 255).
+--augment trains on random crops (padding 2) turned by up to ±10°, made by --workers threads.
 --device cuda trains on the first NVIDIA GPU (built with --features cuda).";
 
 fn main() -> std::process::ExitCode {
     let args = common::Args::parse(USAGE);
-    args.check(&["data-dir", "epochs", "batch-size", "lr", "seed", "out", "device"]);
+    args.check(&["data-dir", "csv", "test-csv", "augment", "workers", "epochs", "batch-size", "lr", "seed", "out", "device"]);
     common::run(|| match args.opt("device").as_deref().unwrap_or("cpu") {
         "cpu" => train(&Cpu, &args),
         #[cfg(feature = "cuda")]
@@ -50,19 +57,39 @@ fn main() -> std::process::ExitCode {
 /// The same run on any backend: the network, its initialisation and the batches are the same.
 fn train<B: Backend>(dev: &B, args: &common::Args) -> staticnet::Result<()> {
     let start = Instant::now();
-    let dir = args.opt("data-dir").unwrap_or_else(common::bundled_mnist);
-    let mnist = Mnist::load(&dir)?;
-    println!("MNIST from {dir}: {} training and {} test images", mnist.train.len(), mnist.test.len());
+    let (train, test) = load(args)?;
 
     let mut model = ModelA::new(dev, args.get("seed", 0))?;
     let mut optimizer = Sgd::new(args.get("lr", 0.05)).momentum(0.9);
     let out = args.opt("out").unwrap_or_else(|| "runs/mnist".into());
-    let trainer = Trainer::new(args.get("epochs", 5)).batch_size(args.get("batch-size", 100)).seed(args.get("seed", 0)).out_dir(&out);
-    trainer.fit(&mut model, &mut optimizer, &mnist.train, Some(&mnist.test))?;
+    let mut trainer = Trainer::new(args.get("epochs", 5)).batch_size(args.get("batch-size", 100)).seed(args.get("seed", 0)).out_dir(&out);
+    if args.flag("augment") {
+        // transforms.RandomCrop(28, padding=2), transforms.RandomRotation(10)
+        trainer = trainer.train_transform(Compose::new().then(RandomCrop::new(28).padding(2)).then(RandomRotation::new(10.0))).num_workers(args.get("workers", 2));
+    }
+    trainer.fit(&mut model, &mut optimizer, &train, Some(&test))?;
 
-    let test = evaluate(&mut model, &mnist.test, 1000)?;
+    let test = evaluate(&mut model, &test, 1000)?;
     println!("history: {out}/history.csv, plot: {out}/history.svg");
     println!("total time: {:.1} s", start.elapsed().as_secs_f32());
     println!("test accuracy: {:.2}%", 100.0 * test.accuracy);
     Ok(())
+}
+
+/// The training and test sets: the IDX files of --data-dir (or the bundled ones), or two CSV files.
+fn load(args: &common::Args) -> staticnet::Result<(Dataset<Images<1, 28, 28>>, Dataset<Images<1, 28, 28>>)> {
+    match (args.opt("csv"), args.opt("test-csv")) {
+        (Some(train), Some(test)) => {
+            let (train, test) = (CsvDataset::new(&train).classes(10).load()?, CsvDataset::new(&test).classes(10).load()?);
+            println!("MNIST from CSV: {} training and {} test images", train.len(), test.len());
+            Ok((train, test))
+        }
+        (None, None) => {
+            let dir = args.opt("data-dir").unwrap_or_else(common::bundled_mnist);
+            let mnist = Mnist::load(&dir)?;
+            println!("MNIST from {dir}: {} training and {} test images", mnist.train.len(), mnist.test.len());
+            Ok((mnist.train, mnist.test))
+        }
+        _ => Err(staticnet::Error::BadInput("--csv and --test-csv go together: the training and the test file".into())),
+    }
 }
