@@ -55,20 +55,23 @@ fn run(args: &common::Args) -> staticnet::Result<()> {
     let images = args.get("images", 0usize);
     let default_dir = if images > 0 { format!("target/data-bench-{images}") } else { "target/data-bench".into() };
     let png_dir = PathBuf::from(args.opt("png-dir").unwrap_or(default_dir));
-    let mnist = Mnist::load(common::bundled_mnist())?;
-    let train = if images > 0 { mnist.train.subset(&(0..images).map(|i| i % mnist.train.len()).collect::<Vec<_>>())? } else { mnist.train };
+    let train = Mnist::load(common::bundled_mnist())?.train;
+    let images = if images > 0 { images } else { train.len() };
     let mut results = Vec::new();
+    // In memory, the set holds `images` samples (the bundled ones repeated); streamed, only
+    // the files do.
+    let in_memory = || train.subset(&(0..images).map(|i| i % train.len()).collect::<Vec<_>>());
     if wanted("memory") {
-        results.push(("memory", time_epochs(&train, None, 0, epochs)?));
+        results.push(("memory", time_epochs(&in_memory()?, None, 0, epochs)?));
     }
     if wanted("augment") {
         let augment = Compose::new().then(RandomCrop::new(28).padding(2)).then(RandomRotation::new(10.0));
-        results.push(("augment", time_epochs(&train, Some(augment), workers, epochs)?));
+        results.push(("augment", time_epochs(&in_memory()?, Some(augment), workers, epochs)?));
     }
     if wanted("stream") {
-        write_pngs(&train, &png_dir)?;
-        let stream = ImageFolder::new(&png_dir)?.stream::<Images<1, 28, 28>>()?;
+        write_pngs(&train, images, &png_dir)?;
         drop(train);
+        let stream = ImageFolder::new(&png_dir)?.stream::<Images<1, 28, 28>>()?;
         results.push(("stream", time_epochs(&stream, None, workers, epochs)?));
     }
     let peak = peak_memory_mb();
@@ -117,22 +120,24 @@ fn time_epochs(data: &dyn Source<Images<1, 28, 28>>, transform: Option<Compose>,
     Ok(times[times.len() / 2])
 }
 
-/// The set as `dir/<label>/<index>.png`, unless a previous run wrote it (as many files).
-fn write_pngs(data: &staticnet::Dataset<Images<1, 28, 28>>, dir: &Path) -> staticnet::Result<()> {
+/// `images` samples of the set (repeated) as `dir/<label>/<index>.png`, unless a previous run
+/// wrote as many files.
+fn write_pngs(data: &staticnet::Dataset<Images<1, 28, 28>>, images: usize, dir: &Path) -> staticnet::Result<()> {
     let count = |d: &Path| (0..10).map(|c| std::fs::read_dir(d.join(c.to_string())).map_or(0, |r| r.count())).sum::<usize>();
-    if count(dir) == data.len() {
+    if count(dir) == images {
         return Ok(());
     }
     let _ = std::fs::remove_dir_all(dir);
     for c in 0..10 {
         std::fs::create_dir_all(dir.join(c.to_string())).map_err(|e| staticnet::Error::Io { path: dir.into(), source: e })?;
     }
-    for i in 0..data.len() {
-        let pixels: Vec<u8> = data.sample(i)?.iter().map(|v| (v * 255.0).round() as u8).collect();
-        let path = dir.join(data.labels()[i].to_string()).join(format!("{i:06}.png"));
+    for i in 0..images {
+        let j = i % data.len();
+        let pixels: Vec<u8> = data.sample(j)?.iter().map(|v| (v * 255.0).round() as u8).collect();
+        let path = dir.join(data.labels()[j].to_string()).join(format!("{i:06}.png"));
         image::GrayImage::from_raw(28, 28, pixels).expect("784 pixels").save(&path).map_err(|e| staticnet::Error::BadInput(format!("{}: {e}", path.display())))?;
     }
-    eprintln!("wrote {} PNG files to {}", data.len(), dir.display());
+    eprintln!("wrote {images} PNG files to {}", dir.display());
     Ok(())
 }
 

@@ -357,3 +357,27 @@ fn stale_temp_files_of_a_killed_writer_are_removed_at_the_next_start() {
         assert!(dir.join(name).exists(), "{name} was removed");
     }
 }
+
+/// Augmentation draws from (seed, epoch, sample index): a run stopped after 2 epochs and resumed
+/// ends with the weights of an uninterrupted one, with worker threads making the batches in
+/// whatever order they finish.
+#[test]
+fn a_resumed_augmented_run_sees_the_same_batches() {
+    use staticnet::data::transforms::{Compose, RandomCrop, RandomHorizontalFlip};
+    let dir = tmp("augmented-resume");
+    let (train, val) = quadrants(60).split(50, 0).unwrap();
+    let augment = || Compose::new().then(RandomCrop::new(6).padding(1)).then(RandomHorizontalFlip::default());
+    let trainer = |epochs: usize| quiet(epochs).train_transform(augment()).num_workers(2);
+    let mut whole = Tiny::new(&Cpu, 8).unwrap();
+    trainer(4).fit(&mut whole, &mut Adam::new(1e-2), &train, Some(&val)).unwrap();
+    let ckpt = dir.join("run.ckpt");
+    let mut first = Tiny::new(&Cpu, 8).unwrap();
+    trainer(2).checkpoint(&ckpt).fit(&mut first, &mut Adam::new(1e-2), &train, Some(&val)).unwrap();
+    let mut resumed = Tiny::new(&Cpu, 99).unwrap();
+    trainer(4).resume(&ckpt).fit(&mut resumed, &mut Adam::new(1e-2), &train, Some(&val)).unwrap();
+    assert_eq!(resumed.state_dict().unwrap(), whole.state_dict().unwrap());
+    // ...and the augmentation did change the batches: without it the run ends elsewhere.
+    let mut plain = Tiny::new(&Cpu, 8).unwrap();
+    quiet(4).fit(&mut plain, &mut Adam::new(1e-2), &train, Some(&val)).unwrap();
+    assert_ne!(plain.state_dict().unwrap(), whole.state_dict().unwrap());
+}
