@@ -82,37 +82,57 @@ where
     Ok(Timing { name, train_ms, forward_ms, batch: n })
 }
 
-/// The FMA peak of one core in GFLOP/s: independent chains of 8-wide FMAs.
+/// The FMA peak of one core in GFLOP/s for the instruction set the kernels use: independent
+/// chains of 8-wide (AVX2) or 16-wide (AVX-512) FMAs, enough to cover the FMA latency on every
+/// FMA port.
 fn fma_peak() -> f64 {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        #[target_feature(enable = "avx2,fma")]
-        fn chains(iters: u64) -> f32 {
-            use std::arch::x86_64::*;
-            let mut acc = [_mm256_set1_ps(1.0); 10];
-            let (m, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
-            for _ in 0..iters {
-                for a in acc.iter_mut() {
-                    *a = _mm256_fmadd_ps(*a, m, b);
+    {
+        /// 12 chains of `W`-float FMAs, `iters` times; returns a sum so nothing is optimised away.
+        macro_rules! chains {
+            ($name:ident, $feature:literal, $vec:ty, $set1:ident, $fmadd:ident, $store:ident, $w:literal) => {
+                #[target_feature(enable = $feature)]
+                fn $name(iters: u64) -> f32 {
+                    use std::arch::x86_64::*;
+                    let mut acc: [$vec; 12] = [$set1(1.0); 12];
+                    let (m, b) = ($set1(0.999_999), $set1(1e-7));
+                    for _ in 0..iters {
+                        for a in acc.iter_mut() {
+                            *a = $fmadd(*a, m, b);
+                        }
+                    }
+                    let mut s = [0.0f32; $w];
+                    for a in acc {
+                        let mut lanes = [0.0f32; $w];
+                        // SAFETY: lanes holds W floats.
+                        unsafe { $store(lanes.as_mut_ptr(), a) };
+                        s.iter_mut().zip(lanes).for_each(|(s, l)| *s += l);
+                    }
+                    s.iter().sum()
                 }
-            }
-            let mut s = [0.0f32; 8];
-            // SAFETY: s holds 8 floats.
-            unsafe { _mm256_storeu_ps(s.as_mut_ptr(), acc.iter().fold(_mm256_setzero_ps(), |x, &a| _mm256_add_ps(x, a))) };
-            s.iter().sum()
+            };
         }
+        chains!(avx2_chains, "avx2,fma", __m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps, 8);
+        chains!(avx512_chains, "avx512f,fma", __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps, 16);
+        let (run, width): (fn(u64) -> f32, u64) = match staticnet::ops::isa::isa() {
+            // SAFETY (both): the instruction set was detected on this processor.
+            staticnet::Isa::Avx512 => (|n| unsafe { avx512_chains(n) }, 16),
+            staticnet::Isa::Avx2 => (|n| unsafe { avx2_chains(n) }, 8),
+            staticnet::Isa::Generic => return 0.0,
+        };
         let iters = 20_000_000u64;
         let best = (0..5)
             .map(|_| {
                 let t = Instant::now();
-                // SAFETY: AVX2 and FMA are present (checked above). The count goes through
-                // black_box on every call, or LLVM computes the pure call once for all runs.
-                std::hint::black_box(unsafe { chains(std::hint::black_box(iters)) });
+                // The count goes through black_box on every call, or LLVM computes the pure call
+                // once for all runs.
+                std::hint::black_box(run(std::hint::black_box(iters)));
                 t.elapsed().as_secs_f64()
             })
             .fold(f64::MAX, f64::min);
-        return (iters * 10 * 16) as f64 / best / 1e9;
+        return (iters * 12 * 2 * width) as f64 / best / 1e9;
     }
+    #[allow(unreachable_code)]
     0.0
 }
 
@@ -200,7 +220,7 @@ fn main() -> std::process::ExitCode {
         let peak = if layers.is_empty() { 0.0 } else { fma_peak() };
         let mut layer_rows = Vec::new();
         if !layers.is_empty() && !json {
-            println!("\nFMA peak, one thread: {peak:.1} GFLOP/s");
+            println!("\nkernels: {}; its FMA peak, one thread: {peak:.1} GFLOP/s", staticnet::ops::isa::isa().name());
             println!("{:22} {:>16} {:>16} {:>16}   (one thread, GFLOP/s and % of peak)", "convolution", "forward", "backward-data", "backward-filter");
         }
         for (name, op, n) in layers {
@@ -216,7 +236,7 @@ fn main() -> std::process::ExitCode {
             for t in &results {
                 let _ = writeln!(s, " \"{}\": {{\"train_step_ms\": {:.3}, \"forward_ms\": {:.3}, \"batch\": {}, \"threads\": {threads}}},", t.name, t.train_ms, t.forward_ms, t.batch);
             }
-            let _ = write!(s, " \"fma_peak_gflops\": {peak:.1},\n \"conv_layers_one_thread_gflops\": {{");
+            let _ = write!(s, " \"isa\": \"{}\",\n \"fma_peak_gflops\": {peak:.1},\n \"conv_layers_one_thread_gflops\": {{", staticnet::ops::isa::isa().name());
             let rows: Vec<String> = layer_rows.iter().map(|(n, g)| format!("\n  \"{n}\": {{\"forward\": {:.1}, \"backward_data\": {:.1}, \"backward_filter\": {:.1}}}", g[0], g[1], g[2])).collect();
             let _ = write!(s, "{}\n }}\n}}", rows.join(","));
             println!("{s}");

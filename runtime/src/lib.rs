@@ -35,5 +35,6 @@ pub use network::{LoadReport, Network, StateDict, Summary, Tensor};
 pub use ops::LossOutput;
 pub use optim::{Adam, AdamW, CosineAnnealingLr, LrScheduler, Optimizer, Sgd, StepLr};
 pub use data::{DataLoader, Dataset};
+pub use ops::isa::{Isa, set_isa};
 pub use threads::{num_threads, set_flush_denormal, set_num_threads};
 pub use train::{History, Metrics, Trainer, evaluate};

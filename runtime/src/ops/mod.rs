@@ -16,6 +16,7 @@ pub mod conv2d;
 pub mod cross_entropy;
 pub mod dropout;
 pub mod gemm;
+pub mod isa;
 pub mod linear;
 pub mod mse;
 pub mod pool2d;

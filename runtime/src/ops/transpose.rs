@@ -53,7 +53,7 @@ pub fn zero_row(dst: &mut [f32]) {
 /// `r < rows`, `c < cols`; lanes `rows..ld` of every `dst` row are zeroed.
 pub fn masked_transpose(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, dst: &mut [f32], ld: usize) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if crate::ops::isa::avx2() {
         // SAFETY: AVX2 is present (checked above).
         return unsafe { avx2(src, mask, rows, cols, dst, ld) };
     }
@@ -235,7 +235,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn stores_the_first_lanes_only() {
-        if !std::arch::is_x86_feature_detected!("avx2") {
+        if !crate::ops::isa::avx2() {
             return println!("SKIPPED: no AVX2 on this processor");
         }
         for count in 0..8 {

@@ -22,7 +22,7 @@
 use rayon::prelude::*;
 
 use super::{Conv2d, direct};
-use crate::ops::gemm::kernel::{Indirect, select_indirect};
+use crate::ops::gemm::kernel::{Indirect, MAX_INDIRECT_MR, MAX_INDIRECT_NR, select_indirect};
 use crate::ops::gemm::{MatMut, MatRef, Parallelism, gemm};
 use crate::ops::transpose::{copy_row, zero_row};
 
@@ -275,8 +275,8 @@ fn indirect_forward(
         let rows_here = ROWS_PER_TASK.min(j_total - rows0);
         let tiles = rows_here.div_ceil(mr);
         // Per tile row: its window corner in xp, and where its pixel starts in y.
-        let mut bases = [0u32; ROWS_PER_TASK + 8];
-        let mut outs = [0usize; ROWS_PER_TASK + 8];
+        let mut bases = [0u32; ROWS_PER_TASK + MAX_INDIRECT_MR];
+        let mut outs = [0usize; ROWS_PER_TASK + MAX_INDIRECT_MR];
         for r in 0..tiles * mr {
             let j = if r < rows_here { rows0 + r } else { rows0 };
             bases[r] = pixel_base(op, pad, j);
@@ -284,7 +284,7 @@ fn indirect_forward(
         }
         // The finished tile, before the epilogue scatters it (once per task: the kernel writes all
         // of it every time, and zeroing 576 bytes per tile showed as memset in perf).
-        let mut local = [0.0f32; 6 * 24];
+        let mut local = [0.0f32; MAX_INDIRECT_MR * MAX_INDIRECT_NR];
         let block = forward_block(k);
         for kb in (0..k).step_by(block) {
             let kc = block.min(k - kb);
@@ -315,7 +315,7 @@ fn scatter(ind: &Indirect, tile: &[f32], outs: &[usize], rows: usize, c0: usize,
     // A whole tile of consecutive pixels of one image (all but the tiles that cross an image's
     // end): transposed in registers, each channel's pixels written together.
     #[cfg(target_arch = "x86_64")]
-    if rows == ind.mr && ind.mr <= 8 && ind.nr % 8 == 0 && outs[rows - 1] - outs[0] == rows - 1 && std::arch::is_x86_feature_detected!("avx2") {
+    if rows == ind.mr && ind.mr <= 8 && ind.nr % 8 == 0 && outs[rows - 1] - outs[0] == rows - 1 && crate::ops::isa::avx2() {
         // SAFETY: AVX2 is present (checked above); the tile holds rows × NR floats, and pixels
         // outs[0] .. outs[0] + rows of channels c0 .. co are this tile's, inside y.
         return unsafe { scatter_avx2(tile, outs[0], rows, ind.nr, c0, co, p, bias, relu, out) };
@@ -430,7 +430,7 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
         for q in 0..co_pad / nr {
             // Rows summed alternately into two sets of sums, so that two additions are in
             // flight per lane instead of one waiting on the other.
-            let (mut sums, mut odd) = ([0.0f32; 24], [0.0f32; 24]);
+            let (mut sums, mut odd) = ([0.0f32; MAX_INDIRECT_NR], [0.0f32; MAX_INDIRECT_NR]);
             let panel = &dyt[(q * j_total + js.start) * nr..(q * j_total + js.end) * nr];
             let pairs = panel.chunks_exact(2 * nr);
             for row in pairs.remainder().chunks_exact(nr) {

@@ -37,7 +37,7 @@ const CT: usize = 4;
 pub(super) fn applies(op: &Conv2d) -> bool {
     let shape = op.stride == [1, 1] && op.dilation == [1, 1] && op.patch_len() <= MAX_TAPS && (8..=8 * MAX_RUNS).contains(&op.w_out);
     #[cfg(target_arch = "x86_64")]
-    return shape && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    return shape && crate::ops::isa::avx2();
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }

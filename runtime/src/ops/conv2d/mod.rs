@@ -142,7 +142,7 @@ mod tests {
         y
     }
 
-    fn cases() -> [Conv2d; 13] {
+    fn cases() -> [Conv2d; 14] {
         [
             // Model A's layers: whole register tiles of channels, k = 25 and k = 400 > KC
             Conv2d::new(1, 16, [28, 28], [5, 5], [1, 1], [2, 2], [1, 1], true),
@@ -159,6 +159,8 @@ mod tests {
             Conv2d::new(3, 4, [23, 23], [11, 11], [4, 4], [2, 2], [1, 1], true),
             // two register tiles of channels, 275 taps (one block of the forward)
             Conv2d::new(11, 32, [5, 5], [5, 5], [1, 1], [2, 2], [1, 1], true),
+            // 40 channels: a partial register tile after whole ones (16 and 32 wide), 216 taps
+            Conv2d::new(24, 40, [4, 5], [3, 3], [1, 1], [1, 1], [1, 1], true),
             // 600 taps: three blocks of the forward (256, 256, 88) through the partial sums
             Conv2d::new(24, 8, [4, 4], [5, 5], [1, 1], [2, 2], [1, 1], true),
             // the direct path (few taps, stride 1): rows of 13 (runs at 0 and 5), 5 channels
@@ -228,6 +230,12 @@ mod tests {
             let got: Vec<f32> = at.iter().map(|&i| dwb[i]).collect();
             let want: Vec<f64> = want_dwb.iter().map(|g| g + 1.0).collect();
             assert_close(&got, &want, 1e-4, &format!("dwb of {op:?}"));
+            // Every lane of the bias (the sample above may miss the last channels): 1 + Σ dy.
+            if op.bias {
+                let p = op.out_pixels();
+                let want: Vec<f64> = (0..op.c_out).map(|c| 1.0 + (0..n).flat_map(|i| &dy[(i * op.c_out + c) * p..][..p]).map(|&v| v as f64).sum::<f64>()).collect();
+                assert_close(&dwb[op.weight_len()..], &want, 1e-4, &format!("db of {op:?}"));
+            }
         }
     }
 }

@@ -72,6 +72,11 @@ pub fn gemm(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, beta: f32, c: Ma
 
 /// Runs a product, split over rayon's threads or not.
 pub fn run(g: &Gemm, par: Parallelism) {
+    run_with(g, par, kernel::select())
+}
+
+/// [`run`] with a given microkernel (the tests run every one the processor has).
+pub fn run_with(g: &Gemm, par: Parallelism, micro: Micro) {
     if g.m == 0 || g.n == 0 {
         return;
     }
@@ -79,7 +84,6 @@ pub fn run(g: &Gemm, par: Parallelism) {
         epilogue_only(g);
         return;
     }
-    let micro = kernel::select();
     match par {
         Parallelism::Sequential => block(g, micro, 0..g.m, 0..g.n),
         Parallelism::Rayon => {

@@ -17,7 +17,7 @@
 mod cpu;
 pub mod kernel;
 
-pub use cpu::{Gemm, gemm, run};
+pub use cpu::{Gemm, gemm, run, run_with};
 pub(crate) use cpu::reserve_packing_buffers;
 
 /// A source of k-major panels: the A operand (its rows are the "outer" index) or the B operand
@@ -205,7 +205,19 @@ mod tests {
         crate::ops::testing::random(len, seed)
     }
 
+    /// Every microkernel this processor can run, with the instruction set's name.
+    fn micros() -> Vec<(&'static str, kernel::Micro)> {
+        crate::ops::isa::Isa::supported().into_iter().map(|i| (i.name(), kernel::select_for(i))).collect()
+    }
+
     fn check(m: usize, n: usize, k: usize, ta: bool, tb: bool, beta: f32, par: Parallelism) {
+        for (isa, micro) in micros() {
+            check_with(m, n, k, ta, tb, beta, par, isa, micro);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check_with(m: usize, n: usize, k: usize, ta: bool, tb: bool, beta: f32, par: Parallelism, isa: &str, micro: kernel::Micro) {
         let a = random(m * k, 1 + m as u64);
         let b = random(k * n, 2 + n as u64);
         let a_ref = if ta { MatRef::transposed(&a, m) } else { MatRef::rows(&a, k) };
@@ -213,19 +225,20 @@ mod tests {
         let c_rs = n + 3; // a padded row stride
         let mut c = random(m * c_rs, 3);
         let expected = naive(m, n, k, a_ref, b_ref, beta, &c, c_rs);
-        gemm(m, n, k, a_ref, b_ref, beta, MatMut { data: &mut c, rs: c_rs, cs: 1 }, par);
+        let out = StridedOut::new(MatMut { data: &mut c, rs: c_rs, cs: 1 }, m, n);
+        run_with(&Gemm { m, n, k, a: &Strided::a(a_ref), b: &Strided::b(b_ref), c: &out, beta, bias: None, relu: false }, par, micro);
         for i in 0..m {
             for j in 0..n {
                 let (got, want) = (c[i * c_rs + j] as f64, expected[i * n + j]);
                 let tol = 1e-5 * (k as f64).sqrt() * (1.0 + want.abs());
-                assert!((got - want).abs() < tol, "m{m} n{n} k{k} ta{ta} tb{tb} at ({i},{j}): {got} vs {want}");
+                assert!((got - want).abs() < tol, "{isa}: m{m} n{n} k{k} ta{ta} tb{tb} at ({i},{j}): {got} vs {want}");
             }
         }
     }
 
     #[test]
     fn matches_naive_on_odd_shapes() {
-        for &(m, n, k) in &[(1, 1, 1), (5, 7, 3), (6, 16, 1), (4, 24, 5), (7, 17, 300), (13, 33, 257), (100, 10, 1568), (32, 784, 400), (20, 50, 600)] {
+        for &(m, n, k) in &[(1, 1, 1), (5, 7, 3), (6, 16, 1), (4, 24, 5), (7, 17, 300), (13, 33, 257), (12, 32, 9), (25, 65, 31), (100, 10, 1568), (32, 784, 400), (20, 50, 600)] {
             for &(ta, tb) in &[(false, false), (true, false), (false, true), (true, true)] {
                 for &beta in &[0.0, 1.0] {
                     check(m, n, k, ta, tb, beta, Parallelism::Sequential);
@@ -244,7 +257,7 @@ mod tests {
 
     #[test]
     fn epilogue_adds_bias_then_applies_relu_after_the_last_k_block() {
-        for &(m, n, k) in &[(5, 19, 7), (12, 40, 600), (8, 48, 3)] {
+        for ((m, n, k), (isa, micro)) in [(5, 19, 7), (12, 40, 600), (8, 48, 3), (24, 64, 20)].into_iter().flat_map(|s| micros().into_iter().map(move |mi| (s, mi))) {
             let (a, b) = (random(m * k, 4), random(k * n, 5));
             let bias = random(m, 6);
             for beta in [0.0f32, 1.0] {
@@ -261,12 +274,12 @@ mod tests {
                     bias: Some(&bias),
                     relu: true,
                 };
-                run(&g, Parallelism::Rayon);
+                run_with(&g, Parallelism::Rayon, micro);
                 for i in 0..m {
                     for j in 0..n {
                         let dot: f64 = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
                         let want = (dot + beta as f64 * c0[i * n + j] as f64 + bias[i] as f64).max(0.0);
-                        assert!((c[i * n + j] as f64 - want).abs() < 1e-4, "({i},{j}) beta {beta}: {} vs {want}", c[i * n + j]);
+                        assert!((c[i * n + j] as f64 - want).abs() < 1e-4, "{isa} ({i},{j}) beta {beta}: {} vs {want}", c[i * n + j]);
                     }
                 }
             }

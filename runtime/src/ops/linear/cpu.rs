@@ -20,7 +20,7 @@ const BLOCK: usize = 256;
 
 fn streams(n: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return n <= SMALL_BATCH && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    return n <= SMALL_BATCH && crate::ops::isa::avx2();
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }

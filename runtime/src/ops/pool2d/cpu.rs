@@ -17,7 +17,7 @@ pub fn max_forward(op: &Pool2d, n: usize, x: &[f32], y: &mut [f32]) {
     let fast = two_by_two(op);
     y[..planes * yp].par_chunks_mut(yp).zip(x[..planes * xp].par_chunks(xp)).for_each(|(y, x)| {
         #[cfg(target_arch = "x86_64")]
-        if fast && std::arch::is_x86_feature_detected!("avx2") {
+        if fast && crate::ops::isa::avx2() {
             // SAFETY: AVX2 is present (checked above).
             return unsafe { avx2::max_forward(op, x, y) };
         }
@@ -53,7 +53,7 @@ pub fn max_backward(op: &Pool2d, n: usize, x: &[f32], y: &[f32], dy: &[f32], dx:
         .zip(y[..planes * yp].par_chunks(yp).zip(dy[..planes * yp].par_chunks(yp)))
         .for_each(|((dx, x), (y, dy))| {
             #[cfg(target_arch = "x86_64")]
-            if fast && std::arch::is_x86_feature_detected!("avx2") {
+            if fast && crate::ops::isa::avx2() {
                 if !avx2::covers(op) {
                     dx.fill(0.0);
                 }
@@ -306,7 +306,7 @@ pub fn avg_forward(op: &Pool2d, n: usize, x: &[f32], y: &mut [f32]) {
     let fast = two_by_two(op);
     y[..planes * yp].par_chunks_mut(yp).zip(x[..planes * xp].par_chunks(xp)).for_each(|(y, x)| {
         #[cfg(target_arch = "x86_64")]
-        if fast && std::arch::is_x86_feature_detected!("avx2") {
+        if fast && crate::ops::isa::avx2() {
             // SAFETY: AVX2 is present (checked above).
             return unsafe { avx2::avg_forward(op, two_by_two_divisor(op), x, y) };
         }
@@ -332,7 +332,7 @@ pub fn avg_backward(op: &Pool2d, n: usize, dy: &[f32], dx: &mut [f32]) {
     let fast = two_by_two(op);
     dx[..planes * xp].par_chunks_mut(xp).zip(dy[..planes * yp].par_chunks(yp)).for_each(|(dx, dy)| {
         #[cfg(target_arch = "x86_64")]
-        if fast && std::arch::is_x86_feature_detected!("avx2") {
+        if fast && crate::ops::isa::avx2() {
             if !avx2::covers(op) {
                 dx.fill(0.0);
             }
