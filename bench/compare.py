@@ -4,13 +4,18 @@
 Needs: pip install torch   (and a Rust toolchain: it runs `cargo run --release --example bench`)
 
 Usage: python3 bench/compare.py [--threads 2] [--iters 20] [--only NAME] [--device cpu|cuda] [--compile]
-                              [--bench-bin PATH]
+                              [--bench-bin PATH] [--no-ort]
 
 Times each workload in PyTorch (eager, the median of --iters steps after 3 warm-up steps, as
 ../shared/bench/torch_ref.py does), then runs staticnet's bench example twice with the same
 number of threads and keeps the faster of its two medians, and prints the ratios
 staticnet / PyTorch next to the goals of the CPU-speed issue. The networks, batch sizes and
 optimizers are the same on both sides (examples/common/course.rs holds staticnet's listings).
+
+On the CPU it also times the inference forward in ONNX Runtime (the same network exported with
+torch.onnx.export, `pip install onnx onnxscript onnxruntime`; as ../shared/bench/ort_ref.py does)
+at the workload's batch size and at batch 1, with the same threads, and prints staticnet's
+forward over ONNX Runtime's; and it prints the CPU model and the instruction set our kernels use.
 
 With --device cuda both sides run on the GPU (ours built with --features cuda; PyTorch eager
 with cuDNN at its defaults, or with --compile through torch.compile). A GPU step ends with the
@@ -149,6 +154,41 @@ def pytorch(args):
     return out
 
 
+# Inference goals against ONNX Runtime: the forward at the workload's batch and at batch 1.
+ORT_GOALS = {"model_a_mnist_b100_sgd": 1.0, "cifar_cnn_b128_adam": 1.0}
+
+
+def onnx_runtime(args):
+    """Forward medians in ONNX Runtime, at the workload's batch and at batch 1, in ms."""
+    import onnxruntime as ort
+    import tempfile
+    out = {}
+    for name, (make, shape, batch, _, _, _) in WORKLOADS.items():
+        if args.only not in name:
+            continue
+        model = make().eval()
+        path = os.path.join(tempfile.gettempdir(), f"staticnet-{name}.onnx")
+        torch.onnx.export(model, (torch.rand(batch, *shape),), path, input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = args.threads
+        so.inter_op_num_threads = 1
+        session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        times = {}
+        for key, n in (("forward_ms", batch), ("forward_b1_ms", 1)):
+            x = torch.rand(n, *shape).numpy()
+            times[key] = median_ms(lambda: session.run(None, {"x": x}), args.iters * (5 if n == 1 else 1), warmup=5)
+        out[name] = times
+        print(f"  onnxruntime {name:22s} forward {times['forward_ms']:9.3f} ms  batch 1 {times['forward_b1_ms']:7.3f} ms", file=sys.stderr)
+    return out
+
+
+def cpu_model():
+    try:
+        return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown CPU"
+
+
 def staticnet(args):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
@@ -169,12 +209,16 @@ def main():
     ap.add_argument("--compile", action="store_true", help="PyTorch through torch.compile")
     ap.add_argument("--bench-bin", default="", help="a built bench example to run instead of cargo run "
                     "(cargo build --release [--features cuda] --example bench; target/release/examples/bench)")
+    ap.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime column")
     args = ap.parse_args()
 
     where = f"{args.threads} threads each" if args.device == "cpu" else torch.cuda.get_device_name(0)
     print(f"staticnet (twice) and PyTorch {torch.__version__}{' compiled' if args.compile else ''}, {where}...", file=sys.stderr)
     ours = [staticnet(args), staticnet(args)]
     theirs = pytorch(args)
+    ort_times = onnx_runtime(args) if args.device == "cpu" and not args.no_ort else {}
+    if args.device == "cpu":
+        print(f"CPU: {cpu_model()}; staticnet's kernels: {ours[0].get('isa', 'unknown')}; {args.threads} threads each")
 
     print(f"{'workload':26s} {'':6s} {'staticnet ms':>12s} {'PyTorch ms':>11s} {'ratio':>6s} {'goal':>5s}")
     met = True
@@ -189,6 +233,16 @@ def main():
             ok = ratio <= goal
             met &= ok
             print(f"{name:26s} {label:6s} {mine:12.2f} {theirs[name][key]:11.2f} {ratio:6.2f} {goal:5.1f} {'' if ok else ' missed'}")
+    if ort_times:
+        print(f"\n{'forward against ONNX Runtime':34s} {'staticnet ms':>12s} {'ORT ms':>9s} {'ratio':>6s} {'goal':>5s}")
+        for name, times in ort_times.items():
+            for key, label in (("forward_ms", "batch"), ("forward_b1_ms", "batch 1")):
+                mine = min(run[name][key] for run in ours)
+                ratio = mine / times[key]
+                goal = ORT_GOALS.get(name)
+                ok = goal is None or ratio <= goal
+                met &= ok
+                print(f"{name:26s} {label:7s} {mine:12.3f} {times[key]:9.3f} {ratio:6.2f} {goal if goal else '':>5}{'' if ok else ' missed'}")
     print("every goal met" if met else "some goals missed")
 
 

@@ -34,6 +34,8 @@ struct Timing {
     name: &'static str,
     train_ms: f64,
     forward_ms: f64,
+    /// The forward of one sample (the deployment case).
+    forward_b1_ms: f64,
     batch: usize,
 }
 
@@ -79,7 +81,15 @@ where
         }
     });
     err?;
-    Ok(Timing { name, train_ms, forward_ms, batch: n })
+    let (x1, _) = batch::<N::Input>(1, 2);
+    let mut err = Ok(());
+    let forward_b1_ms = time(iters * 5, || {
+        if let Err(e) = net.forward_into(&x1, &mut out) {
+            err = Err(e);
+        }
+    });
+    err?;
+    Ok(Timing { name, train_ms, forward_ms, forward_b1_ms, batch: n })
 }
 
 /// The FMA peak of one core in GFLOP/s for the instruction set the kernels use: independent
@@ -200,7 +210,7 @@ fn main() -> std::process::ExitCode {
         for (name, run) in all.iter().filter(|(n, _)| n.contains(&only)) {
             let t = run(iters)?;
             if !json {
-                println!("{name:28} train_step {:9.3} ms   forward {:9.3} ms   ({:8.0} img/s train)", t.train_ms, t.forward_ms, t.batch as f64 * 1000.0 / t.train_ms);
+                println!("{name:28} train_step {:9.3} ms   forward {:9.3} ms   forward of one {:8.3} ms   ({:8.0} img/s train)", t.train_ms, t.forward_ms, t.forward_b1_ms, t.batch as f64 * 1000.0 / t.train_ms);
             }
             results.push(t);
         }
@@ -234,7 +244,7 @@ fn main() -> std::process::ExitCode {
         if json {
             let mut s = String::from("{\n");
             for t in &results {
-                let _ = writeln!(s, " \"{}\": {{\"train_step_ms\": {:.3}, \"forward_ms\": {:.3}, \"batch\": {}, \"threads\": {threads}}},", t.name, t.train_ms, t.forward_ms, t.batch);
+                let _ = writeln!(s, " \"{}\": {{\"train_step_ms\": {:.3}, \"forward_ms\": {:.3}, \"forward_b1_ms\": {:.4}, \"batch\": {}, \"threads\": {threads}}},", t.name, t.train_ms, t.forward_ms, t.forward_b1_ms, t.batch);
             }
             let _ = write!(s, " \"isa\": \"{}\",\n \"fma_peak_gflops\": {peak:.1},\n \"conv_layers_one_thread_gflops\": {{", staticnet::ops::isa::isa().name());
             let rows: Vec<String> = layer_rows.iter().map(|(n, g)| format!("\n  \"{n}\": {{\"forward\": {:.1}, \"backward_data\": {:.1}, \"backward_filter\": {:.1}}}", g[0], g[1], g[2])).collect();
