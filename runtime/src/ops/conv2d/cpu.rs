@@ -146,7 +146,7 @@ pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], y: &mut [f32], scra
         direct::forward(op, n, xp, pad.hp, pad.wp, |co, tap| w[co * k + tap], op.bias.then_some(b), relu, y, weights);
         return;
     }
-    indirect_forward(op, n, x, None, w, |tap| (tap, k), op.bias.then_some(b), relu, y, scratch);
+    indirect_forward(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, op.bias.then_some(b), relu, y, scratch);
 }
 
 /// dx = conv_backward_data(dy) (written), dwb += conv_backward_filter(x, dy) (accumulated).
@@ -166,7 +166,7 @@ pub fn backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32], relu_y
                 let (co, ky, kx) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
                 (((co * op.c_in) * kh + kh - 1 - ky) * kw + kw - 1 - kx, kh * kw)
             };
-            indirect_forward(&full_conv(op), n, dy, relu_y, w, flipped, None, false, dx, scratch);
+            indirect_forward(&full_conv(op), n, dy, relu_y, w, Some(flipped), None, false, dx, scratch);
         } else {
             data_grad_col2im(op, n, w, dy, relu_y, dx, scratch);
         }
@@ -197,11 +197,15 @@ fn pad_input(op: &Conv2d, n: usize, x: &[f32], relu_y: Option<&[f32]>, xp: &mut 
 pub(super) fn tap_offsets(op: &Conv2d, taps: &mut [u32]) {
     let pad = Padded::of(op);
     let [kh, kw] = op.kernel;
-    for (t, off) in taps.iter_mut().enumerate() {
-        let t = if t < op.patch_len() { t } else { 0 };
-        let (ci, ky, kx) = (t / (kh * kw), (t / kw) % kh, t % kw);
-        *off = ((ci * pad.hp + ky * op.dilation[0]) * pad.wp + kx * op.dilation[1]) as u32;
+    // In (ci, ky, kx) order, counted rather than divided out of the tap index; the padding of a
+    // last partial group repeats tap 0.
+    let offsets = (0..op.c_in).flat_map(|ci| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| ((ci * pad.hp + ky * op.dilation[0]) * pad.wp + kx * op.dilation[1]) as u32)));
+    let k = op.patch_len().min(taps.len());
+    for (off, o) in taps[..k].iter_mut().zip(offsets) {
+        *off = o;
     }
+    let first = taps.first().copied().unwrap_or(0);
+    taps[k..].fill(first);
 }
 
 /// The corner of output pixel j's window in the padded input.
@@ -229,9 +233,9 @@ fn as_u32(v: &mut [f32]) -> &mut [u32] {
 }
 
 /// Y = conv(x ⊙ [x_mask > 0]) with weights `w`, then `+ bias[co]` and ReLU, into NCHW `y`.
-/// The weight of channel co at a tap is `w[base + co·stride]` where `(base, stride) =
-/// tap_at(tap)`: index arithmetic once per tap, not once per weight (the data gradient's flipped
-/// weights need divisions to find).
+/// The weight of channel co at a tap is `w[co·K + tap]` (PyTorch's layout), or with `tap_at`,
+/// `w[base + co·stride]` where `(base, stride) = tap_at(tap)`: index arithmetic once per tap, not
+/// once per weight (the data gradient's flipped weights need divisions to find).
 #[allow(clippy::too_many_arguments)]
 fn indirect_forward(
     op: &Conv2d,
@@ -239,7 +243,7 @@ fn indirect_forward(
     x: &[f32],
     x_mask: Option<&[f32]>,
     w: &[f32],
-    tap_at: impl Fn(usize) -> (usize, usize) + Sync,
+    tap_at: Option<impl Fn(usize) -> (usize, usize) + Sync>,
     bias: Option<&[f32]>,
     relu: bool,
     y: &mut [f32],
@@ -255,6 +259,11 @@ fn indirect_forward(
     pad_input(op, n, x, x_mask, xp);
     // Wᵀ in panels of NR channels: weights[(q·K + tap)·NR + lane] = weight of channel q·NR + lane.
     weights.par_chunks_mut(k * nr).enumerate().for_each(|(q, panel)| {
+        let Some(tap_at) = &tap_at else {
+            // PyTorch's layout: a panel is the transpose of NR rows of W (zeros past the last).
+            let (c0, rows) = (q * nr, nr.min(co - q * nr));
+            return crate::ops::transpose::masked_transpose(&w[c0 * k..(c0 + rows) * k], None, rows, k, panel, nr);
+        };
         for (tap, row) in panel.chunks_exact_mut(nr).enumerate() {
             let (base, stride) = tap_at(tap);
             for (lane, v) in row.iter_mut().enumerate() {
