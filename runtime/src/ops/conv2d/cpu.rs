@@ -10,7 +10,7 @@
 //!                     padding) with W flipped and transposed, i.e. the forward again;
 //!                     otherwise col2im of Wᵀ·dY, one image at a time.
 //!
-//! The indirect microkernel (`gemm::kernel::select_indirect`) holds an MR × NR tile of
+//! The indirect microkernel (`gemm::kernel::select_indirect_for_channels`) holds an MR × NR tile of
 //! (rows × channels) in registers for a whole block of k; the last block is scattered into
 //! the NCHW output through the epilogue (bias, ReLU), earlier blocks are kept in a channels-last
 //! buffer. Nothing of im2col's size is ever materialised.
@@ -22,7 +22,7 @@
 use rayon::prelude::*;
 
 use super::{Conv2d, direct};
-use crate::ops::gemm::kernel::{Indirect, MAX_INDIRECT_MR, MAX_INDIRECT_NR, select_indirect};
+use crate::ops::gemm::kernel::{Indirect, MAX_INDIRECT_MR, MAX_INDIRECT_NR, select_indirect_for_channels};
 use crate::ops::gemm::{MatMut, MatRef, Parallelism, gemm};
 use crate::ops::transpose::{copy_row, zero_row};
 
@@ -77,7 +77,7 @@ impl Layout {
 }
 
 fn forward_layout(op: &Conv2d, n: usize) -> Layout {
-    let ind = select_indirect();
+    let ind = select_indirect_for_channels(op.c_out);
     let (k, j) = (op.patch_len(), n * op.out_pixels());
     let co_pad = op.c_out.div_ceil(ind.nr) * ind.nr;
     Layout {
@@ -91,7 +91,7 @@ fn forward_layout(op: &Conv2d, n: usize) -> Layout {
 }
 
 fn filter_layout(op: &Conv2d, n: usize) -> Layout {
-    let ind = select_indirect();
+    let ind = select_indirect_for_channels(op.c_out);
     let (k, j) = (op.patch_len(), n * op.out_pixels());
     let co_pad = op.c_out.div_ceil(ind.nr) * ind.nr;
     let k_pad = k.div_ceil(ind.mr) * ind.mr;
@@ -250,7 +250,7 @@ fn indirect_forward(
     scratch: &mut [f32],
 ) {
     let l = forward_layout(op, n);
-    let ind = select_indirect();
+    let ind = select_indirect_for_channels(op.c_out);
     let (mr, nr) = (ind.mr, ind.nr);
     let (k, p, co) = (op.patch_len(), op.out_pixels(), op.c_out);
     let co_pad = co.div_ceil(nr) * nr;
@@ -390,7 +390,7 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
         return;
     }
     let l = filter_layout(op, n);
-    let ind = select_indirect();
+    let ind = select_indirect_for_channels(op.c_out);
     let (mr, nr) = (ind.mr, ind.nr);
     let (k, p, co) = (op.patch_len(), op.out_pixels(), op.c_out);
     let (co_pad, k_pad) = (co.div_ceil(nr) * nr, k.div_ceil(mr) * mr);

@@ -303,6 +303,17 @@ pub fn select_indirect_for(isa: Isa) -> Indirect {
     }
 }
 
+/// The indirect microkernel for products with `channels` columns (a convolution's output
+/// channels): with AVX-512, 8 × 16 when they fit one 16-float vector (a 32-wide tile would be
+/// half padding), else 8 × 32.
+pub fn select_indirect_for_channels(channels: usize) -> Indirect {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if channels <= 16 => Indirect { mr: 8, nr: 16, kernel: avx512_indirect_8x16 },
+        other => select_indirect_for(other),
+    }
+}
+
 /// The tallest tile of any indirect kernel.
 pub const MAX_INDIRECT_MR: usize = 8;
 /// The widest tile of any indirect kernel.
@@ -453,3 +464,4 @@ macro_rules! avx512_indirect {
 }
 
 avx512_indirect!(avx512_indirect_8x32, 8, 2);
+avx512_indirect!(avx512_indirect_8x16, 8, 1);
