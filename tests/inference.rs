@@ -20,12 +20,12 @@ fn refs() -> Fixture {
 
 /// probabilities() of the fixture's batch against torch.softmax of PyTorch's logits, rows
 /// summing to 1, and top_k's classes against torch.topk's.
-fn check_probabilities<N: Network<Cpu>>(name: &'static str, new: impl Fn(&Cpu, u64) -> staticnet::Result<N>)
+fn check_probabilities<B: Backend, N: Network<B>>(dev: &B, name: &'static str, new: impl Fn(&B, u64) -> staticnet::Result<N>)
 where
     N::Output: Logits,
 {
     let (fx, r) = (Fixture::load(name), refs());
-    let mut net = fx.network(&Cpu, new);
+    let mut net = fx.network(dev, new);
     let x: N::Input = fx.input();
     let p = net.probabilities(&x).unwrap();
     assert!(net.is_training(), "{name}: the mode is restored");
@@ -55,11 +55,21 @@ where
     assert_eq!(net.predict_one(&first).unwrap(), predicted[0], "{name}: predict_one of sample 0");
 }
 
-#[test]
-fn probabilities_and_top_k_equal_torch() {
-    check_probabilities("model_a", ModelA::new);
-    check_probabilities("net_bn", NetBn::new);
-    check_probabilities("resnet_mini", ResNetMini::new);
+on_every_backend! {
+    fn probabilities_and_top_k_equal_torch(dev) {
+        check_probabilities(dev, "model_a", ModelA::new);
+        check_probabilities(dev, "net_bn", NetBn::new);
+        check_probabilities(dev, "resnet_mini", ResNetMini::new);
+    }
+
+    fn activations_equal_pytorch_forward_hooks(dev) {
+        // ModelA's cnn1 and cnn2 have their ReLU fused (recomputed); NetBn's ReLUs are in place
+        // after pooling in PyTorch; ResNetMini has blocks, containers, shortcuts and a relu
+        // called twice.
+        assert_eq!(check_activations(dev, "model_a", ModelA::new), 7);
+        assert_eq!(check_activations(dev, "net_bn", NetBn::new), 10);
+        assert_eq!(check_activations(dev, "resnet_mini", ResNetMini::new), 17);
+    }
 }
 
 #[test]
@@ -74,9 +84,9 @@ fn bad_inference_input_is_an_error_naming_it() {
 }
 
 /// Every module a PyTorch forward hook saw (first sample, eval mode) against `activation`.
-fn check_activations<N: Network<Cpu>>(name: &'static str, new: impl Fn(&Cpu, u64) -> staticnet::Result<N>) -> usize {
+fn check_activations<B: Backend, N: Network<B>>(dev: &B, name: &'static str, new: impl Fn(&B, u64) -> staticnet::Result<N>) -> usize {
     let (fx, r) = (Fixture::load(name), refs());
-    let mut net = fx.network(&Cpu, new);
+    let mut net = fx.network(dev, new);
     net.eval();
     net.forward(&fx.input()).unwrap();
     let prefix = format!("{name}.act.");
@@ -95,14 +105,6 @@ fn check_activations<N: Network<Cpu>>(name: &'static str, new: impl Fn(&Cpu, u64
     checked
 }
 
-#[test]
-fn activations_equal_pytorch_forward_hooks() {
-    // ModelA's cnn1 and cnn2 have their ReLU fused (recomputed); NetBn's ReLUs are in place after
-    // pooling in PyTorch; ResNetMini has blocks, containers, shortcuts and a relu called twice.
-    assert_eq!(check_activations("model_a", ModelA::new), 7);
-    assert_eq!(check_activations("net_bn", NetBn::new), 10);
-    assert_eq!(check_activations("resnet_mini", ResNetMini::new), 17);
-}
 
 network! {
     /// A strided, padded convolution whose ReLU is fused, and one whose output is kept.
