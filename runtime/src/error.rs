@@ -22,6 +22,17 @@ pub enum Error {
         hint: String,
     },
 
+    /// A layer name that the network does not have.
+    #[error("{network} has no layer named `{name}`{hint}")]
+    UnknownLayer {
+        /// The network's type name.
+        network: &'static str,
+        /// The name asked for.
+        name: String,
+        /// `"; did you mean `x`?"` for a close name, or empty.
+        hint: String,
+    },
+
     /// A tensor whose shape differs from the network's.
     #[error("tensor `{name}`: {network} expects shape {expected:?}, got {found:?}")]
     ShapeMismatch {

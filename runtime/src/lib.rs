@@ -21,6 +21,7 @@ pub mod ops;
 pub mod optim;
 pub mod threads;
 pub mod train;
+pub mod viz;
 
 /// The n-dimensional arrays state dicts and batches convert to and from.
 pub use ndarray;
@@ -31,10 +32,10 @@ pub use backend::Cuda;
 pub use batch::{Batch, Images, Logits, Vectors};
 pub use error::{Error, Result};
 pub use loss::CrossEntropyLoss;
-pub use network::{LoadReport, Network, StateDict, Summary, Tensor};
+pub use network::{LoadReport, Network, Prediction, StateDict, Summary, Tensor};
 pub use ops::LossOutput;
 pub use optim::{Adam, AdamW, CosineAnnealingLr, LrScheduler, Optimizer, Sgd, StepLr};
 pub use data::{DataLoader, Dataset};
 pub use ops::isa::{Isa, set_isa};
 pub use threads::{num_threads, set_flush_denormal, set_num_threads};
-pub use train::{History, Metrics, Trainer, evaluate};
+pub use train::{ClassScores, ConfusionMatrix, History, Metrics, Trainer, evaluate};

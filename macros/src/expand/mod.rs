@@ -320,8 +320,14 @@ fn spec_static(def: &NetworkDef, net: &Checked, plan: &Plan) -> TokenStream {
         let params = usize_lit(step.params.as_ref().map_or(0, |r| r.len()));
         let param_range = range(&step.params.clone().unwrap_or(0..0));
         let flops = Literal::u64_unsuffixed(flops(net, step));
+        let inputs = step.x.iter().map(|t| slot(t.slot));
+        // With its ReLU fused, the slot holds the ReLU's output, not this layer's.
+        let output_slot = if step.relu { quote!(None) } else { let s = slot(step.y.slot); quote!(Some(#s)) };
         quote! {
-            LayerSpec { name: #path, display: #display, op: #op, output: #out, params: #params, flops: #flops, param_range: #param_range }
+            LayerSpec {
+                name: #path, display: #display, op: #op, output: #out, params: #params, flops: #flops, param_range: #param_range,
+                inputs: &[#(#inputs),*], output_slot: #output_slot,
+            }
         }
     });
     let tensors = plan.state.iter().map(|t| {

@@ -3,6 +3,7 @@
 //! The macro generates the struct, its tables ([`NetSpec`]) and its two passes; everything else
 //! here is written once, generically.
 
+mod inference;
 mod repr;
 mod spec;
 mod state;
@@ -13,6 +14,7 @@ use std::path::Path;
 
 use ndarray::{ArrayD, IxDyn};
 
+pub use inference::{Prediction, find_layer, softmax_rows, top_k_row};
 pub use repr::ModuleTree;
 pub use spec::{Init, LayerSpec, ModuleSpec, NetSpec, Op, Slot, TensorKind, TensorSpec};
 pub use state::{NetState, ParamRange, Pass, PassFn, TensorValue};
@@ -123,6 +125,65 @@ pub trait Network<B: Backend = Cpu>: Sized {
         }
         let out = out?;
         Ok((0..out.len()).map(|i| argmax(out.sample(i))).collect())
+    }
+
+    /// The predicted class of one sample (its values in the input's layout, e.g. the 784 pixels
+    /// of a 1×28×28 image): [`Network::predict`] of a batch of one.
+    fn predict_one(&mut self, sample: &[f32]) -> Result<usize>
+    where
+        Self::Output: Logits,
+    {
+        let x = one_sample::<B, Self>(sample)?;
+        Ok(self.predict(&x)?[0])
+    }
+
+    /// The class probabilities of each sample: the softmax of the logits of an eval-mode forward
+    /// (`torch.softmax(model(x), dim=1)` under `model.eval()`). Each sample's probabilities sum
+    /// to 1. The mode is restored afterwards.
+    fn probabilities(&mut self, x: &Self::Input) -> Result<Self::Output>
+    where
+        Self::Output: Logits,
+    {
+        let was_training = self.is_training();
+        self.eval();
+        let out = self.forward(x);
+        if was_training {
+            self.train();
+        }
+        let mut out = out?;
+        softmax_rows(out.as_mut_slice(), Self::Output::CLASSES);
+        Ok(out)
+    }
+
+    /// The `k` most probable classes of each sample with their probabilities, most probable
+    /// first (`torch.topk(probabilities, k)`; equal probabilities in class order). `k` larger
+    /// than the number of classes is an error.
+    fn top_k(&mut self, x: &Self::Input, k: usize) -> Result<Vec<Vec<Prediction>>>
+    where
+        Self::Output: Logits,
+    {
+        let classes = Self::Output::CLASSES;
+        if k > classes {
+            return Err(Error::bad_input(format!("{}: top_k with k = {k}, but the network has {classes} classes", Self::SPEC.name)));
+        }
+        let p = self.probabilities(x)?;
+        Ok((0..p.len()).map(|i| top_k_row(p.sample(i), k)).collect())
+    }
+
+    /// The output of a layer in the last forward, by its PyTorch name (`"cnn1"`, `"features.3"`,
+    /// `"layer2.0.bn1"`, or a container such as `"layer2.0"` for its last layer's output), as an
+    /// array `[N, C, H, W]` (or `[N, F]`) copied from the device: the value a PyTorch forward hook
+    /// on that module sees (before the ReLU that follows it, even where the ReLU is fused into
+    /// the layer). Run a forward first (`forward`, `predict`, `probabilities`, `evaluate` or a
+    /// training step); a module called twice gives its last call. An unknown name is an error
+    /// with the closest name.
+    fn activation(&self, name: &str) -> Result<ArrayD<f32>> {
+        let index = find_layer(Self::SPEC, name)?;
+        let values = self.state().read_activation(index)?;
+        let layer = &Self::SPEC.layers[index];
+        let sample: usize = layer.output.iter().product();
+        let shape: Vec<usize> = std::iter::once(values.len() / sample.max(1)).chain(layer.output.iter().copied()).collect();
+        Ok(ArrayD::from_shape_vec(IxDyn(&shape), values).expect("length from the spec"))
     }
 
     /// Back-propagates `dy`, the gradient of a loss with respect to the last forward's output,
@@ -299,7 +360,21 @@ pub trait Network<B: Backend = Cpu>: Sized {
     }
 }
 
-fn argmax(row: &[f32]) -> usize {
+/// A batch of one sample, its length checked against the network's input.
+fn one_sample<B: Backend, N: Network<B>>(sample: &[f32]) -> Result<N::Input> {
+    let want = <N::Input as Batch>::SAMPLE_LEN;
+    if sample.len() != want {
+        return Err(Error::bad_input(format!(
+            "{}: one sample shaped {:?} has {want} values, got {}",
+            N::SPEC.name,
+            <N::Input as Batch>::SHAPE,
+            sample.len()
+        )));
+    }
+    <N::Input as Batch>::from_vec(1, sample.to_vec())
+}
+
+pub(crate) fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) }).0
 }
 

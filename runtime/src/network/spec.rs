@@ -108,6 +108,13 @@ pub struct LayerSpec {
     pub flops: u64,
     /// The layer's parameters in the flat parameter buffer (empty when it has none).
     pub param_range: Range<usize>,
+    /// The activation slots of its inputs (two for a residual sum: main path, shortcut).
+    pub inputs: &'static [Slot],
+    /// Where its output stays after a forward, as PyTorch's `forward` returns it (what a forward
+    /// hook sees). `None` when a ReLU fused into the layer (a Conv2d or a residual sum followed by
+    /// ReLU) writes its output already rectified: that value is then the ReLU's, and the layer's
+    /// own output is recomputed from `inputs` when asked for (`Network::activation`).
+    pub output_slot: Option<Slot>,
 }
 
 /// What a layer computes.

@@ -75,6 +75,9 @@ struct LastForward {
     n: usize,
     training: bool,
     step: u64,
+    /// [`NetState::params_version`] when it ran: an activation recomputed from the weights is
+    /// that forward's only while they have not changed since.
+    params_version: u64,
 }
 
 /// A network's parameters, gradients, running statistics, mode and workspace on a device `B`.
@@ -98,6 +101,8 @@ pub struct NetState<B: Backend> {
     want_dx: Vec<bool>,
     /// Every parameter tensor's range in the flat buffers, and whether it is frozen.
     param_ranges: Vec<ParamRange>,
+    /// Counts the changes of the parameters (optimizer steps, writes, loads).
+    params_version: u64,
 }
 
 /// A parameter tensor as an optimizer sees it.
@@ -163,6 +168,7 @@ impl<B: Backend> NetState<B> {
             want_dw: Vec::new(),
             want_dx: Vec::new(),
             param_ranges: Vec::new(),
+            params_version: 0,
         };
         state.update_frozen();
         Ok(state)
@@ -279,7 +285,7 @@ impl<B: Backend> NetState<B> {
         }
         let step = self.step;
         forward(self.pass(n, training, step))?;
-        self.last = Some(LastForward { n, training, step });
+        self.last = Some(LastForward { n, training, step, params_version: self.params_version });
         Ok(())
     }
 
@@ -377,6 +383,50 @@ impl<B: Backend> NetState<B> {
         self.dev.upload(&mut self.ws.labels, 0, host)
     }
 
+    /// The output of layer `index` (of [`NetSpec::layers`]) in the last forward, sample after
+    /// sample (a copy from the device): what a PyTorch forward hook on that layer sees. A layer
+    /// whose ReLU was fused into it kept no output of its own; it is recomputed from its kept
+    /// inputs (and, for a convolution, the weights of that forward: if an optimizer step or a
+    /// load changed them since, that is an error rather than a value the forward never saw).
+    pub fn read_activation(&self, index: usize) -> Result<Vec<f32>> {
+        let spec = self.spec;
+        let layer = spec.layers.get(index).ok_or_else(|| Error::bad_input(format!("{}: no layer {index} (it has {})", spec.name, spec.layers.len())))?;
+        let last = self.last_forward(&format!("the activation of `{}`", layer.name))?;
+        let n = last.n;
+        let len: usize = layer.output.iter().product::<usize>() * n;
+        let mut out = vec![0.0; len];
+        if let Some(slot) = layer.output_slot {
+            self.dev.download(&self.ws.act, slot.offset * n, &mut out)?;
+            return Ok(out);
+        }
+        let mut y = self.dev.alloc::<f32>(len)?;
+        let input = |k: usize| B::src(&self.ws.act, layer.inputs[k].at(n));
+        match (&layer.op, layer.inputs.len()) {
+            (Op::Conv2d(conv), 1) => {
+                if self.params_version != last.params_version {
+                    return Err(Error::bad_input(format!(
+                        "{}: the output of `{}` is not kept (the ReLU fused into it rectifies it in place), and recomputing it needs the \
+                         weights of the last forward, which have changed since (an optimizer step or a load): run a forward first",
+                        spec.name, layer.name
+                    )));
+                }
+                let scratch_len = self.dev.scratch_len(&layer.op, n);
+                let mut scratch = self.dev.alloc::<f32>(scratch_len)?;
+                let wb = B::src(&self.params, layer.param_range.clone());
+                self.dev.conv2d_forward(conv, n, input(0), wb, B::dst(&mut y, 0..len), B::dst(&mut scratch, 0..scratch_len), false)?;
+            }
+            (Op::Add, 2) => self.dev.add(len, input(0), input(1), B::dst(&mut y, 0..len), false)?,
+            _ => {
+                return Err(Error::bad_input(format!(
+                    "{}: the output of `{}` ({}) is not kept by the forward and cannot be recomputed",
+                    spec.name, layer.name, layer.display
+                )));
+            }
+        }
+        self.dev.download(&y, 0, &mut out)?;
+        Ok(out)
+    }
+
     // ---- parameters and buffers by name ----
 
     fn find(&self, name: &str) -> Result<(usize, &'static TensorSpec)> {
@@ -447,6 +497,7 @@ impl<B: Backend> NetState<B> {
     }
 
     pub(crate) fn write_spec(&mut self, t: &TensorSpec, value: &TensorValue) -> Result<()> {
+        self.params_version += 1;
         match (t.kind, value) {
             (TensorKind::Param { offset, .. }, TensorValue::F32(v)) => self.dev.upload(&mut self.params, offset, v),
             (TensorKind::Buffer { offset, .. }, TensorValue::F32(v)) => self.dev.upload(&mut self.buffers, offset, v),
@@ -520,6 +571,7 @@ impl<B: Backend> NetState<B> {
     /// What an optimizer step needs: the device, the parameters, their gradients, and every
     /// parameter tensor's range in those buffers.
     pub fn optimizer_view(&mut self) -> (&B, &mut B::Buf<f32>, &B::Buf<f32>, &[ParamRange]) {
+        self.params_version += 1;
         (&self.dev, &mut self.params, &self.grads, &self.param_ranges)
     }
 

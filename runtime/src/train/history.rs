@@ -132,6 +132,16 @@ impl History {
         crate::io::write_atomic(path, svg.as_bytes())
     }
 
+    /// The epoch of the lowest validation loss (the first of equals), with a validation set.
+    pub fn lowest_val_loss(&self) -> Option<usize> {
+        let with_val = self.epochs.iter().filter_map(|e| e.val_loss.map(|v| (v, e.epoch)));
+        with_val.fold(None, |best: Option<(f32, usize)>, (v, e)| match best {
+            Some((b, _)) if !(v < b) => best,
+            _ => Some((v, e)),
+        })
+        .map(|(_, e)| e)
+    }
+
     fn draw(&self, out: &mut String) -> std::result::Result<(), Box<dyn std::error::Error>> {
         let root = SVGBackend::with_string(out, (1000, 420)).into_drawing_area();
         root.fill(&WHITE)?;
@@ -163,6 +173,18 @@ impl History {
             chart.draw_series(LineSeries::new(train, &BLUE))?.label("train").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
             if !val.is_empty() {
                 chart.draw_series(LineSeries::new(val, &RED))?.label("validation").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+            }
+            // The best epoch (whose weights early stopping kept; without it, the lowest validation
+            // loss) and the last one that early stopping ran.
+            let marks = [
+                (self.best_epoch.or_else(|| self.lowest_val_loss()), GREEN.mix(0.9), "best epoch"),
+                (self.stopped_early.then(|| self.epochs.last().map(|e| e.epoch)).flatten(), BLACK.mix(0.6), "early stop"),
+            ];
+            for (epoch, color, what) in marks {
+                if let Some(e) = epoch {
+                    let line = DashedLineSeries::new(vec![(e as f32, lo), (e as f32, hi)], 6, 4, color.stroke_width(2));
+                    chart.draw_series(line)?.label(format!("{what} ({e})")).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+                }
             }
             chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
         }

@@ -12,7 +12,10 @@
 //! ```
 
 mod checkpoint;
+mod confusion;
 mod history;
+mod outputs;
+pub mod tensorboard;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub use checkpoint::{Best, Checkpoint};
+pub use confusion::{ClassScores, ConfusionMatrix};
 pub use history::{EpochStats, History};
 
 use crate::backend::Backend;
@@ -32,8 +36,8 @@ use crate::network::{Network, Op};
 use crate::optim::{LrScheduler, Optimizer};
 use crate::{Error, Result};
 
-/// Loss and accuracy of a network on a data set.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// Loss, accuracy and confusion matrix of a network on a data set.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Metrics {
     /// Mean cross-entropy per sample.
     pub loss: f32,
@@ -43,6 +47,10 @@ pub struct Metrics {
     pub correct: usize,
     /// Samples evaluated.
     pub total: usize,
+    /// True classes against predicted ones (the argmax of the logits, the first of equal
+    /// maxima as `torch.argmax`), with per-class precision, recall and F1
+    /// ([`ConfusionMatrix::per_class`]).
+    pub confusion: ConfusionMatrix,
 }
 
 /// Mean loss and accuracy of `model` on `data` in eval mode, without gradients (the course's
@@ -65,13 +73,21 @@ where
 {
     loader.start_epoch(0);
     let (mut loss, mut correct, mut total) = (0.0f64, 0, 0);
+    let classes = <N::Output as Logits>::CLASSES;
+    let mut confusion = ConfusionMatrix::new(classes);
+    let mut logits = vec![0.0f32; 0];
     while let Some((x, labels)) = loader.next()? {
         let out = model.evaluate(x, labels)?;
         loss += out.loss as f64 * labels.len() as f64;
         correct += out.correct;
         total += labels.len();
+        logits.resize(labels.len() * classes, 0.0);
+        model.state().read_output(&mut logits)?;
+        for (row, &label) in logits.chunks_exact(classes).zip(labels) {
+            confusion.record(label, crate::network::argmax(row))?;
+        }
     }
-    Ok(Metrics { loss: (loss / total.max(1) as f64) as f32, accuracy: correct as f32 / total.max(1) as f32, correct, total })
+    Ok(Metrics { loss: (loss / total.max(1) as f64) as f32, accuracy: correct as f32 / total.max(1) as f32, correct, total, confusion })
 }
 
 /// What to do when, configured with builder methods.
@@ -90,6 +106,8 @@ pub struct Trainer {
     num_workers: usize,
     train_transform: Option<Arc<dyn Transform>>,
     eval_transform: Option<Arc<dyn Transform>>,
+    class_names: Option<Vec<String>>,
+    tensorboard: bool,
 }
 
 impl Trainer {
@@ -111,7 +129,23 @@ impl Trainer {
             num_workers: 0,
             train_transform: None,
             eval_transform: None,
+            class_names: None,
+            tensorboard: true,
         }
+    }
+
+    /// The names of the classes, in label order (`ImageFolder::classes()`, CIFAR-10's
+    /// `airplane`, `automobile`, …), for the confusion matrix; by default `0`, `1`, …. There must
+    /// be one per output of the network.
+    pub fn class_names<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.class_names = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Whether [`Trainer::out_dir`] also gets TensorBoard event files (it does by default).
+    pub fn tensorboard(mut self, on: bool) -> Self {
+        self.tensorboard = on;
+        self
     }
 
     /// Transforms every training sample (the `transform=` of a torchvision training set, e.g.
@@ -168,7 +202,13 @@ impl Trainer {
         self
     }
 
-    /// Writes `history.csv` and `history.svg` there after every epoch.
+    /// Writes there, after every epoch: `history.csv` and `history.svg` (the loss and accuracy
+    /// curves, the best epoch and an early stop marked); with a validation set,
+    /// `confusion_matrix.csv` and `confusion_matrix.svg` (a heatmap, for up to 100 classes) of
+    /// the best epoch with early stopping, else of the last; and TensorBoard event files in
+    /// `tensorboard/` (`tensorboard --logdir DIR/tensorboard`): the scalars `loss/train`,
+    /// `loss/val`, `accuracy/train`, `accuracy/val` and `lr` at step = epoch, and the first
+    /// convolution's filters as an image (`filters/<layer>`).
     pub fn out_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.out_dir = Some(dir.into());
         self
@@ -223,6 +263,7 @@ impl Trainer {
     {
         self.check_data::<B, N>(train, validation)?;
         self.prepare_files()?;
+        let mut extras = self.extras::<B, N>()?;
         warn_softmax_last(N::SPEC);
         warn_nothing_trains(model);
         let mut run = Run { start: 0, base_lr: optimizer.learning_rate(), seed: self.seed, history: History::default(), best: None };
@@ -269,15 +310,15 @@ impl Trainer {
                 return Err(diverged(epoch + 1, format!("after its last step ({step} of {batches}), `{name}` holds {v} at {i}; lower the learning rate"), &saved));
             }
             let val = val_loader.as_mut().map(|l| evaluate_loader(model, l)).transpose()?;
-            if let Some(val) = val.filter(|v| !v.loss.is_finite()) {
+            if let Some(val) = val.as_ref().filter(|v| !v.loss.is_finite()) {
                 return Err(diverged(epoch + 1, format!("the validation loss is {}; lower the learning rate", val.loss), &saved));
             }
             let stats = EpochStats {
                 epoch: epoch + 1,
                 train_loss: (loss_sum / seen as f64) as f32,
                 train_accuracy: correct as f32 / seen as f32,
-                val_loss: val.map(|v| v.loss),
-                val_accuracy: val.map(|v| v.accuracy),
+                val_loss: val.as_ref().map(|v| v.loss),
+                val_accuracy: val.as_ref().map(|v| v.accuracy),
                 lr: optimizer.learning_rate(),
                 seconds: start.elapsed().as_secs_f32(),
             };
@@ -286,7 +327,7 @@ impl Trainer {
             }
             history.epochs.push(stats);
             let mut stop = false;
-            if let (Some(patience), Some(val)) = (self.patience, val) {
+            if let (Some(patience), Some(val)) = (self.patience, &val) {
                 match &mut best {
                     // Only a strictly lower loss is better; a NaN never is (it cannot reach here).
                     Some(b) if !(val.loss < b.loss) => {
@@ -322,6 +363,9 @@ impl Trainer {
                 }
             }
             self.write_history(&history);
+            // The best epoch's confusion matrix with early stopping, else the last epoch's.
+            let best_now = self.patience.is_none() || best.as_ref().is_some_and(|b| b.epoch == epoch + 1);
+            extras.write_epoch(model, history.epochs.last().expect("pushed above"), val.as_ref().filter(|_| best_now).map(|v| &v.confusion));
             if stop {
                 break;
             }
@@ -352,6 +396,9 @@ impl Trainer {
             return Err(Error::bad_input(format!("{}: the validation set is empty", v.name())));
         }
         let classes = <N::Output as Logits>::CLASSES;
+        if let Some(names) = self.class_names.as_ref().filter(|n| n.len() != classes) {
+            return Err(Error::bad_input(format!("{} class names given, but {} has {classes} outputs (classes)", names.len(), N::SPEC.name)));
+        }
         for data in std::iter::once(train).chain(validation) {
             if let Some((i, &l)) = data.labels().iter().enumerate().find(|&(_, &l)| l >= classes) {
                 return Err(Error::bad_input(format!(
@@ -371,7 +418,7 @@ impl Trainer {
     fn prepare_files(&self) -> Result<()> {
         if let Some(dir) = &self.out_dir {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            for file in ["history.csv", "history.svg"] {
+            for file in ["history.csv", "history.svg", "confusion_matrix.csv", "confusion_matrix.svg"] {
                 crate::io::check_writable(&dir.join(file))?;
             }
         }
@@ -436,7 +483,7 @@ impl Trainer {
             return ProgressBar::hidden();
         }
         let bar = ProgressBar::with_draw_target(Some(batches as u64), ProgressDrawTarget::stderr());
-        bar.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})").expect("a valid template").progress_chars("=> "));
+        bar.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, {eta} left)").expect("a valid template").progress_chars("=> "));
         bar.set_prefix(format!("epoch {}/{}", epoch + 1, self.epochs));
         bar
     }
@@ -451,6 +498,19 @@ impl Trainer {
                 eprintln!("warning: the history was not written: {e}");
             }
         }
+    }
+}
+
+impl Trainer {
+    /// What [`Trainer::fit`] writes beside the history, set up before the first epoch (the
+    /// TensorBoard file is created then, so that a folder it cannot write stops the run early).
+    fn extras<B: Backend, N: Network<B>>(&self) -> Result<outputs::Extras>
+    where
+        N::Output: Logits,
+    {
+        let classes = <N::Output as Logits>::CLASSES;
+        let names = self.class_names.clone().unwrap_or_else(|| ConfusionMatrix::default_names(classes));
+        outputs::Extras::new(self.out_dir.as_deref(), self.tensorboard, names)
     }
 }
 
