@@ -57,7 +57,7 @@
 //!   (or dies where the launcher cannot see it) is caught by a watchdog: a collective that waits
 //!   longer than the timeout (`STATICNET_COLLECTIVE_TIMEOUT` seconds, 300 by default) prints an
 //!   error naming the waiting rank and ends every rank (`MPI_Abort`). An error that a rank
-//!   returns (a corrupt file, a NaN loss) should end the job too: [`Mpi::abort`] prints it with
+//!   returns (a corrupt file, a NaN loss) should end the job too: `Mpi::abort` prints it with
 //!   the rank and stops every process, instead of leaving the others waiting for the watchdog.
 
 #[cfg(feature = "mpi")]

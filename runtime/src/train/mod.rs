@@ -118,8 +118,8 @@ impl Trainer {
         }
     }
 
-    /// Trains data-parallel with the other ranks of `comm` (an [`crate::distributed::Mpi`], an
-    /// [`crate::distributed::Nccl`]), as PyTorch's `DistributedDataParallel`: rank 0's weights
+    /// Trains data-parallel with the other ranks of `comm` (a `distributed::Mpi` with feature
+    /// `mpi`, a `distributed::Nccl` with feature `nccl`), as PyTorch's `DistributedDataParallel`: rank 0's weights
     /// to every rank at the start, this rank's share of every epoch (the batch size is per rank),
     /// gradients averaged across ranks before each update, validation sharded and its metrics
     /// summed, early stopping decided by rank 0, and only rank 0 writing and printing. See
