@@ -8,6 +8,7 @@
 //!     cargo run --release --features cuda --example mnist -- --device cuda   # on the GPU
 //!     cargo run --release --example mnist -- --csv mnist.csv --test-csv test.csv   # Kaggle's CSV
 //!     cargo run --release --example mnist -- --augment     # random crops (padding 2), ±10° turns
+//!     cargo build --release --features mpi --example mnist && mpirun -np 2 target/release/examples/mnist --batch-size 50
 
 mod common;
 
@@ -67,9 +68,28 @@ fn train<B: Backend>(dev: &B, args: &common::Args) -> staticnet::Result<()> {
         // transforms.RandomCrop(28, padding=2), transforms.RandomRotation(10)
         trainer = trainer.train_transform(Compose::new().then(RandomCrop::new(28).padding(2)).then(RandomRotation::new(10.0))).num_workers(args.get("workers", 2));
     }
-    trainer.fit(&mut model, &mut optimizer, &train, Some(&test))?;
+    // Under mpirun (built with --features mpi): data-parallel, --batch-size per process.
+    #[cfg(feature = "mpi")]
+    let mpi = staticnet::distributed::launched().then(staticnet::distributed::Mpi::init).transpose()?.map(std::sync::Arc::new);
+    #[cfg(feature = "mpi")]
+    if let Some(mpi) = &mpi {
+        trainer = trainer.distributed(staticnet::distributed::collective(mpi.clone(), dev)?);
+    }
+    let fitted = trainer.fit(&mut model, &mut optimizer, &train, Some(&test));
+    #[cfg(feature = "mpi")]
+    if let (Some(mpi), Err(e)) = (&mpi, &fitted) {
+        mpi.abort(e); // ends every rank, not only this one
+    }
+    fitted?;
 
     let test = evaluate(&mut model, &test, 1000)?;
+    #[cfg(feature = "mpi")]
+    if let Some(mpi) = &mpi {
+        println!("rank {}/{} weights fingerprint {:016x}", mpi.rank(), mpi.world_size(), staticnet::distributed::fingerprint(&model)?);
+        if mpi.rank() != 0 {
+            return Ok(());
+        }
+    }
     println!("history: {out}/history.csv, plot: {out}/history.svg");
     println!("total time: {:.1} s", start.elapsed().as_secs_f32());
     println!("test accuracy: {:.2}%", 100.0 * test.accuracy);

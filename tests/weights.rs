@@ -358,6 +358,7 @@ fn write_checkpoints(path: &Path, count: usize) {
             rng: net.state().rng_state(),
             history: history.clone(),
             best: None,
+            world_size: 1,
         };
         ck.save(path).unwrap();
         // The kill test waits for this line before it picks its moment.

@@ -4,7 +4,8 @@
 //! - [`ops`]: the kernels, one folder per op;
 //! - [`network`]: the `Network` trait every generated type implements, its state and tables;
 //! - [`batch`]: batches typed by their sample shape (`Images<1, 28, 28>`);
-//! - [`loss`] and [`optim`]: cross-entropy, MSE, SGD, Adam, AdamW, schedules.
+//! - [`loss`] and [`optim`]: cross-entropy, MSE, SGD, Adam, AdamW, schedules;
+//! - [`distributed`]: data-parallel training across processes (MPI, NCCL), as PyTorch's DDP.
 //!
 //! Users depend on the `staticnet` crate, which re-exports all of this.
 
@@ -13,6 +14,7 @@
 pub mod backend;
 pub mod batch;
 pub mod data;
+pub mod distributed;
 mod error;
 pub mod io;
 pub mod loss;

@@ -220,6 +220,14 @@ impl Cuda {
         &self.inner.stream
     }
 
+    /// Binds the device's context to this thread and returns the stream all its work runs on, and
+    /// the address of element `at` of `buf`: what NCCL's collectives take (`crate::distributed`).
+    #[cfg(feature = "nccl")]
+    pub(crate) fn raw_for_nccl<T>(&self, buf: &CudaBuf<T>, at: usize) -> Result<(cudarc::driver::sys::CUstream, u64)> {
+        self.bind()?;
+        Ok((self.stream().cu_stream(), buf.at(at)))
+    }
+
     fn k(&self) -> &Kernels {
         &self.inner.kernels
     }

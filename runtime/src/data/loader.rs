@@ -236,6 +236,34 @@ impl<T: Send + 'static> Drop for Pooled<T> {
     }
 }
 
+/// One rank's share of every epoch (see [`DataLoader::shard`]).
+#[derive(Clone, Copy, Debug)]
+struct Shard {
+    rank: usize,
+    world_size: usize,
+    pad: bool,
+}
+
+impl Shard {
+    /// Reduces an epoch's order to positions `rank`, `rank + world_size`, … of it, padded first
+    /// (if padding) to a multiple of `world_size` by repeating it from its start, as
+    /// `DistributedSampler` does. Allocates only the first time the padding grows the order.
+    fn take(&self, order: &mut Vec<usize>) {
+        let n = order.len();
+        let total = if self.pad { n.div_ceil(self.world_size) * self.world_size } else { n };
+        for i in n..total {
+            order.push(order[i % n]);
+        }
+        // Position `rank + j·world_size` moves to `j`, never forward: the compaction is in place.
+        let mut kept = 0;
+        for at in (self.rank..total).step_by(self.world_size) {
+            order[kept] = order[at];
+            kept += 1;
+        }
+        order.truncate(kept);
+    }
+}
+
 /// How many handed-out buffers may wait to be reused.
 const RETURNS: usize = 16;
 
@@ -254,6 +282,8 @@ pub struct DataLoader<I: Batch + 'static> {
     recipe: Arc<Recipe<I>>,
     batch_size: usize,
     shuffle: Option<u64>,
+    /// Data-parallel training: this rank's share of each epoch's order.
+    shard: Option<Shard>,
     num_workers: usize,
     prefetch: usize,
     order: Vec<usize>,
@@ -285,6 +315,7 @@ impl<I: Batch + 'static> DataLoader<I> {
             recipe: Arc::new(Recipe { source: source.shared(), transform: None, seed: 0 }),
             batch_size,
             shuffle: None,
+            shard: None,
             num_workers: 0,
             prefetch: 2,
             order: (0..source.len()).collect(),
@@ -327,6 +358,39 @@ impl<I: Batch + 'static> DataLoader<I> {
     pub fn transform_seed(mut self, seed: u64) -> Self {
         self.set_recipe(|r| r.seed = seed);
         self
+    }
+
+    /// Data-parallel training: this loader makes rank `rank`'s share of every epoch, as
+    /// `torch.utils.data.DistributedSampler(num_replicas=world_size, rank=rank)` with its default
+    /// `drop_last=False`: the epoch's order (shuffled as a single process shuffles it) is padded
+    /// to a multiple of `world_size` by repeating its first samples, and this rank takes positions
+    /// `rank`, `rank + world_size`, … of it. Every rank then has the same number of samples, and
+    /// the k-th batches of all ranks together are the k-th batch of one process whose batch is
+    /// `world_size` times larger (the padding aside). An error if `rank` is not below
+    /// `world_size`.
+    pub fn shard(self, rank: usize, world_size: usize) -> Result<Self> {
+        self.set_shard(Shard { rank, world_size, pad: true })
+    }
+
+    /// [`DataLoader::shard`] without the padding: rank `rank` takes samples `rank`,
+    /// `rank + world_size`, … and the ranks' shares differ by one at most, so that each sample is
+    /// seen once (for evaluation, whose sums are added across ranks).
+    pub fn shard_unpadded(self, rank: usize, world_size: usize) -> Result<Self> {
+        self.set_shard(Shard { rank, world_size, pad: false })
+    }
+
+    fn set_shard(mut self, shard: Shard) -> Result<Self> {
+        if shard.rank >= shard.world_size {
+            return Err(Error::bad_input(format!(
+                "{}: rank {} of a world of {}: a rank is below the world size",
+                self.recipe.source.name(),
+                shard.rank,
+                shard.world_size
+            )));
+        }
+        self.shard = Some(shard);
+        self.reset_order(0);
+        Ok(self)
     }
 
     /// Makes batches on `n` worker threads while the caller uses the previous ones (0: on the
@@ -375,16 +439,24 @@ impl<I: Batch + 'static> DataLoader<I> {
         self.reclaim();
         self.epoch = epoch;
         (self.next, self.submitted) = (0, 0);
-        for (i, o) in self.order.iter_mut().enumerate() {
-            *o = i;
-        }
-        if let Some(seed) = self.shuffle {
-            self.order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
-        }
+        self.reset_order(epoch);
         if self.num_workers > 0 && self.workers.is_none() {
             self.workers = Some(Workers::start(self.num_workers, self.prefetch, &self.recipe));
         }
         self.submit();
+    }
+
+    /// Sets the order of epoch `epoch`: every sample, shuffled if shuffling, then this rank's
+    /// share if sharded.
+    fn reset_order(&mut self, epoch: u64) {
+        self.order.clear();
+        self.order.extend(0..self.recipe.source.len());
+        if let Some(seed) = self.shuffle {
+            self.order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+        }
+        if let Some(shard) = self.shard {
+            shard.take(&mut self.order);
+        }
     }
 
     /// Takes back every buffer from the workers, the ready list and the caller.

@@ -575,6 +575,12 @@ impl<B: Backend> NetState<B> {
         (&self.dev, &mut self.params, &self.grads, &self.param_ranges)
     }
 
+    /// What data-parallel training keeps equal across processes (see `crate::distributed`): the
+    /// device, the parameters, their gradients, the running statistics and the batch counters.
+    pub fn collective_view(&mut self) -> (&B, &mut B::Buf<f32>, &mut B::Buf<f32>, &mut B::Buf<f32>, &mut [i64]) {
+        (&self.dev, &mut self.params, &mut self.grads, &mut self.buffers, &mut self.counters)
+    }
+
     /// How many parameter tensors the network has (an optimizer keeps a step count for each).
     pub fn param_tensors(&self) -> usize {
         self.param_ranges.len()

@@ -39,6 +39,8 @@ pub struct Checkpoint {
     pub history: History,
     /// Early stopping: the best validation loss, its epoch, the epochs since, and its weights.
     pub best: Option<Best>,
+    /// The number of processes of a data-parallel run (1 alone): a run resumes with the same.
+    pub world_size: usize,
 }
 
 /// What early stopping remembers.
@@ -75,6 +77,7 @@ impl Checkpoint {
             ("rng_seed".to_string(), self.rng.0.to_string()),
             ("rng_step".to_string(), self.rng.1.to_string()),
             ("history".to_string(), self.history.to_csv()),
+            ("world_size".to_string(), self.world_size.to_string()),
         ]);
         if let Some(best) = &self.best {
             prefixed(&mut all, "best", &best.weights);
@@ -132,6 +135,8 @@ impl Checkpoint {
             rng: (text("rng_seed").and_then(|v| num("rng_seed", &v))?, text("rng_step").and_then(|v| num("rng_step", &v))?),
             history: History::from_csv(&text("history")?).map_err(|e| format!("its history: {e}"))?,
             best,
+            // Checkpoints from before data-parallel training were all of one process.
+            world_size: meta.get("world_size").map_or(Ok(1), |v| num("world_size", v))?,
         };
         ck.check()?;
         Ok(ck)
@@ -140,6 +145,9 @@ impl Checkpoint {
     /// The checks that need no network: the parts agree with each other, nothing is NaN or
     /// infinite (a run that diverged is never checkpointed, so such a file was damaged).
     fn check(&self) -> std::result::Result<(), String> {
+        if self.world_size == 0 {
+            return Err("its `world_size` is 0; a run has at least one process".into());
+        }
         if self.history.epochs.len() != self.epoch {
             return Err(format!("its `epoch` is {} but its history has {} rows", self.epoch, self.history.epochs.len()));
         }

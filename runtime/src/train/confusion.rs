@@ -68,6 +68,17 @@ impl ConfusionMatrix {
         Ok(())
     }
 
+    /// Every count, row (true class) after row.
+    pub fn counts(&self) -> &[usize] {
+        &self.counts
+    }
+
+    /// Replaces the counts (row after row; as many as there are), e.g. with the sums over the
+    /// ranks of a data-parallel run.
+    pub(crate) fn set_counts(&mut self, counts: impl Iterator<Item = usize>) {
+        self.counts.iter_mut().zip(counts).for_each(|(c, v)| *c = v);
+    }
+
     /// The number of classes (rows and columns).
     pub fn classes(&self) -> usize {
         self.classes

@@ -31,6 +31,7 @@ use crate::backend::Backend;
 use crate::batch::Logits;
 use crate::data::transforms::Transform;
 use crate::data::{DataLoader, Source};
+use crate::distributed::Collective;
 use crate::loss::CrossEntropyLoss;
 use crate::network::{Network, Op};
 use crate::optim::{LrScheduler, Optimizer};
@@ -108,6 +109,8 @@ pub struct Trainer {
     eval_transform: Option<Arc<dyn Transform>>,
     class_names: Option<Vec<String>>,
     tensorboard: bool,
+    /// An `Arc<dyn Collective<B>>` for the backend `B` that `fit` will find (see `distributed`).
+    distributed: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Trainer {
@@ -131,6 +134,7 @@ impl Trainer {
             eval_transform: None,
             class_names: None,
             tensorboard: true,
+            distributed: None,
         }
     }
 
@@ -145,6 +149,17 @@ impl Trainer {
     /// Whether [`Trainer::out_dir`] also gets TensorBoard event files (it does by default).
     pub fn tensorboard(mut self, on: bool) -> Self {
         self.tensorboard = on;
+        self
+    }
+
+    /// Trains data-parallel with the other ranks of `comm` (a `distributed::Mpi` with feature
+    /// `mpi`, a `distributed::Nccl` with feature `nccl`), as PyTorch's `DistributedDataParallel`: rank 0's weights
+    /// to every rank at the start, this rank's share of every epoch (the batch size is per rank),
+    /// gradients averaged across ranks before each update, validation sharded and its metrics
+    /// summed, early stopping decided by rank 0, and only rank 0 writing and printing. See
+    /// [`crate::distributed`] for the details and what differs from one process.
+    pub fn distributed<B: Backend>(mut self, comm: Arc<dyn crate::distributed::Collective<B>>) -> Self {
+        self.distributed = Some(Arc::new(comm));
         self
     }
 
@@ -262,14 +277,25 @@ impl Trainer {
         O: Optimizer<B>,
     {
         self.check_data::<B, N>(train, validation)?;
-        self.prepare_files()?;
-        let mut extras = self.extras::<B, N>()?;
-        warn_softmax_last(N::SPEC);
-        warn_nothing_trains(model);
+        let ddp = self.collective::<B>()?;
+        // Rank 0 alone writes files and prints (every rank, when not distributed).
+        let root = ddp.as_ref().is_none_or(|c| c.rank() == 0);
+        if root {
+            self.prepare_files()?;
+            warn_softmax_last(N::SPEC);
+            warn_nothing_trains(model);
+        }
+        let mut extras = self.extras::<B, N>(root)?;
         let mut run = Run { start: 0, base_lr: optimizer.learning_rate(), seed: self.seed, history: History::default(), best: None };
         if let Some(path) = &self.resume {
-            run = self.restore(path, model, optimizer, run)?;
+            run = self.restore(path, model, optimizer, run, ddp.as_deref())?;
         }
+        if let Some(c) = &ddp {
+            let sizes = (train.len(), validation.map(|v| v.len()));
+            crate::distributed::start(&**c, model, &format!("{} seed {} batch {} epochs {} from {} data {sizes:?}", N::SPEC.name, self.seed, self.batch_size, self.epochs, run.start))?;
+        }
+        let mut optimizer = crate::distributed::Synced::new(optimizer, ddp.clone());
+        let optimizer = &mut optimizer;
         let Run { start, base_lr, seed, mut history, mut best } = run;
         // The last epoch known good on disk, for the message of a run that diverges.
         let mut saved = self.resume.clone().filter(|_| start > 0).map(|p| (p, start));
@@ -278,6 +304,10 @@ impl Trainer {
             Some(v) => Some(DataLoader::new(v, self.batch_size.max(256))?.transform_shared(self.eval_transform.clone()).transform_seed(seed).num_workers(self.num_workers)),
             None => None,
         };
+        if let Some(c) = &ddp {
+            loader = loader.shard(c.rank(), c.world_size())?;
+            val_loader = val_loader.map(|l| l.shard_unpadded(c.rank(), c.world_size())).transpose()?;
+        }
         for epoch in start..self.epochs {
             let start = Instant::now();
             if let Some(s) = &self.scheduler {
@@ -286,7 +316,7 @@ impl Trainer {
             model.train();
             loader.start_epoch(epoch as u64);
             let batches = loader.batches();
-            let bar = self.progress_bar(epoch, batches);
+            let bar = if root { self.progress_bar(epoch, batches) } else { ProgressBar::hidden() };
             let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
             let mut step = 0;
             while let Some((x, labels)) = loader.next().inspect_err(|_| bar.finish_and_clear())? {
@@ -303,6 +333,12 @@ impl Trainer {
                 bar.set_message(format!("loss {:.4} acc {:.2}%", loss_sum / seen as f64, 100.0 * correct as f64 / seen as f64));
             }
             bar.finish_and_clear();
+            if let Some(c) = &ddp {
+                // The epoch's loss and accuracy over every rank's samples.
+                let mut sums = [loss_sum, correct as f64, seen as f64];
+                c.all_reduce_sum_f64(&mut sums)?;
+                (loss_sum, correct, seen) = (sums[0], sums[1] as usize, sums[2] as usize);
+            }
             // The last update of the epoch has no loss after it to show a NaN: look at the
             // weights themselves (they are copied for the checkpoint and early stopping anyway).
             let weights = model.state_dict()?;
@@ -310,6 +346,10 @@ impl Trainer {
                 return Err(diverged(epoch + 1, format!("after its last step ({step} of {batches}), `{name}` holds {v} at {i}; lower the learning rate"), &saved));
             }
             let val = val_loader.as_mut().map(|l| evaluate_loader(model, l)).transpose()?;
+            let val = match (&ddp, val) {
+                (Some(c), Some(v)) => Some(crate::distributed::all_reduce_metrics(&**c, v)?),
+                (_, v) => v,
+            };
             if let Some(val) = val.as_ref().filter(|v| !v.loss.is_finite()) {
                 return Err(diverged(epoch + 1, format!("the validation loss is {}; lower the learning rate", val.loss), &saved));
             }
@@ -322,7 +362,7 @@ impl Trainer {
                 lr: optimizer.learning_rate(),
                 seconds: start.elapsed().as_secs_f32(),
             };
-            if self.verbose {
+            if self.verbose && root {
                 println!("{}", stats.line(self.epochs));
             }
             history.epochs.push(stats);
@@ -338,9 +378,13 @@ impl Trainer {
                 }
                 history.best_epoch = best.as_ref().map(|b| b.epoch);
             }
+            if let Some(c) = &ddp {
+                // Decided once, by rank 0, for every rank.
+                stop = crate::distributed::broadcast_flag(&**c, stop)?;
+            }
             // The checkpoint first: the history and its plot are conveniences, the checkpoint is
             // the run.
-            if let Some(path) = &self.checkpoint {
+            if let Some(path) = self.checkpoint.as_ref().filter(|_| root) {
                 let checkpoint = Checkpoint {
                     network: N::SPEC.name.to_string(),
                     epoch: epoch + 1,
@@ -352,27 +396,36 @@ impl Trainer {
                     rng: model.state().rng_state(),
                     history: history.clone(),
                     best: best.clone(),
+                    world_size: ddp.as_ref().map_or(1, |c| c.world_size()),
                 };
                 checkpoint.save(path)?;
                 saved = Some((path.clone(), epoch + 1));
             }
             if stop {
                 history.stopped_early = true;
-                if self.verbose {
+                if self.verbose && root {
                     println!("early stopping: no lower validation loss for {} epochs", self.patience.unwrap_or(0));
                 }
             }
-            self.write_history(&history);
-            // The best epoch's confusion matrix with early stopping, else the last epoch's.
-            let best_now = self.patience.is_none() || best.as_ref().is_some_and(|b| b.epoch == epoch + 1);
-            extras.write_epoch(model, history.epochs.last().expect("pushed above"), val.as_ref().filter(|_| best_now).map(|v| &v.confusion));
+            if root {
+                self.write_history(&history);
+                // The best epoch's confusion matrix with early stopping, else the last epoch's.
+                let best_now = self.patience.is_none() || best.as_ref().is_some_and(|b| b.epoch == epoch + 1);
+                extras.write_epoch(model, history.epochs.last().expect("pushed above"), val.as_ref().filter(|_| best_now).map(|v| &v.confusion));
+            }
             if stop {
                 break;
             }
         }
+        if let Some(c) = &ddp {
+            // Rank r's dropout seed back to the network's own.
+            let (_, step) = model.state().rng_state();
+            let seed = crate::distributed::dropout_seed(model.state().seed(), c.rank());
+            model.state_mut().set_rng_state(seed, step);
+        }
         if let Some(b) = best {
             model.load_state_dict(&b.weights, true)?;
-            if self.verbose {
+            if self.verbose && root {
                 println!("restored the weights of epoch {} (validation loss {:.4})", b.epoch, b.loss);
             }
         }
@@ -437,20 +490,37 @@ impl Trainer {
 
     /// Loads the checkpoint at `path` into the model and optimizer, if there is one. All of it is
     /// read and checked against this network and optimizer first: on an error nothing changed.
-    fn restore<B, N, O>(&self, path: &Path, model: &mut N, optimizer: &mut O, fresh: Run) -> Result<Run>
+    fn restore<B, N, O>(&self, path: &Path, model: &mut N, optimizer: &mut O, fresh: Run, ddp: Option<&dyn Collective<B>>) -> Result<Run>
     where
         B: Backend,
         N: Network<B>,
         O: Optimizer<B>,
     {
+        let verbose = self.verbose && ddp.is_none_or(|c| c.rank() == 0);
+        if let Some(c) = ddp {
+            // Every rank resumes, or none: they must all see the checkpoint (shared storage).
+            let mut found = [path.exists() as u8 as f64];
+            c.all_reduce_sum_f64(&mut found)?;
+            if found[0] as usize % c.world_size() != 0 {
+                let here = if path.exists() { "is here" } else { "is missing here" };
+                return Err(Error::file(path, format!("rank {}/{}: the checkpoint {here} but not on every rank: put it where every rank reads it", c.rank(), c.world_size())));
+            }
+        }
         if !path.exists() {
-            if self.verbose {
+            if verbose {
                 println!("no checkpoint at {}: starting from epoch 1", path.display());
             }
             return Ok(fresh);
         }
         let ck = Checkpoint::load(path)?;
         let bad = |msg: String| Error::file(path, msg);
+        let world_size = ddp.map_or(1, |c| c.world_size());
+        if ck.world_size != world_size {
+            return Err(bad(format!(
+                "a checkpoint of a run on {} process(es), and this one runs on {world_size}: resume with the same number (the global batch would change)",
+                ck.world_size
+            )));
+        }
         if ck.network != N::SPEC.name {
             return Err(bad(format!("a checkpoint of {}, not of {}", ck.network, N::SPEC.name)));
         }
@@ -463,19 +533,30 @@ impl Trainer {
         }
         optimizer.check_state_dict(model.state(), &ck.optimizer).map_err(|e| bad(format!("its optimizer.* tensors: {e}")))?;
         // Everything fits: apply it.
-        if ck.seed != self.seed && self.verbose {
+        if ck.seed != self.seed && verbose {
             println!("resuming with the checkpoint's shuffling seed {} (this trainer has {})", ck.seed, self.seed);
         }
         model.load_state_dict(&ck.model, true).map_err(|e| bad(e.to_string()))?;
         optimizer.load_state_dict(model.state(), &ck.optimizer).map_err(|e| bad(e.to_string()))?;
         model.state_mut().set_rng_state(ck.rng.0, ck.rng.1);
         optimizer.set_learning_rate(ck.history.epochs.last().map_or(ck.base_lr, |e| e.lr));
-        if self.verbose {
+        if verbose {
             println!("resumed from {}: {} epochs done", path.display(), ck.epoch);
         }
         let mut history = ck.history;
         history.best_epoch = ck.best.as_ref().map(|b| b.epoch);
         Ok(Run { start: ck.epoch, base_lr: ck.base_lr, seed: ck.seed, history, best: ck.best })
+    }
+
+    /// The communicator of [`Trainer::distributed`], for the backend being trained on.
+    fn collective<B: Backend>(&self) -> Result<Option<Arc<dyn Collective<B>>>> {
+        match &self.distributed {
+            None => Ok(None),
+            Some(any) => any
+                .downcast_ref::<Arc<dyn Collective<B>>>()
+                .map(|c| Some(c.clone()))
+                .ok_or_else(|| Error::bad_input(format!("Trainer::distributed was given a communicator for another backend than {}", std::any::type_name::<B>()))),
+        }
     }
 
     fn progress_bar(&self, epoch: usize, batches: usize) -> ProgressBar {
@@ -504,13 +585,14 @@ impl Trainer {
 impl Trainer {
     /// What [`Trainer::fit`] writes beside the history, set up before the first epoch (the
     /// TensorBoard file is created then, so that a folder it cannot write stops the run early).
-    fn extras<B: Backend, N: Network<B>>(&self) -> Result<outputs::Extras>
+    /// What the run writes beside its history (nothing on a rank other than 0).
+    fn extras<B: Backend, N: Network<B>>(&self, root: bool) -> Result<outputs::Extras>
     where
         N::Output: Logits,
     {
         let classes = <N::Output as Logits>::CLASSES;
         let names = self.class_names.clone().unwrap_or_else(|| ConfusionMatrix::default_names(classes));
-        outputs::Extras::new(self.out_dir.as_deref(), self.tensorboard, names)
+        outputs::Extras::new(self.out_dir.as_deref().filter(|_| root), self.tensorboard, names)
     }
 }
 
