@@ -12,6 +12,8 @@
 //! under the folder given by --png-dir) and prints the process's peak memory against the budget.
 
 mod common;
+#[path = "common/course.rs"]
+mod course;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -21,20 +23,7 @@ use staticnet::data::transforms::{Compose, RandomCrop, RandomRotation};
 use staticnet::data::{DataLoader, ImageFolder, Source};
 use staticnet::prelude::*;
 
-network! {
-    /// Model A.
-    pub struct ModelA {
-        input: [1, 28, 28],
-        cnn1: Conv2d(1, 16, kernel_size = 5, stride = 1, padding = 2),
-        relu1: ReLU,
-        maxpool1: MaxPool2d(2),
-        cnn2: Conv2d(16, 32, kernel_size = 5, stride = 1, padding = 2),
-        relu2: ReLU,
-        maxpool2: MaxPool2d(2),
-        Flatten,
-        fc1: Linear(32 * 7 * 7, 10),
-    }
-}
+use course::ModelA;
 
 const USAGE: &str = "usage: data-bench [--png-dir DIR] [--epochs 3] [--workers 2] [--only memory|augment|stream] [--images N] [--memory-budget-mb MB] [--json]
 
