@@ -38,8 +38,13 @@ pub fn set_num_threads(n: usize) -> Result<()> {
     result
 }
 
-/// The CPU backend's threads.
+/// The CPU backend's threads. Like creating a network, it makes the calling thread a worker of
+/// the pool first: asking rayon for its thread count builds its global pool, and a pool built
+/// without the training thread hands it every kernel through a queue and puts it to sleep while
+/// the kernel runs (a program that printed the thread count before creating its network trained
+/// Model A a quarter slower, one thread, with a context switch per kernel).
 pub fn num_threads() -> usize {
+    adopt_current_thread();
     rayon::current_num_threads()
 }
 
