@@ -90,9 +90,13 @@ struct Work<I: Batch> {
 
 impl<I: Batch> Work<I> {
     fn empty(capacity: usize) -> Work<I> {
-        let x = I::from_vec(0, Vec::with_capacity(capacity * I::SAMPLE_LEN)).expect("an empty batch");
-        Work { epoch: 0, batch: 0, indices: Vec::with_capacity(capacity), x, labels: Vec::with_capacity(capacity), result: Ok(()), shell: false }
+        Work { epoch: 0, batch: 0, indices: Vec::with_capacity(capacity), x: empty_batch(capacity), labels: Vec::with_capacity(capacity), result: Ok(()), shell: false }
     }
+}
+
+/// A batch of no samples with room for `capacity`.
+fn empty_batch<I: Batch>(capacity: usize) -> I {
+    I::from_vec(0, Vec::with_capacity(capacity * I::SAMPLE_LEN)).expect("an empty batch")
 }
 
 /// What a batch is made from, shared by the loader and its workers.
@@ -480,9 +484,8 @@ impl<I: Batch + 'static> DataLoader<I> {
         let capacity = self.batch_size.min(self.order.len());
         let mut work = self.free.pop().unwrap_or_else(|| Work::empty(capacity));
         if work.shell {
-            let fresh = || Work::<I>::empty(capacity);
-            work.x = self.returned_x.1.try_recv().unwrap_or_else(|_| fresh().x);
-            work.labels = self.returned_labels.1.try_recv().unwrap_or_else(|_| fresh().labels);
+            work.x = self.returned_x.1.try_recv().unwrap_or_else(|_| empty_batch(capacity));
+            work.labels = self.returned_labels.1.try_recv().unwrap_or_else(|_| Vec::with_capacity(capacity));
             work.shell = false;
         }
         work

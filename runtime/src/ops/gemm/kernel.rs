@@ -285,11 +285,6 @@ pub struct Indirect {
     pub kernel: IndirectKernel,
 }
 
-/// The indirect microkernel of the instruction set in use.
-pub fn select_indirect() -> Indirect {
-    select_indirect_for(isa())
-}
-
 /// The indirect microkernel written for `isa`: AVX-512 8 × 32 (16 accumulators; its 8 row
 /// pointers and the loop's own stay in the 16 general registers), AVX2 6 × 16, or the portable
 /// 6 × 16. At most 8 rows, for the transposing epilogue of the convolution.
