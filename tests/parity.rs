@@ -172,7 +172,7 @@ fn optimizer_steps<B: Backend, O: Optimizer<B>>(dev: &B, name: &str, mut opt: O)
         net.zero_grad().unwrap();
         net.forward(&Vectors::<3>::new(1, x[3 * t..3 * t + 3].to_vec()).unwrap()).unwrap();
         net.backward(&Vectors::<2>::new(1, dy[2 * t..2 * t + 2].to_vec()).unwrap()).unwrap();
-        opt.step(net.state_mut()).unwrap();
+        opt.step(net.state_mut().params()).unwrap();
         let w: Vec<f32> = net.parameter("fc.weight").unwrap().iter().copied().collect();
         let b: Vec<f32> = net.parameter("fc.bias").unwrap().iter().copied().collect();
         assert_close(&w, &want_w[6 * t..6 * t + 6], 1e-5, &format!("{name}: weight after step {}", t + 1));

@@ -14,6 +14,8 @@
 pub mod backend;
 pub mod batch;
 pub mod data;
+#[cfg(feature = "cuda")]
+mod device;
 pub mod distributed;
 mod error;
 pub mod io;
@@ -21,6 +23,7 @@ pub mod loss;
 pub mod network;
 pub mod ops;
 pub mod optim;
+pub mod state_dict;
 pub mod threads;
 pub mod train;
 pub mod viz;
@@ -34,7 +37,8 @@ pub use backend::Cuda;
 pub use batch::{Batch, Images, Logits, Vectors};
 pub use error::{Error, Result};
 pub use loss::CrossEntropyLoss;
-pub use network::{LoadReport, Network, Prediction, StateDict, Summary, Tensor};
+pub use network::{LoadReport, Network, Prediction, Summary};
+pub use state_dict::{StateDict, Tensor};
 pub use ops::LossOutput;
 pub use optim::{Adam, AdamW, CosineAnnealingLr, LrScheduler, Optimizer, Sgd, StepLr};
 pub use data::{DataLoader, Dataset};

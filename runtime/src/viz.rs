@@ -105,11 +105,6 @@ impl GridImage {
     pub fn save_png(&self, path: impl AsRef<Path>) -> Result<()> {
         crate::io::write_atomic(path.as_ref(), &self.to_png()?)
     }
-
-    /// The image as a TensorBoard image summary.
-    pub fn to_tensorboard(&self) -> Result<crate::train::tensorboard::PngImage> {
-        Ok(crate::train::tensorboard::PngImage { height: self.height as u32, width: self.width as u32, channels: self.channels as u32, png: self.to_png()? })
-    }
 }
 
 /// torchvision's `save_image(make_grid(tensor, nrow, padding, normalize=True, scale_each,

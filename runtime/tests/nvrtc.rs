@@ -7,7 +7,7 @@
 
 #![cfg(feature = "cuda")]
 
-use staticnet_runtime::backend::cuda::{KERNEL_NAMES, SOURCES, compile_kernels, nvrtc_version};
+use staticnet_runtime::backend::cuda::{compile_kernels, kernel_names, nvrtc_version, sources};
 
 /// The architectures we compile for: the H100 (sm_90) we run on, and an older and a newer one,
 /// so that code relying on one generation's features shows up.
@@ -28,9 +28,10 @@ fn every_kernel_source_compiles() {
         let cubin = compile_kernels(arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
         // The backend loads its kernels by name: each must be an entry of the compiled program
         // (the ELF symbol table of a CUBIN holds the names as they are, `extern "C"`).
-        let missing: Vec<&str> = KERNEL_NAMES.iter().copied().filter(|name| !contains(&cubin, name.as_bytes())).collect();
+        let names = kernel_names();
+        let missing: Vec<&str> = names.iter().copied().filter(|name| !contains(&cubin, name.as_bytes())).collect();
         assert!(missing.is_empty(), "{arch}: kernels the backend loads but the sources do not define: {missing:?}");
-        eprintln!("{arch}: {} kernels, {} bytes of CUBIN", KERNEL_NAMES.len(), cubin.len());
+        eprintln!("{arch}: {} kernels, {} bytes of CUBIN", names.len(), cubin.len());
     }
 }
 
@@ -43,8 +44,8 @@ fn every_cuda_source_is_compiled() {
         let file = entry.unwrap().path().join("cuda.cu");
         if file.exists() {
             let name = format!("ops/{}/cuda.cu", file.parent().unwrap().file_name().unwrap().to_string_lossy());
-            let listed = SOURCES.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("{name} is not in backend::cuda::SOURCES"));
-            assert_eq!(listed.1, std::fs::read_to_string(&file).unwrap(), "{name}");
+            let listed = sources().into_iter().find(|s| s.path == name).unwrap_or_else(|| panic!("{name} is not in ops::CUDA_SOURCES"));
+            assert_eq!(listed.text, std::fs::read_to_string(&file).unwrap(), "{name}");
         }
     }
 }
@@ -69,4 +70,24 @@ fn skipped(test: &str, why: &str) {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every kernel a launcher in `ops/<op>/cuda.rs` launches is listed in a `Source`, so the device
+/// loads it when it opens: a kernel left out would fail only on a GPU, at its first launch.
+#[test]
+fn every_launched_kernel_is_listed() {
+    let listed = kernel_names();
+    let ops = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops");
+    let mut launched = 0;
+    for entry in std::fs::read_dir(&ops).unwrap() {
+        let file = entry.unwrap().path().join("cuda.rs");
+        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        for (i, _) in text.match_indices("launch!(") {
+            let args: Vec<&str> = text[i + "launch!(".len()..].splitn(3, ',').map(str::trim).collect();
+            let name = args[1];
+            assert!(listed.contains(&name), "{}: launches {name}, which no Source lists", file.display());
+            launched += 1;
+        }
+    }
+    assert!(launched > 20, "found only {launched} launches: has the launch! macro changed?");
 }

@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use super::{Backend, Elem};
 use crate::Result;
-use crate::network::Op;
+use crate::ops::Op;
 use crate::ops::{self, Activation, AdamStep, AdaptiveAvgPool2d, BatchNorm, Conv2d, CrossEntropy, Dropout, Linear, LossOutput, Pool2d, SgdStep, Softmax};
 
 /// The CPU, with as many threads as rayon's global pool has.

@@ -74,7 +74,7 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     /// Waits until every kernel launched so far has finished.
     fn synchronize(&self) -> Result<()>;
     /// Scratch floats the kernels of `op` need for a batch of `n`.
-    fn scratch_len(&self, op: &crate::network::Op, n: usize) -> usize;
+    fn scratch_len(&self, op: &crate::ops::Op, n: usize) -> usize;
 
     // ---- layers ----
 

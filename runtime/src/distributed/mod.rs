@@ -74,8 +74,8 @@ pub use self::mpi::{Mpi, launched, local_rank};
 pub use self::nccl::Nccl;
 
 use crate::backend::Backend;
-use crate::network::{NetState, Network, StateDict, TensorKind};
-use crate::optim::Optimizer;
+use crate::network::{Network, StateDict, TensorKind};
+use crate::optim::{Optimizer, ParamLayout, ParamRange, Params};
 use crate::{Error, Result};
 
 /// The collectives data-parallel training needs, on one backend's buffers: what MPI and NCCL
@@ -143,10 +143,10 @@ pub const BUCKET_BYTES: usize = 25 << 20;
 /// The buckets gradients are reduced in: runs of adjacent unfrozen parameter tensors of at most
 /// [`BUCKET_BYTES`] (a larger tensor is a bucket of its own), last tensors first, the order in
 /// which a backward produces them (DDP's bucket order).
-pub fn buckets(state: &mut NetState<impl Backend>) -> Vec<Range<usize>> {
+pub fn buckets(tensors: &[ParamRange]) -> Vec<Range<usize>> {
     let cap = BUCKET_BYTES / 4;
     let mut out: Vec<Range<usize>> = Vec::new();
-    for p in state.optimizer_view().3.iter().rev().filter(|p| !p.frozen) {
+    for p in tensors.iter().rev().filter(|p| !p.frozen) {
         match out.last_mut() {
             Some(b) if p.range.end == b.start && b.end - p.range.start <= cap => b.start = p.range.start,
             _ => out.push(p.range.clone()),
@@ -173,20 +173,19 @@ impl<'a, B: Backend, O: Optimizer<B>> Synced<'a, B, O> {
 }
 
 impl<B: Backend, O: Optimizer<B>> Optimizer<B> for Synced<'_, B, O> {
-    fn step(&mut self, net: &mut NetState<B>) -> Result<()> {
+    fn step(&mut self, net: Params<'_, B>) -> Result<()> {
         if let Some(comm) = self.comm.as_ref().filter(|c| c.world_size() > 1) {
             // Frozen tensors may change between steps (freeze / unfreeze): recompute then only.
-            let now = buckets(net);
+            let now = buckets(net.tensors);
             if now != self.buckets {
                 self.buckets = now;
             }
-            let (dev, _, grads, buffers, _) = net.collective_view();
             for b in &self.buckets {
-                comm.all_reduce_mean(dev, grads, b.clone())?;
+                comm.all_reduce_mean(net.device, net.grads, b.clone())?;
             }
-            let len = B::len(buffers);
+            let len = B::len(net.buffers);
             if len > 0 {
-                comm.broadcast(dev, buffers, 0..len)?;
+                comm.broadcast(net.device, net.buffers, 0..len)?;
             }
         }
         self.inner.step(net)
@@ -203,10 +202,10 @@ impl<B: Backend, O: Optimizer<B>> Optimizer<B> for Synced<'_, B, O> {
     fn state_dict(&self, dev: &B) -> Result<StateDict> {
         self.inner.state_dict(dev)
     }
-    fn check_state_dict(&self, net: &NetState<B>, state: &StateDict) -> Result<()> {
+    fn check_state_dict(&self, net: ParamLayout<'_, B>, state: &StateDict) -> Result<()> {
         self.inner.check_state_dict(net, state)
     }
-    fn load_state_dict(&mut self, net: &NetState<B>, state: &StateDict) -> Result<()> {
+    fn load_state_dict(&mut self, net: ParamLayout<'_, B>, state: &StateDict) -> Result<()> {
         self.inner.load_state_dict(net, state)
     }
 }
@@ -223,19 +222,6 @@ pub fn agree<B: Backend>(comm: &dyn Collective<B>, ok: bool, what: impl FnOnce()
         (false, _) => Err(Error::bad_input(format!("rank {rank}/{world}: {}", what()))),
         (true, n) => Err(Error::bad_input(format!("rank {rank}/{world}: {n} other rank(s) failed a check this rank passed (their messages say which)"))),
     }
-}
-
-/// The metrics of the whole data set from each rank's metrics of its shard: losses weighted by
-/// the samples, counts summed.
-pub fn all_reduce_metrics<B: Backend>(comm: &dyn Collective<B>, m: crate::train::Metrics) -> Result<crate::train::Metrics> {
-    // The loss, the counts, and the confusion matrix's counts, summed in one collective.
-    let mut sums = vec![m.loss as f64 * m.total as f64, m.correct as f64, m.total as f64];
-    sums.extend(m.confusion.counts().iter().map(|&c| c as f64));
-    comm.all_reduce_sum_f64(&mut sums)?;
-    let (correct, total) = (sums[1] as usize, sums[2] as usize);
-    let mut confusion = m.confusion;
-    confusion.set_counts(sums[3..].iter().map(|&c| c as usize));
-    Ok(crate::train::Metrics { loss: (sums[0] / total.max(1) as f64) as f32, accuracy: correct as f32 / total.max(1) as f32, correct, total, confusion })
 }
 
 /// Rank 0's `value` on every rank (a decision made once, such as early stopping).

@@ -17,8 +17,10 @@ use ndarray::{ArrayD, IxDyn};
 pub use inference::{Prediction, find_layer, softmax_rows, top_k_row};
 pub use repr::ModuleTree;
 pub use spec::{Init, LayerSpec, ModuleSpec, NetSpec, Op, Slot, TensorKind, TensorSpec};
-pub use state::{NetState, ParamRange, Pass, PassFn, TensorValue};
-pub use state_dict::{LoadReport, StateDict, Tensor};
+pub use state::{NetState, Pass, PassFn, TensorValue};
+pub use state_dict::LoadReport;
+pub use crate::optim::{ParamLayout, ParamRange, Params};
+pub use crate::state_dict::{StateDict, Tensor};
 pub use summary::Summary;
 
 use crate::backend::{Backend, Cpu};
@@ -249,7 +251,7 @@ pub trait Network<B: Backend = Cpu>: Sized {
         state.forward(x.len(), x.as_slice(), Self::forward_pass)?;
         let out = state.cross_entropy(labels, &criterion.op(Self::Output::CLASSES), true)?;
         state.backward(None, Self::backward_pass)?;
-        optimizer.step(state)?;
+        optimizer.step(state.params())?;
         Ok(out)
     }
 

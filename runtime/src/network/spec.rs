@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use crate::ops::{Activation, AdaptiveAvgPool2d, BatchNorm, Conv2d, Dropout, Linear, Pool2d, Softmax};
+pub use crate::ops::Op;
 
 /// Everything `network!` knows about a network, as constants.
 #[derive(Debug)]
@@ -115,33 +115,6 @@ pub struct LayerSpec {
     /// ReLU) writes its output already rectified: that value is then the ReLU's, and the layer's
     /// own output is recomputed from `inputs` when asked for (`Network::activation`).
     pub output_slot: Option<Slot>,
-}
-
-/// What a layer computes.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Op {
-    /// `nn.Conv2d`.
-    Conv2d(Conv2d),
-    /// `nn.Linear`.
-    Linear(Linear),
-    /// `nn.MaxPool2d`.
-    MaxPool2d(Pool2d),
-    /// `nn.AvgPool2d`.
-    AvgPool2d(Pool2d),
-    /// `nn.AdaptiveAvgPool2d`.
-    AdaptiveAvgPool2d(AdaptiveAvgPool2d),
-    /// `nn.BatchNorm2d` or `nn.BatchNorm1d`.
-    BatchNorm(BatchNorm),
-    /// `nn.Dropout`.
-    Dropout(Dropout),
-    /// `nn.ReLU`, `nn.LeakyReLU`, `nn.Sigmoid` or `nn.Tanh`.
-    Activation(Activation),
-    /// `nn.Softmax` or `nn.LogSoftmax`.
-    Softmax(Softmax),
-    /// `nn.Flatten`: no computation, its output is its input.
-    Flatten,
-    /// A residual block's sum.
-    Add,
 }
 
 /// A container module: what `print(model)` shows as `(layer1): Sequential(` or

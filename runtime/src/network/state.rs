@@ -3,13 +3,13 @@
 //! one `NetState`; the generic work (initialisation, validation of inputs, losses, access by
 //! name) is done here once, and only the passes themselves are generated.
 
-use std::ops::Range;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::spec::{Init, NetSpec, Op, TensorKind, TensorSpec};
 use crate::backend::Backend;
+use crate::optim::{ParamLayout, ParamRange, Params};
 use crate::ops::{CrossEntropy, Dropout, LossOutput};
 use crate::{Error, Result};
 
@@ -103,16 +103,6 @@ pub struct NetState<B: Backend> {
     param_ranges: Vec<ParamRange>,
     /// Counts the changes of the parameters (optimizer steps, writes, loads).
     params_version: u64,
-}
-
-/// A parameter tensor as an optimizer sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ParamRange {
-    /// Its place in the flat parameter and gradient buffers.
-    pub range: Range<usize>,
-    /// Frozen parameters get no gradient and no update (and no optimizer state: PyTorch skips
-    /// parameters whose `.grad` is None).
-    pub frozen: bool,
 }
 
 impl<B: Backend> NetState<B> {
@@ -570,9 +560,14 @@ impl<B: Backend> NetState<B> {
 
     /// What an optimizer step needs: the device, the parameters, their gradients, and every
     /// parameter tensor's range in those buffers.
-    pub fn optimizer_view(&mut self) -> (&B, &mut B::Buf<f32>, &B::Buf<f32>, &[ParamRange]) {
+    pub fn params(&mut self) -> Params<'_, B> {
         self.params_version += 1;
-        (&self.dev, &mut self.params, &self.grads, &self.param_ranges)
+        Params { owner: self.spec.name, device: &self.dev, values: &mut self.params, grads: &mut self.grads, buffers: &mut self.buffers, tensors: &self.param_ranges }
+    }
+
+    /// How the parameters lie in the flat buffers, for checking or loading an optimizer's state.
+    pub fn param_layout(&self) -> ParamLayout<'_, B> {
+        ParamLayout { owner: self.spec.name, device: &self.dev, len: self.spec.param_len, tensors: &self.param_ranges }
     }
 
     /// What data-parallel training keeps equal across processes (see `crate::distributed`): the

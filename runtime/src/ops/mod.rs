@@ -1,7 +1,27 @@
-//! The kernels, one folder per op: `mod.rs` holds the op's description (a plain struct with
-//! every size fixed, built in a `const` by the code `network!` generates), its docs and its
-//! tests; `cpu.rs` its CPU kernels, forward and backward side by side; `cuda.cu` its CUDA kernels
-//! (feature `cuda`, compiled at run time by NVRTC and launched by `backend/cuda.rs`).
+//! The ops, one folder per op: `mod.rs` holds the op's description (a plain struct with every
+//! size fixed, built in a `const` by the code `network!` generates), its docs and its tests;
+//! `cpu.rs` its CPU kernels, forward and backward side by side; `cuda.cu` its CUDA kernels and
+//! `cuda.rs` their launchers (feature `cuda`: compiled at run time by NVRTC, launched on the
+//! device of `crate::device`). [`Op`] gathers the descriptions: what a layer computes.
+//!
+//! The layering, lowest first, and nothing imports upwards: `device` (GPU memory and launching)
+//! → `ops` (descriptions and kernels) → `backend` (the `Backend` trait; `Cpu` and `Cuda` call
+//! each op's kernels) → `optim` → `network` (what the macro generates runs on these) → `train`.
+//! runtime/tests/layout.rs checks it.
+//!
+//! ## What a new layer touches
+//!
+//! - A new element-wise activation (SiLU, GELU, …): a variant of [`Activation`] with its
+//!   forward, derivative and repr in `activation/` (`mod.rs`, `cpu.rs`, `cuda.cu`, the `kind`
+//!   number in `cuda.rs`); in the macro, its signature in `macros/src/layers.rs` and its
+//!   [`Activation`] value in `macros/src/check.rs` (the shape passes through unchanged), and its
+//!   row in the language reference (src/language.rs).
+//! - A new op: a folder here (`mod.rs` with the description, `cpu.rs`, `cuda.cu`, `cuda.rs`),
+//!   its variant of [`Op`], its source in `CUDA_SOURCES`, one method per pass in the
+//!   `Backend` trait and its two implementations (each one line, calling the folder's
+//!   functions); in the macro, its signature (`layers.rs`), its shape rule and checks
+//!   (`check.rs`, a `Kind`), its constant (`expand/mod.rs`) and its calls in the two passes
+//!   (`expand/forward.rs`, `expand/backward.rs`).
 //!
 //! Kernel conventions (llm.c's): outputs, then inputs, then sizes; activations and activation
 //! gradients are written (`=`), parameter gradients accumulate (`+=`), so that a backward adds to
@@ -35,6 +55,51 @@ pub use linear::Linear;
 pub use pool2d::Pool2d;
 pub use sgd::SgdStep;
 pub use softmax::Softmax;
+
+/// Every op's CUDA source, in the order NVRTC compiles them (after the device's prelude).
+#[cfg(feature = "cuda")]
+pub(crate) const CUDA_SOURCES: &[crate::device::cuda::Source] = &[
+    activation::cuda::SOURCE,
+    add::cuda::SOURCE,
+    dropout::cuda::SOURCE,
+    sgd::cuda::SOURCE,
+    adam::cuda::SOURCE,
+    softmax::cuda::SOURCE,
+    cross_entropy::cuda::SOURCE,
+    mse::cuda::SOURCE,
+    pool2d::cuda::SOURCE,
+    adaptive_avg_pool2d::cuda::SOURCE,
+    batch_norm::cuda::SOURCE,
+    gemm::cuda::SOURCE,
+    conv2d::cuda::SOURCE,
+];
+
+/// What a layer computes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Op {
+    /// `nn.Conv2d`.
+    Conv2d(Conv2d),
+    /// `nn.Linear`.
+    Linear(Linear),
+    /// `nn.MaxPool2d`.
+    MaxPool2d(Pool2d),
+    /// `nn.AvgPool2d`.
+    AvgPool2d(Pool2d),
+    /// `nn.AdaptiveAvgPool2d`.
+    AdaptiveAvgPool2d(AdaptiveAvgPool2d),
+    /// `nn.BatchNorm2d` or `nn.BatchNorm1d`.
+    BatchNorm(BatchNorm),
+    /// `nn.Dropout`.
+    Dropout(Dropout),
+    /// `nn.ReLU`, `nn.LeakyReLU`, `nn.Sigmoid` or `nn.Tanh`.
+    Activation(Activation),
+    /// `nn.Softmax` or `nn.LogSoftmax`.
+    Softmax(Softmax),
+    /// `nn.Flatten`: no computation, its output is its input.
+    Flatten,
+    /// A residual block's sum.
+    Add,
+}
 
 /// Varied values in [−1, 1), never all zero, reproducible for a seed: inputs for the kernels'
 /// tests (here, tests/backends.rs) and benchmarks (benches/kernels.rs, the bench example).

@@ -15,14 +15,63 @@ pub use schedule::{CosineAnnealingLr, LrScheduler, StepLr};
 use ndarray::{ArrayD, IxDyn};
 
 use crate::backend::{Backend, Cpu};
-use crate::network::{NetState, ParamRange, StateDict, Tensor};
+use crate::state_dict::{StateDict, Tensor};
 use crate::ops::{AdamStep, SgdStep};
 use crate::{Error, Result};
 
+/// A parameter tensor as an optimizer sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamRange {
+    /// Its place in the flat parameter and gradient buffers.
+    pub range: Range<usize>,
+    /// Frozen parameters get no gradient and no update (and no optimizer state: PyTorch skips
+    /// parameters whose `.grad` is None).
+    pub frozen: bool,
+}
+
+/// What an optimizer step sees of a network (`NetState::params` hands it out): its parameters
+/// and their gradients in flat buffers, cut into tensors.
+pub struct Params<'a, B: Backend> {
+    /// The network's name (`"ModelA"`), for messages.
+    pub owner: &'static str,
+    /// The device the buffers live on.
+    pub device: &'a B,
+    /// Every parameter, one tensor after another.
+    pub values: &'a mut B::Buf<f32>,
+    /// Their gradients, laid out alike.
+    pub grads: &'a mut B::Buf<f32>,
+    /// The running statistics (batch norm): data-parallel training makes them equal across
+    /// processes before a step, as DDP's `broadcast_buffers`.
+    pub buffers: &'a mut B::Buf<f32>,
+    /// Every parameter tensor's range in `values` and `grads`.
+    pub tensors: &'a [ParamRange],
+}
+
+/// How a network's parameters lie in its flat buffers (`NetState::param_layout`): what checking
+/// or loading an optimizer's state needs.
+pub struct ParamLayout<'a, B: Backend> {
+    /// The network's name (`"ModelA"`), for messages.
+    pub owner: &'static str,
+    /// The device the optimizer's state goes to.
+    pub device: &'a B,
+    /// Elements of all parameters.
+    pub len: usize,
+    /// Every parameter tensor's range in the flat buffers.
+    pub tensors: &'a [ParamRange],
+}
+
+impl<B: Backend> Clone for ParamLayout<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: Backend> Copy for ParamLayout<'_, B> {}
+
 /// Updates a network's parameters from their gradients.
 pub trait Optimizer<B: Backend> {
-    /// One update (PyTorch's `optimizer.step()`).
-    fn step(&mut self, net: &mut NetState<B>) -> Result<()>;
+    /// One update (PyTorch's `optimizer.step()`) of a network's parameters,
+    /// `net.state_mut().params()`.
+    fn step(&mut self, params: Params<'_, B>) -> Result<()>;
     /// The current learning rate.
     fn learning_rate(&self) -> f32;
     /// Sets the learning rate (what a schedule does before each epoch).
@@ -34,10 +83,10 @@ pub trait Optimizer<B: Backend> {
     /// Checks a state written by [`Optimizer::state_dict`] against this optimizer and `net`
     /// without changing anything: one step count (≥ 0) per parameter tensor of `net`, every
     /// buffer the counts require, one finite value per parameter in each, no unknown key.
-    fn check_state_dict(&self, net: &NetState<B>, state: &StateDict) -> Result<()>;
+    fn check_state_dict(&self, net: ParamLayout<'_, B>, state: &StateDict) -> Result<()>;
     /// Restores a state written by [`Optimizer::state_dict`] of an optimizer of the same kind,
     /// checked first as [`Optimizer::check_state_dict`]: on an error nothing has changed.
-    fn load_state_dict(&mut self, net: &NetState<B>, state: &StateDict) -> Result<()>;
+    fn load_state_dict(&mut self, net: ParamLayout<'_, B>, state: &StateDict) -> Result<()>;
 }
 
 /// A device buffer as a flat tensor.
@@ -58,14 +107,14 @@ struct StateBuffer {
 
 /// Checks an optimizer's state against `net` (see [`Optimizer::check_state_dict`]) and returns
 /// its step counts. Messages name the optimizer and the tensor; the caller adds the file.
-fn check_state<B: Backend>(what: &str, net: &NetState<B>, state: &StateDict, buffers: &[StateBuffer]) -> Result<Steps> {
+fn check_state<B: Backend>(what: &str, net: ParamLayout<'_, B>, state: &StateDict, buffers: &[StateBuffer]) -> Result<Steps> {
     let bad = |msg: String| Err(Error::bad_input(format!("{what}: optimizer state {msg}")));
-    let tensors = net.param_tensors();
+    let tensors = net.tensors.len();
     let counts = match state.get("step") {
         None => return bad("has no `step`".into()),
         Some(Tensor::F32(_)) => return bad("`step` is float32, expected int64".into()),
         Some(Tensor::I64(a)) if a.len() != tensors => {
-            return bad(format!("`step` holds {} counts, but {} has {tensors} parameter tensors", a.len(), net.spec().name));
+            return bad(format!("`step` holds {} counts, but {} has {tensors} parameter tensors", a.len(), net.owner));
         }
         Some(Tensor::I64(a)) => match a.iter().enumerate().find(|(_, c)| **c < 0) {
             Some((i, c)) => return bad(format!("`step` holds {c} for parameter tensor {i}; a step count is ≥ 0")),
@@ -73,14 +122,14 @@ fn check_state<B: Backend>(what: &str, net: &NetState<B>, state: &StateDict, buf
         },
     };
     let stepped = counts.iter().any(|&c| c > 0);
-    let len = net.spec().param_len;
+    let len = net.len;
     for b in buffers {
         match state.get(b.key) {
             None if b.required && stepped => return bad(format!("has taken steps but lacks `{}`", b.key)),
             None => {}
             Some(Tensor::I64(_)) => return bad(format!("`{}` is int64, expected float32", b.key)),
             Some(Tensor::F32(a)) if a.len() != len => {
-                return bad(format!("`{}` holds {} values, but {} has {len} parameters", b.key, a.len(), net.spec().name));
+                return bad(format!("`{}` holds {} values, but {} has {len} parameters", b.key, a.len(), net.owner));
             }
             Some(Tensor::F32(a)) => {
                 if let Some(i) = a.iter().position(|v| !v.is_finite() || (b.squares && *v < 0.0)) {
@@ -225,10 +274,10 @@ impl<B: Backend> Sgd<B> {
 }
 
 impl<B: Backend> Optimizer<B> for Sgd<B> {
-    fn step(&mut self, net: &mut NetState<B>) -> Result<()> {
+    fn step(&mut self, net: Params<'_, B>) -> Result<()> {
         self.validate()?;
-        let len = net.spec().param_len;
-        let (dev, params, grads, tensors) = net.optimizer_view();
+        let len = B::len(net.values);
+        let Params { device: dev, values: params, grads, tensors, .. } = net;
         let buf = state_buffer(&mut self.momentum_buffer, dev, if self.momentum != 0.0 { len } else { 0 }, "SGD")?;
         let base = SgdStep { lr: self.lr, momentum: self.momentum, dampening: self.dampening, weight_decay: self.weight_decay, nesterov: self.nesterov, first: false };
         self.steps.advance(tensors, |r, step| {
@@ -259,14 +308,14 @@ impl<B: Backend> Optimizer<B> for Sgd<B> {
         Ok(sd)
     }
 
-    fn check_state_dict(&self, net: &NetState<B>, state: &StateDict) -> Result<()> {
+    fn check_state_dict(&self, net: ParamLayout<'_, B>, state: &StateDict) -> Result<()> {
         check_state("SGD", net, state, &self.state_buffers()).map(|_| ())
     }
 
-    fn load_state_dict(&mut self, net: &NetState<B>, state: &StateDict) -> Result<()> {
+    fn load_state_dict(&mut self, net: ParamLayout<'_, B>, state: &StateDict) -> Result<()> {
         let steps = check_state("SGD", net, state, &self.state_buffers())?;
         // Without momentum the step keeps no buffer (a run may drop its momentum on resuming).
-        let momentum = if self.momentum != 0.0 { restore_buffer(net.device(), state, "momentum_buffer")? } else { None };
+        let momentum = if self.momentum != 0.0 { restore_buffer(net.device, state, "momentum_buffer")? } else { None };
         (self.steps, self.momentum_buffer) = (steps, momentum);
         Ok(())
     }
@@ -364,11 +413,11 @@ impl<B: Backend> Adam<B> {
 }
 
 impl<B: Backend> Optimizer<B> for Adam<B> {
-    fn step(&mut self, net: &mut NetState<B>) -> Result<()> {
+    fn step(&mut self, net: Params<'_, B>) -> Result<()> {
         self.validate()?;
         let name = self.name();
-        let len = net.spec().param_len;
-        let (dev, params, grads, tensors) = net.optimizer_view();
+        let len = B::len(net.values);
+        let Params { device: dev, values: params, grads, tensors, .. } = net;
         let m = state_buffer(&mut self.moments, dev, len, name)?;
         let v = state_buffer(&mut self.second, dev, len, name)?;
         let mut vmax = if self.amsgrad { Some(state_buffer(&mut self.max_second, dev, len, name)?) } else { None };
@@ -411,13 +460,13 @@ impl<B: Backend> Optimizer<B> for Adam<B> {
         Ok(sd)
     }
 
-    fn check_state_dict(&self, net: &NetState<B>, state: &StateDict) -> Result<()> {
+    fn check_state_dict(&self, net: ParamLayout<'_, B>, state: &StateDict) -> Result<()> {
         check_state(self.name(), net, state, &self.state_buffers()).map(|_| ())
     }
 
-    fn load_state_dict(&mut self, net: &NetState<B>, state: &StateDict) -> Result<()> {
+    fn load_state_dict(&mut self, net: ParamLayout<'_, B>, state: &StateDict) -> Result<()> {
         let steps = check_state(self.name(), net, state, &self.state_buffers())?;
-        let dev = net.device();
+        let dev = net.device;
         let m = restore_buffer(dev, state, "exp_avg")?;
         let v = restore_buffer(dev, state, "exp_avg_sq")?;
         let vmax = if self.amsgrad { restore_buffer(dev, state, "max_exp_avg_sq")? } else { None };

@@ -347,7 +347,7 @@ impl Trainer {
             }
             let val = val_loader.as_mut().map(|l| evaluate_loader(model, l)).transpose()?;
             let val = match (&ddp, val) {
-                (Some(c), Some(v)) => Some(crate::distributed::all_reduce_metrics(&**c, v)?),
+                (Some(c), Some(v)) => Some(all_reduce_metrics(&**c, v)?),
                 (_, v) => v,
             };
             if let Some(val) = val.as_ref().filter(|v| !v.loss.is_finite()) {
@@ -531,13 +531,13 @@ impl Trainer {
         if let Some(b) = &ck.best {
             model.check_state_dict(&b.weights, true).map_err(|e| bad(format!("its best.* tensors (early stopping's best weights): {e}")))?;
         }
-        optimizer.check_state_dict(model.state(), &ck.optimizer).map_err(|e| bad(format!("its optimizer.* tensors: {e}")))?;
+        optimizer.check_state_dict(model.state().param_layout(), &ck.optimizer).map_err(|e| bad(format!("its optimizer.* tensors: {e}")))?;
         // Everything fits: apply it.
         if ck.seed != self.seed && verbose {
             println!("resuming with the checkpoint's shuffling seed {} (this trainer has {})", ck.seed, self.seed);
         }
         model.load_state_dict(&ck.model, true).map_err(|e| bad(e.to_string()))?;
-        optimizer.load_state_dict(model.state(), &ck.optimizer).map_err(|e| bad(e.to_string()))?;
+        optimizer.load_state_dict(model.state().param_layout(), &ck.optimizer).map_err(|e| bad(e.to_string()))?;
         model.state_mut().set_rng_state(ck.rng.0, ck.rng.1);
         optimizer.set_learning_rate(ck.history.epochs.last().map_or(ck.base_lr, |e| e.lr));
         if verbose {
@@ -633,4 +633,17 @@ fn warn_softmax_last(spec: &crate::network::NetSpec) {
             spec.name, last.name
         );
     }
+}
+
+/// The metrics of the whole data set from each rank's metrics of its shard: losses weighted by
+/// the samples, counts summed.
+fn all_reduce_metrics<B: Backend>(comm: &dyn crate::distributed::Collective<B>, m: Metrics) -> Result<Metrics> {
+    // The loss, the counts, and the confusion matrix's counts, summed in one collective.
+    let mut sums = vec![m.loss as f64 * m.total as f64, m.correct as f64, m.total as f64];
+    sums.extend(m.confusion.counts().iter().map(|&c| c as f64));
+    comm.all_reduce_sum_f64(&mut sums)?;
+    let (correct, total) = (sums[1] as usize, sums[2] as usize);
+    let mut confusion = m.confusion;
+    confusion.set_counts(sums[3..].iter().map(|&c| c as usize));
+    Ok(Metrics { loss: (sums[0] / total.max(1) as f64) as f32, accuracy: correct as f32 / total.max(1) as f32, correct, total, confusion })
 }

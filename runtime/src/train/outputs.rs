@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::confusion::ConfusionMatrix;
 use super::history::EpochStats;
-use super::tensorboard::EventWriter;
+use super::tensorboard::{EventWriter, PngImage};
 use crate::backend::Backend;
 use crate::network::{Network, Op};
 use crate::{Result, viz};
@@ -69,7 +69,7 @@ fn write_tensorboard<B: Backend, N: Network<B>>(tb: &mut EventWriter, model: &N,
         let grid = viz::filter_grid(&model.parameter(&format!("{conv}.weight"))?)?;
         // Tiles of a few pixels are too small to see in TensorBoard: at least 128 pixels across.
         let grid = grid.upscale(128usize.div_ceil(grid.width));
-        tb.add_image(&format!("filters/{conv}"), &grid.to_tensorboard()?, step)?;
+        tb.add_image(&format!("filters/{conv}"), &PngImage::of_grid(&grid)?, step)?;
     }
     tb.flush()
 }

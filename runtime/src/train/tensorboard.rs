@@ -112,6 +112,13 @@ pub struct PngImage {
     pub png: Vec<u8>,
 }
 
+impl PngImage {
+    /// A grid of `crate::viz` (filters, feature maps) as an image summary.
+    pub fn of_grid(grid: &crate::viz::GridImage) -> Result<Self> {
+        Ok(PngImage { height: grid.height as u32, width: grid.width as u32, channels: grid.channels as u32, png: grid.to_png()? })
+    }
+}
+
 /// The `Event` of a summary value at `step` (`wall_time` in seconds since 1970).
 fn summary_event(wall_time: f64, step: i64, tag: &str, value: impl FnOnce(&mut Message)) -> Vec<u8> {
     let mut v = Message::default();

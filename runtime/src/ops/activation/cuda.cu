@@ -1,5 +1,5 @@
 // Elementwise activations, one element per thread. `kind` is the `Activation` variant (0 ReLU,
-// 1 LeakyReLU with `slope`, 2 Sigmoid, 3 Tanh; mapped in backend/cuda.rs).
+// 1 LeakyReLU with `slope`, 2 Sigmoid, 3 Tanh; mapped in ops/activation/cuda.rs).
 
 __device__ float activation_apply(int kind, float slope, float x) {
     switch (kind) {

@@ -4,6 +4,8 @@
 //! its derivative is cheapest in: ReLU and LeakyReLU read x (x > 0), Sigmoid and Tanh read y.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 /// An elementwise activation.

@@ -9,6 +9,8 @@
 //! ```
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 /// The settings of one update.
 #[derive(Clone, Copy, Debug, PartialEq)]

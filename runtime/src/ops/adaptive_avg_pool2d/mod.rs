@@ -5,6 +5,8 @@
 //! Tensors (per batch of `n`): input `x` (n, c, h_in, w_in), output `y` (n, c, h_out, w_out).
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 /// An adaptive average pooling with every size fixed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,3 +2,5 @@
 //! contributions where one tensor feeds two layers (`y += x`).
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;

@@ -12,6 +12,8 @@
 //! is updated with the unbiased one (divided by n·s − 1), exactly as PyTorch does.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 /// A batch-norm layer with fixed sizes.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -7,7 +7,7 @@
 //
 // x (n, c_in, h_in, w_in), col (n, K, p), y and dy (n, c_out, h_out, w_out).
 
-// The geometry of a `Conv2d` (ops/conv2d/mod.rs); `ConvGeometry` in backend/cuda.rs has the
+// The geometry of a `Conv2d` (ops/conv2d/mod.rs); `ConvGeometry` in ops/conv2d/cuda.rs has the
 // same layout.
 struct Conv {
     u32 c_in, h_in, w_in, h_out, w_out;

@@ -6,6 +6,8 @@
 //! - output `y`  (n, c_out, h_out, w_out)
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 mod direct;
 
 use staticnet_shape::conv_out;

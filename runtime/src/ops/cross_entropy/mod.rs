@@ -6,6 +6,8 @@
 //! (n, classes), written as `(softmax − target) / n`.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 /// Cross-entropy over `classes` logits per sample.

@@ -8,6 +8,8 @@
 //! Tensors (per batch of `n`): input `x`, output `y`, both (n, len).
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 /// A dropout layer with a fixed sample size.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -13,7 +13,7 @@
 // slices of A and B staged in shared memory. Products are plain f32 FMAs (no TF32), so results
 // agree with the CPU and PyTorch's fp32 to rounding.
 
-// `GemmShape` in backend/cuda.rs has the same layout. Strides are in elements.
+// `GemmShape` in ops/gemm/cuda.rs has the same layout. Strides are in elements.
 struct Gemm {
     u32 m, n, k, batches;
     i64 a_m, a_k, a_b;

@@ -15,6 +15,8 @@
 //! convolution's bias and ReLU cost no pass of their own.
 
 mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 pub mod kernel;
 
 pub use cpu::{Gemm, gemm, run, run_with};

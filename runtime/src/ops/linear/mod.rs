@@ -6,6 +6,8 @@
 //! - output `y`  (n, out_features)
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 /// A linear layer with fixed sizes: what `Linear(...)` in a `network!` listing becomes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,6 +2,8 @@
 //! element, and its gradient `2·(y − t)/count`.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,7 @@
 // x (n, c, h_in, w_in), y (n, c, h_out, w_out); `planes` = n·c.
 
 // The geometry of a `Pool2d` (ops/pool2d/mod.rs), passed by value; `PoolGeometry` in
-// backend/cuda.rs has the same layout.
+// ops/pool2d/cuda.rs has the same layout.
 struct Pool {
     u32 h_in, w_in, h_out, w_out;
     u32 kh, kw, sh, sw, ph, pw, dh, dw;

@@ -7,6 +7,8 @@
 //!   saves nothing.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 use staticnet_shape::pool_out;
 

@@ -5,6 +5,8 @@
 //! inner position); `inner` is h·w for images and 1 for feature vectors.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 /// A softmax over `c` channels at each of `inner` positions.

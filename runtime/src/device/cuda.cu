@@ -1,5 +1,5 @@
 // What every kernel source of the CUDA backend shares. The sources are compiled by NVRTC as one
-// program, with this file first (see `backend/cuda.rs`), so NVRTC's lack of standard headers is
+// program, with this file first (see `device/cuda.rs`), so NVRTC's lack of standard headers is
 // made up for here once.
 
 typedef unsigned long long u64;

@@ -1,0 +1,92 @@
+//! The GEMM that the convolution and the linear layer build on, on the GPU: its launcher, which
+//! splits a long k range over enough blocks, and the bias-gradient reduction.
+
+use cudarc::driver::{DeviceRepr, LaunchConfig};
+
+use crate::Result;
+use crate::device::cuda::{Cuda, Ptr, Source, THREADS, elementwise, launch, per_channel};
+
+/// This folder's kernel source and the kernels launched from here.
+pub const SOURCE: Source = Source { path: "ops/gemm/cuda.cu", text: include_str!("cuda.cu"), kernels: &["gemm_f32", "gemm_sum_splits_f32", "bias_grad_f32", "sum_parts_f32"] };
+
+/// `Gemm` in ops/gemm/cuda.cu: C_z[m, n] (+)= Σ over the `group` batches of z of A_b·B_b, strides
+/// in elements. The default is one GEMM per batch, written.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GemmShape {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub batches: u32,
+    pub a_m: i64,
+    pub a_k: i64,
+    pub a_b: i64,
+    pub b_k: i64,
+    pub b_n: i64,
+    pub b_b: i64,
+    pub c_m: i64,
+    pub c_n: i64,
+    pub c_b: i64,
+    pub group: u32,
+    /// 0 for the whole k range (`Cuda::gemm` fills it in).
+    pub k_chunk: u32,
+    pub accumulate: i32,
+    pub bias_rows: i32,
+    pub relu: i32,
+}
+
+impl Default for GemmShape {
+    fn default() -> Self {
+        GemmShape { m: 0, n: 0, k: 0, batches: 1, a_m: 0, a_k: 0, a_b: 0, b_k: 0, b_n: 0, b_b: 0, c_m: 0, c_n: 0, c_b: 0, group: 1, k_chunk: 0, accumulate: 0, bias_rows: 0, relu: 0 }
+    }
+}
+
+// SAFETY: plain `repr(C)` integers, the layout of `struct Gemm` in the kernel source (no padding:
+// four u32, nine i64, five 4-byte fields, and the same tail padding to a multiple of 8).
+unsafe impl DeviceRepr for GemmShape {}
+
+/// Tile sizes of `gemm_f32`.
+pub const GEMM_TILE: u32 = 64;
+
+/// Blocks that keep the GPU busy (an H100 has 132 SMs).
+pub const BUSY_BLOCKS: usize = 512;
+
+/// c = a·b (+ bias, ReLU) as `g` describes; `bias` null for none.
+///
+/// A GEMM of few output tiles and a long k (a linear layer on a small batch) would run on a
+/// few SMs of the GPU: its k range is then split so that enough blocks run, each split's sum
+/// goes to the device's workspace, and a second kernel adds the splits in order.
+pub fn gemm(dev: &Cuda, c: Ptr, a: Ptr, b: Ptr, bias: Ptr, mut g: GemmShape) -> Result<()> {
+    if g.m == 0 || g.n == 0 || g.batches == 0 {
+        return Ok(());
+    }
+    let groups = g.batches.div_ceil(g.group);
+    let blocks = (g.n.div_ceil(GEMM_TILE) * g.m.div_ceil(GEMM_TILE) * groups) as usize;
+    // Splits of at least 128 of k (8 steps of the kernel's loop), so each is worth a block.
+    let splits = (BUSY_BLOCKS / blocks).min(g.k as usize / 128).max(1);
+    let k_chunk = (g.k as usize).div_ceil(splits).next_multiple_of(16) as u32;
+    let splits = g.k.div_ceil(k_chunk).max(1);
+    g.k_chunk = k_chunk.max(1);
+    let z = groups * splits;
+    assert!(z <= 65_535, "a GEMM over {z} groups of batches exceeds the grid");
+    let cfg = LaunchConfig { grid_dim: (g.n.div_ceil(GEMM_TILE), g.m.div_ceil(GEMM_TILE), z), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
+    if splits == 1 {
+        return launch!(dev, gemm_f32, cfg, c, a, b, bias, g);
+    }
+    let len = groups as usize * g.m as usize * g.n as usize;
+    let ws = dev.split_workspace(splits as usize * len)?;
+    // The splits write plain sums, (split, z, m, n) in the workspace; the epilogue is the sum's.
+    let parts = GemmShape { c_m: g.n as i64, c_n: 1, c_b: (g.m * g.n) as i64, accumulate: 0, bias_rows: 0, relu: 0, ..g };
+    launch!(dev, gemm_f32, cfg, ws.ptr, a, b, 0 as Ptr, parts)?;
+    // The workspace is reused by the next split GEMM only after this kernel in stream order,
+    // whichever thread enqueues it: the lock is held until both are enqueued.
+    launch!(dev, gemm_sum_splits_f32, elementwise(len), c, ws.ptr, bias, g, splits)
+}
+
+/// db (c) += Σ dy over (outer, ·, inner).
+pub fn bias_grad(dev: &Cuda, db: Ptr, dy: Ptr, outer: usize, c: usize, inner: usize) -> Result<()> {
+    if c == 0 {
+        return Ok(());
+    }
+    launch!(dev, bias_grad_f32, per_channel(c), db, dy, outer as u32, c as u32, inner as u32)
+}
