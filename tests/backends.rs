@@ -187,7 +187,8 @@ fn batch_norm_train_and_eval() {
 fn elementwise<B: Backend>(dev: &B, len: usize) -> Vec<(&'static str, Vec<f32>)> {
     let (x, dy) = (buf(dev, &random(len, 11)), buf(dev, &random(len, 12)));
     let mut out = Vec::new();
-    for (name, act) in [("relu", Activation::ReLU), ("leaky", Activation::LeakyReLU(0.2)), ("sigmoid", Activation::Sigmoid), ("tanh", Activation::Tanh)] {
+    for &act in Activation::EXAMPLES {
+        let name: &'static str = format!("{act:?}").leak();
         let (mut y, mut dx) = (dev.alloc(len).unwrap(), dev.alloc(len).unwrap());
         dev.activation_forward(act, len, B::src(&x, 0..len), B::dst(&mut y, 0..len)).unwrap();
         dev.activation_backward(act, len, B::src(&x, 0..len), B::src(&y, 0..len), B::src(&dy, 0..len), B::dst(&mut dx, 0..len)).unwrap();

@@ -91,7 +91,7 @@ pub enum Op {
     BatchNorm(BatchNorm),
     /// `nn.Dropout`.
     Dropout(Dropout),
-    /// `nn.ReLU`, `nn.LeakyReLU`, `nn.Sigmoid` or `nn.Tanh`.
+    /// An element-wise activation (`nn.ReLU`, `nn.Tanh`, …: every variant of [`Activation`]).
     Activation(Activation),
     /// `nn.Softmax` or `nn.LogSoftmax`.
     Softmax(Softmax),

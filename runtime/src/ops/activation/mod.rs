@@ -21,6 +21,16 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// One of each activation (those with a parameter at a typical and an unusual value): what
+    /// the kernel tests run through, so that a new activation is tested by adding it here.
+    pub const EXAMPLES: &[Activation] = &[
+        Activation::ReLU,
+        Activation::LeakyReLU(0.01),
+        Activation::LeakyReLU(0.2),
+        Activation::Sigmoid,
+        Activation::Tanh,
+    ];
+
     #[inline]
     /// The activation of one value.
     pub fn apply(self, x: f32) -> f32 {
@@ -55,15 +65,21 @@ mod tests {
     use super::*;
     use crate::ops::testing::{assert_close, numeric_grad, random};
 
+    /// The activation in f64, written from its definition in PyTorch's docs: the reference the
+    /// kernels are compared with.
+    fn reference(act: Activation, x: f64) -> f64 {
+        match act {
+            Activation::ReLU => x.max(0.0),
+            Activation::LeakyReLU(s) => if x > 0.0 { x } else { x * s as f64 },
+            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Activation::Tanh => x.tanh(),
+        }
+    }
+
     #[test]
     fn backward_matches_finite_differences() {
-        for act in [Activation::ReLU, Activation::LeakyReLU(0.01), Activation::LeakyReLU(0.2), Activation::Sigmoid, Activation::Tanh] {
-            let f = |x: f64| match act {
-                Activation::ReLU => x.max(0.0),
-                Activation::LeakyReLU(s) => if x > 0.0 { x } else { x * s as f64 },
-                Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-                Activation::Tanh => x.tanh(),
-            };
+        for &act in Activation::EXAMPLES {
+            let f = |x: f64| reference(act, x);
             let len = 1001;
             let (x, dy) = (random(len, 14), random(len, 15));
             let mut y = vec![f32::NAN; len];
