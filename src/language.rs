@@ -82,6 +82,7 @@
 //! | `LeakyReLU` | `negative_slope=0.01, inplace=False` | `negative_slope` is a number |
 //! | `Sigmoid` | (none) | any shape |
 //! | `Tanh` | (none) | any shape |
+//! | `SiLU` | `inplace=False` | any shape |
 //! | `MaxPool2d` | `kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False` | an image input; the window fits; `padding` at most half the (dilated) kernel, as PyTorch requires; `stride` None means the kernel size; `return_indices` False |
 //! | `AvgPool2d` | `kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None` | as `MaxPool2d`; `divisor_override` None or at least 1 |
 //! | `AdaptiveAvgPool2d` | `output_size` | an image input; an integer or a pair, where None keeps that side |

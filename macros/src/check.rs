@@ -86,6 +86,7 @@ pub enum Act {
     LeakyReLU(f64),
     Sigmoid,
     Tanh,
+    SiLU,
 }
 
 /// Where the shape flowing into a layer comes from, for messages.
@@ -504,6 +505,7 @@ fn check_layer(cx: &mut Ctxt, g: &mut Graph, layer: &Layer, path: String, flow: 
         "LeakyReLU" => check_activation(cx, &args, &at, |cx, a| a.float(cx, "negative_slope").map(|s| Act::LeakyReLU(s.value))),
         "Sigmoid" => check_activation(cx, &args, &at, |_, _| Some(Act::Sigmoid)),
         "Tanh" => check_activation(cx, &args, &at, |_, _| Some(Act::Tanh)),
+        "SiLU" => check_activation(cx, &args, &at, |_, _| Some(Act::SiLU)),
         "MaxPool2d" | "AvgPool2d" => check_pool2d(cx, &args, &at),
         "AdaptiveAvgPool2d" => check_adaptive_avg_pool2d(cx, &args, &at),
         "Flatten" => check_flatten(cx, &args, &at),
@@ -710,7 +712,7 @@ fn check_linear(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
     Some((Kind::Linear { in_features: in_f.value, out_features: out_f.value, bias: bias.value }, display, vec![out_f.value]))
 }
 
-/// ReLU, LeakyReLU, Sigmoid, Tanh: any shape; `inplace` is accepted and changes nothing.
+/// The element-wise activations: any shape; `inplace` is accepted and changes nothing.
 fn check_activation(cx: &mut Ctxt, a: &Args, at: &Here, act: impl Fn(&mut Ctxt, &Args) -> Option<Act>) -> Outcome {
     let inplace = if a.sig.params.iter().any(|p| p.name == "inplace") { a.bool(cx, "inplace")?.value } else { false };
     let act = act(cx, a)?;
@@ -721,6 +723,8 @@ fn check_activation(cx: &mut Ctxt, a: &Args, at: &Here, act: impl Fn(&mut Ctxt, 
         Act::LeakyReLU(_) => format!("LeakyReLU(negative_slope={}{})", repr_arg(a, "negative_slope"), if inplace { ", inplace=True" } else { "" }),
         Act::Sigmoid => "Sigmoid()".to_string(),
         Act::Tanh => "Tanh()".to_string(),
+        Act::SiLU if inplace => "SiLU(inplace=True)".to_string(),
+        Act::SiLU => "SiLU()".to_string(),
     };
     Some((Kind::Activation(act), display, at.input.clone()?))
 }

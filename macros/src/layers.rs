@@ -68,6 +68,7 @@ pub const LAYERS: &[Signature] = &[
     Signature { kind: "LeakyReLU", params: &[p("negative_slope", Float(0.01)), p("inplace", Bool(false))] },
     Signature { kind: "Sigmoid", params: &[] },
     Signature { kind: "Tanh", params: &[] },
+    Signature { kind: "SiLU", params: &[p("inplace", Bool(false))] },
     Signature {
         kind: "MaxPool2d",
         params: &[
@@ -115,7 +116,6 @@ const NOT_YET: &[&str] = &[
     "GroupNorm",
     "GELU",
     "ELU",
-    "SiLU",
     "Embedding",
     "LSTM",
     "GRU",

@@ -231,6 +231,7 @@ fn activation(act: Act) -> TokenStream {
         }
         Act::Sigmoid => quote!(ops::Activation::Sigmoid),
         Act::Tanh => quote!(ops::Activation::Tanh),
+        Act::SiLU => quote!(ops::Activation::SiLU),
     }
 }
 

@@ -27,5 +27,6 @@ fn activation_kind(act: Activation) -> (i32, f32) {
         Activation::LeakyReLU(slope) => (1, slope),
         Activation::Sigmoid => (2, 0.0),
         Activation::Tanh => (3, 0.0),
+        Activation::SiLU => (4, 0.0),
     }
 }

@@ -1,7 +1,8 @@
-//! Elementwise activations: PyTorch's `nn.ReLU`, `nn.LeakyReLU`, `nn.Sigmoid`, `nn.Tanh`.
+//! Elementwise activations: PyTorch's `nn.ReLU`, `nn.LeakyReLU`, `nn.Sigmoid`, `nn.Tanh`, `nn.SiLU`.
 //!
 //! The backward takes both the input `x` and the output `y` of the forward and reads whichever
-//! its derivative is cheapest in: ReLU and LeakyReLU read x (x > 0), Sigmoid and Tanh read y.
+//! its derivative is cheapest in: ReLU and LeakyReLU read x (x > 0), Sigmoid and Tanh read y,
+//! SiLU reads x (its derivative needs σ(x), which y = x·σ(x) loses where x = 0).
 
 pub mod cpu;
 #[cfg(feature = "cuda")]
@@ -18,6 +19,8 @@ pub enum Activation {
     Sigmoid,
     /// `nn.Tanh`.
     Tanh,
+    /// `nn.SiLU` (swish): x·σ(x).
+    SiLU,
 }
 
 impl Activation {
@@ -29,6 +32,7 @@ impl Activation {
         Activation::LeakyReLU(0.2),
         Activation::Sigmoid,
         Activation::Tanh,
+        Activation::SiLU,
     ];
 
     #[inline]
@@ -41,6 +45,7 @@ impl Activation {
             }
             Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Activation::Tanh => x.tanh(),
+            Activation::SiLU => x / (1.0 + (-x).exp()),
         }
     }
 
@@ -56,6 +61,11 @@ impl Activation {
             }
             Activation::Sigmoid => dy * y * (1.0 - y),
             Activation::Tanh => dy * (1.0 - y * y),
+            Activation::SiLU => {
+                // d/dx x·σ(x) = σ(x)·(1 + x·(1 − σ(x))).
+                let s = 1.0 / (1.0 + (-x).exp());
+                dy * s * (1.0 + x * (1.0 - s))
+            }
         }
     }
 }
@@ -73,6 +83,7 @@ mod tests {
             Activation::LeakyReLU(s) => if x > 0.0 { x } else { x * s as f64 },
             Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Activation::Tanh => x.tanh(),
+            Activation::SiLU => x / (1.0 + (-x).exp()),
         }
     }
 
