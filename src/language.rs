@@ -83,6 +83,11 @@
 //! | `Sigmoid` | (none) | any shape |
 //! | `Tanh` | (none) | any shape |
 //! | `SiLU` | `inplace=False` | any shape |
+//! | `ReLU6` | `inplace=False` | any shape |
+//! | `Hardswish` | `inplace=False` | any shape |
+//! | `GELU` | `approximate='none'` | any shape; `approximate` is `"none"` (erf) or `"tanh"` |
+//! | `ELU` | `alpha=1.0, inplace=False` | `alpha` is a number |
+//! | `Identity` | (none) | any shape; its output is its input |
 //! | `MaxPool2d` | `kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False` | an image input; the window fits; `padding` at most half the (dilated) kernel, as PyTorch requires; `stride` None means the kernel size; `return_indices` False |
 //! | `AvgPool2d` | `kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None` | as `MaxPool2d`; `divisor_override` None or at least 1 |
 //! | `AdaptiveAvgPool2d` | `output_size` | an image input; an integer or a pair, where None keeps that side |
@@ -94,7 +99,7 @@
 //! | `LogSoftmax` | `dim=None` | as `Softmax` |
 //!
 //! A misspelt layer gets a "did you mean" (`Relu` → `ReLU`), and a PyTorch layer staticnet does
-//! not have yet (`GELU`, `Conv1d`, …) says so.
+//! not have yet (`Conv1d`, `LayerNorm`, …) says so.
 //!
 //! # Argument values
 //!

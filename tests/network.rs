@@ -263,3 +263,41 @@ fn trainable_parameters_leave_out_the_frozen() {
     net.freeze("").unwrap();
     assert_eq!(net.num_trainable_parameters(), 0);
 }
+
+network! {
+    /// Every element-wise activation beyond the course's, with arguments on and off their defaults.
+    pub struct Activations {
+        input: [3, 8, 8],
+        features: [
+            Conv2d(3, 4, 3, padding = 1), ReLU6(inplace = true), Hardswish, SiLU,
+            GELU, GELU(approximate = "tanh"), ELU, ELU(alpha = 0.5, inplace = true), Identity,
+        ],
+        flatten: Flatten,
+        fc: Linear(4 * 8 * 8, 10),
+    }
+}
+
+/// As PyTorch 2.15 prints them: `ReLU6` and `SiLU` show `inplace=True` only when set,
+/// `Hardswish` has no `extra_repr` (bare even when in place), `GELU` quotes `approximate`, `ELU`
+/// shows `alpha` as Python's repr of the float.
+#[test]
+fn new_activations_print_as_pytorch() {
+    let expected = "\
+Activations(
+  (features): Sequential(
+    (0): Conv2d(3, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))
+    (1): ReLU6(inplace=True)
+    (2): Hardswish()
+    (3): SiLU()
+    (4): GELU(approximate='none')
+    (5): GELU(approximate='tanh')
+    (6): ELU(alpha=1.0)
+    (7): ELU(alpha=0.5, inplace=True)
+    (8): Identity()
+  )
+  (flatten): Flatten(start_dim=1, end_dim=-1)
+  (fc): Linear(in_features=256, out_features=10, bias=True)
+)";
+    let net = Activations::new(&Cpu, 0).unwrap();
+    assert_eq!(net.to_string(), expected);
+}

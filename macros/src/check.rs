@@ -87,6 +87,11 @@ pub enum Act {
     Sigmoid,
     Tanh,
     SiLU,
+    ReLU6,
+    Hardswish,
+    GELU { tanh: bool },
+    ELU(f64),
+    Identity,
 }
 
 /// Where the shape flowing into a layer comes from, for messages.
@@ -506,6 +511,11 @@ fn check_layer(cx: &mut Ctxt, g: &mut Graph, layer: &Layer, path: String, flow: 
         "Sigmoid" => check_activation(cx, &args, &at, |_, _| Some(Act::Sigmoid)),
         "Tanh" => check_activation(cx, &args, &at, |_, _| Some(Act::Tanh)),
         "SiLU" => check_activation(cx, &args, &at, |_, _| Some(Act::SiLU)),
+        "ReLU6" => check_activation(cx, &args, &at, |_, _| Some(Act::ReLU6)),
+        "Hardswish" => check_activation(cx, &args, &at, |_, _| Some(Act::Hardswish)),
+        "GELU" => check_activation(cx, &args, &at, gelu),
+        "ELU" => check_activation(cx, &args, &at, |cx, a| a.float(cx, "alpha").map(|s| Act::ELU(s.value))),
+        "Identity" => check_activation(cx, &args, &at, |_, _| Some(Act::Identity)),
         "MaxPool2d" | "AvgPool2d" => check_pool2d(cx, &args, &at),
         "AdaptiveAvgPool2d" => check_adaptive_avg_pool2d(cx, &args, &at),
         "Flatten" => check_flatten(cx, &args, &at),
@@ -712,6 +722,19 @@ fn check_linear(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
     Some((Kind::Linear { in_features: in_f.value, out_features: out_f.value, bias: bias.value }, display, vec![out_f.value]))
 }
 
+/// `GELU(approximate='none')`: `approximate` is `'none'` (erf) or `'tanh'`, as in PyTorch.
+fn gelu(cx: &mut Ctxt, a: &Args) -> Option<Act> {
+    let approximate = a.str(cx, "approximate")?;
+    match approximate.value.as_str() {
+        "none" => Some(Act::GELU { tanh: false }),
+        "tanh" => Some(Act::GELU { tanh: true }),
+        other => {
+            cx.error(approximate.span, format!("GELU's approximate must be \"none\" or \"tanh\", not \"{other}\""), None);
+            None
+        }
+    }
+}
+
 /// The element-wise activations: any shape; `inplace` is accepted and changes nothing.
 fn check_activation(cx: &mut Ctxt, a: &Args, at: &Here, act: impl Fn(&mut Ctxt, &Args) -> Option<Act>) -> Outcome {
     let inplace = if a.sig.params.iter().any(|p| p.name == "inplace") { a.bool(cx, "inplace")?.value } else { false };
@@ -725,6 +748,13 @@ fn check_activation(cx: &mut Ctxt, a: &Args, at: &Here, act: impl Fn(&mut Ctxt, 
         Act::Tanh => "Tanh()".to_string(),
         Act::SiLU if inplace => "SiLU(inplace=True)".to_string(),
         Act::SiLU => "SiLU()".to_string(),
+        Act::ReLU6 if inplace => "ReLU6(inplace=True)".to_string(),
+        Act::ReLU6 => "ReLU6()".to_string(),
+        // Hardswish has no extra_repr: PyTorch prints it bare, inplace or not.
+        Act::Hardswish => "Hardswish()".to_string(),
+        Act::GELU { tanh } => format!("GELU(approximate='{}')", if tanh { "tanh" } else { "none" }),
+        Act::ELU(_) => format!("ELU(alpha={}{})", repr_arg(a, "alpha"), if inplace { ", inplace=True" } else { "" }),
+        Act::Identity => "Identity()".to_string(),
     };
     Some((Kind::Activation(act), display, at.input.clone()?))
 }

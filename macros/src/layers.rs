@@ -69,6 +69,11 @@ pub const LAYERS: &[Signature] = &[
     Signature { kind: "Sigmoid", params: &[] },
     Signature { kind: "Tanh", params: &[] },
     Signature { kind: "SiLU", params: &[p("inplace", Bool(false))] },
+    Signature { kind: "ReLU6", params: &[p("inplace", Bool(false))] },
+    Signature { kind: "Hardswish", params: &[p("inplace", Bool(false))] },
+    Signature { kind: "GELU", params: &[p("approximate", Str("none"))] },
+    Signature { kind: "ELU", params: &[p("alpha", Float(1.0)), p("inplace", Bool(false))] },
+    Signature { kind: "Identity", params: &[] },
     Signature {
         kind: "MaxPool2d",
         params: &[
@@ -114,13 +119,10 @@ const NOT_YET: &[&str] = &[
     "BatchNorm3d",
     "LayerNorm",
     "GroupNorm",
-    "GELU",
-    "ELU",
     "Embedding",
     "LSTM",
     "GRU",
     "RNN",
-    "Identity",
     "Upsample",
 ];
 
@@ -390,6 +392,17 @@ impl<'a> Args<'a> {
         match self.value(name)? {
             (Value::None, span) => Some(Spanned { value: None, span }),
             _ => self.float(cx, name).map(|f| Spanned { value: Some(f.value), span: f.span }),
+        }
+    }
+
+    pub fn str(&self, cx: &mut Ctxt, name: &str) -> Option<Spanned<String>> {
+        let (value, span) = self.value(name)?;
+        match value {
+            Value::Str(v) => Some(Spanned { value: v, span }),
+            other => {
+                self.wrong_type(cx, name, "a string", &other, span);
+                None
+            }
         }
     }
 

@@ -232,6 +232,14 @@ fn activation(act: Act) -> TokenStream {
         Act::Sigmoid => quote!(ops::Activation::Sigmoid),
         Act::Tanh => quote!(ops::Activation::Tanh),
         Act::SiLU => quote!(ops::Activation::SiLU),
+        Act::ReLU6 => quote!(ops::Activation::ReLU6),
+        Act::Hardswish => quote!(ops::Activation::Hardswish),
+        Act::GELU { tanh } => quote!(ops::Activation::GELU { tanh: #tanh }),
+        Act::ELU(alpha) => {
+            let alpha = f32_lit(alpha);
+            quote!(ops::Activation::ELU(#alpha))
+        }
+        Act::Identity => quote!(ops::Activation::Identity),
     }
 }
 

@@ -28,5 +28,10 @@ fn activation_kind(act: Activation) -> (i32, f32) {
         Activation::Sigmoid => (2, 0.0),
         Activation::Tanh => (3, 0.0),
         Activation::SiLU => (4, 0.0),
+        Activation::ReLU6 => (5, 0.0),
+        Activation::Hardswish => (6, 0.0),
+        Activation::GELU { tanh } => (if tanh { 8 } else { 7 }, 0.0),
+        Activation::ELU(alpha) => (9, alpha),
+        Activation::Identity => (10, 0.0),
     }
 }

@@ -1,8 +1,12 @@
-//! Elementwise activations: PyTorch's `nn.ReLU`, `nn.LeakyReLU`, `nn.Sigmoid`, `nn.Tanh`, `nn.SiLU`.
+//! Elementwise activations: PyTorch's `nn.ReLU`, `nn.LeakyReLU`, `nn.Sigmoid`, `nn.Tanh`, `nn.SiLU`,
+//! `nn.ReLU6`, `nn.Hardswish`, `nn.GELU`, `nn.ELU` and `nn.Identity`.
 //!
 //! The backward takes both the input `x` and the output `y` of the forward and reads whichever
 //! its derivative is cheapest in: ReLU and LeakyReLU read x (x > 0), Sigmoid and Tanh read y,
-//! SiLU reads x (its derivative needs σ(x), which y = x·σ(x) loses where x = 0).
+//! SiLU reads x (its derivative needs σ(x), which y = x·σ(x) loses where x = 0), as do the rest.
+//! Where a derivative has a kink (ReLU6 at 0 and 6, Hardswish at ±3), the value at the kink is
+//! PyTorch's: ReLU6 passes the gradient only strictly inside (0, 6), Hardswish uses x/3 + 1/2 on
+//! [−3, 3].
 
 pub mod cpu;
 #[cfg(feature = "cuda")]
@@ -21,7 +25,28 @@ pub enum Activation {
     Tanh,
     /// `nn.SiLU` (swish): x·σ(x).
     SiLU,
+    /// `nn.ReLU6`: min(max(x, 0), 6).
+    ReLU6,
+    /// `nn.Hardswish`: x·ReLU6(x + 3)/6.
+    Hardswish,
+    /// `nn.GELU`: x·Φ(x), Φ the standard normal CDF; with `tanh` (`approximate='tanh'`) its
+    /// approximation 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+    GELU {
+        /// `approximate='tanh'` (else `'none'`, the exact erf form).
+        tanh: bool,
+    },
+    /// `ELU(alpha)`: x for x > 0, alpha·(eˣ − 1) otherwise; PyTorch's default alpha is 1.
+    ELU(f32),
+    /// `nn.Identity`: y = x.
+    Identity,
 }
+
+/// √(2/π), GELU's tanh approximation's scale.
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+/// 1/√2, GELU's erf argument scale.
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// 1/√(2π), the standard normal density's constant.
+const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
 impl Activation {
     /// One of each activation (those with a parameter at a typical and an unusual value): what
@@ -33,6 +58,13 @@ impl Activation {
         Activation::Sigmoid,
         Activation::Tanh,
         Activation::SiLU,
+        Activation::ReLU6,
+        Activation::Hardswish,
+        Activation::GELU { tanh: false },
+        Activation::GELU { tanh: true },
+        Activation::ELU(1.0),
+        Activation::ELU(0.3),
+        Activation::Identity,
     ];
 
     #[inline]
@@ -46,6 +78,14 @@ impl Activation {
             Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Activation::Tanh => x.tanh(),
             Activation::SiLU => x / (1.0 + (-x).exp()),
+            Activation::ReLU6 => x.clamp(0.0, 6.0),
+            Activation::Hardswish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+            Activation::GELU { tanh: false } => 0.5 * x * (1.0 + libm::erff(x * FRAC_1_SQRT_2)),
+            Activation::GELU { tanh: true } => 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh()),
+            Activation::ELU(alpha) => {
+                if x > 0.0 { x } else { alpha * x.exp_m1() }
+            }
+            Activation::Identity => x,
         }
     }
 
@@ -66,6 +106,32 @@ impl Activation {
                 let s = 1.0 / (1.0 + (-x).exp());
                 dy * s * (1.0 + x * (1.0 - s))
             }
+            Activation::ReLU6 => {
+                if x > 0.0 && x < 6.0 { dy } else { 0.0 }
+            }
+            Activation::Hardswish => {
+                if x < -3.0 {
+                    0.0
+                } else if x <= 3.0 {
+                    dy * (x / 3.0 + 0.5)
+                } else {
+                    dy
+                }
+            }
+            // Φ(x) + x·φ(x).
+            Activation::GELU { tanh: false } => {
+                let cdf = 0.5 * (1.0 + libm::erff(x * FRAC_1_SQRT_2));
+                dy * (cdf + x * FRAC_1_SQRT_2PI * (-0.5 * x * x).exp())
+            }
+            Activation::GELU { tanh: true } => {
+                let t = (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh();
+                let d_inner = SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x);
+                dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * d_inner)
+            }
+            Activation::ELU(alpha) => {
+                if x > 0.0 { dy } else { dy * alpha * x.exp() }
+            }
+            Activation::Identity => dy,
         }
     }
 }
@@ -84,6 +150,14 @@ mod tests {
             Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Activation::Tanh => x.tanh(),
             Activation::SiLU => x / (1.0 + (-x).exp()),
+            Activation::ReLU6 => x.clamp(0.0, 6.0),
+            Activation::Hardswish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+            Activation::GELU { tanh: false } => 0.5 * x * (1.0 + libm::erf(x / 2f64.sqrt())),
+            Activation::GELU { tanh: true } => {
+                0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
+            }
+            Activation::ELU(alpha) => if x > 0.0 { x } else { alpha as f64 * (x.exp() - 1.0) },
+            Activation::Identity => x,
         }
     }
 
@@ -92,7 +166,9 @@ mod tests {
         for &act in Activation::EXAMPLES {
             let f = |x: f64| reference(act, x);
             let len = 1001;
-            let (x, dy) = (random(len, 14), random(len, 15));
+            // Over [−8, 8): past every kink (ReLU6's 6, Hardswish's ±3) and into the tails.
+            let x: Vec<f32> = random(len, 14).iter().map(|v| 8.0 * v).collect();
+            let dy = random(len, 15);
             let mut y = vec![f32::NAN; len];
             cpu::forward(act, len, &x, &mut y);
             assert_close(&y, &x.iter().map(|&v| f(v as f64)).collect::<Vec<_>>(), 1e-6, &format!("{act:?}"));
