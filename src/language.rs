@@ -91,6 +91,7 @@
 //! | `MaxPool2d` | `kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False` | an image input; the window fits; `padding` at most half the (dilated) kernel, as PyTorch requires; `stride` None means the kernel size; `return_indices` False |
 //! | `AvgPool2d` | `kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None` | as `MaxPool2d`; `divisor_override` None or at least 1 |
 //! | `AdaptiveAvgPool2d` | `output_size` | an image input; an integer or a pair, where None keeps that side |
+//! | `AdaptiveMaxPool2d` | `output_size, return_indices=False` | as `AdaptiveAvgPool2d`; `return_indices` False |
 //! | `Flatten` | `start_dim=1, end_dim=-1` | only those: everything but the batch dimension into one |
 //! | `Dropout` | `p=0.5, inplace=False` | `p` between 0 and 1 (1 zeroes everything) |
 //! | `BatchNorm2d` | `num_features, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True` | an image input; `num_features` equals the channels arriving; `eps` > 0; `momentum` in [0, 1] or None (a cumulative average); `bias` True only, for now |

@@ -10,7 +10,7 @@
 mod common;
 
 use staticnet::backend::Backend;
-use staticnet::ops::{Activation, AdaptiveAvgPool2d, BatchNorm, Conv2d, CrossEntropy, Dropout, Linear, Pool2d, Softmax};
+use staticnet::ops::{Activation, AdaptiveAvgPool2d, AdaptiveMaxPool2d, BatchNorm, Conv2d, CrossEntropy, Dropout, Linear, Pool2d, Softmax};
 use staticnet::ops::random_values as random;
 use staticnet::{Cpu, Cuda};
 
@@ -154,6 +154,22 @@ fn adaptive<B: Backend>(dev: &B, op: AdaptiveAvgPool2d) -> Vec<(&'static str, Ve
 fn adaptive_avg_pool2d() {
     for op in [AdaptiveAvgPool2d::new(3, [13, 13], [6, 6]), AdaptiveAvgPool2d::new(2, [3, 3], [6, 6]), AdaptiveAvgPool2d::new(4, [7, 5], [1, 1])] {
         agree(&format!("{op:?}"), 1e-6, |w| on!(w, adaptive(op)));
+    }
+}
+
+fn adaptive_max<B: Backend>(dev: &B, op: AdaptiveMaxPool2d) -> Vec<(&'static str, Vec<f32>)> {
+    let n = 2;
+    let (x, dy) = (buf(dev, &random(n * op.x_len(), 8)), buf(dev, &random(n * op.y_len(), 9)));
+    let (mut y, mut dx) = (dev.alloc(n * op.y_len()).unwrap(), dev.alloc(n * op.x_len()).unwrap());
+    dev.adaptive_max_pool2d_forward(&op, n, B::src(&x, 0..n * op.x_len()), B::dst(&mut y, 0..n * op.y_len())).unwrap();
+    dev.adaptive_max_pool2d_backward(&op, n, B::src(&x, 0..n * op.x_len()), B::src(&dy, 0..n * op.y_len()), B::dst(&mut dx, 0..n * op.x_len())).unwrap();
+    vec![("y", read(dev, &y)), ("dx", read(dev, &dx))]
+}
+
+#[test]
+fn adaptive_max_pool2d() {
+    for op in [AdaptiveMaxPool2d::new(3, [14, 14], [3, 3]), AdaptiveMaxPool2d::new(2, [3, 3], [6, 6]), AdaptiveMaxPool2d::new(4, [7, 5], [1, 1])] {
+        agree(&format!("{op:?}"), 1e-6, |w| on!(w, adaptive_max(op)));
     }
 }
 

@@ -265,15 +265,17 @@ fn trainable_parameters_leave_out_the_frozen() {
 }
 
 network! {
-    /// Every element-wise activation beyond the course's, with arguments on and off their defaults.
+    /// Every element-wise activation beyond the course's, with arguments on and off their defaults,
+/// and adaptive max pooling.
     pub struct Activations {
         input: [3, 8, 8],
         features: [
             Conv2d(3, 4, 3, padding = 1), ReLU6(inplace = true), Hardswish, SiLU,
             GELU, GELU(approximate = "tanh"), ELU, ELU(alpha = 0.5, inplace = true), Identity,
         ],
+        pool: AdaptiveMaxPool2d((4, None)),
         flatten: Flatten,
-        fc: Linear(4 * 8 * 8, 10),
+        fc: Linear(4 * 4 * 8, 10),
     }
 }
 
@@ -295,8 +297,9 @@ Activations(
     (7): ELU(alpha=0.5, inplace=True)
     (8): Identity()
   )
+  (pool): AdaptiveMaxPool2d(output_size=(4, None))
   (flatten): Flatten(start_dim=1, end_dim=-1)
-  (fc): Linear(in_features=256, out_features=10, bias=True)
+  (fc): Linear(in_features=128, out_features=10, bias=True)
 )";
     let net = Activations::new(&Cpu, 0).unwrap();
     assert_eq!(net.to_string(), expected);

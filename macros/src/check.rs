@@ -72,6 +72,7 @@ pub enum Kind {
     MaxPool2d { kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2], ceil_mode: bool },
     AvgPool2d { kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], ceil_mode: bool, count_include_pad: bool, divisor_override: usize },
     AdaptiveAvgPool2d { output: [usize; 2] },
+    AdaptiveMaxPool2d { output: [usize; 2] },
     Flatten,
     Dropout { p: f64 },
     BatchNorm { two_d: bool, c: usize, eps: f64, momentum: Option<f64>, affine: bool, track_running_stats: bool },
@@ -517,7 +518,7 @@ fn check_layer(cx: &mut Ctxt, g: &mut Graph, layer: &Layer, path: String, flow: 
         "ELU" => check_activation(cx, &args, &at, |cx, a| a.float(cx, "alpha").map(|s| Act::ELU(s.value))),
         "Identity" => check_activation(cx, &args, &at, |_, _| Some(Act::Identity)),
         "MaxPool2d" | "AvgPool2d" => check_pool2d(cx, &args, &at),
-        "AdaptiveAvgPool2d" => check_adaptive_avg_pool2d(cx, &args, &at),
+        "AdaptiveAvgPool2d" | "AdaptiveMaxPool2d" => check_adaptive_pool2d(cx, &args, &at),
         "Flatten" => check_flatten(cx, &args, &at),
         "Dropout" => check_dropout(cx, &args, &at),
         "BatchNorm2d" | "BatchNorm1d" => check_batch_norm(cx, &args, &at),
@@ -851,9 +852,14 @@ fn check_pool2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
     Some((kind_v, display, vec![c, out[0], out[1]]))
 }
 
-/// `AdaptiveAvgPool2d(output_size)`: an int, a pair, or a pair with None (keep that side).
-fn check_adaptive_avg_pool2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
-    let image = need_image(cx, at, "AdaptiveAvgPool2d");
+/// `AdaptiveAvgPool2d(output_size)` and `AdaptiveMaxPool2d(output_size, return_indices=False)`:
+/// `output_size` an int, a pair, or a pair with None (keep that side).
+fn check_adaptive_pool2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
+    let kind = a.sig.kind;
+    let image = need_image(cx, at, kind);
+    if kind == "AdaptiveMaxPool2d" && a.bool(cx, "return_indices")?.value {
+        cx.error(a.value("return_indices")?.1, "AdaptiveMaxPool2d with return_indices = true is not supported: a layer of a listing passes on one tensor", None);
+    }
     let (value, span) = a.value("output_size")?;
     let (c, h, w) = image?;
     let side = |cx: &mut Ctxt, v: &Value, keep: usize| -> Option<usize> {
@@ -861,11 +867,11 @@ fn check_adaptive_avg_pool2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
             Value::Int(i) if *i >= 1 => Some(*i as usize),
             Value::None => Some(keep),
             Value::Int(i) => {
-                cx.error(span, format!("AdaptiveAvgPool2d output_size must be at least 1, got {i}"), None);
+                cx.error(span, format!("{kind} output_size must be at least 1, got {i}"), None);
                 None
             }
             other => {
-                cx.error(span, format!("AdaptiveAvgPool2d output_size must be an integer or a pair, got {}", other.describe()), None);
+                cx.error(span, format!("{kind} output_size must be an integer or a pair, got {}", other.describe()), None);
                 None
             }
         }
@@ -873,7 +879,7 @@ fn check_adaptive_avg_pool2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
     let out = match &value {
         Value::Tuple(items) if items.len() == 2 => [side(cx, &items[0], h)?, side(cx, &items[1], w)?],
         Value::Tuple(_) => {
-            cx.error(span, "AdaptiveAvgPool2d output_size must be one integer or a pair (height, width)", None);
+            cx.error(span, format!("{kind} output_size must be one integer or a pair (height, width)"), None);
             return None;
         }
         v => {
@@ -881,8 +887,9 @@ fn check_adaptive_avg_pool2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
             [s, s]
         }
     };
-    let display = format!("AdaptiveAvgPool2d(output_size={})", py_repr(&value));
-    Some((Kind::AdaptiveAvgPool2d { output: out }, display, vec![c, out[0], out[1]]))
+    let display = format!("{kind}(output_size={})", py_repr(&value));
+    let kind = if kind == "AdaptiveMaxPool2d" { Kind::AdaptiveMaxPool2d { output: out } } else { Kind::AdaptiveAvgPool2d { output: out } };
+    Some((kind, display, vec![c, out[0], out[1]]))
 }
 
 /// `Flatten(start_dim=1, end_dim=-1)`: everything after the batch dimension into one.

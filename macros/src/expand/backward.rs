@@ -89,6 +89,10 @@ fn step(step: &Step) -> TokenStream {
             #grads
             p.dev.adaptive_avg_pool2d_backward(&#op, n, dy, dx)?;
         },
+        Kind::AdaptiveMaxPool2d { .. } => quote! {
+            #grads
+            p.dev.adaptive_max_pool2d_backward(&#op, n, B::src(p.act, #x.at(n)), dy, dx)?;
+        },
         Kind::BatchNorm { track_running_stats, .. } => {
             let saved = format_ident!("S_{}", step.stem);
             let wb = match &params {

@@ -62,6 +62,10 @@ fn step(step: &Step) -> TokenStream {
             #io
             p.dev.adaptive_avg_pool2d_forward(&#op, n, x, y)?;
         },
+        Kind::AdaptiveMaxPool2d { .. } => quote! {
+            #io
+            p.dev.adaptive_max_pool2d_forward(&#op, n, x, y)?;
+        },
         Kind::BatchNorm { track_running_stats, .. } => {
             let saved = format_ident!("S_{}", step.stem);
             let wb = match &params {

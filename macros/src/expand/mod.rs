@@ -197,6 +197,10 @@ fn op_value(net: &Checked, step: &Step) -> Option<(TokenStream, TokenStream)> {
             let (c, hw, out) = (usize_lit(input[0]), sample_hw(input), pair(*output));
             (quote!(ops::AdaptiveAvgPool2d), quote!(ops::AdaptiveAvgPool2d::new(#c, #hw, #out)))
         }
+        Kind::AdaptiveMaxPool2d { output } => {
+            let (c, hw, out) = (usize_lit(input[0]), sample_hw(input), pair(*output));
+            (quote!(ops::AdaptiveMaxPool2d), quote!(ops::AdaptiveMaxPool2d::new(#c, #hw, #out)))
+        }
         Kind::BatchNorm { c, eps, momentum, affine, track_running_stats, .. } => {
             let spatial = usize_lit(input[1..].iter().product());
             let (c, eps) = (usize_lit(*c), f32_lit(*eps));
@@ -320,6 +324,7 @@ fn spec_static(def: &NetworkDef, net: &Checked, plan: &Plan) -> TokenStream {
             Kind::MaxPool2d { .. } => quote!(Op::MaxPool2d(#ident)),
             Kind::AvgPool2d { .. } => quote!(Op::AvgPool2d(#ident)),
             Kind::AdaptiveAvgPool2d { .. } => quote!(Op::AdaptiveAvgPool2d(#ident)),
+            Kind::AdaptiveMaxPool2d { .. } => quote!(Op::AdaptiveMaxPool2d(#ident)),
             Kind::BatchNorm { .. } => quote!(Op::BatchNorm(#ident)),
             Kind::Dropout { .. } => quote!(Op::Dropout(#ident)),
             Kind::Softmax { .. } => quote!(Op::Softmax(#ident)),
@@ -403,7 +408,7 @@ fn flops(net: &Checked, step: &Step) -> u64 {
         Kind::Conv2d { c_in, kernel, .. } => 2 * out * c_in * kernel[0] * kernel[1],
         Kind::Linear { in_features, out_features, .. } => 2 * in_features * out_features,
         Kind::MaxPool2d { kernel, .. } | Kind::AvgPool2d { kernel, .. } => out * kernel[0] * kernel[1],
-        Kind::AdaptiveAvgPool2d { .. } => inp.max(out),
+        Kind::AdaptiveAvgPool2d { .. } | Kind::AdaptiveMaxPool2d { .. } => inp.max(out),
         Kind::BatchNorm { .. } | Kind::Softmax { .. } => 4 * inp,
         Kind::Activation(_) | Kind::Dropout { .. } | Kind::Add => inp,
         Kind::Flatten => 0,

@@ -6,7 +6,7 @@ use std::ops::Range;
 use super::{Backend, Elem};
 use crate::Result;
 use crate::ops::Op;
-use crate::ops::{self, Activation, AdamStep, AdaptiveAvgPool2d, BatchNorm, Conv2d, CrossEntropy, Dropout, Linear, LossOutput, Pool2d, SgdStep, Softmax};
+use crate::ops::{self, Activation, AdamStep, AdaptiveAvgPool2d, AdaptiveMaxPool2d, BatchNorm, Conv2d, CrossEntropy, Dropout, Linear, LossOutput, Pool2d, SgdStep, Softmax};
 
 /// The CPU, with as many threads as rayon's global pool has.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -158,6 +158,16 @@ impl Backend for Cpu {
 
     fn adaptive_avg_pool2d_backward(&self, op: &AdaptiveAvgPool2d, n: usize, dy: &[f32], dx: &mut [f32]) -> Result<()> {
         ops::adaptive_avg_pool2d::cpu::backward(op, n, dy, dx);
+        Ok(())
+    }
+
+    fn adaptive_max_pool2d_forward(&self, op: &AdaptiveMaxPool2d, n: usize, x: &[f32], y: &mut [f32]) -> Result<()> {
+        ops::adaptive_max_pool2d::cpu::forward(op, n, x, y);
+        Ok(())
+    }
+
+    fn adaptive_max_pool2d_backward(&self, op: &AdaptiveMaxPool2d, n: usize, x: &[f32], dy: &[f32], dx: &mut [f32]) -> Result<()> {
+        ops::adaptive_max_pool2d::cpu::backward(op, n, x, dy, dx);
         Ok(())
     }
 

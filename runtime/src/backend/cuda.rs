@@ -10,7 +10,7 @@ use cudarc::driver::result;
 use super::{Backend, Elem};
 use crate::device::cuda::{self as device, PRELUDE, Source, disjoint, driver_error, elementwise, launch, view};
 pub use crate::device::cuda::{Cuda, CudaBuf, CudaDst, CudaSrc, nvrtc_version};
-use crate::ops::{self, Activation, AdamStep, AdaptiveAvgPool2d, BatchNorm, Conv2d, CrossEntropy, Dropout, Linear, LossOutput, Op, Pool2d, SgdStep, Softmax};
+use crate::ops::{self, Activation, AdamStep, AdaptiveAvgPool2d, AdaptiveMaxPool2d, BatchNorm, Conv2d, CrossEntropy, Dropout, Linear, LossOutput, Op, Pool2d, SgdStep, Softmax};
 use crate::Result;
 
 /// The kernel sources, compiled as one NVRTC program in this order: the prelude that the others
@@ -182,6 +182,14 @@ impl Backend for Cuda {
 
     fn adaptive_avg_pool2d_backward(&self, op: &AdaptiveAvgPool2d, n: usize, dy: CudaSrc<'_, f32>, dx: CudaDst<'_, f32>) -> Result<()> {
         ops::adaptive_avg_pool2d::cuda::backward(self, op, n, dy, dx)
+    }
+
+    fn adaptive_max_pool2d_forward(&self, op: &AdaptiveMaxPool2d, n: usize, x: CudaSrc<'_, f32>, y: CudaDst<'_, f32>) -> Result<()> {
+        ops::adaptive_max_pool2d::cuda::forward(self, op, n, x, y)
+    }
+
+    fn adaptive_max_pool2d_backward(&self, op: &AdaptiveMaxPool2d, n: usize, x: CudaSrc<'_, f32>, dy: CudaSrc<'_, f32>, dx: CudaDst<'_, f32>) -> Result<()> {
+        ops::adaptive_max_pool2d::cuda::backward(self, op, n, x, dy, dx)
     }
 
     fn batch_norm_forward_train(

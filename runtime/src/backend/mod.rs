@@ -15,7 +15,7 @@ use std::ops::Range;
 
 use crate::Result;
 use crate::ops::{
-    Activation, AdamStep, AdaptiveAvgPool2d, BatchNorm, Conv2d, CrossEntropy, Dropout, Linear, LossOutput, Pool2d, SgdStep, Softmax,
+    Activation, AdamStep, AdaptiveAvgPool2d, AdaptiveMaxPool2d, BatchNorm, Conv2d, CrossEntropy, Dropout, Linear, LossOutput, Pool2d, SgdStep, Softmax,
 };
 
 pub use cpu::Cpu;
@@ -124,6 +124,10 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     fn adaptive_avg_pool2d_forward(&self, op: &AdaptiveAvgPool2d, n: usize, x: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;
     /// `nn.AdaptiveAvgPool2d`'s backward, written into `dx`.
     fn adaptive_avg_pool2d_backward(&self, op: &AdaptiveAvgPool2d, n: usize, dy: Self::Src<'_, f32>, dx: Self::Dst<'_, f32>) -> Result<()>;
+    /// `nn.AdaptiveMaxPool2d`'s forward: the maximum of each adaptive window, written into `y`.
+    fn adaptive_max_pool2d_forward(&self, op: &AdaptiveMaxPool2d, n: usize, x: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;
+    /// `nn.AdaptiveMaxPool2d`'s backward (the argmax found again in `x`), written into `dx`.
+    fn adaptive_max_pool2d_backward(&self, op: &AdaptiveMaxPool2d, n: usize, x: Self::Src<'_, f32>, dy: Self::Src<'_, f32>, dx: Self::Dst<'_, f32>) -> Result<()>;
     /// Normalise with batch statistics, save them, update `running` with weight `factor`.
     fn batch_norm_forward_train(
         &self,

@@ -30,6 +30,7 @@
 pub mod activation;
 pub mod adam;
 pub mod adaptive_avg_pool2d;
+pub mod adaptive_max_pool2d;
 pub mod add;
 pub mod batch_norm;
 pub mod conv2d;
@@ -47,6 +48,7 @@ pub mod softmax;
 pub use activation::Activation;
 pub use adam::AdamStep;
 pub use adaptive_avg_pool2d::AdaptiveAvgPool2d;
+pub use adaptive_max_pool2d::AdaptiveMaxPool2d;
 pub use batch_norm::BatchNorm;
 pub use conv2d::Conv2d;
 pub use cross_entropy::{CrossEntropy, LossOutput};
@@ -69,6 +71,7 @@ pub(crate) const CUDA_SOURCES: &[crate::device::cuda::Source] = &[
     mse::cuda::SOURCE,
     pool2d::cuda::SOURCE,
     adaptive_avg_pool2d::cuda::SOURCE,
+    adaptive_max_pool2d::cuda::SOURCE, // uses adaptive_avg_pool2d's window functions
     batch_norm::cuda::SOURCE,
     gemm::cuda::SOURCE,
     conv2d::cuda::SOURCE,
@@ -87,6 +90,8 @@ pub enum Op {
     AvgPool2d(Pool2d),
     /// `nn.AdaptiveAvgPool2d`.
     AdaptiveAvgPool2d(AdaptiveAvgPool2d),
+    /// `nn.AdaptiveMaxPool2d`.
+    AdaptiveMaxPool2d(AdaptiveMaxPool2d),
     /// `nn.BatchNorm2d` or `nn.BatchNorm1d`.
     BatchNorm(BatchNorm),
     /// `nn.Dropout`.
