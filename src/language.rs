@@ -94,6 +94,7 @@
 //! | `AdaptiveMaxPool2d` | `output_size, return_indices=False` | as `AdaptiveAvgPool2d`; `return_indices` False |
 //! | `Flatten` | `start_dim=1, end_dim=-1` | only those: everything but the batch dimension into one |
 //! | `Dropout` | `p=0.5, inplace=False` | `p` between 0 and 1 (1 zeroes everything) |
+//! | `Dropout2d` | `p=0.5, inplace=False` | an image input (whole channels are dropped); `p` as `Dropout` |
 //! | `BatchNorm2d` | `num_features, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True` | an image input; `num_features` equals the channels arriving; `eps` > 0; `momentum` in [0, 1] or None (a cumulative average); `bias` True only, for now |
 //! | `BatchNorm1d` | `num_features, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True` | as `BatchNorm2d`, on a vector input |
 //! | `Softmax` | `dim=None` | over the features or channels: `dim` None, 1, or -1 on vectors; a network ending in `Softmax` warns where it is trained with cross-entropy |

@@ -38,7 +38,7 @@ pub mod language;
 pub mod prelude {
     pub use staticnet_macros::network;
     pub use staticnet_runtime::{
-        Adam, AdamW, Batch, Backend, CosineAnnealingLr, Cpu, CrossEntropyLoss, Images, LrScheduler, Network, Optimizer, Sgd, StateDict, StepLr, Tensor,
+        Adam, AdamW, Batch, Backend, CosineAnnealingLr, Cpu, CrossEntropyLoss, Images, NLLLoss, LrScheduler, Network, Optimizer, Sgd, StateDict, StepLr, Tensor,
         Vectors,
     };
 }

@@ -304,3 +304,73 @@ Activations(
     let net = Activations::new(&Cpu, 0).unwrap();
     assert_eq!(net.to_string(), expected);
 }
+
+network! {
+    /// Dropout2d alone, on 8 channels of 5×5.
+    pub struct ChannelDropout {
+        input: [8, 5, 5],
+        drop: Dropout2d(0.5),
+    }
+}
+
+/// Dropout2d zeroes whole channels of each sample and scales the rest by 1/(1−p); in eval mode it
+/// is the identity; it prints as PyTorch's.
+#[test]
+fn dropout2d_drops_whole_channels() {
+    let mut net = ChannelDropout::new(&Cpu, 3).unwrap();
+    assert_eq!(net.to_string(), "ChannelDropout(\n  (drop): Dropout2d(p=0.5, inplace=False)\n)");
+    let n = 16;
+    let x = Images::<8, 5, 5>::new(n, vec![1.0; n * 200]).unwrap();
+    net.train();
+    let y = net.forward(&x).unwrap();
+    let mut dropped = 0;
+    for ch in y.as_slice().chunks(25) {
+        assert!(ch.iter().all(|&v| v == ch[0]) && (ch[0] == 0.0 || ch[0] == 2.0), "a channel is all dropped or all kept: {ch:?}");
+        dropped += (ch[0] == 0.0) as usize;
+    }
+    assert!((32..=96).contains(&dropped), "{dropped} of 128 channels dropped with p = 0.5");
+    net.eval();
+    assert_eq!(net.forward(&x).unwrap().as_slice(), x.as_slice());
+}
+
+network! {
+    /// Raw scores.
+    pub struct Scores {
+        input: [8],
+        fc: Linear(8, 5),
+    }
+}
+
+network! {
+    /// The same layer, ending in log-probabilities.
+    pub struct LogProbs {
+        input: [8],
+        fc: Linear(8, 5),
+        logp: LogSoftmax(dim = 1),
+    }
+}
+
+/// `NLLLoss` on log-probabilities is `CrossEntropyLoss` on the scores under them (PyTorch's
+/// definition of the one by the other): the same loss and the same gradients, through the
+/// log-softmax's own backward. On raw scores it is an error naming the last layer.
+#[test]
+fn nll_loss_on_log_softmax_is_cross_entropy() {
+    let (mut scores, mut logp) = (Scores::new(&Cpu, 5).unwrap(), LogProbs::new(&Cpu, 5).unwrap());
+    assert_eq!(scores.parameter("fc.weight").unwrap(), logp.parameter("fc.weight").unwrap(), "same seed, same initial weights");
+    let x = Vectors::<8>::new(6, (0..48).map(|i| ((i * 37 % 19) as f32 - 9.0) / 7.0).collect()).unwrap();
+    let labels = [0, 4, 2, 2, 1, 3];
+    scores.forward(&x).unwrap();
+    let want = scores.loss_backward(&CrossEntropyLoss::new(), &labels).unwrap();
+    logp.forward(&x).unwrap();
+    let got = logp.loss_backward(NLLLoss::new(), &labels).unwrap();
+    assert!((got.loss - want.loss).abs() < 1e-6, "NLL {} vs cross-entropy {}", got.loss, want.loss);
+    assert_eq!(got.correct, want.correct);
+    for name in ["fc.weight", "fc.bias"] {
+        let (g, w) = (logp.grad(name).unwrap(), scores.grad(name).unwrap());
+        let err = (&g - &w).mapv(f32::abs).iter().cloned().fold(0.0, f32::max);
+        assert!(err < 1e-6, "{name}: gradients differ by {err}");
+    }
+    scores.forward(&x).unwrap();
+    let err = scores.loss_backward(NLLLoss::new(), &labels).unwrap_err().to_string();
+    assert!(err.contains("Scores") && err.contains("`fc`") && err.contains("LogSoftmax"), "{err}");
+}

@@ -74,7 +74,8 @@ pub enum Kind {
     AdaptiveAvgPool2d { output: [usize; 2] },
     AdaptiveMaxPool2d { output: [usize; 2] },
     Flatten,
-    Dropout { p: f64 },
+    /// `channels`: `Dropout2d`, whole channels of an image.
+    Dropout { p: f64, channels: bool },
     BatchNorm { two_d: bool, c: usize, eps: f64, momentum: Option<f64>, affine: bool, track_running_stats: bool },
     Softmax { log: bool },
     /// The sum that joins a residual block's main path and its shortcut.
@@ -520,7 +521,7 @@ fn check_layer(cx: &mut Ctxt, g: &mut Graph, layer: &Layer, path: String, flow: 
         "MaxPool2d" | "AvgPool2d" => check_pool2d(cx, &args, &at),
         "AdaptiveAvgPool2d" | "AdaptiveMaxPool2d" => check_adaptive_pool2d(cx, &args, &at),
         "Flatten" => check_flatten(cx, &args, &at),
-        "Dropout" => check_dropout(cx, &args, &at),
+        "Dropout" | "Dropout2d" => check_dropout(cx, &args, &at),
         "BatchNorm2d" | "BatchNorm1d" => check_batch_norm(cx, &args, &at),
         "Softmax" | "LogSoftmax" => check_softmax(cx, &args, &at),
         other => unreachable!("no check for {other}"),
@@ -908,19 +909,25 @@ fn check_flatten(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
 
 /// `Dropout(p=0.5, inplace=False)`; p = 1 zeroes everything, as in PyTorch.
 fn check_dropout(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
+    let kind = a.sig.kind;
+    let channels = kind == "Dropout2d";
+    // PyTorch's Dropout2d on anything but (N, C, H, W) drops single features with a warning
+    // (the "1D" behaviour); here it is an error: write Dropout for that.
+    let image = if channels { need_image(cx, at, kind).map(Some) } else { Some(None) };
     a.bool(cx, "inplace")?;
     let p = a.float(cx, "p")?;
     if !(0.0..=1.0).contains(&p.value) {
         let written = a.written("p").unwrap_or_else(|| py_float(p.value));
         cx.error(
             p.span,
-            format!("Dropout probability has to be between 0 and 1, but got {written}"),
+            format!("{kind} probability has to be between 0 and 1, but got {written}"),
             Some("p is the probability of zeroing an element: 0.5 drops half of them".into()),
         );
         return None;
     }
-    let display = format!("Dropout(p={}, inplace={})", repr_arg(a, "p"), repr_arg(a, "inplace"));
-    Some((Kind::Dropout { p: p.value }, display, at.input.clone()?))
+    image?;
+    let display = format!("{kind}(p={}, inplace={})", repr_arg(a, "p"), repr_arg(a, "inplace"));
+    Some((Kind::Dropout { p: p.value, channels }, display, at.input.clone()?))
 }
 
 /// `BatchNorm2d(num_features, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)`

@@ -36,7 +36,7 @@ pub use backend::{Backend, Cpu};
 pub use backend::Cuda;
 pub use batch::{Batch, Images, Logits, Vectors};
 pub use error::{Error, Result};
-pub use loss::CrossEntropyLoss;
+pub use loss::{Criterion, CrossEntropyLoss, NLLLoss};
 pub use network::{LoadReport, Network, Prediction, Summary};
 pub use state_dict::{StateDict, Tensor};
 pub use ops::LossOutput;

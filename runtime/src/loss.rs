@@ -1,5 +1,10 @@
 //! Loss settings. The kernels are `ops::cross_entropy` and `ops::mse`; a network applies them to
 //! its output with `loss_backward`, `mse_backward` or `train_step`.
+//!
+//! A classification loss is a [`Criterion`]: `CrossEntropyLoss` on logits, or `NLLLoss` on the
+//! log-probabilities of a network that ends in `LogSoftmax`, as in PyTorch. The two give the same
+//! loss and gradients on such a network (log-softmax of log-probabilities changes nothing);
+//! `NLLLoss` is there so that a course's `nn.NLLLoss()` reads the same.
 
 use crate::ops::CrossEntropy;
 
@@ -23,7 +28,67 @@ impl CrossEntropyLoss {
         self
     }
 
-    pub(crate) fn op(&self, classes: usize) -> CrossEntropy {
-        CrossEntropy::new(classes, self.label_smoothing)
+}
+
+/// PyTorch's `nn.NLLLoss()` (mean reduction): −input[label], for a network whose output is
+/// log-probabilities (it ends in `LogSoftmax`; any other network is refused with an error naming
+/// its last layer, since the loss of raw scores has no lower bound).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct NLLLoss {}
+
+impl NLLLoss {
+    /// `nn.NLLLoss()`: mean reduction.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// The loss a classification network trains against: what `loss_backward`, `train_step_with`
+/// and `Trainer::criterion` take (`CrossEntropyLoss` or `NLLLoss`, by value or reference).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Criterion {
+    /// `nn.CrossEntropyLoss`.
+    CrossEntropy(CrossEntropyLoss),
+    /// `nn.NLLLoss`.
+    Nll(NLLLoss),
+}
+
+impl Default for Criterion {
+    fn default() -> Self {
+        Criterion::CrossEntropy(CrossEntropyLoss::default())
+    }
+}
+
+impl Criterion {
+    /// The loss kernel's description for `classes` outputs.
+    pub fn op(&self, classes: usize) -> CrossEntropy {
+        match self {
+            Criterion::CrossEntropy(ce) => CrossEntropy::new(classes, ce.label_smoothing),
+            Criterion::Nll(_) => CrossEntropy::nll(classes),
+        }
+    }
+}
+
+impl From<CrossEntropyLoss> for Criterion {
+    fn from(c: CrossEntropyLoss) -> Self {
+        Criterion::CrossEntropy(c)
+    }
+}
+
+impl From<&CrossEntropyLoss> for Criterion {
+    fn from(c: &CrossEntropyLoss) -> Self {
+        Criterion::CrossEntropy(*c)
+    }
+}
+
+impl From<NLLLoss> for Criterion {
+    fn from(c: NLLLoss) -> Self {
+        Criterion::Nll(c)
+    }
+}
+
+impl From<&NLLLoss> for Criterion {
+    fn from(c: &NLLLoss) -> Self {
+        Criterion::Nll(*c)
     }
 }

@@ -213,9 +213,13 @@ fn op_value(net: &Checked, step: &Step) -> Option<(TokenStream, TokenStream)> {
             };
             (quote!(ops::BatchNorm), quote!(ops::BatchNorm::new(#c, #spatial, #eps, #momentum, #affine, #track_running_stats)))
         }
-        Kind::Dropout { p } => {
+        Kind::Dropout { p, channels: false } => {
             let (len, p) = (usize_lit(input.iter().product()), f32_lit(*p));
             (quote!(ops::Dropout), quote!(ops::Dropout::new(#len, #p)))
+        }
+        Kind::Dropout { p, channels: true } => {
+            let (c, plane, p) = (usize_lit(input[0]), usize_lit(input[1..].iter().product()), f32_lit(*p));
+            (quote!(ops::Dropout), quote!(ops::Dropout::channels(#c, #plane, #p)))
         }
         Kind::Softmax { log } => {
             let c = usize_lit(input[0]);
@@ -435,7 +439,7 @@ fn softmax_lint(def: &NetworkDef, net: &Checked) -> TokenStream {
         }
 
         #[deprecated(note = #note)]
-        pub fn loss_backward(&mut self, criterion: &#sn::CrossEntropyLoss, labels: &[usize]) -> Result<#sn::LossOutput> {
+        pub fn loss_backward(&mut self, criterion: impl Into<#sn::Criterion>, labels: &[usize]) -> Result<#sn::LossOutput> {
             <Self as #sn::Network<B>>::loss_backward(self, criterion, labels)
         }
     }

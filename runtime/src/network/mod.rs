@@ -25,8 +25,8 @@ pub use summary::Summary;
 
 use crate::backend::{Backend, Cpu};
 use crate::batch::{Batch, Logits};
-use crate::loss::CrossEntropyLoss;
-use crate::ops::LossOutput;
+use crate::loss::{Criterion, CrossEntropyLoss};
+use crate::ops::{CrossEntropy, LossOutput};
 use crate::optim::Optimizer;
 use crate::{Error, Result};
 
@@ -204,18 +204,19 @@ pub trait Network<B: Backend = Cpu>: Sized {
     where
         Self::Output: Logits,
     {
-        let op = CrossEntropyLoss::default().op(Self::Output::CLASSES);
+        let op = CrossEntropy::new(Self::Output::CLASSES, 0.0);
         self.state_mut().cross_entropy(labels, &op, false)
     }
 
-    /// `criterion(output, labels).backward()`: the mean cross-entropy of the last forward's
-    /// output, back-propagated into the parameter gradients.
-    fn loss_backward(&mut self, criterion: &CrossEntropyLoss, labels: &[usize]) -> Result<LossOutput>
+    /// `criterion(output, labels).backward()`: the mean cross-entropy (or NLL) of the last
+    /// forward's output, back-propagated into the parameter gradients.
+    fn loss_backward(&mut self, criterion: impl Into<Criterion>, labels: &[usize]) -> Result<LossOutput>
     where
         Self::Output: Logits,
     {
+        let op = criterion_op(Self::SPEC, criterion.into(), Self::Output::CLASSES)?;
         let state = self.state_mut();
-        let out = state.cross_entropy(labels, &criterion.op(Self::Output::CLASSES), true)?;
+        let out = state.cross_entropy(labels, &op, true)?;
         state.backward(None, Self::backward_pass)?;
         Ok(out)
     }
@@ -238,18 +239,19 @@ pub trait Network<B: Backend = Cpu>: Sized {
         self.train_step_with(x, labels, &CrossEntropyLoss::default(), optimizer)
     }
 
-    /// [`Network::train_step`] with a configured criterion (label smoothing).
-    fn train_step_with<O: Optimizer<B>>(&mut self, x: &Self::Input, labels: &[usize], criterion: &CrossEntropyLoss, optimizer: &mut O) -> Result<LossOutput>
+    /// [`Network::train_step`] with a configured criterion (label smoothing, or `NLLLoss`).
+    fn train_step_with<O: Optimizer<B>>(&mut self, x: &Self::Input, labels: &[usize], criterion: impl Into<Criterion>, optimizer: &mut O) -> Result<LossOutput>
     where
         Self::Output: Logits,
     {
+        let op = criterion_op(Self::SPEC, criterion.into(), Self::Output::CLASSES)?;
         if labels.len() != x.len() {
             return Err(Error::bad_input(format!("{}: {} labels for a batch of {} samples", Self::SPEC.name, labels.len(), x.len())));
         }
         let state = self.state_mut();
         state.zero_grad()?;
         state.forward(x.len(), x.as_slice(), Self::forward_pass)?;
-        let out = state.cross_entropy(labels, &criterion.op(Self::Output::CLASSES), true)?;
+        let out = state.cross_entropy(labels, &op, true)?;
         state.backward(None, Self::backward_pass)?;
         optimizer.step(state.params())?;
         Ok(out)
@@ -265,7 +267,7 @@ pub trait Network<B: Backend = Cpu>: Sized {
         self.eval();
         let state = self.state_mut();
         let out = state.forward(x.len(), x.as_slice(), Self::forward_pass).and_then(|_| {
-            let op = CrossEntropyLoss::default().op(Self::Output::CLASSES);
+            let op = CrossEntropy::new(Self::Output::CLASSES, 0.0);
             state.cross_entropy(labels, &op, false)
         });
         if was_training {
@@ -378,6 +380,24 @@ fn one_sample<B: Backend, N: Network<B>>(sample: &[f32]) -> Result<N::Input> {
 
 pub(crate) fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) }).0
+}
+
+/// The loss kernel for `criterion`; NLLLoss only on log-probabilities (a network ending in
+/// LogSoftmax), since −output[label] of raw scores has no lower bound and training on it diverges.
+fn criterion_op(spec: &NetSpec, criterion: Criterion, classes: usize) -> Result<CrossEntropy> {
+    if let Criterion::Nll(_) = criterion {
+        match spec.layers.last() {
+            Some(l) if matches!(l.op, Op::Softmax(s) if s.log) => {}
+            last => {
+                let ends = last.map_or("no layer".to_string(), |l| format!("`{}` ({})", l.name, l.display));
+                return Err(Error::bad_input(format!(
+                    "{}: NLLLoss takes log-probabilities, but the network ends in {ends}: end it in LogSoftmax(dim = 1), or train with CrossEntropyLoss, which takes raw scores",
+                    spec.name
+                )));
+            }
+        }
+    }
+    Ok(criterion.op(classes))
 }
 
 fn unknown(spec: &NetSpec, name: &str) -> Error {

@@ -32,7 +32,7 @@ use crate::batch::Logits;
 use crate::data::transforms::Transform;
 use crate::data::{DataLoader, Source};
 use crate::distributed::Collective;
-use crate::loss::CrossEntropyLoss;
+use crate::loss::Criterion;
 use crate::network::{Network, Op};
 use crate::optim::{LrScheduler, Optimizer};
 use crate::{Error, Result};
@@ -98,7 +98,7 @@ pub struct Trainer {
     seed: u64,
     patience: Option<usize>,
     scheduler: Option<Box<dyn LrScheduler>>,
-    criterion: CrossEntropyLoss,
+    criterion: Criterion,
     out_dir: Option<PathBuf>,
     checkpoint: Option<PathBuf>,
     resume: Option<PathBuf>,
@@ -123,7 +123,7 @@ impl Trainer {
             seed: 0,
             patience: None,
             scheduler: None,
-            criterion: CrossEntropyLoss::default(),
+            criterion: Criterion::default(),
             out_dir: None,
             checkpoint: None,
             resume: None,
@@ -212,8 +212,8 @@ impl Trainer {
     }
 
     /// The loss to train with (e.g. `CrossEntropyLoss::new().label_smoothing(0.1)`).
-    pub fn criterion(mut self, criterion: CrossEntropyLoss) -> Self {
-        self.criterion = criterion;
+    pub fn criterion(mut self, criterion: impl Into<Criterion>) -> Self {
+        self.criterion = criterion.into();
         self
     }
 
@@ -321,7 +321,7 @@ impl Trainer {
             let mut step = 0;
             while let Some((x, labels)) = loader.next().inspect_err(|_| bar.finish_and_clear())? {
                 step += 1;
-                let out = model.train_step_with(x, labels, &self.criterion, optimizer)?;
+                let out = model.train_step_with(x, labels, self.criterion, optimizer)?;
                 if !out.loss.is_finite() {
                     bar.finish_and_clear();
                     return Err(diverged(epoch + 1, format!("step {step} of {batches}: the loss became {}; lower the learning rate", out.loss), &saved));

@@ -16,8 +16,8 @@ pub fn forward_backward(op: &CrossEntropy, n: usize, logits: &[f32], labels: &[u
             }
         }
         correct += (arg == label) as usize;
-        let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
-        let lse = max as f64 + sum.ln();
+        // Log-probabilities are already normalised: log-sum-exp is 0.
+        let lse = if op.log_probs { 0.0 } else { max as f64 + row.iter().map(|&v| ((v - max) as f64).exp()).sum::<f64>().ln() };
         // −Σ_k target_k · log_softmax_k with target = (1−ε)·one_hot + ε/c.
         let mean_logp = row.iter().map(|&v| v as f64 - lse).sum::<f64>() / c as f64;
         loss -= (1.0 - eps) * (row[label] as f64 - lse) + eps * mean_logp;
@@ -25,7 +25,8 @@ pub fn forward_backward(op: &CrossEntropy, n: usize, logits: &[f32], labels: &[u
             let d = &mut d[b * c..(b + 1) * c];
             for (k, (d, &v)) in d.iter_mut().zip(row).enumerate() {
                 let target = (1.0 - eps) * (k == label) as u8 as f64 + eps / c as f64;
-                *d = ((((v as f64) - lse).exp() - target) / n as f64) as f32;
+                let p = if op.log_probs { 0.0 } else { ((v as f64) - lse).exp() };
+                *d = ((p - target) / n as f64) as f32;
             }
         }
     }

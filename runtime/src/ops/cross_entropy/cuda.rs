@@ -21,7 +21,7 @@ pub fn forward_backward(dev: &Cuda, op: &CrossEntropy, n: usize, logits: CudaSrc
     dev.with_reduce(rows.len(), |buf| {
         let (row_loss, row_correct) = (buf.ptr, buf.ptr + 8 * n as u64);
         let eps = op.label_smoothing as f64;
-        launch!(dev, cross_entropy_fwd_bwd_f32, elementwise(n), ptr_of_dst(&dlogits), row_loss, row_correct, logits.ptr, labels.ptr, n as u32, c as u32, eps)?;
+        launch!(dev, cross_entropy_fwd_bwd_f32, elementwise(n), ptr_of_dst(&dlogits), row_loss, row_correct, logits.ptr, labels.ptr, n as u32, c as u32, eps, op.log_probs as i32)?;
         dev.read_back(buf.ptr, &mut rows)
     })?;
     let (loss, correct) = rows.split_at(n * 8);

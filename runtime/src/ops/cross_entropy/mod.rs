@@ -1,9 +1,11 @@
 //! Cross-entropy loss on logits, PyTorch's `nn.CrossEntropyLoss` (mean reduction, optional
 //! label smoothing): log-softmax and negative log-likelihood fused, forward and backward in one
-//! pass over the logits, never materialising the probabilities.
+//! pass over the logits, never materialising the probabilities. With `log_probs`, PyTorch's
+//! `nn.NLLLoss` (mean reduction): the input already holds log-probabilities (a network ending in
+//! `LogSoftmax`), and the loss is −input[label].
 //!
 //! Tensors (per batch of `n`): `logits` (n, classes), `labels` (n) in 0..classes, `dlogits`
-//! (n, classes), written as `(softmax − target) / n`.
+//! (n, classes), written as `(softmax − target) / n`, or `−target / n` with `log_probs`.
 
 pub mod cpu;
 #[cfg(feature = "cuda")]
@@ -16,12 +18,19 @@ pub struct CrossEntropy {
     pub classes: usize,
     /// PyTorch's `label_smoothing`: the target is (1−ε)·one_hot + ε/classes.
     pub label_smoothing: f32,
+    /// The input holds log-probabilities: no log-softmax (`nn.NLLLoss`).
+    pub log_probs: bool,
 }
 
 impl CrossEntropy {
     /// Cross-entropy over `classes` logits with `label_smoothing` (0 for none).
     pub const fn new(classes: usize, label_smoothing: f32) -> Self {
-        CrossEntropy { classes, label_smoothing }
+        CrossEntropy { classes, label_smoothing, log_probs: false }
+    }
+
+    /// `nn.NLLLoss()`: the negative log-likelihood of `classes` log-probabilities.
+    pub const fn nll(classes: usize) -> Self {
+        CrossEntropy { classes, label_smoothing: 0.0, log_probs: true }
     }
 }
 
@@ -88,6 +97,19 @@ mod tests {
             };
             assert_close(&d, &numeric_grad(loss, &logits, &[1.0]), 1e-4, "dlogits");
         }
+    }
+
+    #[test]
+    fn nll_is_minus_the_log_probability_of_the_label() {
+        use crate::ops::testing::numeric_grad;
+        let (op, n, c) = (CrossEntropy::nll(5), 3, 5);
+        let logp = random(n * c, 21);
+        let labels = [4u32, 1, 1];
+        let mut d = vec![f32::NAN; n * c];
+        let out = cpu::forward_backward(&op, n, &logp, &labels, Some(&mut d));
+        let loss = |x: &[f64]| vec![-(x[4] + x[c + 1] + x[2 * c + 1]) / 3.0];
+        assert_close(&[out.loss], &loss(&crate::ops::testing::to_f64(&logp)), 1e-6, "loss");
+        assert_close(&d, &numeric_grad(loss, &logp, &[1.0]), 1e-4, "dinput");
     }
 
     #[test]

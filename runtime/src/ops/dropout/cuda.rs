@@ -13,12 +13,12 @@ pub fn forward(dev: &Cuda, op: &Dropout, n: usize, key: u64, x: CudaSrc<'_, f32>
     need(x.len.min(y.len), len, "dropout x, y");
     // The same f32 threshold `Dropout::keep` compares with.
     let threshold = op.p * (1u32 << 24) as f32;
-    launch!(dev, dropout_fwd_f32, elementwise(len), y.ptr, x.ptr, len as u64, key, threshold, op.scale())
+    launch!(dev, dropout_fwd_f32, elementwise(len), y.ptr, x.ptr, len as u64, op.plane as u64, key, threshold, op.scale())
 }
 
 pub fn backward(dev: &Cuda, op: &Dropout, n: usize, key: u64, dy: CudaSrc<'_, f32>, dx: CudaDst<'_, f32>) -> Result<()> {
     let len = n * op.len;
     need(dy.len.min(dx.len), len, "dropout dy, dx");
     let threshold = op.p * (1u32 << 24) as f32;
-    launch!(dev, dropout_bwd_f32, elementwise(len), dx.ptr, dy.ptr, len as u64, key, threshold, op.scale())
+    launch!(dev, dropout_bwd_f32, elementwise(len), dx.ptr, dy.ptr, len as u64, op.plane as u64, key, threshold, op.scale())
 }
