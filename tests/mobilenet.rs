@@ -1,0 +1,310 @@
+//! torchvision's MobileNetV2 written in `network!`: its InvertedResidual block needs a value
+//! computed from the block's parameters (`let hidden_dim = inp * expand_ratio;`), a layer present
+//! only under a condition (the expansion, only `if expand_ratio != 1`, after which torchvision's
+//! indices inside `conv` shift), a residual sum present only under a condition and with no
+//! activation after it, and functional ops with no module (`_: AdaptiveAvgPool2d`, `_: Flatten`),
+//! so that `classifier` stays `classifier.0` (Dropout), `classifier.1` (Linear).
+//!
+//! The references: tests/fixtures/mobilenet_v2_state_dict.txt (scripts/mobilenet_v2_keys.py:
+//! torchvision's `mobilenet_v2()`, key, dtype, shape in state_dict order) and
+//! tests/fixtures/mobilenet_v2_mini.safetensors (torchvision's `mobilenet_v2(width_mult=0.25,
+//! num_classes=10, dropout=0.0)`, written by torchvision itself).
+
+use staticnet::network::{NetSpec, TensorKind};
+use staticnet::prelude::*;
+
+/// `name dtype [shape]` of each state_dict entry of a network, in state_dict order.
+fn listing(spec: &NetSpec) -> Vec<(String, String, Vec<usize>)> {
+    spec.tensors
+        .iter()
+        .map(|t| {
+            let dtype = if matches!(t.kind, TensorKind::Counter { .. }) { "int64" } else { "float32" };
+            (t.name.to_string(), dtype.to_string(), t.shape.to_vec())
+        })
+        .collect()
+}
+
+/// torchvision's `mobilenet_v2()` state_dict and parameter count, from the fixture.
+fn torchvision_full() -> (usize, Vec<(String, String, Vec<usize>)>) {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mobilenet_v2_state_dict.txt")).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let count = header.split(": ").last().unwrap().split(' ').next().unwrap().parse().unwrap();
+    let entries = lines
+        .map(|line| {
+            let mut parts = line.splitn(3, ' ');
+            let (name, dtype, shape) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+            let shape = shape.trim_matches(['[', ']']).split(", ").filter(|d| !d.is_empty()).map(|d| d.parse().unwrap()).collect();
+            (name.to_string(), dtype.to_string(), shape)
+        })
+        .collect();
+    (count, entries)
+}
+
+/// The mini net's initial state_dict as torchvision wrote it: (key, shape), sorted by key (the
+/// file does not keep the order).
+fn torchvision_mini() -> Vec<(String, Vec<usize>)> {
+    let sd = StateDict::load(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mobilenet_v2_mini.safetensors")).unwrap();
+    let reference = |k: &str| {
+        !["grad.", "sgd3.", "adam3.", "after_forward."].iter().any(|p| k.starts_with(p)) && !["input", "target", "loss"].contains(&k) && !k.starts_with("logits")
+    };
+    let mut keys: Vec<(String, Vec<usize>)> = sd.iter().filter(|(k, _)| reference(k)).map(|(k, t)| (k.to_string(), t.shape().to_vec())).collect();
+    keys.sort();
+    keys
+}
+
+/// A depthwise convolution's weight in torchvision: `[C, 1, 3, 3]` (groups = C).
+fn depthwise(shape: &[usize]) -> bool {
+    matches!(shape, [_, 1, 3, 3])
+}
+
+// The listings as torchvision's MobileNetV2 must finally be written: they need
+// `Conv2d(groups = …)` and `ReLU6`, which are landing on other branches.
+// Enabled when groups and ReLU6 land.
+#[cfg(any())]
+mod exact {
+    use super::*;
+
+    network! {
+        /// torchvision's Conv2dNormActivation with ReLU6 (a Sequential: its layers are 0, 1, 2).
+        block Conv2dNormActivation(in_channels, out_channels, kernel_size = 3, stride = 1, groups = 1) {
+            Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) / 2, groups = groups, bias = false),
+            BatchNorm2d(out_channels),
+            ReLU6(inplace = true),
+        }
+
+        /// torchvision's InvertedResidual.
+        block InvertedResidual(inp, oup, stride, expand_ratio) {
+            let hidden_dim = inp * expand_ratio;
+            conv: [
+                Conv2dNormActivation(inp, hidden_dim, kernel_size = 1) if expand_ratio != 1,
+                Conv2dNormActivation(hidden_dim, hidden_dim, stride = stride, groups = hidden_dim),
+                Conv2d(hidden_dim, oup, 1, 1, 0, bias = false),
+                BatchNorm2d(oup),
+            ],
+            + identity if stride == 1 && inp == oup,
+        }
+
+        /// torchvision's `mobilenet_v2()`.
+        pub struct MobileNetV2 {
+            input: [3, 224, 224],
+            features: [
+                Conv2dNormActivation(3, 32, stride = 2),
+                InvertedResidual(32, 16, 1, 1),
+                InvertedResidual(16, 24, 2, 6),
+                InvertedResidual(24, 24, 1, 6),
+                InvertedResidual(24, 32, 2, 6),
+                InvertedResidual(32, 32, 1, 6),
+                InvertedResidual(32, 32, 1, 6),
+                InvertedResidual(32, 64, 2, 6),
+                InvertedResidual(64, 64, 1, 6),
+                InvertedResidual(64, 64, 1, 6),
+                InvertedResidual(64, 64, 1, 6),
+                InvertedResidual(64, 96, 1, 6),
+                InvertedResidual(96, 96, 1, 6),
+                InvertedResidual(96, 96, 1, 6),
+                InvertedResidual(96, 160, 2, 6),
+                InvertedResidual(160, 160, 1, 6),
+                InvertedResidual(160, 160, 1, 6),
+                InvertedResidual(160, 320, 1, 6),
+                Conv2dNormActivation(320, 1280, kernel_size = 1),
+            ],
+            _: AdaptiveAvgPool2d((1, 1)),
+            _: Flatten,
+            classifier: [Dropout(0.2), Linear(1280, 1000)],
+        }
+
+        /// torchvision's `mobilenet_v2(width_mult=0.25, num_classes=10, dropout=0.0)`.
+        pub struct MobileNetV2Mini {
+            input: [3, 32, 32],
+            features: [
+                Conv2dNormActivation(3, 8, stride = 2),
+                InvertedResidual(8, 8, 1, 1),
+                InvertedResidual(8, 8, 2, 6),
+                InvertedResidual(8, 8, 1, 6),
+                InvertedResidual(8, 8, 2, 6),
+                InvertedResidual(8, 8, 1, 6),
+                InvertedResidual(8, 8, 1, 6),
+                InvertedResidual(8, 16, 2, 6),
+                InvertedResidual(16, 16, 1, 6),
+                InvertedResidual(16, 16, 1, 6),
+                InvertedResidual(16, 16, 1, 6),
+                InvertedResidual(16, 24, 1, 6),
+                InvertedResidual(24, 24, 1, 6),
+                InvertedResidual(24, 24, 1, 6),
+                InvertedResidual(24, 40, 2, 6),
+                InvertedResidual(40, 40, 1, 6),
+                InvertedResidual(40, 40, 1, 6),
+                InvertedResidual(40, 80, 1, 6),
+                Conv2dNormActivation(80, 1280, kernel_size = 1),
+            ],
+            _: AdaptiveAvgPool2d((1, 1)),
+            _: Flatten,
+            classifier: [Dropout(0.0), Linear(1280, 10)],
+        }
+    }
+
+    #[test]
+    fn mobilenet_v2_is_torchvisions() {
+        let (count, theirs) = torchvision_full();
+        assert_eq!(MobileNetV2::<Cpu>::PARAMETERS, 3_504_872);
+        assert_eq!(MobileNetV2::<Cpu>::PARAMETERS, count);
+        assert_eq!(listing(&MobileNetV2::<Cpu>::SPEC), theirs);
+    }
+
+    #[test]
+    fn the_mini_net_has_torchvisions_state_dict() {
+        let mut ours: Vec<(String, Vec<usize>)> = listing(&MobileNetV2Mini::<Cpu>::SPEC).into_iter().map(|(k, _, s)| (k, s)).collect();
+        ours.sort();
+        assert_eq!(ours, torchvision_mini());
+        assert_eq!(MobileNetV2Mini::<Cpu>::PARAMETERS, 250_922);
+    }
+}
+
+// The same block structure with what this branch has: ReLU for ReLU6, and a dense 3×3
+// convolution for the depthwise one (groups = hidden_dim). The state_dict keys and their order
+// are torchvision's; only the depthwise weights' shapes differ ([C, C, 3, 3] for [C, 1, 3, 3]).
+network! {
+    /// Conv2dNormActivation, with ReLU and without groups.
+    block ConvNormAct(in_channels, out_channels, kernel_size = 3, stride = 1) {
+        Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) / 2, bias = false),
+        BatchNorm2d(out_channels),
+        ReLU(inplace = true),
+    }
+
+    /// InvertedResidual, with ReLU and without groups.
+    block InvertedResidual(inp, oup, stride, expand_ratio) {
+        let hidden_dim = inp * expand_ratio;
+        conv: [
+            ConvNormAct(inp, hidden_dim, kernel_size = 1) if expand_ratio != 1,
+            ConvNormAct(hidden_dim, hidden_dim, stride = stride),
+            Conv2d(hidden_dim, oup, 1, 1, 0, bias = false),
+            BatchNorm2d(oup),
+        ],
+        + identity if stride == 1 && inp == oup,
+    }
+
+    /// `mobilenet_v2()`'s structure.
+    pub struct MobileNetV2Dense {
+        input: [3, 224, 224],
+        features: [
+            ConvNormAct(3, 32, stride = 2),
+            InvertedResidual(32, 16, 1, 1),
+            InvertedResidual(16, 24, 2, 6),
+            InvertedResidual(24, 24, 1, 6),
+            InvertedResidual(24, 32, 2, 6),
+            InvertedResidual(32, 32, 1, 6),
+            InvertedResidual(32, 32, 1, 6),
+            InvertedResidual(32, 64, 2, 6),
+            InvertedResidual(64, 64, 1, 6),
+            InvertedResidual(64, 64, 1, 6),
+            InvertedResidual(64, 64, 1, 6),
+            InvertedResidual(64, 96, 1, 6),
+            InvertedResidual(96, 96, 1, 6),
+            InvertedResidual(96, 96, 1, 6),
+            InvertedResidual(96, 160, 2, 6),
+            InvertedResidual(160, 160, 1, 6),
+            InvertedResidual(160, 160, 1, 6),
+            InvertedResidual(160, 320, 1, 6),
+            ConvNormAct(320, 1280, kernel_size = 1),
+        ],
+        _: AdaptiveAvgPool2d((1, 1)),
+        _: Flatten,
+        classifier: [Dropout(0.2), Linear(1280, 1000)],
+    }
+
+    /// `mobilenet_v2(width_mult=0.25, num_classes=10, dropout=0.0)`'s structure.
+    pub struct MobileNetV2MiniDense {
+        input: [3, 32, 32],
+        features: [
+            ConvNormAct(3, 8, stride = 2),
+            InvertedResidual(8, 8, 1, 1),
+            InvertedResidual(8, 8, 2, 6),
+            InvertedResidual(8, 8, 1, 6),
+            InvertedResidual(8, 8, 2, 6),
+            InvertedResidual(8, 8, 1, 6),
+            InvertedResidual(8, 8, 1, 6),
+            InvertedResidual(8, 16, 2, 6),
+            InvertedResidual(16, 16, 1, 6),
+            InvertedResidual(16, 16, 1, 6),
+            InvertedResidual(16, 16, 1, 6),
+            InvertedResidual(16, 24, 1, 6),
+            InvertedResidual(24, 24, 1, 6),
+            InvertedResidual(24, 24, 1, 6),
+            InvertedResidual(24, 40, 2, 6),
+            InvertedResidual(40, 40, 1, 6),
+            InvertedResidual(40, 40, 1, 6),
+            InvertedResidual(40, 80, 1, 6),
+            ConvNormAct(80, 1280, kernel_size = 1),
+        ],
+        _: AdaptiveAvgPool2d((1, 1)),
+        _: Flatten,
+        classifier: [Dropout(0.0), Linear(1280, 10)],
+    }
+}
+
+#[test]
+fn the_block_structure_gives_torchvisions_keys_in_torchvisions_order() {
+    let (_, theirs) = torchvision_full();
+    let ours = listing(&MobileNetV2Dense::<Cpu>::SPEC);
+    let names = |l: &[(String, String, Vec<usize>)]| l.iter().map(|(k, d, _)| format!("{k} {d}")).collect::<Vec<_>>();
+    assert_eq!(names(&ours), names(&theirs));
+    // Every shape but the depthwise convolutions' weights is torchvision's.
+    let mut depthwise_convs = 0;
+    for ((key, _, our), (_, _, their)) in ours.iter().zip(&theirs) {
+        if depthwise(their) {
+            depthwise_convs += 1;
+            assert_eq!(our, &[their[0], their[0], 3, 3], "{key}");
+        } else {
+            assert_eq!(our, their, "{key}");
+        }
+    }
+    assert_eq!(depthwise_convs, 17, "one per InvertedResidual");
+    // The expansion exists only where expand_ratio != 1, and indices shift as in torchvision.
+    assert!(ours.iter().any(|(k, _, _)| k == "features.1.conv.1.weight"));
+    assert!(ours.iter().any(|(k, _, _)| k == "features.2.conv.1.0.weight"));
+    assert!(ours.iter().any(|(k, _, _)| k == "classifier.1.bias"));
+}
+
+#[test]
+fn the_sum_is_there_only_where_the_stride_is_1_and_the_widths_agree() {
+    let sums: Vec<&str> = MobileNetV2Dense::<Cpu>::SPEC.layers.iter().filter(|l| l.inputs.len() == 2).map(|l| l.name).collect();
+    // features.1 (32 → 16), features.2 (stride 2), features.4, .7, .11 (new width), .14 and
+    // .17 have none.
+    let want: Vec<String> = [3, 5, 6, 8, 9, 10, 12, 13, 15, 16].iter().map(|i| format!("features.{i}.add")).collect();
+    assert_eq!(sums, want);
+}
+
+#[test]
+fn the_mini_net_has_torchvisions_keys() {
+    let theirs = torchvision_mini();
+    let mut ours: Vec<(String, Vec<usize>)> = listing(&MobileNetV2MiniDense::<Cpu>::SPEC).into_iter().map(|(k, _, s)| (k, s)).collect();
+    ours.sort();
+    assert_eq!(ours.len(), theirs.len());
+    for ((k, our), (their_k, their)) in ours.iter().zip(&theirs) {
+        assert_eq!(k, their_k);
+        if depthwise(their) {
+            assert_eq!(our, &[their[0], their[0], 3, 3], "{k}");
+        } else {
+            assert_eq!(our, their, "{k}");
+        }
+    }
+}
+
+#[test]
+fn the_mini_net_runs_and_prints_as_torchvision_does() -> staticnet::Result<()> {
+    let mut net = MobileNetV2MiniDense::new(&Cpu, 0)?;
+    let x = Images::<3, 32, 32>::zeros(2);
+    let out = net.forward(&x)?;
+    assert_eq!(out.len(), 2);
+    // The backward runs through sums with no activation after them, and around absent ones.
+    let loss = net.train_step(&x, &[1, 7], &mut Sgd::new(0.01))?;
+    assert!(loss.loss.is_finite());
+    let printed = net.to_string();
+    // The functional ops are no modules: not printed, no index.
+    assert!(!printed.contains("AdaptiveAvgPool2d") && !printed.contains("Flatten"), "{printed}");
+    assert!(printed.contains("\n  (classifier): Sequential(\n    (0): Dropout(p=0.0, inplace=False)\n    (1): Linear(in_features=1280, out_features=10, bias=True)\n  )"), "{printed}");
+    assert!(printed.contains("\n    (0): ConvNormAct(\n      (0): Conv2d(3, 8, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), bias=False)"), "{printed}");
+    assert!(printed.contains("\n    (1): InvertedResidual(\n      (conv): Sequential(\n        (0): ConvNormAct("), "{printed}");
+    Ok(())
+}
