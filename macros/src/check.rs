@@ -260,7 +260,8 @@ fn condition(cx: &mut Ctxt, cond: &syn::Expr, env: Env, what: &str) -> Option<bo
     match eval_in(cond, env) {
         Ok(Value::Bool(b)) => Some(b),
         Ok(v) => {
-            cx.error_spanned(cond, format!("{what}'s condition must be true or false, got {}", v.describe()), None);
+            let help = format!("a condition is a comparison such as `{} != 1` (== != < <= > >=), or several joined by && and ||", layers::tokens(cond));
+            cx.error_spanned(cond, format!("{what}'s condition must be true or false, got {}", v.describe()), Some(help));
             None
         }
         Err(e) => {

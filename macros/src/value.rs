@@ -120,6 +120,15 @@ pub fn eval_in(expr: &Expr, env: Env) -> syn::Result<Value> {
                 },
             }
         }
+        // Inside a block: a name that is neither a parameter nor a `let` before it.
+        Expr::Path(p) if !env.is_empty() && p.path.get_ident().is_some() => {
+            let name = p.path.get_ident().expect("checked").to_string();
+            let hint = match crate::layers::closest(&name, env.iter().map(|(n, _)| n.as_str())) {
+                Some(best) => format!("did you mean `{best}`?"),
+                None => format!("in scope: {}", env.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+            };
+            Err(syn::Error::new(p.span(), format!("`{name}` is neither a parameter of this block nor a `let` before it; {hint}")))
+        }
         Expr::Path(p) => Err(syn::Error::new(
             p.span(),
             format!(
