@@ -6,6 +6,10 @@
 //! writing numbered tensors. Blocks defined with `block Name(params) { ... }` are instantiated
 //! where they are used, with their parameters bound; a block with a `+ shortcut` line is
 //! residual: its body's output and its shortcut's are added, then passed through its `=>` layer.
+//! A block's `let`s are evaluated with its parameters when it is instantiated; an item with an
+//! `if` is checked only where its condition holds, and an absent one takes no index, as an item
+//! not appended to a Python list; a `+ identity if cond` sum is made only where cond holds. A
+//! functional op (`_: Flatten`) takes no index and is marked as no module.
 //!
 //! After an error, a layer still reports the output it would have (a Linear with the wrong
 //! in_features still outputs out_features), so later layers are checked without a cascade; only
