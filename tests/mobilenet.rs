@@ -58,6 +58,11 @@ fn depthwise(shape: &[usize]) -> bool {
     matches!(shape, [_, 1, 3, 3])
 }
 
+// The PyTorch fixtures' helpers, for the parity test of the exact listing below.
+// Enabled when groups and ReLU6 land.
+#[cfg(any())]
+mod common;
+
 // The listings as torchvision's MobileNetV2 must finally be written: they need
 // `Conv2d(groups = …)` and `ReLU6`, which are landing on other branches.
 // Enabled when groups and ReLU6 land.
@@ -158,6 +163,34 @@ mod exact {
         ours.sort();
         assert_eq!(ours, torchvision_mini());
         assert_eq!(MobileNetV2Mini::<Cpu>::PARAMETERS, 250_922);
+    }
+
+    /// The mini net with torchvision's initial parameters reproduces its logits (eval and
+    /// train mode), loss and gradients within the fixtures' tolerances (tests/fixtures/README.md).
+    #[test]
+    fn the_mini_net_reproduces_torchvisions_logits_and_gradients() {
+        use crate::common::{Fixture, assert_close};
+        let fx = Fixture::load("mobilenet_v2_mini");
+        let mut net = fx.network(&Cpu, MobileNetV2Mini::new);
+        let x: Images<3, 32, 32> = fx.input();
+        net.eval();
+        let out = net.forward(&x).unwrap();
+        assert_close(out.as_slice(), &fx.f32("logits_eval"), 1e-4, "logits_eval");
+        net.train();
+        let out = net.forward(&x).unwrap();
+        assert_close(out.as_slice(), &fx.f32("logits_train"), 1e-4, "logits_train");
+        let step = net.loss_backward(&CrossEntropyLoss::default(), &fx.labels()).unwrap();
+        assert_close(&[step.loss], &fx.f32("loss"), 1e-4, "loss");
+        let mut grads = 0;
+        for t in MobileNetV2Mini::<Cpu>::SPEC.tensors {
+            let key = format!("grad.{}", t.name);
+            if fx.has(&key) {
+                let ours: Vec<f32> = net.grad(t.name).unwrap().iter().copied().collect();
+                assert_close(&ours, &fx.f32(&key), 1e-3, &key);
+                grads += 1;
+            }
+        }
+        assert_eq!(grads, 158);
     }
 }
 
