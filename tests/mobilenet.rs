@@ -360,3 +360,22 @@ fn the_mini_net_runs_and_prints_as_torchvision_does() -> staticnet::Result<()> {
     }
     Ok(())
 }
+
+network! {
+    /// A module may take the name torch.fx would give a functional op (`flatten`): the op's
+    /// name then moves out of its way, as torch.fx's does.
+    pub struct NamedLikeAFunction {
+        input: [2, 4, 4],
+        _: Flatten,
+        flatten: Linear(32, 4),
+        _: Flatten,
+    }
+}
+
+#[test]
+fn functional_ops_are_named_as_torch_fx_names_them_and_take_no_index() {
+    let names: Vec<&str> = NamedLikeAFunction::<Cpu>::SPEC.layers.iter().map(|l| l.name).collect();
+    assert_eq!(names, ["flatten_1", "flatten", "flatten_2"]);
+    let keys: Vec<&str> = NamedLikeAFunction::<Cpu>::SPEC.tensors.iter().map(|t| t.name).collect();
+    assert_eq!(keys, ["flatten.weight", "flatten.bias"]);
+}

@@ -250,12 +250,18 @@ struct Flow {
 /// values in scope (the block's parameters, then the listing's `let`s).
 struct Listing {
     names: HashSet<String>,
+    /// The names given to functional ops: unique among all names, but no module's.
+    functional: HashSet<String>,
+    /// The names the listing gives its modules, to keep functional ops off them.
+    reserved: HashSet<String>,
     index: usize,
     scope: Vec<(String, Value)>,
 }
 
 fn check_items(cx: &mut Ctxt, g: &mut Graph, items: &[&Item], prefix: &str, flow: &mut Flow, env: Env) {
-    let mut listing = Listing { names: HashSet::new(), index: 0, scope: env.to_vec() };
+    let mut reserved = HashSet::new();
+    explicit_names(items, &mut reserved);
+    let mut listing = Listing { names: HashSet::new(), functional: HashSet::new(), reserved, index: 0, scope: env.to_vec() };
     check_entries(cx, g, &mut listing, items, prefix, flow);
 }
 
@@ -320,8 +326,9 @@ fn check_entries(cx: &mut Ctxt, g: &mut Graph, listing: &mut Listing, items: &[&
             Item::Block(b) => (b.name.to_string(), Some(b.name.span())),
             Item::Repeat(r) => (r.name.to_string(), Some(r.name.span())),
             Item::Layer(l) if l.functional.is_some() => {
-                let name = unique(&listing.names, &functional_name(&l.kind.to_string()));
-                listing.names.insert(name.clone());
+                let taken: HashSet<String> = listing.names.iter().chain(&listing.functional).chain(&listing.reserved).cloned().collect();
+                let name = unique(&taken, &functional_name(&l.kind.to_string()));
+                listing.functional.insert(name.clone());
                 check_functional(cx, g, l, format!("{prefix}{name}"), flow, &listing.scope);
                 continue;
             }
@@ -371,6 +378,26 @@ fn check_entries(cx: &mut Ctxt, g: &mut Graph, listing: &mut Listing, items: &[&
                 None => check_layer(cx, g, l, path, flow, env),
             },
             _ => unreachable!(),
+        }
+    }
+}
+
+/// The names written in a listing (`conv: …`), also inside its groups and conditional items.
+fn explicit_names(items: &[&Item], out: &mut HashSet<String>) {
+    for item in items {
+        match item {
+            Item::Layer(Layer { name: Some(n), .. }) => {
+                out.insert(n.to_string());
+            }
+            Item::Block(b) => {
+                out.insert(b.name.to_string());
+            }
+            Item::Repeat(r) => {
+                out.insert(r.name.to_string());
+            }
+            Item::If(inner, _) => explicit_names(&[&**inner], out),
+            Item::Splice(inner) => explicit_names(&inner.iter().collect::<Vec<_>>(), out),
+            _ => {}
         }
     }
 }
