@@ -298,8 +298,9 @@
 //! `let name = expression;` computes a value once from the block's parameters (and the `let`s
 //! before it), as a line of a PyTorch `__init__` does; it is in scope in the whole block: its
 //! layers, its conditions and its shortcut. Integers combine with `+ - * / %` (`/` divides
-//! integers as Python's `//` does, for sizes) and parentheses; conditions with `== != < <= > >=`,
-//! `&&`, `||` and `!`.
+//! integers as Python's `//` does, for sizes) and parentheses, and with Python's `int`, `round`
+//! (half to even), `max` and `min`, so that torchvision's `hidden_dim = int(round(inp *
+//! expand_ratio))` is written as it reads; conditions with `== != < <= > >=`, `&&`, `||` and `!`.
 //!
 //! An item followed by `if condition` is there only for the uses where the condition holds: a
 //! layer, a block use, a named listing, or `[ items ]` without a name, a group of items that
@@ -411,7 +412,7 @@
 //!
 //!     /// torchvision's InvertedResidual.
 //!     block InvertedResidual(inp, oup, stride, expand_ratio) {
-//!         let hidden_dim = inp * expand_ratio;
+//!         let hidden_dim = int(round(inp * expand_ratio));
 //!         conv: [
 //!             Conv2dNormActivation(inp, hidden_dim, kernel_size = 1) if expand_ratio != 1,
 //!             Conv2dNormActivation(hidden_dim, hidden_dim, stride = stride),

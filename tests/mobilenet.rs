@@ -1,9 +1,9 @@
 //! torchvision's MobileNetV2 written in `network!`: its InvertedResidual block needs a value
-//! computed from the block's parameters (`let hidden_dim = inp * expand_ratio;`), a layer present
-//! only under a condition (the expansion, only `if expand_ratio != 1`, after which torchvision's
-//! indices inside `conv` shift), a residual sum present only under a condition and with no
-//! activation after it, and functional ops with no module (`_: AdaptiveAvgPool2d`, `_: Flatten`),
-//! so that `classifier` stays `classifier.0` (Dropout), `classifier.1` (Linear).
+//! computed from the block's parameters (`let hidden_dim = int(round(inp * expand_ratio));`), a
+//! layer present only under a condition (the expansion, only `if expand_ratio != 1`, after which
+//! torchvision's indices inside `conv` shift), a residual sum present only under a condition and
+//! with no activation after it, and functional ops with no module (`_: AdaptiveAvgPool2d`,
+//! `_: Flatten`), so that `classifier` stays `classifier.0` (Dropout), `classifier.1` (Linear).
 //!
 //! The references: tests/fixtures/mobilenet_v2_state_dict.txt (scripts/mobilenet_v2_keys.py:
 //! torchvision's `mobilenet_v2()`, key, dtype, shape in state_dict order) and
@@ -80,7 +80,7 @@ mod exact {
 
         /// torchvision's InvertedResidual.
         block InvertedResidual(inp, oup, stride, expand_ratio) {
-            let hidden_dim = inp * expand_ratio;
+            let hidden_dim = int(round(inp * expand_ratio));
             conv: [
                 Conv2dNormActivation(inp, hidden_dim, kernel_size = 1) if expand_ratio != 1,
                 Conv2dNormActivation(hidden_dim, hidden_dim, stride = stride, groups = hidden_dim),
@@ -207,7 +207,7 @@ network! {
 
     /// InvertedResidual, with ReLU and without groups.
     block InvertedResidual(inp, oup, stride, expand_ratio) {
-        let hidden_dim = inp * expand_ratio;
+        let hidden_dim = int(round(inp * expand_ratio));
         conv: [
             Conv2dNormActivation(inp, hidden_dim, kernel_size = 1) if expand_ratio != 1,
             Conv2dNormActivation(hidden_dim, hidden_dim, stride = stride),
