@@ -165,6 +165,13 @@
 //! not). Names become the parameter names and `state_dict` keys (`cnn1.weight`,
 //! `features.3.running_mean`), so they must be unique within a listing.
 //!
+//! A layer named `_` is a functional op, no module: what a PyTorch `forward` calls as a function
+//! (`torch.flatten(x, 1)`, `F.adaptive_avg_pool2d(x, 1)`) is written `_: Flatten`,
+//! `_: AdaptiveAvgPool2d(1)`. It takes no index, `print(model)` does not show it, and it may not
+//! hold state (a `Conv2d`, `Linear`, batch norm or block use is a module: name it or number it).
+//! Its layer name, for [`Network::activation`](crate::Network::activation) and the like, is torch.fx's name
+//! for the call: `flatten`, `adaptive_avg_pool2d` (`flatten_1` for a second one).
+//!
 //! ```
 //! use staticnet::prelude::*;
 //!
@@ -182,6 +189,30 @@
 //! let net = Named::new(&Cpu, 0)?;
 //! let keys: Vec<String> = net.state_dict()?.keys().map(|k| k.to_string()).collect();
 //! assert_eq!(keys, ["conv.weight", "conv.bias", "3.weight", "3.bias"]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! With the flatten written as PyTorch's `forward` would call it, the linear layer is `2`:
+//!
+//! ```
+//! use staticnet::prelude::*;
+//!
+//! network! {
+//!     pub struct Functional {
+//!         input: [1, 8, 8],
+//!         conv: Conv2d(1, 4, 3),
+//!         ReLU,
+//!         _: Flatten,
+//!         nn.Linear(4 * 6 * 6, 2),
+//!     }
+//! }
+//!
+//! # fn main() -> staticnet::Result<()> {
+//! let net = Functional::new(&Cpu, 0)?;
+//! let keys: Vec<String> = net.state_dict()?.keys().map(|k| k.to_string()).collect();
+//! assert_eq!(keys, ["conv.weight", "conv.bias", "2.weight", "2.bias"]);
+//! assert!(!net.to_string().contains("Flatten"));
 //! # Ok(())
 //! # }
 //! ```
@@ -270,15 +301,66 @@
 //! # }
 //! ```
 //!
+//! # Values and conditions in a block: `let`, `if`
+//!
+//! `let name = expression;` computes a value once from the block's parameters (and the `let`s
+//! before it), as a line of a PyTorch `__init__` does; it is in scope in the whole block: its
+//! layers, its conditions and its shortcut. Integers combine with `+ - * / %` (`/` divides
+//! integers as Python's `//` does, for sizes) and parentheses, and with Python's `int`, `round`
+//! (half to even), `max` and `min`, so that torchvision's `hidden_dim = int(round(inp *
+//! expand_ratio))` is written as it reads; conditions with `== != < <= > >=`, `&&`, `||` and `!`.
+//!
+//! An item followed by `if condition` is there only for the uses where the condition holds: a
+//! layer, a block use, a named listing, or `[ items ]` without a name, a group of items that
+//! joins the enclosing listing (Python's `layers.extend([...])`). An absent item takes no index,
+//! exactly as a Python list that it was not appended to: the items after it are numbered as
+//! PyTorch numbers them. A `let` may also appear in a network or a nested listing, for that
+//! listing.
+//!
+//! ```
+//! use staticnet::prelude::*;
+//!
+//! network! {
+//!     block Expand(inp, expand_ratio) {
+//!         let hidden = inp * expand_ratio;
+//!         [Conv2d(inp, hidden, 1, bias = false), BatchNorm2d(hidden), ReLU] if expand_ratio != 1,
+//!         Conv2d(hidden, inp, 3, padding = 1, bias = false),
+//!     }
+//!
+//!     pub struct Widths {
+//!         input: [4, 8, 8],
+//!         a: Expand(4, 1),
+//!         b: Expand(4, 6),
+//!     }
+//! }
+//!
+//! # fn main() -> staticnet::Result<()> {
+//! let net = Widths::new(&Cpu, 0)?;
+//! assert_eq!(net.parameter("a.0.weight")?.shape(), [4, 4, 3, 3], "no expansion: the 3×3 is `0`");
+//! assert_eq!(net.parameter("b.0.weight")?.shape(), [24, 4, 1, 1]);
+//! assert_eq!(net.parameter("b.3.weight")?.shape(), [4, 24, 3, 3], "after the three spliced layers");
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Residual blocks
 //!
 //! A block with a `+` line is residual: the output of its layers is added to its shortcut, then
-//! passed through its `=>` layer. The shortcut is `+ identity` (the block's input), or a listing
-//! `+ name: [ layers ]` applied to the block's input, optionally only `if` a condition on the
-//! block's parameters holds (else the identity); `=>` names its layer after its kind in lower
-//! case (`=> ReLU` is `relu`, which is torchvision's BasicBlock's `relu`, applied twice). The
-//! sum needs both sides to have the same shape, checked for every use. This is torchvision's
-//! BasicBlock:
+//! passed through its `=>` layer if it has one. The shortcut is `+ identity` (the block's input),
+//! or a listing `+ name: [ layers ]` applied to the block's input. Either may be followed by
+//! `if condition`:
+//!
+//! - `+ name: [ layers ] if condition`: the listing where the condition holds, else the identity
+//!   (torchvision's BasicBlock: a downsample only where the shape changes);
+//! - `+ identity if condition`: the sum itself only where the condition holds; elsewhere the
+//!   block's output is its layers' (torchvision's InvertedResidual: `use_res_connect`).
+//!
+//! `=>` names its layer after its kind in lower case (`=> ReLU` is `relu`, which is torchvision's
+//! BasicBlock's `relu`, applied twice); it is applied whether or not the sum is there. The sum
+//! needs both sides to have the same shape, checked for every use; a use where they differ is an
+//! error naming the block, the layer its main path ends in and both shapes, and the checks go on
+//! after it with the main path's shape, so that every such use is reported at once. This is
+//! torchvision's BasicBlock:
 //!
 //! ```
 //! use staticnet::prelude::*;
@@ -311,6 +393,66 @@
 //! let net = Tiny::new(&Cpu, 0)?;
 //! assert!(net.parameter("layer2.0.downsample.1.running_mean").is_ok());
 //! assert!(net.parameter("layer1.0.downsample.0.weight").is_err(), "the identity when the shape is kept");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! And this is torchvision's MobileNetV2 InvertedResidual, with its `Conv2dNormActivation`: a
+//! hidden width computed from the parameters, an expansion present only when `expand_ratio != 1`
+//! (after which the indices inside `conv` shift: `features.1.conv.1` is the projection where
+//! `features.2.conv.2` is), a sum only where the stride is 1 and the widths agree, and no
+//! activation after it. torchvision's blocks use `ReLU6` and a depthwise convolution (`groups =
+//! hidden_dim` in the second `Conv2dNormActivation`); this example, until those land, uses
+//! `ReLU` and a dense convolution, which change no name, index or condition.
+//! tests/mobilenet.rs writes all of `mobilenet_v2()` this way, with `_: AdaptiveAvgPool2d((1, 1))`
+//! and `_: Flatten` for what its `forward` calls as functions.
+//!
+//! ```
+//! use staticnet::prelude::*;
+//!
+//! network! {
+//!     /// torchvision's Conv2dNormActivation (a Sequential: its layers are `0`, `1`, `2`).
+//!     block Conv2dNormActivation(in_channels, out_channels, kernel_size = 3, stride = 1) {
+//!         Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) / 2, bias = false),
+//!         BatchNorm2d(out_channels),
+//!         ReLU(inplace = true),
+//!     }
+//!
+//!     /// torchvision's InvertedResidual.
+//!     block InvertedResidual(inp, oup, stride, expand_ratio) {
+//!         let hidden_dim = int(round(inp * expand_ratio));
+//!         conv: [
+//!             Conv2dNormActivation(inp, hidden_dim, kernel_size = 1) if expand_ratio != 1,
+//!             Conv2dNormActivation(hidden_dim, hidden_dim, stride = stride),
+//!             Conv2d(hidden_dim, oup, 1, 1, 0, bias = false),
+//!             BatchNorm2d(oup),
+//!         ],
+//!         + identity if stride == 1 && inp == oup,
+//!     }
+//!
+//!     pub struct Mobile {
+//!         input: [3, 32, 32],
+//!         features: [
+//!             Conv2dNormActivation(3, 8, stride = 2),
+//!             InvertedResidual(8, 8, 1, 1),
+//!             InvertedResidual(8, 16, 2, 6),
+//!             InvertedResidual(16, 16, 1, 6),
+//!         ],
+//!         _: AdaptiveAvgPool2d((1, 1)),
+//!         _: Flatten,
+//!         classifier: [Dropout(0.2), Linear(16, 10)],
+//!     }
+//! }
+//!
+//! # fn main() -> staticnet::Result<()> {
+//! let net = Mobile::new(&Cpu, 0)?;
+//! assert!(net.parameter("features.1.conv.1.weight").is_ok(), "expand_ratio 1: no expansion");
+//! assert!(net.parameter("features.2.conv.0.0.weight").is_ok());
+//! assert!(net.parameter("features.2.conv.3.running_var").is_ok());
+//! assert!(net.parameter("classifier.1.bias").is_ok());
+//! // A sum only in features.1 (8 → 8, stride 1) and features.3 (16 → 16, stride 1).
+//! let sums: Vec<&str> = Mobile::<Cpu>::SPEC.layers.iter().filter(|l| l.inputs.len() == 2).map(|l| l.name).collect();
+//! assert_eq!(sums, ["features.1.add", "features.3.add"]);
 //! # Ok(())
 //! # }
 //! ```

@@ -6,12 +6,15 @@
 //! network     := attrs vis "struct" Ident "{" items "}"
 //! block       := attrs "block" Ident "(" param,* ")" "{" items "}"      -- a reusable block
 //! param       := Ident ("=" Expr)?
-//! items       := item ("," item)* ","?
-//! item        := (Ident ":")? ( "[" items "]"                        -- a nested Sequential
-//!                             | "[" item ";" Expr "]"                 -- an item repeated
-//!                             | kind ( "(" arg,* ")" )? )             -- a layer or a block
+//! items       := ( "let" Ident "=" Expr ";" | item "," )* item?      -- `let`: a value computed once
+//! item        := entry ("if" Expr)?                                   -- present only if Expr holds
 //!              | "+" ( Ident ":" "[" items "]" | "identity" ) ("if" Expr)?   -- a residual shortcut
 //!              | "=>" kind ( "(" arg,* ")" )?                         -- the activation after the sum
+//! entry       := (Ident ":")? ( "[" items "]"                         -- a nested Sequential
+//!                             | "[" item ";" Expr "]"                 -- an item repeated
+//!                             | kind ( "(" arg,* ")" )? )             -- a layer or a block
+//!              | "_" ":" kind ( "(" arg,* ")" )?                      -- a functional op: no module
+//!              | "[" items "]"                                        -- items spliced into the listing
 //! kind        := ("nn" ".")? Ident                                    -- `nn.Conv2d` as in PyTorch
 //! arg         := (Ident "=")? Expr
 //! ```
@@ -62,6 +65,19 @@ pub enum Item {
     Shortcut(Shortcut),
     /// `=> ReLU`: the activation applied to a residual block's sum.
     Then(Layer),
+    /// `let hidden = inp * expand_ratio;`: a value computed from the block's parameters.
+    Let(Let),
+    /// `item if cond`: the item is there only when `cond` holds; when it does not, it takes no
+    /// index (as a Python list that the item was not appended to).
+    If(Box<Item>, Expr),
+    /// `[items]` without a name: the items join the enclosing listing (Python's `list.extend`).
+    Splice(Vec<Item>),
+}
+
+/// `let name = value;`.
+pub struct Let {
+    pub name: Ident,
+    pub value: Expr,
 }
 
 /// `name: Kind(args)` or `Kind`: a layer, or a use of a block.
@@ -71,6 +87,9 @@ pub struct Layer {
     pub args: Vec<Arg>,
     /// The whole layer, from its name (or kind) to its closing parenthesis.
     pub span: SpanRange,
+    /// `_: Flatten`: the `_`. A functional op (`torch.flatten(x, 1)` in a PyTorch `forward`):
+    /// no module, so no name or index of its own.
+    pub functional: Option<Span>,
 }
 
 /// `name: [ items ]`, a nested Sequential.
@@ -200,6 +219,15 @@ fn parse_block_def(input: ParseStream) -> syn::Result<BlockDef> {
 fn parse_items(input: ParseStream, top: bool) -> syn::Result<Vec<Item>> {
     let mut items = Vec::new();
     while !input.is_empty() {
+        if input.peek(Token![let]) {
+            input.parse::<Token![let]>()?;
+            let name: Ident = input.parse()?;
+            input.parse::<Token![=]>()?;
+            let value: Expr = input.parse()?;
+            input.parse::<Token![;]>()?;
+            items.push(Item::Let(Let { name, value }));
+            continue;
+        }
         items.push(parse_item(input, top)?);
         if input.is_empty() {
             break;
@@ -210,6 +238,30 @@ fn parse_items(input: ParseStream, top: bool) -> syn::Result<Vec<Item>> {
 }
 
 fn parse_item(input: ParseStream, top: bool) -> syn::Result<Item> {
+    let shortcut_or_then = input.peek(Token![+]) || input.peek(Token![=>]);
+    let item = parse_entry(input, top)?;
+    if !shortcut_or_then && input.peek(Token![if]) {
+        input.parse::<Token![if]>()?;
+        let condition = Expr::parse_without_eager_brace(input)?;
+        return Ok(Item::If(Box::new(item), condition));
+    }
+    Ok(item)
+}
+
+fn parse_entry(input: ParseStream, top: bool) -> syn::Result<Item> {
+    if input.peek(syn::token::Bracket) {
+        let content;
+        bracketed!(content in input);
+        return Ok(Item::Splice(parse_items(&content, false)?));
+    }
+    if input.peek(Token![_]) && input.peek2(Token![:]) {
+        let underscore = input.parse::<Token![_]>()?;
+        input.parse::<Token![:]>()?;
+        let kind = parse_kind(input)?;
+        let (args, end) = parse_args(input, kind.span())?;
+        let span = SpanRange { start: underscore.span, end };
+        return Ok(Item::Layer(Layer { name: None, kind, args, span, functional: Some(underscore.span) }));
+    }
     if input.peek(Token![+]) {
         let plus = input.parse::<Token![+]>()?;
         let path = if input.peek(kw::identity) {
@@ -236,7 +288,7 @@ fn parse_item(input: ParseStream, top: bool) -> syn::Result<Item> {
         let kind = parse_kind(input)?;
         let (args, end) = parse_args(input, kind.span())?;
         let span = SpanRange { start: kind.span(), end };
-        return Ok(Item::Then(Layer { name: None, kind, args, span }));
+        return Ok(Item::Then(Layer { name: None, kind, args, span, functional: None }));
     }
     let first: Ident = input.call(syn::ext::IdentExt::parse_any)?;
     let first = strip_nn(input, first)?;
@@ -264,11 +316,11 @@ fn parse_item(input: ParseStream, top: bool) -> syn::Result<Item> {
         let kind = parse_kind(input)?;
         let (args, end) = parse_args(input, kind.span())?;
         let span = SpanRange { start: first.span(), end };
-        return Ok(Item::Layer(Layer { name: Some(first), kind, args, span }));
+        return Ok(Item::Layer(Layer { name: Some(first), kind, args, span, functional: None }));
     }
     let (args, end) = parse_args(input, first.span())?;
     let span = SpanRange { start: first.span(), end };
-    Ok(Item::Layer(Layer { name: None, kind: first, args, span }))
+    Ok(Item::Layer(Layer { name: None, kind: first, args, span, functional: None }))
 }
 
 /// A layer's kind: `Conv2d`, or `nn.Conv2d` as a PyTorch user writes it.

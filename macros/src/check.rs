@@ -6,6 +6,10 @@
 //! writing numbered tensors. Blocks defined with `block Name(params) { ... }` are instantiated
 //! where they are used, with their parameters bound; a block with a `+ shortcut` line is
 //! residual: its body's output and its shortcut's are added, then passed through its `=>` layer.
+//! A block's `let`s are evaluated with its parameters when it is instantiated; an item with an
+//! `if` is checked only where its condition holds, and an absent one takes no index, as an item
+//! not appended to a Python list; a `+ identity if cond` sum is made only where cond holds. A
+//! functional op (`_: Flatten`) takes no index and is marked as no module.
 //!
 //! After an error, a layer still reports the output it would have (a Linear with the wrong
 //! in_features still outputs out_features), so later layers are checked without a cascade; only
@@ -52,6 +56,8 @@ pub struct Node {
     pub inputs: Vec<usize>,
     pub output: usize,
     pub span: SpanRange,
+    /// A functional op (`_: Flatten`): no module, not printed.
+    pub functional: bool,
 }
 
 impl Node {
@@ -248,9 +254,53 @@ struct Flow {
     origin: Origin,
 }
 
+/// One listing being checked: the names taken, the index the next unnamed entry gets, and the
+/// values in scope (the block's parameters, then the listing's `let`s).
+struct Listing {
+    names: HashSet<String>,
+    /// The names given to functional ops: unique among all names, but no module's.
+    functional: HashSet<String>,
+    /// The names the listing gives its modules, to keep functional ops off them.
+    reserved: HashSet<String>,
+    index: usize,
+    scope: Vec<(String, Value)>,
+}
+
 fn check_items(cx: &mut Ctxt, g: &mut Graph, items: &[&Item], prefix: &str, flow: &mut Flow, env: Env) {
-    let mut names: HashSet<String> = HashSet::new();
-    let mut index = 0;
+    let mut reserved = HashSet::new();
+    explicit_names(items, &mut reserved);
+    let mut listing = Listing { names: HashSet::new(), functional: HashSet::new(), reserved, index: 0, scope: env.to_vec() };
+    check_entries(cx, g, &mut listing, items, prefix, flow);
+}
+
+/// The condition of `item if cond` (or of a shortcut), evaluated; `None` after an error.
+fn condition(cx: &mut Ctxt, cond: &syn::Expr, env: Env, what: &str) -> Option<bool> {
+    match eval_in(cond, env) {
+        Ok(Value::Bool(b)) => Some(b),
+        Ok(v) => {
+            let help = format!("a condition is a comparison such as `{} != 1` (== != < <= > >=), or several joined by && and ||", layers::tokens(cond));
+            cx.error_spanned(cond, format!("{what}'s condition must be true or false, got {}", v.describe()), Some(help));
+            None
+        }
+        Err(e) => {
+            cx.push(e);
+            None
+        }
+    }
+}
+
+/// `let name = value;`: evaluated in `scope` and added to it (shadowing, as Python rebinds).
+fn bind_let(cx: &mut Ctxt, l: &crate::ast::Let, scope: &mut Vec<(String, Value)>) {
+    match eval_in(&l.value, scope) {
+        Ok(v) => {
+            scope.retain(|(n, _)| l.name != n);
+            scope.push((l.name.to_string(), v));
+        }
+        Err(e) => cx.push(e),
+    }
+}
+
+fn check_entries(cx: &mut Ctxt, g: &mut Graph, listing: &mut Listing, items: &[&Item], prefix: &str, flow: &mut Flow) {
     for item in items {
         let (name, name_span) = match item {
             Item::Input(input) => {
@@ -265,16 +315,39 @@ fn check_items(cx: &mut Ctxt, g: &mut Graph, items: &[&Item], prefix: &str, flow
                 cx.error(l.span, "a `=>` line belongs in a residual `block` definition", None);
                 continue;
             }
+            Item::Let(l) => {
+                bind_let(cx, l, &mut listing.scope);
+                continue;
+            }
+            // Absent, it takes no index: the Python list was not appended to.
+            Item::If(inner, cond) => {
+                if condition(cx, cond, &listing.scope, "an item").unwrap_or(true) {
+                    check_entries(cx, g, listing, &[&**inner], prefix, flow);
+                }
+                continue;
+            }
+            Item::Splice(inner) => {
+                let inner: Vec<&Item> = inner.iter().collect();
+                check_entries(cx, g, listing, &inner, prefix, flow);
+                continue;
+            }
             Item::Block(b) => (b.name.to_string(), Some(b.name.span())),
             Item::Repeat(r) => (r.name.to_string(), Some(r.name.span())),
+            Item::Layer(l) if l.functional.is_some() => {
+                let taken: HashSet<String> = listing.names.iter().chain(&listing.functional).chain(&listing.reserved).cloned().collect();
+                let name = unique(&taken, &functional_name(&l.kind.to_string()));
+                listing.functional.insert(name.clone());
+                check_functional(cx, g, l, format!("{prefix}{name}"), flow, &listing.scope);
+                continue;
+            }
             Item::Layer(l) => match &l.name {
                 Some(n) => (n.to_string(), Some(n.span())),
-                None => (index.to_string(), None),
+                None => (listing.index.to_string(), None),
             },
         };
-        index += 1;
+        listing.index += 1;
         if let Some(span) = name_span
-            && !names.insert(name.clone())
+            && !listing.names.insert(name.clone())
         {
             cx.error(
                 span,
@@ -282,8 +355,9 @@ fn check_items(cx: &mut Ctxt, g: &mut Graph, items: &[&Item], prefix: &str, flow
                 Some("layer names become state_dict keys (`name.weight`), so they must be unique within a block: rename one".into()),
             );
         }
-        names.insert(name.clone());
+        listing.names.insert(name.clone());
         let path = format!("{prefix}{name}");
+        let env = &listing.scope;
         match item {
             Item::Block(b) => {
                 g.modules.push((path.clone(), "Sequential".into()));
@@ -311,8 +385,70 @@ fn check_items(cx: &mut Ctxt, g: &mut Graph, items: &[&Item], prefix: &str, flow
                 Some(def) => check_block_use(cx, g, l, def, path, flow, env),
                 None => check_layer(cx, g, l, path, flow, env),
             },
-            Item::Input(_) | Item::Shortcut(_) | Item::Then(_) => unreachable!(),
+            _ => unreachable!(),
         }
+    }
+}
+
+/// The names written in a listing (`conv: …`), also inside its groups and conditional items.
+fn explicit_names(items: &[&Item], out: &mut HashSet<String>) {
+    for item in items {
+        match item {
+            Item::Layer(Layer { name: Some(n), .. }) => {
+                out.insert(n.to_string());
+            }
+            Item::Block(b) => {
+                out.insert(b.name.to_string());
+            }
+            Item::Repeat(r) => {
+                out.insert(r.name.to_string());
+            }
+            Item::If(inner, _) => explicit_names(&[&**inner], out),
+            Item::Splice(inner) => explicit_names(&inner.iter().collect::<Vec<_>>(), out),
+            _ => {}
+        }
+    }
+}
+
+/// The name torch.fx gives a call of the functional form of a layer: `adaptive_avg_pool2d`
+/// for `F.adaptive_avg_pool2d`, `flatten` for `torch.flatten`.
+fn functional_name(kind: &str) -> String {
+    match kind {
+        "AdaptiveAvgPool2d" => "adaptive_avg_pool2d".into(),
+        "MaxPool2d" => "max_pool2d".into(),
+        "AvgPool2d" => "avg_pool2d".into(),
+        "LeakyReLU" => "leaky_relu".into(),
+        "LogSoftmax" => "log_softmax".into(),
+        other => other.to_lowercase(),
+    }
+}
+
+/// `name`, or `name_1`, `name_2`, … if it is taken (as torch.fx numbers a repeated call).
+fn unique(taken: &HashSet<String>, name: &str) -> String {
+    let mut candidate = name.to_string();
+    let mut k = 1;
+    while taken.contains(&candidate) {
+        candidate = format!("{name}_{k}");
+        k += 1;
+    }
+    candidate
+}
+
+/// `_: Flatten`: a layer used in its functional form, with no module. It may not hold state.
+fn check_functional(cx: &mut Ctxt, g: &mut Graph, l: &Layer, path: String, flow: &mut Flow, env: Env) {
+    let kind = l.kind.to_string();
+    let stateful = matches!(kind.as_str(), "Conv2d" | "Linear" | "BatchNorm2d" | "BatchNorm1d") || g.blocks.iter().any(|b| l.kind == b.name);
+    if stateful {
+        cx.error(
+            l.functional.expect("a functional layer"),
+            format!("`_:` marks a functional op with no module (as `torch.flatten(x, 1)` in a forward), but {kind} is a module with state"),
+            Some("give it a name (`name: ...`), or leave the name out to number it by its index".into()),
+        );
+    }
+    let before = g.nodes.len();
+    check_layer(cx, g, l, path, flow, env);
+    for node in &mut g.nodes[before..] {
+        node.functional = true;
     }
 }
 
@@ -324,14 +460,21 @@ fn check_block_use(cx: &mut Ctxt, g: &mut Graph, call: &Layer, def: &BlockDef, p
         flow.shape = None;
         return;
     }
-    let Some(params) = bind_block(cx, call, def, env) else {
+    let Some(mut params) = bind_block(cx, call, def, env) else {
         flow.shape = None;
         return;
     };
     let call_text = format!("{}({})", def.name, call.args.iter().map(|a| arg_text(a)).collect::<Vec<_>>().join(", "));
     g.modules.push((path.clone(), def.name.to_string()));
     cx.enter(format!("`{path}` = {call_text}"));
-    let body: Vec<&Item> = def.items.iter().filter(|i| !matches!(i, Item::Shortcut(_) | Item::Then(_))).collect();
+    // The block's `let`s, computed from its parameters, are in scope everywhere in it: in its
+    // layers, its shortcut and its conditions.
+    for item in &def.items {
+        if let Item::Let(l) = item {
+            bind_let(cx, l, &mut params);
+        }
+    }
+    let body: Vec<&Item> = def.items.iter().filter(|i| !matches!(i, Item::Shortcut(_) | Item::Then(_) | Item::Let(_))).collect();
     let shortcut = def.items.iter().find_map(|i| match i {
         Item::Shortcut(s) => Some(s),
         _ => None,
@@ -352,36 +495,31 @@ fn check_block_use(cx: &mut Ctxt, g: &mut Graph, call: &Layer, def: &BlockDef, p
         // The shortcut: its path from the block's input, or the input itself.
         let mut short = block_input.clone();
         let mut described = "the identity".to_string();
-        if let Some(s) = shortcut
-            && let Some(p) = &s.path
-        {
-            let active = match &s.condition {
-                None => true,
-                Some(c) => match eval_in(c, &params) {
-                    Ok(Value::Bool(b)) => b,
-                    Ok(v) => {
-                        cx.error_spanned(c, format!("a shortcut's condition must be true or false, got {}", v.describe()), None);
-                        true
-                    }
-                    Err(e) => {
-                        cx.push(e);
-                        true
-                    }
-                },
-            };
-            if active {
-                g.modules.push((format!("{prefix}{}", p.name), "Sequential".into()));
-                let inner: Vec<&Item> = p.items.iter().collect();
-                check_items(cx, g, &inner, &format!("{prefix}{}.", p.name), &mut short, &params);
-                described = format!("`{prefix}{}`", p.name);
-            } else {
-                described = format!("the identity (the condition of `{}` is false)", p.name);
+        // `+ identity if cond`: the sum itself is there only when cond holds.
+        let mut sum = true;
+        let mut identity_condition = None;
+        if let Some(s) = shortcut {
+            let active = s.condition.as_ref().map_or(Some(true), |c| condition(cx, c, &params, "a shortcut")).unwrap_or(true);
+            match &s.path {
+                Some(p) if active => {
+                    g.modules.push((format!("{prefix}{}", p.name), "Sequential".into()));
+                    let inner: Vec<&Item> = p.items.iter().collect();
+                    check_items(cx, g, &inner, &format!("{prefix}{}.", p.name), &mut short, &params);
+                    described = format!("`{prefix}{}`", p.name);
+                }
+                Some(p) => described = format!("the identity (the condition of `{}` is false)", p.name),
+                None => {
+                    sum = active;
+                    identity_condition = s.condition.as_ref().map(layers::tokens);
+                }
             }
         }
-        // The sum's error names the instance itself: report it outside the instance's context.
-        cx.leave();
-        join(cx, g, call, &call_text, &path, flow, &short, &described);
-        cx.enter(format!("`{path}` = {call_text}"));
+        if sum {
+            // The sum's error names the instance itself: report it outside the instance's context.
+            cx.leave();
+            join(cx, g, call, &call_text, &path, flow, &short, &described, identity_condition.as_deref());
+            cx.enter(format!("`{path}` = {call_text}"));
+        }
         if let Some(then) = then {
             check_layer(cx, g, then, format!("{prefix}{}", then.kind.to_string().to_lowercase()), flow, &params);
         }
@@ -390,28 +528,48 @@ fn check_block_use(cx: &mut Ctxt, g: &mut Graph, call: &Layer, def: &BlockDef, p
 }
 
 /// The sum of a residual block's main path (`flow`) and its shortcut (`short`), checked equal.
+/// After an error the main path's shape flows on, as after any layer's error, so that the
+/// layers and blocks after it are still checked.
 #[allow(clippy::too_many_arguments)]
-fn join(cx: &mut Ctxt, g: &mut Graph, call: &Layer, call_text: &str, path: &str, flow: &mut Flow, short: &Flow, described: &str) {
-    let (Some(main), Some(side), Some(a), Some(b)) = (&flow.shape, &short.shape, flow.tensor, short.tensor) else {
-        flow.shape = None;
+fn join(cx: &mut Ctxt, g: &mut Graph, call: &Layer, call_text: &str, path: &str, flow: &mut Flow, short: &Flow, described: &str, condition: Option<&str>) {
+    let (Some(main), Some(a)) = (&flow.shape, flow.tensor) else {
+        return;
+    };
+    let (Some(side), Some(b)) = (&short.shape, short.tensor) else {
         return;
     };
     if main != side {
-        let help = if described.starts_with("the identity") {
-            format!("its shortcut is {described}: give it a downsample path that maps {} to {}, as torchvision's BasicBlock does (a 1×1 convolution with the block's stride, then batch-norm)", fmt_shape(side), fmt_shape(main))
-        } else {
-            format!("{described} must map the block's input to {}", fmt_shape(main))
+        let help = match condition {
+            Some(cond) => format!(
+                "the sum is there because `{cond}` holds for this use, but the main path maps {} to {}: make the condition false wherever the shape changes, as torchvision's InvertedResidual does with `stride == 1 && inp == oup`",
+                fmt_shape(side),
+                fmt_shape(main)
+            ),
+            None if described.starts_with("the identity") => format!(
+                "its shortcut is {described}: give it a downsample path that maps {} to {}, as torchvision's BasicBlock does (a 1×1 convolution with the block's stride, then batch-norm)",
+                fmt_shape(side),
+                fmt_shape(main)
+            ),
+            None => format!("{described} must map the block's input to {}", fmt_shape(main)),
         };
+        let last = match &flow.origin {
+            Origin::Layer(layer) => format!(" (from `{layer}`)"),
+            _ => String::new(),
+        };
+        let shortcut = if described.starts_with("the identity") { "the identity's".to_string() } else { format!("{described}'s") };
         cx.error(
             call.span,
-            format!("residual block `{path}` ({call_text}) adds its main path's output {} to its shortcut's {}: they must have the same shape", fmt_shape(main), fmt_shape(side)),
+            format!(
+                "residual block `{path}` ({call_text}) adds its main path's output {}{last} to {shortcut} {}: they must have the same shape",
+                fmt_shape(main),
+                fmt_shape(side)
+            ),
             Some(help),
         );
-        flow.shape = None;
         return;
     }
     let out = g.tensor(main.clone());
-    g.nodes.push(Node { path: format!("{path}.add"), kind: Kind::Add, display: "the residual sum".into(), inputs: vec![a, b], output: out, span: call.span });
+    g.nodes.push(Node { path: format!("{path}.add"), kind: Kind::Add, display: "the residual sum".into(), inputs: vec![a, b], output: out, span: call.span, functional: false });
     flow.tensor = Some(out);
     flow.origin = Origin::Layer(path.to_string());
 }
@@ -534,7 +692,7 @@ fn check_layer(cx: &mut Ctxt, g: &mut Graph, layer: &Layer, path: String, flow: 
                 _ => Origin::Layer(path.clone()),
             };
             let out = g.tensor(output.clone());
-            g.nodes.push(Node { path, kind, display, inputs: vec![tensor], output: out, span: layer.span });
+            g.nodes.push(Node { path, kind, display, inputs: vec![tensor], output: out, span: layer.span, functional: false });
             flow.shape = Some(output);
             flow.tensor = Some(out);
         }

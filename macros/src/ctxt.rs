@@ -54,7 +54,14 @@ impl Ctxt {
         self.error(SpanRange::of(tokens), msg, help);
     }
 
+    /// An error made elsewhere (by an evaluation), reported once however many block instances
+    /// run into it.
     pub fn push(&mut self, err: syn::Error) {
+        let key = (format!("{:?}", err.span()), err.to_string());
+        if self.seen.contains(&key) {
+            return;
+        }
+        self.seen.push(key);
         self.errors.push(err);
     }
 

@@ -1,6 +1,7 @@
 //! Evaluation of argument values: integer expressions (`32 * 7 * 7`), `_`, floats, booleans,
 //! `None`, tuples and strings, each kept with its span; inside a block, its parameters by name,
-//! and the comparisons and logic of a shortcut's condition (`stride != 1 || inplanes != planes`).
+//! the comparisons and logic of a condition (`stride != 1 || inplanes != planes`), and Python's
+//! `int`, `round`, `max` and `min` (`int(round(inp * expand_ratio))`).
 
 use syn::spanned::Spanned as _;
 use syn::{BinOp, Expr, Lit, UnOp};
@@ -120,6 +121,26 @@ pub fn eval_in(expr: &Expr, env: Env) -> syn::Result<Value> {
                 },
             }
         }
+        // Python's builtins that torchvision's `__init__`s compute sizes with:
+        // `int(round(inp * expand_ratio))`, `max(1.0, width_mult)`.
+        Expr::Call(call) if matches!(&*call.func, Expr::Path(p) if p.path.get_ident().is_some_and(|i| ["int", "round", "max", "min"].iter().any(|b| i == b))) => {
+            let Expr::Path(p) = &*call.func else { unreachable!("matched") };
+            let name = p.path.get_ident().expect("matched").to_string();
+            let args: Vec<Value> = call.args.iter().map(eval).collect::<syn::Result<_>>()?;
+            builtin(&name, &args).ok_or_else(|| {
+                let given = args.iter().map(Value::describe).collect::<Vec<_>>().join(", ");
+                syn::Error::new(call.span(), format!("{name}() takes {}, got ({given})", if name == "max" || name == "min" { "two or more numbers" } else { "one number" }))
+            })
+        }
+        // Inside a block: a name that is neither a parameter nor a `let` before it.
+        Expr::Path(p) if !env.is_empty() && p.path.get_ident().is_some() => {
+            let name = p.path.get_ident().expect("checked").to_string();
+            let hint = match crate::layers::closest(&name, env.iter().map(|(n, _)| n.as_str())) {
+                Some(best) => format!("did you mean `{best}`?"),
+                None => format!("in scope: {}", env.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+            };
+            Err(syn::Error::new(p.span(), format!("`{name}` is neither a parameter of this block nor a `let` before it; {hint}")))
+        }
         Expr::Path(p) => Err(syn::Error::new(
             p.span(),
             format!(
@@ -128,6 +149,23 @@ pub fn eval_in(expr: &Expr, env: Env) -> syn::Result<Value> {
             ),
         )),
         other => Err(syn::Error::new(other.span(), "expected a number, a boolean, `_`, None, a tuple or a string")),
+    }
+}
+
+/// `int`, `round`, `max` and `min` as Python computes them: `int` truncates towards zero,
+/// `round` rounds half to even, and both give integers.
+fn builtin(name: &str, args: &[Value]) -> Option<Value> {
+    match (name, args) {
+        ("int" | "round", [Value::Int(v)]) => Some(Value::Int(*v)),
+        ("int", [Value::Float(v)]) if v.is_finite() => Some(Value::Int(v.trunc() as i64)),
+        ("round", [Value::Float(v)]) if v.is_finite() => Some(Value::Int(v.round_ties_even() as i64)),
+        ("max" | "min", [_, _, ..]) => {
+            let floats: Vec<f64> = args.iter().map(as_float).collect::<Option<_>>()?;
+            let pick = if name == "max" { floats.iter().cloned().fold(f64::MIN, f64::max) } else { floats.iter().cloned().fold(f64::MAX, f64::min) };
+            // The first argument holding the extreme, with its own type (`max(1.0, 2)` is 2).
+            args.iter().find(|a| as_float(a) == Some(pick)).cloned()
+        }
+        _ => None,
     }
 }
 
@@ -144,4 +182,27 @@ fn as_float(v: &Value) -> Option<f64> {
 pub struct Spanned<T> {
     pub value: T,
     pub span: crate::ast::SpanRange,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval_str(s: &str, env: Env) -> Value {
+        eval_in(&syn::parse_str(s).unwrap(), env).unwrap()
+    }
+
+    #[test]
+    fn python_builtins_compute_as_python_does() {
+        let env = [("inp".to_string(), Value::Int(24)), ("expand_ratio".to_string(), Value::Int(6)), ("w".to_string(), Value::Float(0.25))];
+        assert_eq!(eval_str("int(round(inp * expand_ratio))", &env), Value::Int(144));
+        assert_eq!(eval_str("int(round(inp * w))", &env), Value::Int(6));
+        // round() rounds half to even, int() truncates.
+        assert_eq!(eval_str("round(2.5)", &env), Value::Int(2));
+        assert_eq!(eval_str("round(3.5)", &env), Value::Int(4));
+        assert_eq!(eval_str("int(7.9)", &env), Value::Int(7));
+        assert_eq!(eval_str("max(1.0, w)", &env), Value::Float(1.0));
+        assert_eq!(eval_str("min(inp, 16, 32)", &env), Value::Int(16));
+        assert!(eval_in(&syn::parse_str("round(inp, 2)").unwrap(), &env).is_err());
+    }
 }

@@ -341,10 +341,11 @@ fn spec_static(def: &NetworkDef, net: &Checked, plan: &Plan) -> TokenStream {
         let inputs = step.x.iter().map(|t| slot(t.slot));
         // With its ReLU fused, the slot holds the ReLU's output, not this layer's.
         let output_slot = if step.relu { quote!(None) } else { let s = slot(step.y.slot); quote!(Some(#s)) };
+        let functional = l.functional;
         quote! {
             LayerSpec {
                 name: #path, display: #display, op: #op, output: #out, params: #params, flops: #flops, param_range: #param_range,
-                inputs: &[#(#inputs),*], output_slot: #output_slot,
+                inputs: &[#(#inputs),*], output_slot: #output_slot, functional: #functional,
             }
         }
     });

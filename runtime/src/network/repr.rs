@@ -59,8 +59,9 @@ impl ModuleTree {
         let class = |path: &str| spec.modules.iter().find(|m| m.name == path).map_or("Sequential", |m| m.class);
         let mut root = Node::container("", spec.name);
         // A residual block's sum is no module; a layer used twice (a block's `relu`, applied
-        // again after the sum, as in torchvision's BasicBlock) is one module, shown once.
-        for layer in spec.layers.iter().filter(|l| !matches!(l.op, Op::Add)) {
+        // again after the sum, as in torchvision's BasicBlock) is one module, shown once. A
+        // functional op (`_: Flatten`) is no module either.
+        for layer in spec.layers.iter().filter(|l| !matches!(l.op, Op::Add) && !l.functional) {
             let mut node = &mut root;
             let mut path = String::new();
             let parts: Vec<&str> = layer.name.split('.').collect();

@@ -115,6 +115,9 @@ pub struct LayerSpec {
     /// ReLU) writes its output already rectified: that value is then the ReLU's, and the layer's
     /// own output is recomputed from `inputs` when asked for (`Network::activation`).
     pub output_slot: Option<Slot>,
+    /// A functional op of PyTorch's `forward` (`torch.flatten(x, 1)`, written `_: Flatten`),
+    /// not a module: `print(model)` does not show it, and it has no index in its listing.
+    pub functional: bool,
 }
 
 /// A container module: what `print(model)` shows as `(layer1): Sequential(` or
