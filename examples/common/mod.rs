@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod imagenet;
+
 use std::process::ExitCode;
 use std::str::FromStr;
 
