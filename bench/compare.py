@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """staticnet against PyTorch on the course's workloads, in one run on one machine.
 
-Needs: pip install torch   (and a Rust toolchain: it runs `cargo run --release --example bench`)
+Needs: pip install torch torchvision   (and a Rust toolchain: it runs `cargo run --release --example bench`)
 
 Usage: python3 bench/compare.py [--threads 2] [--iters 20] [--only NAME] [--device cpu|cuda] [--compile]
                               [--bench-bin PATH] [--no-ort]
@@ -88,6 +88,11 @@ def alexnet():
         nn.Linear(4096, 1000))
 
 
+def mobilenet_v2_cifar():
+    import torchvision
+    return torchvision.models.mobilenet_v2(num_classes=10)
+
+
 # name: (constructor, sample shape, batch, optimizer, goal for the train step, goal for the forward)
 WORKLOADS = {
     "model_a_mnist_b100_sgd": (model_a, (1, 28, 28), 100, "sgd", 0.5, 0.5),
@@ -96,6 +101,8 @@ WORKLOADS = {
     "net_bn_mnist_b64_adam": (net_bn, (1, 28, 28), 64, "adam", 0.7, 1.0),
     "cifar_cnn_b128_adam": (cifar_cnn, (3, 32, 32), 128, "adam", 0.7, 1.0),
     "alexnet_224_b4_sgd": (alexnet, (3, 224, 224), 4, "sgd", 1.0, 1.0),
+    # torchvision's MobileNetV2 on CIFAR-10's 32 x 32 images (examples/mobilenet-v2.rs --cifar).
+    "mobilenet_v2_cifar_b128_sgd": (mobilenet_v2_cifar, (3, 32, 32), 128, "sgd", 1.0, 1.0),
 }
 
 

@@ -141,3 +141,21 @@ network! {
         fc: Linear(64, 10),
     }
 }
+
+network! {
+    /// tests/fixtures/activations_mix: depthwise and grouped convolutions and every activation
+    /// beyond the course's (its metadata's `dsl`, in torch's module names).
+    pub struct ActivationsMix {
+        input: [3, 30, 30],
+        features: [
+            Conv2d(3, 16, 3, padding = 1), BatchNorm2d(16), ReLU6,
+            Conv2d(16, 16, 3, padding = 1, groups = 16, bias = false), GELU,
+            Conv2d(16, 32, 1), ELU,
+            Conv2d(32, 32, 3, stride = 2, groups = 4), Hardswish,
+            Conv2d(32, 32, 3, padding = 1), SiLU, Identity,
+        ],
+        pool: AdaptiveMaxPool2d((3, 3)),
+        _: Flatten,
+        classifier: [Linear(32 * 3 * 3, 24), GELU(approximate = "tanh"), Linear(24, 10)],
+    }
+}
