@@ -14,7 +14,7 @@ use staticnet::ops::{Conv2d, random_values as values};
 
 /// `Conv2d(c_in, c_out, kernel, stride, padding)` on `[c_in, h, w]` inputs, with bias.
 const fn conv2d(c_in: usize, c_out: usize, hw: usize, k: usize, stride: usize, padding: usize) -> Conv2d {
-    Conv2d::new(c_in, c_out, [hw, hw], [k, k], [stride, stride], [padding, padding], [1, 1], true)
+    Conv2d::new(c_in, c_out, [hw, hw], [k, k], [stride, stride], [padding, padding], [1, 1], 1, true)
 }
 
 /// (layer, op, batch): every convolution of the workloads of `bench/compare.py`.

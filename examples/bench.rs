@@ -219,12 +219,12 @@ fn main() -> std::process::ExitCode {
             Vec::new()
         } else {
             vec![
-                ("cifar_cnn.conv2", Conv2d::new(32, 64, [16, 16], [3, 3], [1, 1], [1, 1], [1, 1], true), 128),
-                ("cifar_cnn.conv3", Conv2d::new(64, 128, [8, 8], [3, 3], [1, 1], [1, 1], [1, 1], true), 128),
-                ("alexnet.features.3", Conv2d::new(64, 192, [27, 27], [5, 5], [1, 1], [2, 2], [1, 1], true), 4),
-                ("alexnet.features.6", Conv2d::new(192, 384, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], true), 4),
-                ("alexnet.features.8", Conv2d::new(384, 256, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], true), 4),
-                ("alexnet.features.10", Conv2d::new(256, 256, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], true), 4),
+                ("cifar_cnn.conv2", Conv2d::new(32, 64, [16, 16], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 128),
+                ("cifar_cnn.conv3", Conv2d::new(64, 128, [8, 8], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 128),
+                ("alexnet.features.3", Conv2d::new(64, 192, [27, 27], [5, 5], [1, 1], [2, 2], [1, 1], 1, true), 4),
+                ("alexnet.features.6", Conv2d::new(192, 384, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 4),
+                ("alexnet.features.8", Conv2d::new(384, 256, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 4),
+                ("alexnet.features.10", Conv2d::new(256, 256, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 4),
             ]
         };
         let peak = if layers.is_empty() { 0.0 } else { fma_peak() };

@@ -1,0 +1,413 @@
+//! Grouped convolutions (groups > 1) on the CPU, above all depthwise ones (groups = c_in =
+//! c_out, MobileNet's): direct loops along output rows, not GEMMs.
+//!
+//! A depthwise channel is one input plane convolved with one kh × kw filter: 9 multiply-adds per
+//! output for 3 × 3, far too few for a GEMM (its tiles would be one channel wide, its packing
+//! would cost more than the arithmetic). Here each input plane is first copied into a zeroed,
+//! padded plane, so that every tap of every output is inside it and no loop tests a border;
+//! then an output row is a sum of `kh·kw` input rows scaled by a weight each, and the loop over
+//! the row's outputs is contiguous on both sides, which LLVM vectorises (AVX2 and FMA when the
+//! processor has them, through `target_feature` wrappers of the same code).
+//!
+//! A stride s along the width would make those input rows strided. So the padded plane keeps
+//! each row as s phases: phase φ holds the columns φ, φ + s, φ + 2s, … one after the other. Tap
+//! kx of output column ox reads column ox·s + kx·d, which is element ox + ⌊kx·d / s⌋ of phase
+//! (kx·d) mod s: contiguous in ox again, for any stride and dilation.
+//!
+//! The backward passes are the same loops turned around, on the same padded planes:
+//! - data gradient: dY rows scaled by each weight are added into a zeroed padded plane (the
+//!   adjoint of reading it), whose middle is then copied out into dX (written);
+//! - filter gradient: per weight, the dot product of dY rows with the input rows it read, in 8
+//!   partial sums (so that LLVM may vectorise a sum it must otherwise keep in order), added to
+//!   dW (accumulated); the bias gradient sums dY per channel.
+//!
+//! A general grouped convolution (groups = 4, or a channel multiplier: c_out = k·c_in) runs the
+//! same loops, each output plane summing over the c_in/groups input planes of its group.
+//!
+//! Work is split into one contiguous range of tasks per thread, each with its own part of the
+//! scratch for its padded planes: forward and data gradient one task per (image, group), filter
+//! gradient one per output channel, which owns its weights (no two threads add to one weight,
+//! and the order of the sums does not depend on timing).
+
+use rayon::prelude::*;
+
+use super::Conv2d;
+
+/// Partial sums of a dot product: one AVX2 vector.
+const LANES: usize = 8;
+
+/// The sizes of a grouped convolution, and the layout of its padded planes.
+#[derive(Clone, Copy)]
+struct Geo {
+    /// Input and output channels of one group.
+    cin_g: usize,
+    cout_g: usize,
+    groups: usize,
+    h_in: usize,
+    w_in: usize,
+    h_out: usize,
+    w_out: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    ph: usize,
+    pw: usize,
+    dh: usize,
+    dw: usize,
+    /// The length of one phase of a padded row: ⌈(w_in + 2·pw) / sw⌉.
+    wq: usize,
+    /// Floats of one padded plane: (h_in + 2·ph) rows of sw phases of wq.
+    plane: usize,
+}
+
+impl Geo {
+    fn of(op: &Conv2d) -> Self {
+        let wq = (op.w_in + 2 * op.padding[1]).div_ceil(op.stride[1]);
+        Geo {
+            cin_g: op.c_in / op.groups,
+            cout_g: op.c_out / op.groups,
+            groups: op.groups,
+            h_in: op.h_in,
+            w_in: op.w_in,
+            h_out: op.h_out,
+            w_out: op.w_out,
+            kh: op.kernel[0],
+            kw: op.kernel[1],
+            sh: op.stride[0],
+            sw: op.stride[1],
+            ph: op.padding[0],
+            pw: op.padding[1],
+            dh: op.dilation[0],
+            dw: op.dilation[1],
+            wq,
+            plane: (op.h_in + 2 * op.padding[0]) * op.stride[1] * wq,
+        }
+    }
+
+    fn taps(&self) -> usize {
+        self.kh * self.kw
+    }
+
+    fn p_in(&self) -> usize {
+        self.h_in * self.w_in
+    }
+
+    fn p_out(&self) -> usize {
+        self.h_out * self.w_out
+    }
+
+    /// Where, in a padded plane, the inputs of tap (ky, kx) for output row `oy` start: the
+    /// `w_out` floats from there are the inputs of the row's outputs, in order.
+    #[inline(always)]
+    fn tap(&self, oy: usize, ky: usize, kx: usize) -> usize {
+        let col = kx * self.dw;
+        ((oy * self.sh + ky * self.dh) * self.sw + col % self.sw) * self.wq + col / self.sw
+    }
+
+    /// Where input element (iy, ix) lies in a padded plane.
+    #[inline(always)]
+    fn at(&self, iy: usize, ix: usize) -> usize {
+        let col = ix + self.pw;
+        ((iy + self.ph) * self.sw + col % self.sw) * self.wq + col / self.sw
+    }
+
+    /// Scratch floats of one thread: its group's padded planes, a masked dY plane, and the
+    /// partial sums of one output channel's weight gradient.
+    fn worker_len(&self) -> usize {
+        self.cin_g * self.plane + self.p_out() + LANES * self.cin_g * self.taps()
+    }
+}
+
+fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Tasks per thread, for `tasks` tasks.
+fn per_worker(tasks: usize) -> usize {
+    tasks.div_ceil(threads().min(tasks).max(1)).max(1)
+}
+
+/// Scratch floats of the forward and backward of a grouped `op`.
+pub(super) fn scratch_len(op: &Conv2d) -> usize {
+    threads() * Geo::of(op).worker_len()
+}
+
+/// Copies an input plane into the middle of a zeroed padded plane.
+fn pad(g: &Geo, src: &[f32], dst: &mut [f32]) {
+    dst.fill(0.0);
+    for (iy, row) in src.chunks_exact(g.w_in).enumerate() {
+        if g.sw == 1 {
+            dst[g.at(iy, 0)..][..g.w_in].copy_from_slice(row);
+        } else {
+            for (ix, &v) in row.iter().enumerate() {
+                dst[g.at(iy, ix)] = v;
+            }
+        }
+    }
+}
+
+/// The middle of a padded plane, copied out into an input-sized plane (the adjoint of [`pad`]).
+fn unpad(g: &Geo, src: &[f32], dst: &mut [f32]) {
+    for (iy, row) in dst.chunks_exact_mut(g.w_in).enumerate() {
+        if g.sw == 1 {
+            row.copy_from_slice(&src[g.at(iy, 0)..][..g.w_in]);
+        } else {
+            for (ix, v) in row.iter_mut().enumerate() {
+                *v = src[g.at(iy, ix)];
+            }
+        }
+    }
+}
+
+/// dY of the convolution: `dy` itself, or, under a fused ReLU of output `relu_y`, a copy in
+/// `buf` that is zero where the ReLU's output is not positive.
+fn masked<'a>(dy: &'a [f32], relu_y: Option<&[f32]>, buf: &'a mut [f32]) -> &'a [f32] {
+    match relu_y {
+        None => dy,
+        Some(y) => {
+            for ((b, &g), &y) in buf.iter_mut().zip(dy).zip(y) {
+                *b = if y > 0.0 { g } else { 0.0 };
+            }
+            &buf[..dy.len()]
+        }
+    }
+}
+
+/// a·b + c, fused where the processor has FMA (the `target_feature` copies), else two
+/// operations (a call to `fmaf` per element would be far slower).
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// row[o] += Σ_t w[t]·src[t][o]: `T` taps in one pass over the row, which stays in registers.
+#[inline(always)]
+fn madd_rows<const T: usize, const FMA: bool>(row: &mut [f32], src: [&[f32]; T], w: [f32; T]) {
+    let n = row.len();
+    // Slices of exactly n floats, so that the loop below has no bounds checks to vectorise past.
+    let src = src.map(|s| &s[..n]);
+    for o in 0..n {
+        let mut a = row[o];
+        for t in 0..T {
+            a = madd::<FMA>(w[t], src[t][o], a);
+        }
+        row[o] = a;
+    }
+}
+
+/// acc[l] += Σ_i a[i·LANES + l]·b[i·LANES + l]: a dot product in [`LANES`] partial sums.
+#[inline(always)]
+fn dot_lanes<const FMA: bool>(acc: &mut [f32; LANES], a: &[f32], b: &[f32]) {
+    let b = &b[..a.len()];
+    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for (l, (&x, &y)) in ac.remainder().iter().zip(bc.remainder()).enumerate() {
+        acc[l] = madd::<FMA>(x, y, acc[l]);
+    }
+    for (x, y) in ac.zip(bc) {
+        for l in 0..LANES {
+            acc[l] = madd::<FMA>(x[l], y[l], acc[l]);
+        }
+    }
+}
+
+/// The processor's best variant of a plane kernel: `$body::<true>` compiled for AVX2 and FMA
+/// where the processor has them, else `$body::<false>` compiled for the build target.
+macro_rules! dispatch {
+    ($name:ident, $avx2:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if crate::ops::isa::avx2() {
+                // SAFETY: the processor has AVX2 and FMA (checked just above).
+                return unsafe { $avx2($($arg),*) };
+            }
+            $body::<false>($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        fn $avx2($($arg: $ty),*) {
+            $body::<true>($($arg),*)
+        }
+    };
+}
+
+dispatch!(plane_forward, plane_forward_avx2, plane_forward_body, (g: &Geo, xp: &[f32], w: &[f32], bias: f32, relu: bool, y: &mut [f32]));
+dispatch!(plane_data_grad, plane_data_grad_avx2, plane_data_grad_body, (g: &Geo, dxp: &mut [f32], w: &[f32], dy: &[f32]));
+dispatch!(plane_filter_grad, plane_filter_grad_avx2, plane_filter_grad_body, (g: &Geo, xp: &[f32], dy: &[f32], acc: &mut [f32]));
+
+/// One output plane `y` (written): bias + Σ over the group's padded input planes `xp` of their
+/// convolution with this channel's filters `w` (cin_g × kh × kw), then ReLU when `relu`.
+#[inline(always)]
+fn plane_forward_body<const FMA: bool>(g: &Geo, xp: &[f32], w: &[f32], bias: f32, relu: bool, y: &mut [f32]) {
+    let taps = g.taps();
+    for (oy, row) in y.chunks_exact_mut(g.w_out).enumerate() {
+        row.fill(bias);
+        for ci in 0..g.cin_g {
+            let (x, w) = (&xp[ci * g.plane..][..g.plane], &w[ci * taps..][..taps]);
+            // 3 × 3 (MobileNet's): all 9 taps in one pass; otherwise a pass per kernel row
+            // (of 3 or 5 taps in one), or per tap.
+            if g.kh == 3 && g.kw == 3 {
+                let src: [&[f32]; 9] = std::array::from_fn(|t| &x[g.tap(oy, t / 3, t % 3)..]);
+                madd_rows::<9, FMA>(row, src, std::array::from_fn(|t| w[t]));
+                continue;
+            }
+            for ky in 0..g.kh {
+                let w = &w[ky * g.kw..][..g.kw];
+                match g.kw {
+                    3 => madd_rows::<3, FMA>(row, std::array::from_fn(|kx| &x[g.tap(oy, ky, kx)..]), std::array::from_fn(|kx| w[kx])),
+                    5 => madd_rows::<5, FMA>(row, std::array::from_fn(|kx| &x[g.tap(oy, ky, kx)..]), std::array::from_fn(|kx| w[kx])),
+                    _ => {
+                        for (kx, &w) in w.iter().enumerate() {
+                            madd_rows::<1, FMA>(row, [&x[g.tap(oy, ky, kx)..]], [w]);
+                        }
+                    }
+                }
+            }
+        }
+        if relu {
+            for v in row.iter_mut() {
+                *v = v.max(0.0);
+            }
+        }
+    }
+}
+
+/// dxp (one padded input plane) += the adjoint of reading it with filter `w` (kh × kw), for
+/// one output plane's gradient `dy`.
+#[inline(always)]
+fn plane_data_grad_body<const FMA: bool>(g: &Geo, dxp: &mut [f32], w: &[f32], dy: &[f32]) {
+    for (oy, d) in dy.chunks_exact(g.w_out).enumerate() {
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let wv = w[ky * g.kw + kx];
+                let dst = &mut dxp[g.tap(oy, ky, kx)..][..g.w_out];
+                for (t, &v) in dst.iter_mut().zip(d) {
+                    *t = madd::<FMA>(wv, v, *t);
+                }
+            }
+        }
+    }
+}
+
+/// acc[tap·LANES + l] += the partial sums of Σ dy · (the inputs tap read), for one padded input
+/// plane `xp` and one output plane's gradient `dy`.
+#[inline(always)]
+fn plane_filter_grad_body<const FMA: bool>(g: &Geo, xp: &[f32], dy: &[f32], acc: &mut [f32]) {
+    for (oy, d) in dy.chunks_exact(g.w_out).enumerate() {
+        for (tap, acc) in acc.chunks_exact_mut(LANES).enumerate().take(g.taps()) {
+            let src = &xp[g.tap(oy, tap / g.kw, tap % g.kw)..][..g.w_out];
+            dot_lanes::<FMA>(acc.try_into().expect("LANES floats"), d, src);
+        }
+    }
+}
+
+/// y = conv(x, w) + b, then ReLU when `relu`, for `groups > 1`.
+pub(super) fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], y: &mut [f32], scratch: &mut [f32], relu: bool) {
+    let g = Geo::of(op);
+    let (w, b) = wb.split_at(op.weight_len());
+    let (x_task, y_task, w_task) = (g.cin_g * g.p_in(), g.cout_g * g.p_out(), g.cout_g * op.patch_len());
+    // Task t = (image, group) = t / groups, t % groups reads x[t·x_task..] and writes
+    // y[t·y_task..]: a group's channels are consecutive in both.
+    let per = per_worker(n * g.groups);
+    y[..n * op.y_len()].par_chunks_mut(per * y_task).zip(scratch.par_chunks_mut(g.worker_len())).enumerate().for_each(|(worker, (ys, buf))| {
+        let planes = &mut buf[..g.cin_g * g.plane];
+        for (i, yt) in ys.chunks_exact_mut(y_task).enumerate() {
+            let t = worker * per + i;
+            let group = t % g.groups;
+            for (src, dst) in x[t * x_task..][..x_task].chunks_exact(g.p_in()).zip(planes.chunks_exact_mut(g.plane)) {
+                pad(&g, src, dst);
+            }
+            let w = &w[group * w_task..][..w_task];
+            for (co, (yp, w)) in yt.chunks_exact_mut(g.p_out()).zip(w.chunks_exact(op.patch_len())).enumerate() {
+                let bias = if op.bias { b[group * g.cout_g + co] } else { 0.0 };
+                plane_forward(&g, planes, w, bias, relu, yp);
+            }
+        }
+    });
+}
+
+/// dx = conv_backward_data(dy) (written), dwb += conv_backward_filter(x, dy) (accumulated), for
+/// `groups > 1`. With `relu_y`, dy is the gradient of a fused ReLU's output `relu_y`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32], relu_y: Option<&[f32]>, dx: Option<&mut [f32]>, dwb: Option<&mut [f32]>, scratch: &mut [f32]) {
+    let g = Geo::of(op);
+    if let Some(dwb) = dwb {
+        filter_grad(op, &g, n, x, dy, relu_y, dwb, scratch);
+    }
+    if let Some(dx) = dx {
+        data_grad(op, &g, n, &wb[..op.weight_len()], dy, relu_y, dx, scratch);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn data_grad(op: &Conv2d, g: &Geo, n: usize, w: &[f32], dy: &[f32], relu_y: Option<&[f32]>, dx: &mut [f32], scratch: &mut [f32]) {
+    let (x_task, y_task, w_task) = (g.cin_g * g.p_in(), g.cout_g * g.p_out(), g.cout_g * op.patch_len());
+    let per = per_worker(n * g.groups);
+    dx[..n * op.x_len()].par_chunks_mut(per * x_task).zip(scratch.par_chunks_mut(g.worker_len())).enumerate().for_each(|(worker, (dxs, buf))| {
+        let (planes, rest) = buf.split_at_mut(g.cin_g * g.plane);
+        let dy_buf = &mut rest[..g.p_out()];
+        for (i, dxt) in dxs.chunks_exact_mut(x_task).enumerate() {
+            let t = worker * per + i;
+            let group = t % g.groups;
+            planes.fill(0.0);
+            let w = &w[group * w_task..][..w_task];
+            for co in 0..g.cout_g {
+                let at = t * y_task + co * g.p_out();
+                let d = masked(&dy[at..][..g.p_out()], relu_y.map(|y| &y[at..][..g.p_out()]), dy_buf);
+                for (dxp, w) in planes.chunks_exact_mut(g.plane).zip(w[co * op.patch_len()..][..op.patch_len()].chunks_exact(g.taps())) {
+                    plane_data_grad(g, dxp, w, d);
+                }
+            }
+            for (src, dst) in planes.chunks_exact(g.plane).zip(dxt.chunks_exact_mut(g.p_in())) {
+                unpad(g, src, dst);
+            }
+        }
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn filter_grad(op: &Conv2d, g: &Geo, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f32]>, dwb: &mut [f32], scratch: &mut [f32]) {
+    let k = op.patch_len();
+    let (dw, db) = dwb.split_at_mut(op.weight_len());
+    // One task per output channel, which owns its k weights.
+    let per = per_worker(op.c_out);
+    dw.par_chunks_mut(per * k).zip(scratch.par_chunks_mut(g.worker_len())).enumerate().for_each(|(worker, (dws, buf))| {
+        let (xp, rest) = buf.split_at_mut(g.plane);
+        let (dy_buf, acc) = rest.split_at_mut(g.p_out());
+        let acc = &mut acc[..LANES * k];
+        for (i, dw) in dws.chunks_exact_mut(k).enumerate() {
+            let co = worker * per + i;
+            let group = co / g.cout_g;
+            acc.fill(0.0);
+            for img in 0..n {
+                let at = (img * op.c_out + co) * g.p_out();
+                let d = masked(&dy[at..][..g.p_out()], relu_y.map(|y| &y[at..][..g.p_out()]), dy_buf);
+                for (ci, acc) in acc.chunks_exact_mut(LANES * g.taps()).enumerate() {
+                    let c = group * g.cin_g + ci;
+                    pad(g, &x[(img * op.c_in + c) * g.p_in()..][..g.p_in()], xp);
+                    plane_filter_grad(g, xp, d, acc);
+                }
+            }
+            for (w, lanes) in dw.iter_mut().zip(acc.chunks_exact(LANES)) {
+                *w += lanes.iter().sum::<f32>();
+            }
+        }
+    });
+    if op.bias {
+        // db[co] += Σ over the batch and the pixels of (masked) dY.
+        let p = g.p_out();
+        db.par_iter_mut().enumerate().for_each(|(co, db)| {
+            let mut lanes = [0.0f32; LANES];
+            for img in 0..n {
+                let at = (img * op.c_out + co) * p;
+                let (d, y) = (&dy[at..][..p], relu_y.map(|y| &y[at..][..p]));
+                for (i, &v) in d.iter().enumerate() {
+                    let keep = y.is_none_or(|y| y[i] > 0.0);
+                    lanes[i % LANES] += if keep { v } else { 0.0 };
+                }
+            }
+            *db += lanes.iter().sum::<f32>();
+        });
+    }
+}
