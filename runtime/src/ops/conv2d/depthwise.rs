@@ -14,9 +14,14 @@
 //! kx of output column ox reads column ox·s + kx·d, which is element ox + ⌊kx·d / s⌋ of phase
 //! (kx·d) mod s: contiguous in ox again, for any stride and dilation.
 //!
-//! The backward passes are the same loops turned around, on the same padded planes:
-//! - data gradient: dY rows scaled by each weight are added into a zeroed padded plane (the
-//!   adjoint of reading it), whose middle is then copied out into dX (written);
+//! With stride 1 the padded plane's rows follow one another at a fixed pitch, so the forward
+//! runs over the whole plane as one long row (the columns past each output row computed and
+//! dropped): one loop per plane instead of one per row of 8 or 16 outputs.
+//!
+//! The backward passes:
+//! - data gradient: with stride 1, the forward of the transposed convolution (dY padded,
+//!   filters flipped), a gather; otherwise dY rows scaled by each weight are added into a zeroed
+//!   padded plane (the adjoint of reading it), whose middle is then copied out into dX (written);
 //! - filter gradient: per weight, the dot product of dY rows with the input rows it read, in 8
 //!   partial sums (so that LLVM may vectorise a sum it must otherwise keep in order), added to
 //!   dW (accumulated); the bias gradient sums dY per channel.
@@ -59,7 +64,18 @@ struct Geo {
     wq: usize,
     /// Floats of one padded plane: (h_in + 2·ph) rows of sw phases of wq.
     plane: usize,
+    /// Where column tap kx starts within a padded row, for kx < [`KX_CACHED`]: computed once,
+    /// as its division by the stride cost more than the 9 multiply-adds a row of a 3 × 3
+    /// depthwise convolution needs per vector.
+    kx_at: [usize; KX_CACHED],
 }
+
+/// Kernel widths whose column offsets [`Geo`] keeps.
+const KX_CACHED: usize = 16;
+
+/// Strides along the width that [`pad`] and [`unpad`] copy phase by phase; a larger one
+/// (rare: a stride wider than any kernel skips inputs) goes element by element.
+const MAX_PHASES: usize = 8;
 
 impl Geo {
     fn of(op: &Conv2d) -> Self {
@@ -82,7 +98,14 @@ impl Geo {
             dw: op.dilation[1],
             wq,
             plane: (op.h_in + 2 * op.padding[0]) * op.stride[1] * wq,
+            kx_at: std::array::from_fn(|kx| Self::column(kx * op.dilation[1], op.stride[1], wq)),
         }
+    }
+
+    /// Where padded column `col` lies within its padded row: in phase col mod s, at col / s.
+    #[inline(always)]
+    fn column(col: usize, s: usize, wq: usize) -> usize {
+        (col % s) * wq + col / s
     }
 
     fn taps(&self) -> usize {
@@ -101,22 +124,69 @@ impl Geo {
     /// `w_out` floats from there are the inputs of the row's outputs, in order.
     #[inline(always)]
     fn tap(&self, oy: usize, ky: usize, kx: usize) -> usize {
-        let col = kx * self.dw;
-        ((oy * self.sh + ky * self.dh) * self.sw + col % self.sw) * self.wq + col / self.sw
+        let col = if kx < KX_CACHED { self.kx_at[kx] } else { Self::column(kx * self.dw, self.sw, self.wq) };
+        (oy * self.sh + ky * self.dh) * self.sw * self.wq + col
     }
 
     /// Where input element (iy, ix) lies in a padded plane.
     #[inline(always)]
     fn at(&self, iy: usize, ix: usize) -> usize {
-        let col = ix + self.pw;
-        ((iy + self.ph) * self.sw + col % self.sw) * self.wq + col / self.sw
+        (iy + self.ph) * self.sw * self.wq + Self::column(ix + self.pw, self.sw, self.wq)
     }
 
-    /// Scratch floats of one thread: its group's padded planes, a masked dY plane, and the
-    /// partial sums of one output channel's weight gradient.
-    fn worker_len(&self) -> usize {
-        self.cin_g * self.plane + self.p_out() + LANES * self.cin_g * self.taps()
+    /// Whether output rows are consecutive stretches of the padded plane (stride 1): then the
+    /// forward runs over the whole plane as one row ([`Geo::flat_len`]), its columns past
+    /// `w_out` computed and dropped, instead of a short loop per row (8 or 16 outputs, where the
+    /// setup of a row's taps cost as much as its arithmetic).
+    fn flat(&self) -> bool {
+        self.sh == 1 && self.sw == 1
     }
+
+    /// The outputs of a flat plane: h_out rows of the padded width, the last cut at w_out (so
+    /// that every tap stays inside the padded plane).
+    fn flat_len(&self) -> usize {
+        (self.h_out - 1) * self.wq + self.w_out
+    }
+
+    /// An input row as it lies in the phases of its padded row: per phase, the first input
+    /// column in it, where that column lies within the padded row, and how many columns follow
+    /// (every sw-th). Computed once per plane, as its divisions cost more than the copy of a
+    /// short row.
+    fn phases(&self) -> ([(usize, usize, usize); MAX_PHASES], usize) {
+        let mut out = [(0, 0, 0); MAX_PHASES];
+        let mut len = 0;
+        // (Wider strides are copied element by element: their phases are not needed.)
+        for phase in 0..self.sw.min(MAX_PHASES) {
+            let ix0 = (phase + self.sw - self.pw % self.sw) % self.sw;
+            if ix0 < self.w_in {
+                out[len] = (ix0, Self::column(ix0 + self.pw, self.sw, self.wq), (self.w_in - ix0).div_ceil(self.sw));
+                len += 1;
+            }
+        }
+        (out, len)
+    }
+
+    /// Scratch floats of one thread: its group's padded planes, a flat output plane, a masked dY
+    /// plane, and the partial sums of one output channel's weight gradient.
+    fn worker_len(&self) -> usize {
+        self.cin_g * self.plane + self.plane + self.p_out() + LANES * self.cin_g * self.taps()
+    }
+}
+
+/// The convolution whose forward is the data gradient of `op`, when `op` has stride 1 and its
+/// padding is within the dilated kernel: over dY padded by dilation·(k − 1) − padding, with the
+/// filters flipped, from the c_out channels to the c_in (grouped alike). Then dX is a gather,
+/// as fast as the forward, instead of the scatter of [`plane_data_grad`].
+fn transposed(op: &Conv2d) -> Option<Conv2d> {
+    let fits = (0..2).all(|a| op.stride[a] == 1 && op.padding[a] <= op.dilation[a] * (op.kernel[a] - 1));
+    let pad = |a: usize| op.dilation[a] * (op.kernel[a] - 1) - op.padding[a];
+    fits.then(|| Conv2d::new(op.c_out, op.c_in, [op.h_out, op.w_out], op.kernel, [1, 1], [pad(0), pad(1)], op.dilation, op.groups, false))
+}
+
+/// Scratch floats of one thread of the data gradient through [`transposed`]: its padded dY
+/// planes and flat output, a masked dY plane, and one input channel's flipped filters.
+fn transposed_worker_len(op: &Conv2d, t: &Geo) -> usize {
+    t.cin_g * t.plane + t.plane + op.h_out * op.w_out + t.cin_g * t.taps()
 }
 
 fn threads() -> usize {
@@ -130,15 +200,25 @@ fn per_worker(tasks: usize) -> usize {
 
 /// Scratch floats of the forward and backward of a grouped `op`.
 pub(super) fn scratch_len(op: &Conv2d) -> usize {
-    threads() * Geo::of(op).worker_len()
+    let data = transposed(op).map_or(0, |t| transposed_worker_len(op, &Geo::of(&t)));
+    threads() * Geo::of(op).worker_len().max(data)
 }
 
 /// Copies an input plane into the middle of a zeroed padded plane.
 fn pad(g: &Geo, src: &[f32], dst: &mut [f32]) {
     dst.fill(0.0);
+    let (phases, count) = g.phases();
     for (iy, row) in src.chunks_exact(g.w_in).enumerate() {
+        let start = (iy + g.ph) * g.sw * g.wq;
         if g.sw == 1 {
-            dst[g.at(iy, 0)..][..g.w_in].copy_from_slice(row);
+            dst[start + g.pw..][..g.w_in].copy_from_slice(row);
+        } else if g.sw <= MAX_PHASES {
+            // Phase by phase: every sw-th column, from the first that falls in it.
+            for &(ix0, at, len) in &phases[..count] {
+                for (j, d) in dst[start + at..][..len].iter_mut().enumerate() {
+                    *d = row[ix0 + j * g.sw];
+                }
+            }
         } else {
             for (ix, &v) in row.iter().enumerate() {
                 dst[g.at(iy, ix)] = v;
@@ -149,9 +229,17 @@ fn pad(g: &Geo, src: &[f32], dst: &mut [f32]) {
 
 /// The middle of a padded plane, copied out into an input-sized plane (the adjoint of [`pad`]).
 fn unpad(g: &Geo, src: &[f32], dst: &mut [f32]) {
+    let (phases, count) = g.phases();
     for (iy, row) in dst.chunks_exact_mut(g.w_in).enumerate() {
+        let start = (iy + g.ph) * g.sw * g.wq;
         if g.sw == 1 {
-            row.copy_from_slice(&src[g.at(iy, 0)..][..g.w_in]);
+            row.copy_from_slice(&src[start + g.pw..][..g.w_in]);
+        } else if g.sw <= MAX_PHASES {
+            for &(ix0, at, len) in &phases[..count] {
+                for (j, &v) in src[start + at..][..len].iter().enumerate() {
+                    row[ix0 + j * g.sw] = v;
+                }
+            }
         } else {
             for (ix, v) in row.iter_mut().enumerate() {
                 *v = src[g.at(iy, ix)];
@@ -232,42 +320,65 @@ macro_rules! dispatch {
     };
 }
 
-dispatch!(plane_forward, plane_forward_avx2, plane_forward_body, (g: &Geo, xp: &[f32], w: &[f32], bias: f32, relu: bool, y: &mut [f32]));
+dispatch!(plane_forward, plane_forward_avx2, plane_forward_body, (g: &Geo, xp: &[f32], w: &[f32], bias: f32, relu: bool, y: &mut [f32], ext: &mut [f32]));
 dispatch!(plane_data_grad, plane_data_grad_avx2, plane_data_grad_body, (g: &Geo, dxp: &mut [f32], w: &[f32], dy: &[f32]));
 dispatch!(plane_filter_grad, plane_filter_grad_avx2, plane_filter_grad_body, (g: &Geo, xp: &[f32], dy: &[f32], acc: &mut [f32]));
 
 /// One output plane `y` (written): bias + Σ over the group's padded input planes `xp` of their
-/// convolution with this channel's filters `w` (cin_g × kh × kw), then ReLU when `relu`.
+/// convolution with this channel's filters `w` (cin_g × kh × kw), then ReLU when `relu`. `ext`:
+/// a padded plane of scratch, for [`Geo::flat`] convolutions.
 #[inline(always)]
-fn plane_forward_body<const FMA: bool>(g: &Geo, xp: &[f32], w: &[f32], bias: f32, relu: bool, y: &mut [f32]) {
+fn plane_forward_body<const FMA: bool>(g: &Geo, xp: &[f32], w: &[f32], bias: f32, relu: bool, y: &mut [f32], ext: &mut [f32]) {
     let taps = g.taps();
+    if g.flat() {
+        let ext = &mut ext[..g.flat_len()];
+        ext.fill(bias);
+        for ci in 0..g.cin_g {
+            taps_pass::<FMA>(g, ext, &xp[ci * g.plane..][..g.plane], &w[ci * taps..][..taps], 0);
+        }
+        for (oy, row) in y.chunks_exact_mut(g.w_out).enumerate() {
+            let src = &ext[oy * g.wq..][..g.w_out];
+            if relu {
+                for (v, &s) in row.iter_mut().zip(src) {
+                    *v = s.max(0.0);
+                }
+            } else {
+                row.copy_from_slice(src);
+            }
+        }
+        return;
+    }
     for (oy, row) in y.chunks_exact_mut(g.w_out).enumerate() {
         row.fill(bias);
         for ci in 0..g.cin_g {
-            let (x, w) = (&xp[ci * g.plane..][..g.plane], &w[ci * taps..][..taps]);
-            // 3 × 3 (MobileNet's): all 9 taps in one pass; otherwise a pass per kernel row
-            // (of 3 or 5 taps in one), or per tap.
-            if g.kh == 3 && g.kw == 3 {
-                let src: [&[f32]; 9] = std::array::from_fn(|t| &x[g.tap(oy, t / 3, t % 3)..]);
-                madd_rows::<9, FMA>(row, src, std::array::from_fn(|t| w[t]));
-                continue;
-            }
-            for ky in 0..g.kh {
-                let w = &w[ky * g.kw..][..g.kw];
-                match g.kw {
-                    3 => madd_rows::<3, FMA>(row, std::array::from_fn(|kx| &x[g.tap(oy, ky, kx)..]), std::array::from_fn(|kx| w[kx])),
-                    5 => madd_rows::<5, FMA>(row, std::array::from_fn(|kx| &x[g.tap(oy, ky, kx)..]), std::array::from_fn(|kx| w[kx])),
-                    _ => {
-                        for (kx, &w) in w.iter().enumerate() {
-                            madd_rows::<1, FMA>(row, [&x[g.tap(oy, ky, kx)..]], [w]);
-                        }
-                    }
-                }
-            }
+            taps_pass::<FMA>(g, row, &xp[ci * g.plane..][..g.plane], &w[ci * taps..][..taps], oy);
         }
         if relu {
             for v in row.iter_mut() {
                 *v = v.max(0.0);
+            }
+        }
+    }
+}
+
+/// out[o] += Σ over the taps of w[tap]·x[tap's start for output row `oy` + o]: for 3 × 3
+/// (MobileNet's) all 9 taps in one pass over `out`; otherwise a pass per kernel row (of 3 or 5
+/// taps in one), or per tap.
+#[inline(always)]
+fn taps_pass<const FMA: bool>(g: &Geo, out: &mut [f32], x: &[f32], w: &[f32], oy: usize) {
+    if g.kh == 3 && g.kw == 3 {
+        let src: [&[f32]; 9] = std::array::from_fn(|t| &x[g.tap(oy, t / 3, t % 3)..]);
+        return madd_rows::<9, FMA>(out, src, std::array::from_fn(|t| w[t]));
+    }
+    for ky in 0..g.kh {
+        let w = &w[ky * g.kw..][..g.kw];
+        match g.kw {
+            3 => madd_rows::<3, FMA>(out, std::array::from_fn(|kx| &x[g.tap(oy, ky, kx)..]), std::array::from_fn(|kx| w[kx])),
+            5 => madd_rows::<5, FMA>(out, std::array::from_fn(|kx| &x[g.tap(oy, ky, kx)..]), std::array::from_fn(|kx| w[kx])),
+            _ => {
+                for (kx, &w) in w.iter().enumerate() {
+                    madd_rows::<1, FMA>(out, [&x[g.tap(oy, ky, kx)..]], [w]);
+                }
             }
         }
     }
@@ -292,14 +403,36 @@ fn plane_data_grad_body<const FMA: bool>(g: &Geo, dxp: &mut [f32], w: &[f32], dy
 
 /// acc[tap·LANES + l] += the partial sums of Σ dy · (the inputs tap read), for one padded input
 /// plane `xp` and one output plane's gradient `dy`.
+///
+/// For a [`Geo::flat`] convolution `dy` is flat too ([`flat_dy`]): one dot product per tap.
 #[inline(always)]
 fn plane_filter_grad_body<const FMA: bool>(g: &Geo, xp: &[f32], dy: &[f32], acc: &mut [f32]) {
-    for (oy, d) in dy.chunks_exact(g.w_out).enumerate() {
-        for (tap, acc) in acc.chunks_exact_mut(LANES).enumerate().take(g.taps()) {
-            let src = &xp[g.tap(oy, tap / g.kw, tap % g.kw)..][..g.w_out];
-            dot_lanes::<FMA>(acc.try_into().expect("LANES floats"), d, src);
+    // Tap by tap over the whole plane, so that a tap's partial sums stay in a register (dY's
+    // plane, read once per tap, stays in L1).
+    for (tap, acc) in acc.chunks_exact_mut(LANES).enumerate().take(g.taps()) {
+        let mut lanes: [f32; LANES] = acc.try_into().expect("LANES floats");
+        let (ky, kx) = (tap / g.kw, tap % g.kw);
+        if g.flat() {
+            dot_lanes::<FMA>(&mut lanes, dy, &xp[g.tap(0, ky, kx)..][..dy.len()]);
+        } else {
+            for (oy, d) in dy.chunks_exact(g.w_out).enumerate() {
+                dot_lanes::<FMA>(&mut lanes, d, &xp[g.tap(0, ky, kx) + oy * g.sh * g.sw * g.wq..][..g.w_out]);
+            }
         }
+        acc.copy_from_slice(&lanes);
     }
+}
+
+/// dY's plane laid out as a flat output plane ([`Geo::flat_len`] floats of `ext`): its rows at
+/// the padded pitch, zeros between them (so the columns a flat pass computes and drops add
+/// nothing to a weight's gradient).
+fn flat_dy<'a>(g: &Geo, dy: &[f32], ext: &'a mut [f32]) -> &'a [f32] {
+    let ext = &mut ext[..g.flat_len()];
+    ext.fill(0.0);
+    for (oy, row) in dy.chunks_exact(g.w_out).enumerate() {
+        ext[oy * g.wq..][..g.w_out].copy_from_slice(row);
+    }
+    ext
 }
 
 /// y = conv(x, w) + b, then ReLU when `relu`, for `groups > 1`.
@@ -311,7 +444,8 @@ pub(super) fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], y: &mut [f32
     // y[t·y_task..]: a group's channels are consecutive in both.
     let per = per_worker(n * g.groups);
     y[..n * op.y_len()].par_chunks_mut(per * y_task).zip(scratch.par_chunks_mut(g.worker_len())).enumerate().for_each(|(worker, (ys, buf))| {
-        let planes = &mut buf[..g.cin_g * g.plane];
+        let (planes, rest) = buf.split_at_mut(g.cin_g * g.plane);
+        let ext = &mut rest[..g.plane];
         for (i, yt) in ys.chunks_exact_mut(y_task).enumerate() {
             let t = worker * per + i;
             let group = t % g.groups;
@@ -321,7 +455,7 @@ pub(super) fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], y: &mut [f32
             let w = &w[group * w_task..][..w_task];
             for (co, (yp, w)) in yt.chunks_exact_mut(g.p_out()).zip(w.chunks_exact(op.patch_len())).enumerate() {
                 let bias = if op.bias { b[group * g.cout_g + co] } else { 0.0 };
-                plane_forward(&g, planes, w, bias, relu, yp);
+                plane_forward(&g, planes, w, bias, relu, yp, ext);
             }
         }
     });
@@ -344,6 +478,38 @@ pub(super) fn backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32],
 fn data_grad(op: &Conv2d, g: &Geo, n: usize, w: &[f32], dy: &[f32], relu_y: Option<&[f32]>, dx: &mut [f32], scratch: &mut [f32]) {
     let (x_task, y_task, w_task) = (g.cin_g * g.p_in(), g.cout_g * g.p_out(), g.cout_g * op.patch_len());
     let per = per_worker(n * g.groups);
+    if let Some(t) = transposed(op) {
+        // The forward of the transposed convolution: per (image, group), its cout_g dY planes
+        // padded, then each input channel's plane gathered from them through flipped filters.
+        let tg = Geo::of(&t);
+        let (k, taps) = (op.patch_len(), g.taps());
+        dx[..n * op.x_len()].par_chunks_mut(per * x_task).zip(scratch.par_chunks_mut(transposed_worker_len(op, &tg))).enumerate().for_each(|(worker, (dxs, buf))| {
+            let (planes, rest) = buf.split_at_mut(tg.cin_g * tg.plane);
+            let (ext, rest) = rest.split_at_mut(tg.plane);
+            let (dy_buf, rest) = rest.split_at_mut(g.p_out());
+            let flipped = &mut rest[..g.cout_g * taps];
+            for (i, dxt) in dxs.chunks_exact_mut(x_task).enumerate() {
+                let t = worker * per + i;
+                let group = t % g.groups;
+                for (co, plane) in planes.chunks_exact_mut(tg.plane).enumerate() {
+                    let at = t * y_task + co * g.p_out();
+                    let d = masked(&dy[at..][..g.p_out()], relu_y.map(|y| &y[at..][..g.p_out()]), dy_buf);
+                    pad(&tg, d, plane);
+                }
+                let w = &w[group * w_task..][..w_task];
+                for (ci, dxp) in dxt.chunks_exact_mut(g.p_in()).enumerate() {
+                    // flipped[co][tap] = w[co][ci][taps − 1 − tap]: the kernel turned by 180°.
+                    for (co, f) in flipped.chunks_exact_mut(taps).enumerate() {
+                        for (v, &wv) in f.iter_mut().zip(w[co * k + ci * taps..][..taps].iter().rev()) {
+                            *v = wv;
+                        }
+                    }
+                    plane_forward(&tg, planes, flipped, 0.0, false, dxp, ext);
+                }
+            }
+        });
+        return;
+    }
     dx[..n * op.x_len()].par_chunks_mut(per * x_task).zip(scratch.par_chunks_mut(g.worker_len())).enumerate().for_each(|(worker, (dxs, buf))| {
         let (planes, rest) = buf.split_at_mut(g.cin_g * g.plane);
         let dy_buf = &mut rest[..g.p_out()];
@@ -374,6 +540,7 @@ fn filter_grad(op: &Conv2d, g: &Geo, n: usize, x: &[f32], dy: &[f32], relu_y: Op
     let per = per_worker(op.c_out);
     dw.par_chunks_mut(per * k).zip(scratch.par_chunks_mut(g.worker_len())).enumerate().for_each(|(worker, (dws, buf))| {
         let (xp, rest) = buf.split_at_mut(g.plane);
+        let (ext, rest) = rest.split_at_mut(g.plane);
         let (dy_buf, acc) = rest.split_at_mut(g.p_out());
         let acc = &mut acc[..LANES * k];
         for (i, dw) in dws.chunks_exact_mut(k).enumerate() {
@@ -383,6 +550,7 @@ fn filter_grad(op: &Conv2d, g: &Geo, n: usize, x: &[f32], dy: &[f32], relu_y: Op
             for img in 0..n {
                 let at = (img * op.c_out + co) * g.p_out();
                 let d = masked(&dy[at..][..g.p_out()], relu_y.map(|y| &y[at..][..g.p_out()]), dy_buf);
+                let d = if g.flat() { flat_dy(g, d, ext) } else { d };
                 for (ci, acc) in acc.chunks_exact_mut(LANES * g.taps()).enumerate() {
                     let c = group * g.cin_g + ci;
                     pad(g, &x[(img * op.c_in + c) * g.p_in()..][..g.p_in()], xp);

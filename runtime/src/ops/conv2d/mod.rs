@@ -287,6 +287,10 @@ mod tests {
             Conv2d::new(4, 6, [7, 9], [3, 3], [1, 1], [1, 1], [1, 1], 2, true),
             Conv2d::new(8, 8, [6, 5], [3, 3], [2, 1], [1, 0], [1, 1], 4, false),
             Conv2d::new(8, 12, [9, 7], [1, 1], [1, 1], [0, 0], [1, 1], 4, true),
+            // a stride wider than MAX_PHASES (element by element), a 1x2 kernel
+            Conv2d::new(2, 2, [5, 20], [1, 2], [1, 9], [0, 1], [1, 1], 2, true),
+            // padding past the dilated kernel (no transposed convolution for dX)
+            Conv2d::new(3, 3, [5, 6], [1, 1], [1, 1], [1, 1], [1, 1], 3, true),
             // a channel multiplier of 2 (c_out = 2·c_in, groups = c_in)
             Conv2d::new(3, 6, [7, 9], [3, 3], [1, 1], [1, 1], [1, 1], 3, true),
             Conv2d::new(4, 8, [8, 8], [5, 5], [2, 2], [2, 2], [1, 1], 4, false),
