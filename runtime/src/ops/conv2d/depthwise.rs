@@ -37,6 +37,9 @@
 use rayon::prelude::*;
 
 use super::Conv2d;
+// Rows of 8 or 16 floats: copy_from_slice and fill would call memcpy and memset for each (a
+// quarter of a 144-channel 8 × 8 forward went to those calls).
+use crate::ops::transpose::{copy_row, zero_row};
 
 /// Partial sums of a dot product: one AVX2 vector.
 const LANES: usize = 8;
@@ -62,7 +65,7 @@ struct Geo {
     dw: usize,
     /// The length of one phase of a padded row: ⌈(w_in + 2·pw) / sw⌉.
     wq: usize,
-    /// Floats of one padded plane: (h_in + 2·ph) rows of sw phases of wq.
+    /// Floats of one padded plane: (h_in + 2·ph) rows of sw phases of wq, then [`LANES`] zeros.
     plane: usize,
     /// Where column tap kx starts within a padded row, for kx < [`KX_CACHED`]: computed once,
     /// as its division by the stride cost more than the 9 multiply-adds a row of a 3 × 3
@@ -97,7 +100,8 @@ impl Geo {
             dh: op.dilation[0],
             dw: op.dilation[1],
             wq,
-            plane: (op.h_in + 2 * op.padding[0]) * op.stride[1] * wq,
+            // LANES more zeros at the end, so that a flat pass may run to a whole vector.
+            plane: (op.h_in + 2 * op.padding[0]) * op.stride[1] * wq + LANES,
             kx_at: std::array::from_fn(|kx| Self::column(kx * op.dilation[1], op.stride[1], wq)),
         }
     }
@@ -143,9 +147,11 @@ impl Geo {
     }
 
     /// The outputs of a flat plane: h_out rows of the padded width, the last cut at w_out (so
-    /// that every tap stays inside the padded plane).
+    /// that every tap stays inside the padded plane), rounded up to whole vectors (into the
+    /// plane's trailing zeros): a scalar remainder of 9 taps cost as much as the vectors of a
+    /// small plane.
     fn flat_len(&self) -> usize {
-        (self.h_out - 1) * self.wq + self.w_out
+        ((self.h_out - 1) * self.wq + self.w_out).next_multiple_of(LANES)
     }
 
     /// An input row as it lies in the phases of its padded row: per phase, the first input
@@ -206,12 +212,12 @@ pub(super) fn scratch_len(op: &Conv2d) -> usize {
 
 /// Copies an input plane into the middle of a zeroed padded plane.
 fn pad(g: &Geo, src: &[f32], dst: &mut [f32]) {
-    dst.fill(0.0);
+    zero_row(dst);
     let (phases, count) = g.phases();
     for (iy, row) in src.chunks_exact(g.w_in).enumerate() {
         let start = (iy + g.ph) * g.sw * g.wq;
         if g.sw == 1 {
-            dst[start + g.pw..][..g.w_in].copy_from_slice(row);
+            copy_row(&mut dst[start + g.pw..][..g.w_in], row, None);
         } else if g.sw <= MAX_PHASES {
             // Phase by phase: every sw-th column, from the first that falls in it.
             for &(ix0, at, len) in &phases[..count] {
@@ -233,7 +239,7 @@ fn unpad(g: &Geo, src: &[f32], dst: &mut [f32]) {
     for (iy, row) in dst.chunks_exact_mut(g.w_in).enumerate() {
         let start = (iy + g.ph) * g.sw * g.wq;
         if g.sw == 1 {
-            row.copy_from_slice(&src[start + g.pw..][..g.w_in]);
+            copy_row(row, &src[start + g.pw..][..g.w_in], None);
         } else if g.sw <= MAX_PHASES {
             for &(ix0, at, len) in &phases[..count] {
                 for (j, &v) in src[start + at..][..len].iter().enumerate() {
@@ -343,7 +349,7 @@ fn plane_forward_body<const FMA: bool>(g: &Geo, xp: &[f32], w: &[f32], bias: f32
                     *v = s.max(0.0);
                 }
             } else {
-                row.copy_from_slice(src);
+                copy_row(row, src, None);
             }
         }
         return;
@@ -428,9 +434,9 @@ fn plane_filter_grad_body<const FMA: bool>(g: &Geo, xp: &[f32], dy: &[f32], acc:
 /// nothing to a weight's gradient).
 fn flat_dy<'a>(g: &Geo, dy: &[f32], ext: &'a mut [f32]) -> &'a [f32] {
     let ext = &mut ext[..g.flat_len()];
-    ext.fill(0.0);
+    zero_row(ext);
     for (oy, row) in dy.chunks_exact(g.w_out).enumerate() {
-        ext[oy * g.wq..][..g.w_out].copy_from_slice(row);
+        copy_row(&mut ext[oy * g.wq..][..g.w_out], row, None);
     }
     ext
 }
