@@ -199,9 +199,14 @@ fn threads() -> usize {
     rayon::current_num_threads()
 }
 
-/// Tasks per thread, for `tasks` tasks.
-fn per_worker(tasks: usize) -> usize {
-    tasks.div_ceil(threads().min(tasks).max(1)).max(1)
+/// Tasks per thread, for `tasks` tasks, with `worker_len` floats of `scratch` per thread: no
+/// more threads than the scratch has room for (it was sized for the pool's threads, but a
+/// larger pool must not leave tasks without a thread, which the zip with the scratch's chunks
+/// would do silently).
+fn per_worker(tasks: usize, scratch: &[f32], worker_len: usize) -> usize {
+    let room = scratch.len() / worker_len.max(1);
+    assert!(room > 0, "grouped Conv2d: scratch of {} floats, one thread needs {worker_len}", scratch.len());
+    tasks.div_ceil(threads().min(room).min(tasks).max(1)).max(1)
 }
 
 /// Scratch floats of the forward and backward of a grouped `op`.
@@ -448,7 +453,7 @@ pub(super) fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], y: &mut [f32
     let (x_task, y_task, w_task) = (g.cin_g * g.p_in(), g.cout_g * g.p_out(), g.cout_g * op.patch_len());
     // Task t = (image, group) = t / groups, t % groups reads x[t·x_task..] and writes
     // y[t·y_task..]: a group's channels are consecutive in both.
-    let per = per_worker(n * g.groups);
+    let per = per_worker(n * g.groups, scratch, g.worker_len());
     y[..n * op.y_len()].par_chunks_mut(per * y_task).zip(scratch.par_chunks_mut(g.worker_len())).enumerate().for_each(|(worker, (ys, buf))| {
         let (planes, rest) = buf.split_at_mut(g.cin_g * g.plane);
         let ext = &mut rest[..g.plane];
@@ -483,11 +488,11 @@ pub(super) fn backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32],
 #[allow(clippy::too_many_arguments)]
 fn data_grad(op: &Conv2d, g: &Geo, n: usize, w: &[f32], dy: &[f32], relu_y: Option<&[f32]>, dx: &mut [f32], scratch: &mut [f32]) {
     let (x_task, y_task, w_task) = (g.cin_g * g.p_in(), g.cout_g * g.p_out(), g.cout_g * op.patch_len());
-    let per = per_worker(n * g.groups);
     if let Some(t) = transposed(op) {
         // The forward of the transposed convolution: per (image, group), its cout_g dY planes
         // padded, then each input channel's plane gathered from them through flipped filters.
         let tg = Geo::of(&t);
+        let per = per_worker(n * g.groups, scratch, transposed_worker_len(op, &tg));
         let (k, taps) = (op.patch_len(), g.taps());
         dx[..n * op.x_len()].par_chunks_mut(per * x_task).zip(scratch.par_chunks_mut(transposed_worker_len(op, &tg))).enumerate().for_each(|(worker, (dxs, buf))| {
             let (planes, rest) = buf.split_at_mut(tg.cin_g * tg.plane);
@@ -516,6 +521,7 @@ fn data_grad(op: &Conv2d, g: &Geo, n: usize, w: &[f32], dy: &[f32], relu_y: Opti
         });
         return;
     }
+    let per = per_worker(n * g.groups, scratch, g.worker_len());
     dx[..n * op.x_len()].par_chunks_mut(per * x_task).zip(scratch.par_chunks_mut(g.worker_len())).enumerate().for_each(|(worker, (dxs, buf))| {
         let (planes, rest) = buf.split_at_mut(g.cin_g * g.plane);
         let dy_buf = &mut rest[..g.p_out()];
@@ -543,7 +549,7 @@ fn filter_grad(op: &Conv2d, g: &Geo, n: usize, x: &[f32], dy: &[f32], relu_y: Op
     let k = op.patch_len();
     let (dw, db) = dwb.split_at_mut(op.weight_len());
     // One task per output channel, which owns its k weights.
-    let per = per_worker(op.c_out);
+    let per = per_worker(op.c_out, scratch, g.worker_len());
     dw.par_chunks_mut(per * k).zip(scratch.par_chunks_mut(g.worker_len())).enumerate().for_each(|(worker, (dws, buf))| {
         let (xp, rest) = buf.split_at_mut(g.plane);
         let (ext, rest) = rest.split_at_mut(g.plane);

@@ -358,21 +358,24 @@ mod tests {
     }
 
     /// The grouped kernels split their work over threads: a one-thread pool gives the same
-    /// results (each weight's sum has one owner, in a fixed order).
+    /// results (each weight's sum has one owner, in a fixed order), also when the scratch was
+    /// sized for fewer threads than run.
     #[test]
     fn grouped_results_do_not_depend_on_threads() {
         let op = Conv2d::new(12, 12, [9, 9], [3, 3], [2, 2], [1, 1], [1, 1], 12, true);
         let n = 5;
         let (x, wb, dy) = (random(n * op.x_len(), 21), random(op.param_len(), 22), random(n * op.y_len(), 23));
+        let pool = |t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+        // Scratch sized for one thread, then used by three: they share it, none is left out.
+        let small = pool(1).install(|| cpu::scratch_len(&op, n));
         let run = || {
-            let mut scratch = vec![0.0; cpu::scratch_len(&op, n)];
+            let mut scratch = vec![0.0; small];
             let (mut y, mut dx, mut dwb) = (vec![0.0; dy.len()], vec![0.0; x.len()], vec![0.0; wb.len()]);
             cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch, false);
             cpu::backward(&op, n, &x, &wb, &dy, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
             (y, dx, dwb)
         };
-        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(run);
-        let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap().install(run);
+        let (one, three) = (pool(1).install(run), pool(3).install(run));
         assert!(one == three, "results differ between 1 and 3 threads");
     }
 }
