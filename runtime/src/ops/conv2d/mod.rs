@@ -64,7 +64,7 @@ impl Conv2d {
         groups: usize,
         bias: bool,
     ) -> Self {
-        if groups == 0 || c_in % groups != 0 || c_out % groups != 0 {
+        if groups == 0 || !c_in.is_multiple_of(groups) || !c_out.is_multiple_of(groups) {
             panic!("Conv2d: groups must divide both in_channels and out_channels");
         }
         let (Some(h_out), Some(w_out)) = (
