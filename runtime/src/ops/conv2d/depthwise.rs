@@ -5,26 +5,33 @@
 //! output for 3 × 3, far too few for a GEMM (its tiles would be one channel wide, its packing
 //! would cost more than the arithmetic). Here each input plane is first copied into a zeroed,
 //! padded plane, so that every tap of every output is inside it and no loop tests a border;
-//! then an output row is a sum of `kh·kw` input rows scaled by a weight each, and the loop over
-//! the row's outputs is contiguous on both sides, which LLVM vectorises (AVX2 and FMA when the
-//! processor has them, through `target_feature` wrappers of the same code).
+//! then an output plane is a sum of `kh·kw` shifted input planes scaled by a weight each, and
+//! the loop over its outputs is contiguous on both sides, which LLVM vectorises (AVX2 and FMA
+//! when the processor has them, through `target_feature` wrappers of the same code).
 //!
-//! A stride s along the width would make those input rows strided. So the padded plane keeps
-//! each row as s phases: phase φ holds the columns φ, φ + s, φ + 2s, … one after the other. Tap
-//! kx of output column ox reads column ox·s + kx·d, which is element ox + ⌊kx·d / s⌋ of phase
-//! (kx·d) mod s: contiguous in ox again, for any stride and dilation.
-//!
-//! With stride 1 the padded plane's rows follow one another at a fixed pitch, so the forward
-//! runs over the whole plane as one long row (the columns past each output row computed and
-//! dropped): one loop per plane instead of one per row of 8 or 16 outputs.
+//! Strides would make those reads strided. So the padded plane is kept as sh·sw phases: phase
+//! (φy, φx) holds the rows φy, φy + sh, … and of them the columns φx, φx + sw, …, each phase
+//! a plane of hq × wq. Tap (ky, kx) of output (oy, ox) reads padded element (oy·sh + ky·dh,
+//! ox·sw + kx·dw), which is element (oy + ⌊ky·dh / sh⌋, ox + ⌊kx·dw / sw⌋) of phase
+//! (ky·dh mod sh, kx·dw mod sw): contiguous in ox again, for any stride and dilation, with
+//! output rows at the pitch wq. So every pass runs over a whole plane as one long row ("flat"):
+//! output rows at the pitch wq, the wq − w_out columns between them computed and dropped (2 of
+//! 18 for 16 × 16 with padding 1), one loop per plane instead of one per row of 8 or 16 outputs.
 //!
 //! The backward passes:
 //! - data gradient: with stride 1, the forward of the transposed convolution (dY padded,
-//!   filters flipped), a gather; otherwise dY rows scaled by each weight are added into a zeroed
-//!   padded plane (the adjoint of reading it), whose middle is then copied out into dX (written);
-//! - filter gradient: per weight, the dot product of dY rows with the input rows it read, in 8
-//!   partial sums (so that LLVM may vectorise a sum it must otherwise keep in order), added to
-//!   dW (accumulated); the bias gradient sums dY per channel.
+//!   filters flipped), a gather; otherwise each weight times dY (flat, zeros between its rows)
+//!   is added into a zeroed padded plane (the adjoint of reading it), whose middle is then
+//!   copied out into dX (written);
+//! - filter gradient: per weight, the dot product of flat dY with the inputs it read, in
+//!   several sets of partial sums (so that LLVM may vectorise a sum it must otherwise keep in
+//!   order, and the FMAs do not wait on each other), added to dW (accumulated); the bias
+//!   gradient sums dY per channel.
+//!
+//! Measured on one thread (AVX-512 machine, AVX2 code; `examples/bench.rs`), batch 128, 3 × 3,
+//! no bias, forward / data gradient / filter gradient: 96 channels 16 × 16 stride 1 2.6 / 2.6 /
+//! 3.4 ms (9.8 / 9.6 / 7.3 GB/s of input + output); stride 2 2.7 / 2.7 / 2.9 ms (5.7, 5.7,
+//! 5.4 GB/s); 144 channels 8 × 8 1.8 / 1.8 / 2.3 ms (5.4, 5.3, 4.1 GB/s).
 //!
 //! A general grouped convolution (groups = 4, or a channel multiplier: c_out = k·c_in) runs the
 //! same loops, each output plane summing over the c_in/groups input planes of its group.
@@ -63,18 +70,20 @@ struct Geo {
     pw: usize,
     dh: usize,
     dw: usize,
-    /// The length of one phase of a padded row: ⌈(w_in + 2·pw) / sw⌉.
+    /// The rows of one phase: ⌈(h_in + 2·ph) / sh⌉.
+    hq: usize,
+    /// The width of one phase: ⌈(w_in + 2·pw) / sw⌉, also the pitch of output rows in it.
     wq: usize,
-    /// Floats of one padded plane: (h_in + 2·ph) rows of sw phases of wq, then [`LANES`] zeros.
+    /// Floats of one padded plane: sh·sw phases of hq × wq, then [`LANES`] zeros.
     plane: usize,
-    /// Where column tap kx starts within a padded row, for kx < [`KX_CACHED`]: computed once,
-    /// as its division by the stride cost more than the 9 multiply-adds a row of a 3 × 3
-    /// depthwise convolution needs per vector.
-    kx_at: [usize; KX_CACHED],
+    /// Where tap (ky, kx) for output row 0 starts, for taps < [`TAPS_CACHED`]: computed once,
+    /// as its divisions by the strides cost more than the 9 multiply-adds of a 3 × 3 depthwise
+    /// plane's vector.
+    tap_at: [usize; TAPS_CACHED],
 }
 
-/// Kernel widths whose column offsets [`Geo`] keeps.
-const KX_CACHED: usize = 16;
+/// Kernel sizes (kh·kw) whose tap offsets [`Geo`] keeps.
+const TAPS_CACHED: usize = 64;
 
 /// Strides along the width that [`pad`] and [`unpad`] copy phase by phase; a larger one
 /// (rare: a stride wider than any kernel skips inputs) goes element by element.
@@ -83,7 +92,8 @@ const MAX_PHASES: usize = 8;
 impl Geo {
     fn of(op: &Conv2d) -> Self {
         let wq = (op.w_in + 2 * op.padding[1]).div_ceil(op.stride[1]);
-        Geo {
+        let hq = (op.h_in + 2 * op.padding[0]).div_ceil(op.stride[0]);
+        let mut g = Geo {
             cin_g: op.c_in / op.groups,
             cout_g: op.c_out / op.groups,
             groups: op.groups,
@@ -99,17 +109,28 @@ impl Geo {
             pw: op.padding[1],
             dh: op.dilation[0],
             dw: op.dilation[1],
+            hq,
             wq,
             // LANES more zeros at the end, so that a flat pass may run to a whole vector.
-            plane: (op.h_in + 2 * op.padding[0]) * op.stride[1] * wq + LANES,
-            kx_at: std::array::from_fn(|kx| Self::column(kx * op.dilation[1], op.stride[1], wq)),
+            plane: op.stride[0] * op.stride[1] * hq * wq + LANES,
+            tap_at: [0; TAPS_CACHED],
+        };
+        for t in 0..g.taps().min(TAPS_CACHED) {
+            g.tap_at[t] = g.row(t / g.kw * g.dh) + g.column(t % g.kw * g.dw);
         }
+        g
     }
 
-    /// Where padded column `col` lies within its padded row: in phase col mod s, at col / s.
+    /// Where padded row `r` starts: in the phases of row phase r mod sh, at row r / sh.
     #[inline(always)]
-    fn column(col: usize, s: usize, wq: usize) -> usize {
-        (col % s) * wq + col / s
+    fn row(&self, r: usize) -> usize {
+        (r % self.sh) * self.sw * self.hq * self.wq + r / self.sh * self.wq
+    }
+
+    /// Where padded column `c` lies from its row's start: in column phase c mod sw, at c / sw.
+    #[inline(always)]
+    fn column(&self, c: usize) -> usize {
+        (c % self.sw) * self.hq * self.wq + c / self.sw
     }
 
     fn taps(&self) -> usize {
@@ -128,25 +149,30 @@ impl Geo {
     /// `w_out` floats from there are the inputs of the row's outputs, in order.
     #[inline(always)]
     fn tap(&self, oy: usize, ky: usize, kx: usize) -> usize {
-        let col = if kx < KX_CACHED { self.kx_at[kx] } else { Self::column(kx * self.dw, self.sw, self.wq) };
-        (oy * self.sh + ky * self.dh) * self.sw * self.wq + col
+        let t = ky * self.kw + kx;
+        let at = if t < TAPS_CACHED { self.tap_at[t] } else { self.row(ky * self.dh) + self.column(kx * self.dw) };
+        at + oy * self.wq
     }
 
     /// Where input element (iy, ix) lies in a padded plane.
     #[inline(always)]
     fn at(&self, iy: usize, ix: usize) -> usize {
-        (iy + self.ph) * self.sw * self.wq + Self::column(ix + self.pw, self.sw, self.wq)
+        self.row(iy + self.ph) + self.column(ix + self.pw)
     }
 
-    /// Whether output rows are consecutive stretches of the padded plane (stride 1): then the
-    /// forward runs over the whole plane as one row ([`Geo::flat_len`]), its columns past
-    /// `w_out` computed and dropped, instead of a short loop per row (8 or 16 outputs, where the
-    /// setup of a row's taps cost as much as its arithmetic).
-    fn flat(&self) -> bool {
-        self.sh == 1 && self.sw == 1
+    /// Where the padded rows of the input's rows start, in order: counted through the row
+    /// phases rather than divided out per row (two divisions per row of 16 cost more than its
+    /// copy).
+    fn input_rows(&self) -> impl Iterator<Item = usize> + '_ {
+        let (mut phase, mut at) = (self.ph % self.sh, self.ph / self.sh);
+        (0..self.h_in).map(move |_| {
+            let start = phase * self.sw * self.hq * self.wq + at * self.wq;
+            (phase, at) = if phase + 1 == self.sh { (0, at + 1) } else { (phase + 1, at) };
+            start
+        })
     }
 
-    /// The outputs of a flat plane: h_out rows of the padded width, the last cut at w_out (so
+    /// The outputs of a flat plane: h_out rows at the pitch wq, the last cut at w_out (so
     /// that every tap stays inside the padded plane), rounded up to whole vectors (into the
     /// plane's trailing zeros): a scalar remainder of 9 taps cost as much as the vectors of a
     /// small plane.
@@ -165,7 +191,7 @@ impl Geo {
         for phase in 0..self.sw.min(MAX_PHASES) {
             let ix0 = (phase + self.sw - self.pw % self.sw) % self.sw;
             if ix0 < self.w_in {
-                out[len] = (ix0, Self::column(ix0 + self.pw, self.sw, self.wq), (self.w_in - ix0).div_ceil(self.sw));
+                out[len] = (ix0, self.column(ix0 + self.pw), (self.w_in - ix0).div_ceil(self.sw));
                 len += 1;
             }
         }
@@ -219,8 +245,7 @@ pub(super) fn scratch_len(op: &Conv2d) -> usize {
 fn pad(g: &Geo, src: &[f32], dst: &mut [f32]) {
     zero_row(dst);
     let (phases, count) = g.phases();
-    for (iy, row) in src.chunks_exact(g.w_in).enumerate() {
-        let start = (iy + g.ph) * g.sw * g.wq;
+    for ((iy, row), start) in src.chunks_exact(g.w_in).enumerate().zip(g.input_rows()) {
         if g.sw == 1 {
             copy_row(&mut dst[start + g.pw..][..g.w_in], row, None);
         } else if g.sw <= MAX_PHASES {
@@ -241,8 +266,7 @@ fn pad(g: &Geo, src: &[f32], dst: &mut [f32]) {
 /// The middle of a padded plane, copied out into an input-sized plane (the adjoint of [`pad`]).
 fn unpad(g: &Geo, src: &[f32], dst: &mut [f32]) {
     let (phases, count) = g.phases();
-    for (iy, row) in dst.chunks_exact_mut(g.w_in).enumerate() {
-        let start = (iy + g.ph) * g.sw * g.wq;
+    for ((iy, row), start) in dst.chunks_exact_mut(g.w_in).enumerate().zip(g.input_rows()) {
         if g.sw == 1 {
             copy_row(row, &src[start + g.pw..][..g.w_in], None);
         } else if g.sw <= MAX_PHASES {
@@ -366,37 +390,23 @@ dispatch!(plane_filter_grad, plane_filter_grad_avx2, plane_filter_grad_body, (g:
 
 /// One output plane `y` (written): bias + Σ over the group's padded input planes `xp` of their
 /// convolution with this channel's filters `w` (cin_g × kh × kw), then ReLU when `relu`. `ext`:
-/// a padded plane of scratch, for [`Geo::flat`] convolutions.
+/// a padded plane of scratch.
 #[inline(always)]
 fn plane_forward_body<const FMA: bool>(g: &Geo, xp: &[f32], w: &[f32], bias: f32, relu: bool, y: &mut [f32], ext: &mut [f32]) {
     let taps = g.taps();
-    if g.flat() {
-        let ext = &mut ext[..g.flat_len()];
-        ext.fill(bias);
-        for ci in 0..g.cin_g {
-            taps_pass::<FMA>(g, ext, &xp[ci * g.plane..][..g.plane], &w[ci * taps..][..taps], 0);
-        }
-        for (oy, row) in y.chunks_exact_mut(g.w_out).enumerate() {
-            let src = &ext[oy * g.wq..][..g.w_out];
-            if relu {
-                for (v, &s) in row.iter_mut().zip(src) {
-                    *v = s.max(0.0);
-                }
-            } else {
-                copy_row(row, src, None);
-            }
-        }
-        return;
+    let ext = &mut ext[..g.flat_len()];
+    ext.fill(bias);
+    for ci in 0..g.cin_g {
+        taps_pass::<FMA>(g, ext, &xp[ci * g.plane..][..g.plane], &w[ci * taps..][..taps], 0);
     }
     for (oy, row) in y.chunks_exact_mut(g.w_out).enumerate() {
-        row.fill(bias);
-        for ci in 0..g.cin_g {
-            taps_pass::<FMA>(g, row, &xp[ci * g.plane..][..g.plane], &w[ci * taps..][..taps], oy);
-        }
+        let src = &ext[oy * g.wq..][..g.w_out];
         if relu {
-            for v in row.iter_mut() {
-                *v = v.max(0.0);
+            for (v, &s) in row.iter_mut().zip(src) {
+                *v = s.max(0.0);
             }
+        } else {
+            copy_row(row, src, None);
         }
     }
 }
@@ -425,17 +435,16 @@ fn taps_pass<const FMA: bool>(g: &Geo, out: &mut [f32], x: &[f32], w: &[f32], oy
 }
 
 /// dxp (one padded input plane) += the adjoint of reading it with filter `w` (kh × kw), for
-/// one output plane's gradient `dy`.
+/// one output plane's gradient `dy`, flat ([`flat_dy`]): one pass per tap over the plane, the
+/// zeros between its rows adding nothing.
 #[inline(always)]
 fn plane_data_grad_body<const FMA: bool>(g: &Geo, dxp: &mut [f32], w: &[f32], dy: &[f32]) {
-    for (oy, d) in dy.chunks_exact(g.w_out).enumerate() {
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let wv = w[ky * g.kw + kx];
-                let dst = &mut dxp[g.tap(oy, ky, kx)..][..g.w_out];
-                for (t, &v) in dst.iter_mut().zip(d) {
-                    *t = madd::<FMA>(wv, v, *t);
-                }
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            let wv = w[ky * g.kw + kx];
+            let dst = &mut dxp[g.tap(0, ky, kx)..][..dy.len()];
+            for (t, &v) in dst.iter_mut().zip(dy) {
+                *t = madd::<FMA>(wv, v, *t);
             }
         }
     }
@@ -444,7 +453,7 @@ fn plane_data_grad_body<const FMA: bool>(g: &Geo, dxp: &mut [f32], w: &[f32], dy
 /// acc[tap·LANES + l] += the partial sums of Σ dy · (the inputs tap read), for one padded input
 /// plane `xp` and one output plane's gradient `dy`.
 ///
-/// For a [`Geo::flat`] convolution `dy` is flat too ([`flat_dy`]): one dot product per tap.
+/// `dy` is flat ([`flat_dy`]): one dot product per tap.
 #[inline(always)]
 fn plane_filter_grad_body<const FMA: bool>(g: &Geo, xp: &[f32], dy: &[f32], acc: &mut [f32]) {
     // Tap by tap over the whole plane, so that a tap's partial sums stay in a register (dY's
@@ -452,13 +461,7 @@ fn plane_filter_grad_body<const FMA: bool>(g: &Geo, xp: &[f32], dy: &[f32], acc:
     for (tap, acc) in acc.chunks_exact_mut(LANES).enumerate().take(g.taps()) {
         let mut lanes: [f32; LANES] = acc.try_into().expect("LANES floats");
         let (ky, kx) = (tap / g.kw, tap % g.kw);
-        if g.flat() {
-            dot_chains::<FMA>(&mut lanes, dy, &xp[g.tap(0, ky, kx)..][..dy.len()]);
-        } else {
-            for (oy, d) in dy.chunks_exact(g.w_out).enumerate() {
-                dot_lanes::<FMA>(&mut lanes, d, &xp[g.tap(0, ky, kx) + oy * g.sh * g.sw * g.wq..][..g.w_out]);
-            }
-        }
+        dot_chains::<FMA>(&mut lanes, dy, &xp[g.tap(0, ky, kx)..][..dy.len()]);
         acc.copy_from_slice(&lanes);
     }
 }
@@ -553,6 +556,7 @@ fn data_grad(op: &Conv2d, g: &Geo, n: usize, w: &[f32], dy: &[f32], relu_y: Opti
     let per = per_worker(n * g.groups, scratch, g.worker_len());
     dx[..n * op.x_len()].par_chunks_mut(per * x_task).zip(scratch.par_chunks_mut(g.worker_len())).enumerate().for_each(|(worker, (dxs, buf))| {
         let (planes, rest) = buf.split_at_mut(g.cin_g * g.plane);
+        let (ext, rest) = rest.split_at_mut(g.plane);
         let dy_buf = &mut rest[..g.p_out()];
         for (i, dxt) in dxs.chunks_exact_mut(x_task).enumerate() {
             let t = worker * per + i;
@@ -562,6 +566,7 @@ fn data_grad(op: &Conv2d, g: &Geo, n: usize, w: &[f32], dy: &[f32], relu_y: Opti
             for co in 0..g.cout_g {
                 let at = t * y_task + co * g.p_out();
                 let d = masked(&dy[at..][..g.p_out()], relu_y.map(|y| &y[at..][..g.p_out()]), dy_buf);
+                let d = flat_dy(g, d, ext);
                 for (dxp, w) in planes.chunks_exact_mut(g.plane).zip(w[co * op.patch_len()..][..op.patch_len()].chunks_exact(g.taps())) {
                     plane_data_grad(g, dxp, w, d);
                 }
@@ -591,7 +596,7 @@ fn filter_grad(op: &Conv2d, g: &Geo, n: usize, x: &[f32], dy: &[f32], relu_y: Op
             for img in 0..n {
                 let at = (img * op.c_out + co) * g.p_out();
                 let d = masked(&dy[at..][..g.p_out()], relu_y.map(|y| &y[at..][..g.p_out()]), dy_buf);
-                let d = if g.flat() { flat_dy(g, d, ext) } else { d };
+                let d = flat_dy(g, d, ext);
                 for (ci, acc) in acc.chunks_exact_mut(LANES * g.taps()).enumerate() {
                     let c = group * g.cin_g + ci;
                     pad(g, &x[(img * op.c_in + c) * g.p_in()..][..g.p_in()], xp);
