@@ -14,10 +14,11 @@ use staticnet::ops::{Conv2d, random_values as values};
 
 /// `Conv2d(c_in, c_out, kernel, stride, padding)` on `[c_in, h, w]` inputs, with bias.
 const fn conv2d(c_in: usize, c_out: usize, hw: usize, k: usize, stride: usize, padding: usize) -> Conv2d {
-    Conv2d::new(c_in, c_out, [hw, hw], [k, k], [stride, stride], [padding, padding], [1, 1], true)
+    Conv2d::new(c_in, c_out, [hw, hw], [k, k], [stride, stride], [padding, padding], [1, 1], 1, true)
 }
 
-/// (layer, op, batch): every convolution of the workloads of `bench/compare.py`.
+/// (layer, op, batch): every convolution of the workloads of `bench/compare.py`, then grouped
+/// ones.
 const LAYERS: &[(&str, Conv2d, usize)] = &[
     ("model_a.cnn1", conv2d(1, 16, 28, 5, 1, 2), 100),
     ("model_a.cnn2", conv2d(16, 32, 14, 5, 1, 2), 100),
@@ -37,6 +38,12 @@ const LAYERS: &[(&str, Conv2d, usize)] = &[
     ("alexnet.features.6", conv2d(192, 384, 13, 3, 1, 1), 4),
     ("alexnet.features.8", conv2d(384, 256, 13, 3, 1, 1), 4),
     ("alexnet.features.10", conv2d(256, 256, 13, 3, 1, 1), 4),
+    // Depthwise (MobileNet-like, no bias) and grouped convolutions: the direct kernels of
+    // ops/conv2d/depthwise.rs.
+    ("depthwise.96x16x16", Conv2d::new(96, 96, [16, 16], [3, 3], [1, 1], [1, 1], [1, 1], 96, false), 128),
+    ("depthwise.144x8x8", Conv2d::new(144, 144, [8, 8], [3, 3], [1, 1], [1, 1], [1, 1], 144, false), 128),
+    ("depthwise.96x16x16.s2", Conv2d::new(96, 96, [16, 16], [3, 3], [2, 2], [1, 1], [1, 1], 96, false), 128),
+    ("grouped4.64x16x16", Conv2d::new(64, 64, [16, 16], [3, 3], [1, 1], [1, 1], [1, 1], 4, true), 32),
 ];
 
 fn convolutions(c: &mut Criterion) {

@@ -1,6 +1,7 @@
 //! The course's networks timed the way `bench/compare.py` times them in PyTorch: the same
 //! networks, batch sizes, optimizers and workload names, medians after warm-up. Also the
-//! machine's FMA peak, and the largest convolutions' speed on one thread against it.
+//! machine's FMA peak, the largest convolutions' speed on one thread against it, and the grouped
+//! (depthwise) convolutions' time and memory throughput.
 //!
 //!     RAYON_NUM_THREADS=2 cargo run --release --example bench              # a table
 //!     RAYON_NUM_THREADS=2 cargo run --release --example bench -- --json    # JSON
@@ -172,6 +173,31 @@ fn conv_layer(op: Conv2d, n: usize) -> [f64; 3] {
     })
 }
 
+/// Seconds (best of 5) of the forward, data gradient and filter gradient of `op` on `threads`
+/// threads.
+fn grouped_layer(op: Conv2d, n: usize, threads: usize) -> [f64; 3] {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+    pool.install(|| {
+        let (x, wb) = (ops::random_values(n * op.x_len(), 2), ops::random_values(op.param_len(), 3));
+        let (mut y, mut dx, mut dwb) = (vec![0.0; n * op.y_len()], vec![0.0; n * op.x_len()], vec![0.0; op.param_len()]);
+        let mut scratch = vec![0.0; ops::conv2d::cpu::scratch_len(&op, n)];
+        let best = |f: &mut dyn FnMut()| {
+            f();
+            (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64()
+                })
+                .fold(f64::MAX, f64::min)
+        };
+        let fwd = best(&mut || ops::conv2d::cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch, false));
+        let data = best(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, &y, None, Some(&mut dx), None, &mut scratch));
+        let filter = best(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, &y, None, None, Some(&mut dwb), &mut scratch));
+        [fwd, data, filter]
+    })
+}
+
 type Run = Box<dyn Fn(usize) -> staticnet::Result<Timing>>;
 
 /// The workloads of bench/compare.py on `dev`.
@@ -219,12 +245,25 @@ fn main() -> std::process::ExitCode {
             Vec::new()
         } else {
             vec![
-                ("cifar_cnn.conv2", Conv2d::new(32, 64, [16, 16], [3, 3], [1, 1], [1, 1], [1, 1], true), 128),
-                ("cifar_cnn.conv3", Conv2d::new(64, 128, [8, 8], [3, 3], [1, 1], [1, 1], [1, 1], true), 128),
-                ("alexnet.features.3", Conv2d::new(64, 192, [27, 27], [5, 5], [1, 1], [2, 2], [1, 1], true), 4),
-                ("alexnet.features.6", Conv2d::new(192, 384, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], true), 4),
-                ("alexnet.features.8", Conv2d::new(384, 256, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], true), 4),
-                ("alexnet.features.10", Conv2d::new(256, 256, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], true), 4),
+                ("cifar_cnn.conv2", Conv2d::new(32, 64, [16, 16], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 128),
+                ("cifar_cnn.conv3", Conv2d::new(64, 128, [8, 8], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 128),
+                ("alexnet.features.3", Conv2d::new(64, 192, [27, 27], [5, 5], [1, 1], [2, 2], [1, 1], 1, true), 4),
+                ("alexnet.features.6", Conv2d::new(192, 384, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 4),
+                ("alexnet.features.8", Conv2d::new(384, 256, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 4),
+                ("alexnet.features.10", Conv2d::new(256, 256, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 4),
+            ]
+        };
+        // Grouped convolutions (depthwise.rs): MobileNet-like depthwise layers and a grouped one.
+        // They do ~9 multiply-adds per output, so memory, not the FMA peak, is their measure.
+        let grouped: Vec<(&str, Conv2d, usize)> = if args.flag("no-layers") || gpu {
+            Vec::new()
+        } else {
+            vec![
+                ("depthwise 96ch 16x16 s1", Conv2d::new(96, 96, [16, 16], [3, 3], [1, 1], [1, 1], [1, 1], 96, false), 128),
+                ("depthwise 144ch 8x8 s1", Conv2d::new(144, 144, [8, 8], [3, 3], [1, 1], [1, 1], [1, 1], 144, false), 128),
+                ("depthwise 96ch 16x16 s2", Conv2d::new(96, 96, [16, 16], [3, 3], [2, 2], [1, 1], [1, 1], 96, false), 128),
+                ("depthwise 32ch 32x32 5x5", Conv2d::new(32, 32, [32, 32], [5, 5], [1, 1], [2, 2], [1, 1], 32, false), 128),
+                ("groups=4 64ch 16x16", Conv2d::new(64, 64, [16, 16], [3, 3], [1, 1], [1, 1], [1, 1], 4, true), 32),
             ]
         };
         let peak = if layers.is_empty() { 0.0 } else { fma_peak() };
@@ -240,6 +279,19 @@ fn main() -> std::process::ExitCode {
                 println!("{name:22} {:>16} {:>16} {:>16}", cell(g[0]), cell(g[1]), cell(g[2]));
             }
             layer_rows.push((name, g));
+        }
+        if !grouped.is_empty() && !json {
+            println!("\n{:26} {:>22} {:>22} {:>22}   (ms and GB/s of x + y, one thread | {threads} threads)", "grouped convolution", "forward", "backward-data", "backward-filter");
+        }
+        for (name, op, n) in grouped {
+            let one = grouped_layer(op, n, 1);
+            let all = grouped_layer(op, n, threads);
+            // Bytes each pass must move at least: the input and the output (or their gradients).
+            let bytes = 4.0 * (n * (op.x_len() + op.y_len())) as f64;
+            if !json {
+                let cell = |a: f64, b: f64| format!("{:6.2} {:5.1} | {:6.2} {:5.1}", a * 1e3, bytes / a / 1e9, b * 1e3, bytes / b / 1e9);
+                println!("{name:26} {} {} {}", cell(one[0], all[0]), cell(one[1], all[1]), cell(one[2], all[2]));
+            }
         }
         if json {
             let mut s = String::from("{\n");

@@ -76,7 +76,7 @@
 //!
 //! | layer | arguments and PyTorch's defaults | what the macro checks |
 //! |---|---|---|
-//! | `Conv2d` | `in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True, padding_mode='zeros'` | an image input; `in_channels` equals the channels arriving; the dilated kernel fits the padded input; sizes at least 1; `padding` a size, a pair, `"valid"` or `"same"` (stride 1, odd kernel); `groups` 1 and `padding_mode` `'zeros'` only, for now |
+//! | `Conv2d` | `in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True, padding_mode='zeros'` | an image input; `in_channels` equals the channels arriving; the dilated kernel fits the padded input; sizes at least 1; `padding` a size, a pair, `"valid"` or `"same"` (stride 1, odd kernel); `groups` at least 1 and dividing both `in_channels` and `out_channels` (the weight is (out, in/groups, kh, kw); `groups = in_channels = out_channels` is depthwise); `padding_mode` `'zeros'` only, for now |
 //! | `Linear` | `in_features, out_features, bias=True` | a flat input (else: add `Flatten`); `in_features` equals the features arriving |
 //! | `ReLU` | `inplace=False` | any shape; `inplace` changes nothing but the printed model |
 //! | `LeakyReLU` | `negative_slope=0.01, inplace=False` | `negative_slope` is a number |

@@ -68,13 +68,20 @@ fn conv<B: Backend>(dev: &B, op: Conv2d, n: usize, relu: bool) -> Vec<(&'static 
 #[test]
 fn conv2d() {
     let cases = [
-        (Conv2d::new(3, 5, [29, 31], [3, 3], [2, 2], [1, 1], [1, 1], true), 3, false),
-        (Conv2d::new(2, 3, [11, 10], [3, 2], [1, 2], [0, 1], [2, 1], false), 3, true),
-        (Conv2d::new(6, 7, [5, 4], [1, 1], [1, 1], [0, 0], [1, 1], true), 3, true),
-        (Conv2d::new(3, 4, [23, 23], [11, 11], [4, 4], [2, 2], [1, 1], true), 3, false),
-        (Conv2d::new(70, 65, [9, 9], [3, 3], [1, 1], [1, 1], [1, 1], true), 3, true),
+        (Conv2d::new(3, 5, [29, 31], [3, 3], [2, 2], [1, 1], [1, 1], 1, true), 3, false),
+        (Conv2d::new(2, 3, [11, 10], [3, 2], [1, 2], [0, 1], [2, 1], 1, false), 3, true),
+        (Conv2d::new(6, 7, [5, 4], [1, 1], [1, 1], [0, 0], [1, 1], 1, true), 3, true),
+        (Conv2d::new(3, 4, [23, 23], [11, 11], [4, 4], [2, 2], [1, 1], 1, true), 3, false),
+        (Conv2d::new(70, 65, [9, 9], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 3, true),
         // Enough output tiles that the filter gradient sums groups of 3 images (3 + 2).
-        (Conv2d::new(406, 130, [5, 5], [3, 3], [1, 1], [1, 1], [1, 1], true), 5, false),
+        (Conv2d::new(406, 130, [5, 5], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 5, false),
+        // Grouped (the direct kernels): depthwise with stride 1 and 2, dilation, a channel
+        // multiplier, groups of 4 channels.
+        (Conv2d::new(12, 12, [9, 11], [3, 3], [1, 1], [1, 1], [1, 1], 12, false), 3, true),
+        (Conv2d::new(8, 8, [9, 11], [3, 3], [2, 2], [1, 1], [1, 1], 8, true), 3, false),
+        (Conv2d::new(4, 4, [9, 9], [3, 3], [1, 1], [2, 2], [2, 2], 4, true), 2, true),
+        (Conv2d::new(4, 8, [7, 9], [5, 5], [1, 1], [2, 2], [1, 1], 4, true), 2, false),
+        (Conv2d::new(16, 8, [6, 6], [3, 3], [1, 2], [1, 1], [1, 1], 4, true), 3, true),
     ];
     for (op, n, relu) in cases {
         agree(&format!("conv2d {op:?} n={n} relu={relu}"), 1e-5, |w| on!(w, conv(op, n, relu)));

@@ -72,7 +72,8 @@ impl Node {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Kind {
-    Conv2d { c_in: usize, c_out: usize, kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2], bias: bool },
+    /// `groups` divides both channel counts (checked); the weight is (c_out, c_in/groups, kh, kw).
+    Conv2d { c_in: usize, c_out: usize, kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2], groups: usize, bias: bool },
     Linear { in_features: usize, out_features: usize, bias: bool },
     Activation(Act),
     MaxPool2d { kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2], ceil_mode: bool },
@@ -756,11 +757,7 @@ fn check_conv2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
     let stride = a.pair(cx, "stride", 1);
     let dilation = a.pair(cx, "dilation", 1);
     let bias = a.bool(cx, "bias");
-    if let Some(g) = a.size(cx, "groups", Infer::No)
-        && g.value != 1
-    {
-        cx.error(g.span, format!("Conv2d with groups = {} is not supported yet: staticnet has dense convolutions (groups = 1)", g.value), None);
-    }
+    let groups = a.size(cx, "groups", Infer::No);
     if let Some((Value::Str(mode), span)) = a.value("padding_mode")
         && mode != "zeros"
     {
@@ -768,6 +765,29 @@ fn check_conv2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
     }
     let padding = conv_padding(cx, a, kernel.as_ref().map(|k| k.value), dilation.as_ref().map(|d| d.value), stride.as_ref().map(|s| s.value));
     let (c_in, c_out, kernel, stride, dilation, bias, padding, (c, h, w)) = (c_in?, c_out?, kernel?, stride?, dilation?, bias?, padding?, image?);
+    // PyTorch's `_ConvNd` requires groups > 0 dividing both channel counts; the largest that
+    // does is their greatest common divisor. A wrong groups leaves the shape as it is, so the
+    // layers after it are still checked (with groups = 1).
+    let groups = match groups {
+        Some(g) if g.value == 0 || c_in.value % g.value != 0 || c_out.value % g.value != 0 => {
+            let (ci, co) = (c_in.value, c_out.value);
+            let largest = gcd(ci, co);
+            let what = if g.value == 0 {
+                "must be at least 1".to_string()
+            } else {
+                let fails: Vec<String> = [("in_channels", ci), ("out_channels", co)].iter().filter(|(_, c)| c % g.value != 0).map(|(name, c)| format!("{name} = {c}")).collect();
+                format!("must divide both in_channels = {ci} and out_channels = {co}, but does not divide {}", fails.join(" nor "))
+            };
+            cx.error(
+                g.span,
+                format!("Conv2d's groups = {} {what}", g.value),
+                Some(format!("use a groups that divides both {ci} and {co}, such as {largest} (or 1 for a dense convolution)")),
+            );
+            1
+        }
+        Some(g) => g.value,
+        None => 1,
+    };
     if c_in.value != c {
         cx.error(
             c_in.span,
@@ -817,12 +837,20 @@ fn check_conv2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
     if d != [1, 1] {
         display += &format!(", dilation={}", fmt_pair(d));
     }
+    if groups != 1 {
+        display += &format!(", groups={groups}");
+    }
     if !bias.value {
         display += ", bias=False";
     }
     display.push(')');
-    let kind = Kind::Conv2d { c_in: c_in.value, c_out: c_out.value, kernel: k, stride: s, padding: p, dilation: d, bias: bias.value };
+    let kind = Kind::Conv2d { c_in: c_in.value, c_out: c_out.value, kernel: k, stride: s, padding: p, dilation: d, groups, bias: bias.value };
     Some((kind, display, vec![c_out.value, out[0], out[1]]))
+}
+
+/// The greatest common divisor (the largest valid `groups` of a convolution).
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// Conv2d's padding: sizes, or PyTorch's strings 'valid' (none) and 'same' (stride 1 only).

@@ -236,9 +236,10 @@ pub fn plan(net: &Checked) -> Plan<'_> {
         let start = lay.param_len;
         let (mut buffers, mut counter, mut saved) = (None, None, None);
         match n.kind {
-            Kind::Conv2d { c_in, c_out, kernel, bias, .. } => {
-                let fan_in = c_in * kernel[0] * kernel[1];
-                lay.param(index, path, "weight", vec![c_out, c_in, kernel[0], kernel[1]], Init::FanIn(fan_in));
+            Kind::Conv2d { c_in, c_out, kernel, groups, bias, .. } => {
+                // PyTorch's weight (and fan_in) counts only the input channels of a group.
+                let fan_in = c_in / groups * kernel[0] * kernel[1];
+                lay.param(index, path, "weight", vec![c_out, c_in / groups, kernel[0], kernel[1]], Init::FanIn(fan_in));
                 if bias {
                     lay.param(index, path, "bias", vec![c_out], Init::FanIn(fan_in));
                 }

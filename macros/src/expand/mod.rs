@@ -9,7 +9,7 @@
 //! }
 //! const _: () = {
 //!     /// `cnn1`: Conv2d(1, 16, kernel_size=(5, 5), stride=(1, 1), padding=(2, 2)), [1, 28, 28] → [16, 28, 28]
-//!     const CNN1: ops::Conv2d = ops::Conv2d::new(1, 16, [28, 28], [5, 5], [1, 1], [2, 2], [1, 1], true);
+//!     const CNN1: ops::Conv2d = ops::Conv2d::new(1, 16, [28, 28], [5, 5], [1, 1], [2, 2], [1, 1], 1, true);
 //!     const X_CNN1: Slot = Slot::new(784, 12544);      // activation slot, per sample
 //!     const P_CNN1: Range<usize> = 0..416;             // parameters in the flat buffer
 //!     ...
@@ -173,10 +173,10 @@ fn op_value(net: &Checked, step: &Step) -> Option<(TokenStream, TokenStream)> {
     let input = l.input_shape(net);
     let sample_hw = |s: &[usize]| pair([s[1], s[2]]);
     Some(match &l.kind {
-        Kind::Conv2d { c_in, c_out, kernel, stride, padding, dilation, bias } => {
-            let (ci, co, hw) = (usize_lit(*c_in), usize_lit(*c_out), sample_hw(input));
+        Kind::Conv2d { c_in, c_out, kernel, stride, padding, dilation, groups, bias } => {
+            let (ci, co, hw, g) = (usize_lit(*c_in), usize_lit(*c_out), sample_hw(input), usize_lit(*groups));
             let (k, s, p, d) = (pair(*kernel), pair(*stride), pair(*padding), pair(*dilation));
-            (quote!(ops::Conv2d), quote!(ops::Conv2d::new(#ci, #co, #hw, #k, #s, #p, #d, #bias)))
+            (quote!(ops::Conv2d), quote!(ops::Conv2d::new(#ci, #co, #hw, #k, #s, #p, #d, #g, #bias)))
         }
         Kind::Linear { in_features, out_features, bias } => {
             let (i, o) = (usize_lit(*in_features), usize_lit(*out_features));
@@ -410,7 +410,7 @@ fn flops(net: &Checked, step: &Step) -> u64 {
     let out: usize = l.output_shape(net).iter().product();
     let inp: usize = l.input_shape(net).iter().product();
     (match &l.kind {
-        Kind::Conv2d { c_in, kernel, .. } => 2 * out * c_in * kernel[0] * kernel[1],
+        Kind::Conv2d { c_in, kernel, groups, .. } => 2 * out * (c_in / groups) * kernel[0] * kernel[1],
         Kind::Linear { in_features, out_features, .. } => 2 * in_features * out_features,
         Kind::MaxPool2d { kernel, .. } | Kind::AvgPool2d { kernel, .. } => out * kernel[0] * kernel[1],
         Kind::AdaptiveAvgPool2d { .. } | Kind::AdaptiveMaxPool2d { .. } => inp.max(out),

@@ -1,4 +1,4 @@
-//! Convolution on the CPU: indirect GEMMs over the whole batch (Dukhan, "The Indirect
+//! Convolution on the CPU (groups > 1: `depthwise.rs`): indirect GEMMs over the whole batch (Dukhan, "The Indirect
 //! Convolution Algorithm", 2019), vectorised over channels.
 //!
 //! Let K = c_in·kh·kw (the taps) and J = n·h_out·w_out (the output pixels of the batch). The
@@ -21,7 +21,7 @@
 
 use rayon::prelude::*;
 
-use super::{Conv2d, direct};
+use super::{Conv2d, depthwise, direct};
 use crate::ops::gemm::kernel::{Indirect, MAX_INDIRECT_MR, MAX_INDIRECT_NR, select_indirect_for_channels};
 use crate::ops::gemm::{MatMut, MatRef, Parallelism, gemm};
 use crate::ops::transpose::{copy_row, zero_row};
@@ -109,7 +109,7 @@ fn filter_layout(op: &Conv2d, n: usize) -> Layout {
 /// dilation·(k − 1) − padding, from c_out channels to c_in.
 fn full_conv(op: &Conv2d) -> Conv2d {
     let pad = |a: usize| op.dilation[a] * (op.kernel[a] - 1) - op.padding[a];
-    Conv2d::new(op.c_out, op.c_in, [op.h_out, op.w_out], op.kernel, [1, 1], [pad(0), pad(1)], op.dilation, false)
+    Conv2d::new(op.c_out, op.c_in, [op.h_out, op.w_out], op.kernel, [1, 1], [pad(0), pad(1)], op.dilation, 1, false)
 }
 
 /// Whether dX is computed as a convolution of dY (stride 1 and padding within the dilated
@@ -129,6 +129,9 @@ fn threads() -> usize {
 
 /// Scratch floats the forward and backward of `op` need for a batch of `n`.
 pub fn scratch_len(op: &Conv2d, n: usize) -> usize {
+    if op.groups > 1 {
+        return depthwise::scratch_len(op);
+    }
     let data = if uses_full_conv(op) { forward_layout(&full_conv(op), n).total() } else { col2im_len(op, n) };
     let direct = if direct::applies(op) { Padded::of(op).len(n) + direct::TAIL + direct::filter_scratch_len(op, threads()) } else { 0 };
     forward_layout(op, n).total().max(filter_layout(op, n).total()).max(data).max(direct)
@@ -136,6 +139,9 @@ pub fn scratch_len(op: &Conv2d, n: usize) -> usize {
 
 /// y = conv(x, w) + b, then ReLU when `relu`.
 pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], y: &mut [f32], scratch: &mut [f32], relu: bool) {
+    if op.groups > 1 {
+        return depthwise::forward(op, n, x, wb, y, scratch, relu);
+    }
     let (w, b) = wb.split_at(op.weight_len());
     let k = op.patch_len();
     if direct::applies(op) {
@@ -153,6 +159,9 @@ pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], y: &mut [f32], scra
 /// With `relu_y`, dy is the gradient of a fused ReLU's output `relu_y`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32], relu_y: Option<&[f32]>, dx: Option<&mut [f32]>, dwb: Option<&mut [f32]>, scratch: &mut [f32]) {
+    if op.groups > 1 {
+        return depthwise::backward(op, n, x, wb, dy, relu_y, dx, dwb, scratch);
+    }
     if let Some(dwb) = dwb {
         filter_grad(op, n, x, dy, relu_y, dwb, scratch);
     }

@@ -1,15 +1,16 @@
 //! The launchers of the convolution's CUDA kernels (`cuda.cu` in this folder), which
-//! `backend/cuda.rs` calls: sizes checked, then one launch per kernel.
+//! `backend/cuda.rs` calls: sizes checked, then one launch per kernel. Grouped convolutions
+//! (groups > 1) run their own direct kernels.
 
 use cudarc::driver::DeviceRepr;
 
 use super::Conv2d;
 use crate::Result;
-use crate::device::cuda::{Cuda, CudaDst, CudaSrc, Source, elementwise, launch, need};
+use crate::device::cuda::{Cuda, CudaDst, CudaSrc, Source, elementwise, launch, need, per_channel};
 use crate::ops::gemm::cuda::{BUSY_BLOCKS, GEMM_TILE, GemmShape, bias_grad, gemm};
 
 /// This folder's kernel source and the kernels launched from here.
-pub const SOURCE: Source = Source { path: "ops/conv2d/cuda.cu", text: include_str!("cuda.cu"), kernels: &["im2col_f32", "col2im_f32", "conv2d_relu_mask_f32"] };
+pub const SOURCE: Source = Source { path: "ops/conv2d/cuda.cu", text: include_str!("cuda.cu"), kernels: &["im2col_f32", "col2im_f32", "conv2d_relu_mask_f32", "conv2d_grouped_fwd_f32", "conv2d_grouped_dx_f32", "conv2d_grouped_dw_f32"] };
 
 /// `Conv` in ops/conv2d/cuda.cu.
 #[repr(C)]
@@ -57,6 +58,10 @@ impl ConvGeometry {
 /// Scratch floats the kernels need for a batch of `n`: the masked dY of a fused ReLU, the
 /// (n, K, p) im2col matrix (or its gradient), then the partial sums of the filter gradient.
 pub fn scratch_len(op: &Conv2d, n: usize) -> usize {
+    if op.groups > 1 {
+        // The grouped kernels need only the masked dY.
+        return n * op.y_len();
+    }
     let (parts, _) = filter_split(op, n);
     n * (op.y_len() + op.patch_len() * op.out_pixels()) + if parts > 1 { parts * op.weight_len() } else { 0 }
 }
@@ -75,6 +80,11 @@ pub fn forward(dev: &Cuda, op: &Conv2d, n: usize, x: CudaSrc<'_, f32>, wb: CudaS
     need(x.len, n * op.x_len(), "conv2d x");
     need(wb.len, op.param_len(), "conv2d wb");
     need(y.len, n * op.y_len(), "conv2d y");
+    if op.groups > 1 {
+        let bias = if op.bias { wb.ptr + 4 * op.weight_len() as u64 } else { 0 };
+        let (geometry, c_out, groups) = (ConvGeometry::of(op), co as u32, op.groups as u32);
+        return launch!(dev, conv2d_grouped_fwd_f32, elementwise(n * op.y_len()), y.ptr, x.ptr, wb.ptr, bias, n as u32, geometry, c_out, groups, relu as i32);
+    }
     let col = if op.is_pointwise() {
         x.ptr
     } else {
@@ -131,6 +141,19 @@ pub fn backward(
         }
         None => dy.ptr,
     };
+    if op.groups > 1 {
+        let (c_out, groups) = (co as u32, op.groups as u32);
+        if let Some(dwb) = dwb {
+            need(dwb.len, op.param_len(), "conv2d dwb");
+            let params = op.weight_len() + if op.bias { co } else { 0 };
+            launch!(dev, conv2d_grouped_dw_f32, per_channel(params), dwb.ptr, x.ptr, dy, n as u32, geometry, c_out, groups, op.bias as i32)?;
+        }
+        if let Some(dx) = dx {
+            need(dx.len, n * op.x_len(), "conv2d dx");
+            launch!(dev, conv2d_grouped_dx_f32, elementwise(n * op.x_len()), dx.ptr, dy, wb.ptr, n as u32, geometry, c_out, groups)?;
+        }
+        return Ok(());
+    }
     let col = scratch.ptr + 4 * ylen as u64;
     if let Some(dwb) = dwb {
         need(dwb.len, op.param_len(), "conv2d dwb");

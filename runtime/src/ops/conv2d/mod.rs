@@ -1,13 +1,19 @@
-//! 2-D convolution, PyTorch's `nn.Conv2d` (`groups = 1`, zero padding).
+//! 2-D convolution, PyTorch's `nn.Conv2d` (zero padding), dense or grouped.
 //!
 //! Tensors (per batch of `n`):
 //! - input  `x`  (n, c_in, h_in, w_in)
-//! - params `wb` weight (c_out, c_in, kh, kw) followed by bias (c_out) when `bias`
+//! - params `wb` weight (c_out, c_in/groups, kh, kw) followed by bias (c_out) when `bias`
 //! - output `y`  (n, c_out, h_out, w_out)
+//!
+//! With `groups = g`, the channels split into g groups of c_in/g inputs and c_out/g outputs, each
+//! convolved on its own (output channel co reads the inputs of group co / (c_out/g)). `groups = 1`
+//! runs the indirect GEMM of `cpu.rs`; every other grouping runs `depthwise.rs`, direct loops
+//! along output rows (depthwise, g = c_in, being the common case: MobileNet's).
 
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
+mod depthwise;
 mod direct;
 
 use staticnet_shape::conv_out;
@@ -35,14 +41,17 @@ pub struct Conv2d {
     pub padding: [usize; 2],
     /// Spacing of the kernel taps (height, width).
     pub dilation: [usize; 2],
+    /// Channel groups (PyTorch's `groups`): 1 for a dense convolution, c_in for a depthwise one.
+    pub groups: usize,
     /// Whether it adds a bias per output channel.
     pub bias: bool,
 }
 
 impl Conv2d {
     /// The convolution of a `[c_in, in_hw[0], in_hw[1]]` input; the output size follows from the
-    /// shared shape arithmetic. Panics (at compile time, in a `const`) if the kernel does not fit,
-    /// which the `network!` macro has already reported as a readable error.
+    /// shared shape arithmetic; the arguments in PyTorch's order. Panics (at compile time, in a
+    /// `const`) if the kernel does not fit or `groups` does not divide both channel counts, which
+    /// the `network!` macro has already reported as a readable error.
     #[allow(clippy::too_many_arguments)]
     pub const fn new(
         c_in: usize,
@@ -52,18 +61,22 @@ impl Conv2d {
         stride: [usize; 2],
         padding: [usize; 2],
         dilation: [usize; 2],
+        groups: usize,
         bias: bool,
     ) -> Self {
+        if groups == 0 || !c_in.is_multiple_of(groups) || !c_out.is_multiple_of(groups) {
+            panic!("Conv2d: groups must divide both in_channels and out_channels");
+        }
         let (Some(h_out), Some(w_out)) = (
             conv_out(in_hw[0], kernel[0], stride[0], padding[0], dilation[0]),
             conv_out(in_hw[1], kernel[1], stride[1], padding[1], dilation[1]),
         ) else {
             panic!("Conv2d: the kernel does not fit the padded input");
         };
-        Conv2d { c_in, c_out, h_in: in_hw[0], w_in: in_hw[1], h_out, w_out, kernel, stride, padding, dilation, bias }
+        Conv2d { c_in, c_out, h_in: in_hw[0], w_in: in_hw[1], h_out, w_out, kernel, stride, padding, dilation, groups, bias }
     }
 
-    /// Weight elements: c_out · c_in · kh · kw.
+    /// Weight elements: c_out · c_in/groups · kh · kw.
     pub const fn weight_len(&self) -> usize {
         self.c_out * self.patch_len()
     }
@@ -83,9 +96,16 @@ impl Conv2d {
         self.c_out * self.out_pixels()
     }
 
-    /// Rows of the im2col matrix: c_in · kh · kw (also PyTorch's `fan_in`).
+    /// Taps of one output: c_in/groups · kh · kw, the rows of the im2col matrix (also PyTorch's
+    /// `fan_in`, which counts only the channels of the group).
     pub const fn patch_len(&self) -> usize {
-        self.c_in * self.kernel[0] * self.kernel[1]
+        self.c_in / self.groups * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Whether each output channel reads one input channel: groups = c_in = c_out
+    /// (a channel multiplier above 1 is grouped, not depthwise, here).
+    pub const fn is_depthwise(&self) -> bool {
+        self.groups == self.c_in && self.groups == self.c_out
     }
 
     /// Output positions of one channel: h_out · w_out.
@@ -93,9 +113,10 @@ impl Conv2d {
         self.h_out * self.w_out
     }
 
-    /// A 1×1 convolution with stride 1 and no padding: a GEMM on the input as it is.
+    /// A dense 1×1 convolution with stride 1 and no padding: a GEMM on the input as it is.
     pub const fn is_pointwise(&self) -> bool {
-        self.kernel[0] == 1
+        self.groups == 1
+            && self.kernel[0] == 1
             && self.kernel[1] == 1
             && self.stride[0] == 1
             && self.stride[1] == 1
@@ -114,7 +135,7 @@ mod tests {
     use super::*;
     use crate::ops::testing::{assert_close, numeric_grad_sampled, random, to_f64};
 
-    /// The definition of convolution (cross-correlation), in f64.
+    /// The definition of convolution (cross-correlation), grouped as PyTorch's, in f64.
     fn naive(op: &Conv2d, n: usize, x: &[f64], wb: &[f64]) -> Vec<f64> {
         let (kh, kw) = (op.kernel[0], op.kernel[1]);
         let mut y = vec![0.0; n * op.y_len()];
@@ -123,7 +144,10 @@ mod tests {
                 for oy in 0..op.h_out {
                     for ox in 0..op.w_out {
                         let mut acc = if op.bias { wb[op.weight_len() + co] } else { 0.0 };
-                        for ci in 0..op.c_in {
+                        // Output channel co reads the c_in/groups inputs of its group.
+                        let (cin_g, cout_g) = (op.c_in / op.groups, op.c_out / op.groups);
+                        for cg in 0..cin_g {
+                            let ci = co / cout_g * cin_g + cg;
                             for ky in 0..kh {
                                 for kx in 0..kw {
                                     let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - op.padding[0] as isize;
@@ -132,7 +156,7 @@ mod tests {
                                         continue;
                                     }
                                     let xv = x[b * op.x_len() + (ci * op.h_in + iy as usize) * op.w_in + ix as usize];
-                                    acc += xv * wb[((co * op.c_in + ci) * kh + ky) * kw + kx];
+                                    acc += xv * wb[((co * cin_g + cg) * kh + ky) * kw + kx];
                                 }
                             }
                         }
@@ -147,33 +171,33 @@ mod tests {
     fn cases() -> [Conv2d; 14] {
         [
             // Model A's layers: whole register tiles of channels, k = 25 and k = 400 > KC
-            Conv2d::new(1, 16, [28, 28], [5, 5], [1, 1], [2, 2], [1, 1], true),
-            Conv2d::new(16, 32, [14, 14], [5, 5], [1, 1], [2, 2], [1, 1], true),
+            Conv2d::new(1, 16, [28, 28], [5, 5], [1, 1], [2, 2], [1, 1], 1, true),
+            Conv2d::new(16, 32, [14, 14], [5, 5], [1, 1], [2, 2], [1, 1], 1, true),
             // stride 2 with padding on a 29x31 input
-            Conv2d::new(3, 5, [29, 31], [3, 3], [2, 2], [1, 1], [1, 1], true),
+            Conv2d::new(3, 5, [29, 31], [3, 3], [2, 2], [1, 1], [1, 1], 1, true),
             // Model A's first layer: one input channel, 5x5, same padding
-            Conv2d::new(1, 4, [9, 8], [5, 5], [1, 1], [2, 2], [1, 1], true),
+            Conv2d::new(1, 4, [9, 8], [5, 5], [1, 1], [2, 2], [1, 1], 1, true),
             // rectangular kernel, unequal strides, dilation, no bias
-            Conv2d::new(2, 3, [11, 10], [3, 2], [1, 2], [0, 1], [2, 1], false),
+            Conv2d::new(2, 3, [11, 10], [3, 2], [1, 2], [0, 1], [2, 1], 1, false),
             // pointwise: a GEMM on the input as it is
-            Conv2d::new(6, 7, [5, 4], [1, 1], [1, 1], [0, 0], [1, 1], true),
+            Conv2d::new(6, 7, [5, 4], [1, 1], [1, 1], [0, 0], [1, 1], 1, true),
             // an AlexNet-like stem: 11x11, stride 4
-            Conv2d::new(3, 4, [23, 23], [11, 11], [4, 4], [2, 2], [1, 1], true),
+            Conv2d::new(3, 4, [23, 23], [11, 11], [4, 4], [2, 2], [1, 1], 1, true),
             // two register tiles of channels, 275 taps (one block of the forward)
-            Conv2d::new(11, 32, [5, 5], [5, 5], [1, 1], [2, 2], [1, 1], true),
+            Conv2d::new(11, 32, [5, 5], [5, 5], [1, 1], [2, 2], [1, 1], 1, true),
             // 40 channels: a partial register tile after whole ones (16 and 32 wide), 216 taps
-            Conv2d::new(24, 40, [4, 5], [3, 3], [1, 1], [1, 1], [1, 1], true),
+            Conv2d::new(24, 40, [4, 5], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
             // 600 taps: three blocks of the forward (256, 256, 88) through the partial sums
-            Conv2d::new(24, 8, [4, 4], [5, 5], [1, 1], [2, 2], [1, 1], true),
+            Conv2d::new(24, 8, [4, 4], [5, 5], [1, 1], [2, 2], [1, 1], 1, true),
             // the direct path (few taps, stride 1): rows of 13 (runs at 0 and 5), 5 channels
             // (a partial group of 4), 3 input channels, no bias
-            Conv2d::new(3, 5, [10, 13], [3, 3], [1, 1], [1, 1], [1, 1], false),
+            Conv2d::new(3, 5, [10, 13], [3, 3], [1, 1], [1, 1], [1, 1], 1, false),
             // rows of 24 (three runs: tiles of two that span rows), valid padding, 6 channels
-            Conv2d::new(1, 6, [12, 28], [5, 5], [1, 1], [0, 0], [1, 1], true),
+            Conv2d::new(1, 6, [12, 28], [5, 5], [1, 1], [0, 0], [1, 1], 1, true),
             // rows of 40 (five runs), 6 rows: 30 runs in tiles of two, some spanning rows
-            Conv2d::new(1, 3, [6, 44], [5, 5], [1, 1], [0, 0], [1, 1], true),
+            Conv2d::new(1, 3, [6, 44], [5, 5], [1, 1], [0, 0], [1, 1], 1, true),
             // 45 taps over 5 input channels, rows of 14 (runs at 0 and 6), 10 channels
-            Conv2d::new(5, 10, [9, 14], [3, 3], [1, 1], [1, 1], [1, 1], true),
+            Conv2d::new(5, 10, [9, 14], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
         ]
     }
 
@@ -239,5 +263,119 @@ mod tests {
                 assert_close(&dwb[op.weight_len()..], &want, 1e-4, &format!("db of {op:?}"));
             }
         }
+    }
+
+    /// Grouped convolutions (depthwise.rs): depthwise ones of every stride, dilation and
+    /// kernel, odd sizes; groups of several channels; a channel multiplier; with and without
+    /// bias.
+    fn grouped_cases() -> Vec<Conv2d> {
+        vec![
+            // depthwise 3x3, stride 1, same padding (MobileNet's)
+            Conv2d::new(6, 6, [8, 8], [3, 3], [1, 1], [1, 1], [1, 1], 6, false),
+            Conv2d::new(5, 5, [7, 9], [3, 3], [1, 1], [1, 1], [1, 1], 5, true),
+            // depthwise stride 2, odd size (phases of unequal length)
+            Conv2d::new(4, 4, [7, 9], [3, 3], [2, 2], [1, 1], [1, 1], 4, true),
+            Conv2d::new(3, 3, [10, 11], [3, 3], [2, 2], [1, 1], [1, 1], 3, false),
+            // depthwise dilation 2
+            Conv2d::new(3, 3, [9, 7], [3, 3], [1, 1], [2, 2], [2, 2], 3, true),
+            // depthwise 5x5, rectangular 3x2 kernel with unequal strides, no padding
+            Conv2d::new(4, 4, [7, 9], [5, 5], [1, 1], [2, 2], [1, 1], 4, true),
+            Conv2d::new(2, 2, [9, 10], [3, 2], [1, 3], [0, 1], [1, 2], 2, false),
+            // 20 channels of 17 wide: rows of two vectors and a remainder
+            Conv2d::new(20, 20, [6, 17], [3, 3], [1, 1], [1, 1], [1, 1], 20, true),
+            // groups of several channels
+            Conv2d::new(4, 6, [7, 9], [3, 3], [1, 1], [1, 1], [1, 1], 2, true),
+            Conv2d::new(8, 8, [6, 5], [3, 3], [2, 1], [1, 0], [1, 1], 4, false),
+            Conv2d::new(8, 12, [9, 7], [1, 1], [1, 1], [0, 0], [1, 1], 4, true),
+            // a stride wider than MAX_PHASES (element by element), a 1x2 kernel
+            Conv2d::new(2, 2, [5, 20], [1, 2], [1, 9], [0, 1], [1, 1], 2, true),
+            // padding past the dilated kernel (no transposed convolution for dX)
+            Conv2d::new(3, 3, [5, 6], [1, 1], [1, 1], [1, 1], [1, 1], 3, true),
+            // a channel multiplier of 2 (c_out = 2·c_in, groups = c_in)
+            Conv2d::new(3, 6, [7, 9], [3, 3], [1, 1], [1, 1], [1, 1], 3, true),
+            Conv2d::new(4, 8, [8, 8], [5, 5], [2, 2], [2, 2], [1, 1], 4, false),
+        ]
+    }
+
+    #[test]
+    fn grouped_forward_matches_definition() {
+        for op in grouped_cases() {
+            for relu in [false, true] {
+                let n = 3;
+                let x = random(n * op.x_len(), 11);
+                let wb = random(op.param_len(), 12);
+                let mut y = vec![f32::NAN; n * op.y_len()];
+                let mut scratch = vec![f32::NAN; cpu::scratch_len(&op, n)];
+                cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch, relu);
+                let mut want = naive(&op, n, &to_f64(&x), &to_f64(&wb));
+                if relu {
+                    want.iter_mut().for_each(|v| *v = v.max(0.0));
+                }
+                assert_close(&y, &want, 1e-5, &format!("{op:?}, relu {relu}"));
+            }
+        }
+    }
+
+    #[test]
+    fn grouped_backward_matches_finite_differences() {
+        for op in grouped_cases() {
+            let n = 2;
+            let (x, wb, dy) = (random(n * op.x_len(), 14), random(op.param_len(), 15), random(n * op.y_len(), 16));
+            let mut dx = vec![f32::NAN; x.len()];
+            // Parameter gradients accumulate: start from 1 and expect 1 + the gradient.
+            let mut dwb = vec![1.0; wb.len()];
+            let mut scratch = vec![f32::NAN; cpu::scratch_len(&op, n)];
+            cpu::backward(&op, n, &x, &wb, &dy, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
+            let (at, want_dx) = numeric_grad_sampled(|x| naive(&op, n, x, &to_f64(&wb)), &x, &dy, 400);
+            let got: Vec<f32> = at.iter().map(|&i| dx[i]).collect();
+            assert_close(&got, &want_dx, 1e-4, &format!("dx of {op:?}"));
+            // Every weight and bias (grouped weights are few).
+            let (at, want_dwb) = numeric_grad_sampled(|wb| naive(&op, n, &to_f64(&x), wb), &wb, &dy, wb.len());
+            assert_eq!(at.len(), wb.len());
+            let want: Vec<f64> = want_dwb.iter().map(|g| g + 1.0).collect();
+            assert_close(&dwb, &want, 1e-4, &format!("dwb of {op:?}"));
+        }
+    }
+
+    /// A fused ReLU (its output's mask applied to dY inside the backward) gives what masking dY
+    /// first gives.
+    #[test]
+    fn grouped_fused_relu_matches_the_composition() {
+        for op in grouped_cases() {
+            let n = 2;
+            let (x, wb, dy) = (random(n * op.x_len(), 17), random(op.param_len(), 18), random(n * op.y_len(), 19));
+            let mut scratch = vec![0.0; cpu::scratch_len(&op, n)];
+            let mut y = vec![0.0; dy.len()];
+            cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch, true);
+            let masked: Vec<f32> = dy.iter().zip(&y).map(|(&g, &v)| if v > 0.0 { g } else { 0.0 }).collect();
+            let (mut dx, mut dwb) = (vec![0.0; x.len()], vec![0.0; wb.len()]);
+            cpu::backward(&op, n, &x, &wb, &masked, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
+            let (mut dx_f, mut dwb_f) = (vec![0.0; x.len()], vec![0.0; wb.len()]);
+            cpu::backward(&op, n, &x, &wb, &dy, Some(&y), Some(&mut dx_f), Some(&mut dwb_f), &mut scratch);
+            assert_eq!(dx_f, dx, "dx of {op:?}");
+            assert_eq!(dwb_f, dwb, "dwb of {op:?}");
+        }
+    }
+
+    /// The grouped kernels split their work over threads: a one-thread pool gives the same
+    /// results (each weight's sum has one owner, in a fixed order), also when the scratch was
+    /// sized for fewer threads than run.
+    #[test]
+    fn grouped_results_do_not_depend_on_threads() {
+        let op = Conv2d::new(12, 12, [9, 9], [3, 3], [2, 2], [1, 1], [1, 1], 12, true);
+        let n = 5;
+        let (x, wb, dy) = (random(n * op.x_len(), 21), random(op.param_len(), 22), random(n * op.y_len(), 23));
+        let pool = |t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+        // Scratch sized for one thread, then used by three: they share it, none is left out.
+        let small = pool(1).install(|| cpu::scratch_len(&op, n));
+        let run = || {
+            let mut scratch = vec![0.0; small];
+            let (mut y, mut dx, mut dwb) = (vec![0.0; dy.len()], vec![0.0; x.len()], vec![0.0; wb.len()]);
+            cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch, false);
+            cpu::backward(&op, n, &x, &wb, &dy, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
+            (y, dx, dwb)
+        };
+        let (one, three) = (pool(1).install(run), pool(3).install(run));
+        assert!(one == three, "results differ between 1 and 3 threads");
     }
 }
