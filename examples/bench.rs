@@ -22,7 +22,7 @@ use std::time::Instant;
 use staticnet::ops::{self, Conv2d};
 use staticnet::prelude::*;
 
-use course::{AlexNet, CifarCnn, ModelA, ModelC, NetBn, NetSeq, batch};
+use course::{AlexNet, CifarCnn, MobileNetV2Cifar, ModelA, ModelC, NetBn, NetSeq, batch};
 use staticnet::{Logits, Optimizer};
 
 const USAGE: &str = "usage: bench [--json] [--iters 20] [--only NAME] [--no-layers] [--device cpu|cuda] [--flush-denormal]
@@ -212,6 +212,7 @@ fn workloads<B: Backend>(dev: &B) -> Vec<(&'static str, Run)> {
         ("net_bn_mnist_b64_adam", { let dev = d(); Box::new(move |i| workload(&dev, "net_bn_mnist_b64_adam", 64, i, NetBn::new, adam())) }),
         ("cifar_cnn_b128_adam", { let dev = d(); Box::new(move |i| workload(&dev, "cifar_cnn_b128_adam", 128, i, CifarCnn::new, adam())) }),
         ("alexnet_224_b4_sgd", { let dev = d(); Box::new(move |i| workload(&dev, "alexnet_224_b4_sgd", 4, i, AlexNet::new, sgd())) }),
+        ("mobilenet_v2_cifar_b128_sgd", { let dev = d(); Box::new(move |i| workload(&dev, "mobilenet_v2_cifar_b128_sgd", 128, i, MobileNetV2Cifar::new, sgd())) }),
     ]
 }
 

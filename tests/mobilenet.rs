@@ -10,6 +10,9 @@
 //! tests/fixtures/mobilenet_v2_mini.safetensors (torchvision's `mobilenet_v2(width_mult=0.25,
 //! num_classes=10, dropout=0.0)`, written by torchvision itself).
 
+mod common;
+
+use common::nets::{MobileNetV2, MobileNetV2Mini};
 use staticnet::network::{NetSpec, TensorKind};
 use staticnet::prelude::*;
 
@@ -53,255 +56,24 @@ fn torchvision_mini() -> Vec<(String, Vec<usize>)> {
     keys
 }
 
-/// A depthwise convolution's weight in torchvision: `[C, 1, 3, 3]` (groups = C).
-fn depthwise(shape: &[usize]) -> bool {
-    matches!(shape, [_, 1, 3, 3])
-}
-
-// The PyTorch fixtures' helpers, for the parity test of the exact listing below.
-// Enabled when groups and ReLU6 land.
-#[cfg(any())]
-mod common;
-
-// The listings as torchvision's MobileNetV2 must finally be written: they need
-// `Conv2d(groups = …)` and `ReLU6`, which are landing on other branches.
-// Enabled when groups and ReLU6 land.
-#[cfg(any())]
-mod exact {
-    use super::*;
-
-    network! {
-        /// torchvision's Conv2dNormActivation with ReLU6 (a Sequential: its layers are 0, 1, 2).
-        block Conv2dNormActivation(in_channels, out_channels, kernel_size = 3, stride = 1, groups = 1) {
-            Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) / 2, groups = groups, bias = false),
-            BatchNorm2d(out_channels),
-            ReLU6(inplace = true),
-        }
-
-        /// torchvision's InvertedResidual.
-        block InvertedResidual(inp, oup, stride, expand_ratio) {
-            let hidden_dim = int(round(inp * expand_ratio));
-            conv: [
-                Conv2dNormActivation(inp, hidden_dim, kernel_size = 1) if expand_ratio != 1,
-                Conv2dNormActivation(hidden_dim, hidden_dim, stride = stride, groups = hidden_dim),
-                Conv2d(hidden_dim, oup, 1, 1, 0, bias = false),
-                BatchNorm2d(oup),
-            ],
-            + identity if stride == 1 && inp == oup,
-        }
-
-        /// torchvision's `mobilenet_v2()`.
-        pub struct MobileNetV2 {
-            input: [3, 224, 224],
-            features: [
-                Conv2dNormActivation(3, 32, stride = 2),
-                InvertedResidual(32, 16, 1, 1),
-                InvertedResidual(16, 24, 2, 6),
-                InvertedResidual(24, 24, 1, 6),
-                InvertedResidual(24, 32, 2, 6),
-                InvertedResidual(32, 32, 1, 6),
-                InvertedResidual(32, 32, 1, 6),
-                InvertedResidual(32, 64, 2, 6),
-                InvertedResidual(64, 64, 1, 6),
-                InvertedResidual(64, 64, 1, 6),
-                InvertedResidual(64, 64, 1, 6),
-                InvertedResidual(64, 96, 1, 6),
-                InvertedResidual(96, 96, 1, 6),
-                InvertedResidual(96, 96, 1, 6),
-                InvertedResidual(96, 160, 2, 6),
-                InvertedResidual(160, 160, 1, 6),
-                InvertedResidual(160, 160, 1, 6),
-                InvertedResidual(160, 320, 1, 6),
-                Conv2dNormActivation(320, 1280, kernel_size = 1),
-            ],
-            _: AdaptiveAvgPool2d((1, 1)),
-            _: Flatten,
-            classifier: [Dropout(0.2), Linear(1280, 1000)],
-        }
-
-        /// torchvision's `mobilenet_v2(width_mult=0.25, num_classes=10, dropout=0.0)`.
-        pub struct MobileNetV2Mini {
-            input: [3, 32, 32],
-            features: [
-                Conv2dNormActivation(3, 8, stride = 2),
-                InvertedResidual(8, 8, 1, 1),
-                InvertedResidual(8, 8, 2, 6),
-                InvertedResidual(8, 8, 1, 6),
-                InvertedResidual(8, 8, 2, 6),
-                InvertedResidual(8, 8, 1, 6),
-                InvertedResidual(8, 8, 1, 6),
-                InvertedResidual(8, 16, 2, 6),
-                InvertedResidual(16, 16, 1, 6),
-                InvertedResidual(16, 16, 1, 6),
-                InvertedResidual(16, 16, 1, 6),
-                InvertedResidual(16, 24, 1, 6),
-                InvertedResidual(24, 24, 1, 6),
-                InvertedResidual(24, 24, 1, 6),
-                InvertedResidual(24, 40, 2, 6),
-                InvertedResidual(40, 40, 1, 6),
-                InvertedResidual(40, 40, 1, 6),
-                InvertedResidual(40, 80, 1, 6),
-                Conv2dNormActivation(80, 1280, kernel_size = 1),
-            ],
-            _: AdaptiveAvgPool2d((1, 1)),
-            _: Flatten,
-            classifier: [Dropout(0.0), Linear(1280, 10)],
-        }
-    }
-
-    #[test]
-    fn mobilenet_v2_is_torchvisions() {
-        let (count, theirs) = torchvision_full();
-        assert_eq!(MobileNetV2::<Cpu>::PARAMETERS, 3_504_872);
-        assert_eq!(MobileNetV2::<Cpu>::PARAMETERS, count);
-        assert_eq!(listing(&MobileNetV2::<Cpu>::SPEC), theirs);
-    }
-
-    #[test]
-    fn the_mini_net_has_torchvisions_state_dict() {
-        let mut ours: Vec<(String, Vec<usize>)> = listing(&MobileNetV2Mini::<Cpu>::SPEC).into_iter().map(|(k, _, s)| (k, s)).collect();
-        ours.sort();
-        assert_eq!(ours, torchvision_mini());
-        assert_eq!(MobileNetV2Mini::<Cpu>::PARAMETERS, 250_922);
-    }
-
-    /// The mini net with torchvision's initial parameters reproduces its logits (eval and
-    /// train mode), loss and gradients within the fixtures' tolerances (tests/fixtures/README.md).
-    #[test]
-    fn the_mini_net_reproduces_torchvisions_logits_and_gradients() {
-        use crate::common::{Fixture, assert_close};
-        let fx = Fixture::load("mobilenet_v2_mini");
-        let mut net = fx.network(&Cpu, MobileNetV2Mini::new);
-        let x: Images<3, 32, 32> = fx.input();
-        net.eval();
-        let out = net.forward(&x).unwrap();
-        assert_close(out.as_slice(), &fx.f32("logits_eval"), 1e-4, "logits_eval");
-        net.train();
-        let out = net.forward(&x).unwrap();
-        assert_close(out.as_slice(), &fx.f32("logits_train"), 1e-4, "logits_train");
-        let step = net.loss_backward(&CrossEntropyLoss::default(), &fx.labels()).unwrap();
-        assert_close(&[step.loss], &fx.f32("loss"), 1e-4, "loss");
-        let mut grads = 0;
-        for t in MobileNetV2Mini::<Cpu>::SPEC.tensors {
-            let key = format!("grad.{}", t.name);
-            if fx.has(&key) {
-                let ours: Vec<f32> = net.grad(t.name).unwrap().iter().copied().collect();
-                assert_close(&ours, &fx.f32(&key), 1e-3, &key);
-                grads += 1;
-            }
-        }
-        assert_eq!(grads, 158);
-    }
-}
-
-// The same block structure with what this branch has: ReLU for ReLU6, and a dense 3×3
-// convolution for the depthwise one (groups = hidden_dim). The state_dict keys and their order
-// are torchvision's; only the depthwise weights' shapes differ ([C, C, 3, 3] for [C, 1, 3, 3]).
-network! {
-    /// torchvision's Conv2dNormActivation, with ReLU and without groups.
-    block Conv2dNormActivation(in_channels, out_channels, kernel_size = 3, stride = 1) {
-        Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) / 2, bias = false),
-        BatchNorm2d(out_channels),
-        ReLU(inplace = true),
-    }
-
-    /// InvertedResidual, with ReLU and without groups.
-    block InvertedResidual(inp, oup, stride, expand_ratio) {
-        let hidden_dim = int(round(inp * expand_ratio));
-        conv: [
-            Conv2dNormActivation(inp, hidden_dim, kernel_size = 1) if expand_ratio != 1,
-            Conv2dNormActivation(hidden_dim, hidden_dim, stride = stride),
-            Conv2d(hidden_dim, oup, 1, 1, 0, bias = false),
-            BatchNorm2d(oup),
-        ],
-        + identity if stride == 1 && inp == oup,
-    }
-
-    /// `mobilenet_v2()`'s structure.
-    pub struct MobileNetV2Dense {
-        input: [3, 224, 224],
-        features: [
-            Conv2dNormActivation(3, 32, stride = 2),
-            InvertedResidual(32, 16, 1, 1),
-            InvertedResidual(16, 24, 2, 6),
-            InvertedResidual(24, 24, 1, 6),
-            InvertedResidual(24, 32, 2, 6),
-            InvertedResidual(32, 32, 1, 6),
-            InvertedResidual(32, 32, 1, 6),
-            InvertedResidual(32, 64, 2, 6),
-            InvertedResidual(64, 64, 1, 6),
-            InvertedResidual(64, 64, 1, 6),
-            InvertedResidual(64, 64, 1, 6),
-            InvertedResidual(64, 96, 1, 6),
-            InvertedResidual(96, 96, 1, 6),
-            InvertedResidual(96, 96, 1, 6),
-            InvertedResidual(96, 160, 2, 6),
-            InvertedResidual(160, 160, 1, 6),
-            InvertedResidual(160, 160, 1, 6),
-            InvertedResidual(160, 320, 1, 6),
-            Conv2dNormActivation(320, 1280, kernel_size = 1),
-        ],
-        _: AdaptiveAvgPool2d((1, 1)),
-        _: Flatten,
-        classifier: [Dropout(0.2), Linear(1280, 1000)],
-    }
-
-    /// `mobilenet_v2(width_mult=0.25, num_classes=10, dropout=0.0)`'s structure.
-    pub struct MobileNetV2MiniDense {
-        input: [3, 32, 32],
-        features: [
-            Conv2dNormActivation(3, 8, stride = 2),
-            InvertedResidual(8, 8, 1, 1),
-            InvertedResidual(8, 8, 2, 6),
-            InvertedResidual(8, 8, 1, 6),
-            InvertedResidual(8, 8, 2, 6),
-            InvertedResidual(8, 8, 1, 6),
-            InvertedResidual(8, 8, 1, 6),
-            InvertedResidual(8, 16, 2, 6),
-            InvertedResidual(16, 16, 1, 6),
-            InvertedResidual(16, 16, 1, 6),
-            InvertedResidual(16, 16, 1, 6),
-            InvertedResidual(16, 24, 1, 6),
-            InvertedResidual(24, 24, 1, 6),
-            InvertedResidual(24, 24, 1, 6),
-            InvertedResidual(24, 40, 2, 6),
-            InvertedResidual(40, 40, 1, 6),
-            InvertedResidual(40, 40, 1, 6),
-            InvertedResidual(40, 80, 1, 6),
-            Conv2dNormActivation(80, 1280, kernel_size = 1),
-        ],
-        _: AdaptiveAvgPool2d((1, 1)),
-        _: Flatten,
-        classifier: [Dropout(0.0), Linear(1280, 10)],
-    }
-}
-
 #[test]
-fn the_block_structure_gives_torchvisions_keys_in_torchvisions_order() {
-    let (_, theirs) = torchvision_full();
-    let ours = listing(&MobileNetV2Dense::<Cpu>::SPEC);
-    let names = |l: &[(String, String, Vec<usize>)]| l.iter().map(|(k, d, _)| format!("{k} {d}")).collect::<Vec<_>>();
-    assert_eq!(names(&ours), names(&theirs));
-    // Every shape but the depthwise convolutions' weights is torchvision's.
-    let mut depthwise_convs = 0;
-    for ((key, _, our), (_, _, their)) in ours.iter().zip(&theirs) {
-        if depthwise(their) {
-            depthwise_convs += 1;
-            assert_eq!(our, &[their[0], their[0], 3, 3], "{key}");
-        } else {
-            assert_eq!(our, their, "{key}");
-        }
+fn mobilenet_v2_is_torchvisions() {
+    let (count, theirs) = torchvision_full();
+    assert_eq!(MobileNetV2::<Cpu>::PARAMETERS, 3_504_872);
+    assert_eq!(MobileNetV2::<Cpu>::PARAMETERS, count);
+    let ours = listing(&MobileNetV2::<Cpu>::SPEC);
+    assert_eq!(ours.len(), theirs.len());
+    for (i, (o, t)) in ours.iter().zip(&theirs).enumerate() {
+        assert_eq!(o, t, "state_dict entry {i}");
     }
-    assert_eq!(depthwise_convs, 17, "one per InvertedResidual");
     // The expansion exists only where expand_ratio != 1, and indices shift as in torchvision.
-    assert!(ours.iter().any(|(k, _, _)| k == "features.1.conv.1.weight"));
-    assert!(ours.iter().any(|(k, _, _)| k == "features.2.conv.1.0.weight"));
-    assert!(ours.iter().any(|(k, _, _)| k == "classifier.1.bias"));
+    assert!(ours.iter().any(|(k, _, s)| k == "features.1.conv.1.weight" && s == &[16, 32, 1, 1]));
+    assert!(ours.iter().any(|(k, _, s)| k == "features.2.conv.1.0.weight" && s == &[96, 1, 3, 3]));
 }
 
 #[test]
 fn the_sum_is_there_only_where_the_stride_is_1_and_the_widths_agree() {
-    let sums: Vec<&str> = MobileNetV2Dense::<Cpu>::SPEC.layers.iter().filter(|l| l.inputs.len() == 2).map(|l| l.name).collect();
+    let sums: Vec<&str> = MobileNetV2::<Cpu>::SPEC.layers.iter().filter(|l| l.inputs.len() == 2).map(|l| l.name).collect();
     // features.1 (32 → 16), features.2 (stride 2), features.4, .7, .11 (new width), .14 and
     // .17 have none.
     let want: Vec<String> = [3, 5, 6, 8, 9, 10, 12, 13, 15, 16].iter().map(|i| format!("features.{i}.add")).collect();
@@ -309,49 +81,23 @@ fn the_sum_is_there_only_where_the_stride_is_1_and_the_widths_agree() {
 }
 
 #[test]
-fn the_mini_net_has_torchvisions_keys() {
-    let theirs = torchvision_mini();
-    let mut ours: Vec<(String, Vec<usize>)> = listing(&MobileNetV2MiniDense::<Cpu>::SPEC).into_iter().map(|(k, _, s)| (k, s)).collect();
+fn the_mini_net_has_torchvisions_state_dict() {
+    let mut ours: Vec<(String, Vec<usize>)> = listing(&MobileNetV2Mini::<Cpu>::SPEC).into_iter().map(|(k, _, s)| (k, s)).collect();
     ours.sort();
-    assert_eq!(ours.len(), theirs.len());
-    for ((k, our), (their_k, their)) in ours.iter().zip(&theirs) {
-        assert_eq!(k, their_k);
-        if depthwise(their) {
-            assert_eq!(our, &[their[0], their[0], 3, 3], "{k}");
-        } else {
-            assert_eq!(our, their, "{k}");
-        }
-    }
+    assert_eq!(ours, torchvision_mini());
+    assert_eq!(MobileNetV2Mini::<Cpu>::PARAMETERS, 250_922);
 }
 
 #[test]
-fn the_mini_net_runs_and_prints_as_torchvision_does() -> staticnet::Result<()> {
-    let mut net = MobileNetV2MiniDense::new(&Cpu, 0)?;
-    let x = Images::<3, 32, 32>::zeros(2);
-    let out = net.forward(&x)?;
-    assert_eq!(out.len(), 2);
-    // The backward runs through sums with no activation after them, and around absent ones.
-    let loss = net.train_step(&x, &[1, 7], &mut Sgd::new(0.01))?;
-    assert!(loss.loss.is_finite());
+fn the_mini_net_prints_as_torchvision_does() -> staticnet::Result<()> {
+    let net = MobileNetV2Mini::new(&Cpu, 0)?;
     let printed = net.to_string();
     // The functional ops are no modules: not printed, no index.
     assert!(!printed.contains("AdaptiveAvgPool2d") && !printed.contains("Flatten"), "{printed}");
-    // Line by line torchvision's print(model) (the fixture's metadata), but for what this branch
-    // lacks: ReLU for ReLU6, and no `groups=` on the depthwise convolutions.
+    // Line by line torchvision's print(model), from the fixture's metadata (the first line
+    // names the class: MobileNetV2Mini here).
     let (_, metadata) = StateDict::load_with_metadata(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mobilenet_v2_mini.safetensors"))?;
-    let torch: Vec<String> = metadata["model"]
-        .lines()
-        .map(|l| {
-            let l = l.replace("ReLU6(", "ReLU(");
-            match l.find(", groups=") {
-                Some(at) => {
-                    let end = at + l[at + 2..].find(", ").expect("bias=False follows") + 2;
-                    format!("{}{}", &l[..at], &l[end..])
-                }
-                None => l,
-            }
-        })
-        .collect();
+    let torch: Vec<&str> = metadata["model"].lines().collect();
     let ours: Vec<&str> = printed.lines().collect();
     assert_eq!(torch[0], "MobileNetV2(");
     assert_eq!(ours.len(), torch.len(), "{printed}");

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::nets::{CifarNet, MlpDropout, ModelA, ModelB, ModelC, NetBn, ResNet18, ResNetMini};
+use common::nets::{ActivationsMix, CifarNet, MlpDropout, MobileNetV2Mini, ModelA, ModelB, ModelC, NetBn, ResNet18, ResNetMini};
 use common::{Fixture, assert_close, assert_state};
 use staticnet::Logits;
 use staticnet::prelude::*;
@@ -26,22 +26,22 @@ where
 
     net.eval();
     let out = net.forward(&x).unwrap();
-    assert_close(out.as_slice(), &fx.f32("logits_eval"), LOGITS, &format!("{}: logits_eval", fx.name));
+    fx.check("logits_eval", out.as_slice(), LOGITS);
 
     if !fx.has("logits_train") {
         return;
     }
     net.train();
     let out = net.forward(&x).unwrap();
-    assert_close(out.as_slice(), &fx.f32("logits_train"), LOGITS, &format!("{}: logits_train", fx.name));
+    fx.check("logits_train", out.as_slice(), LOGITS);
     let step = net.loss_backward(&CrossEntropyLoss::default(), &labels).unwrap();
-    assert_close(&[step.loss], &fx.f32("loss"), LOGITS, &format!("{}: loss", fx.name));
+    fx.check("loss", &[step.loss], LOGITS);
     let mut grads = 0;
     for t in N::SPEC.tensors {
         let key = format!("grad.{}", t.name);
         if fx.has(&key) {
             let ours: Vec<f32> = net.grad(t.name).unwrap().iter().copied().collect();
-            assert_close(&ours, &fx.f32(&key), GRADS, &format!("{}: {key}", fx.name));
+            fx.check(&key, &ours, GRADS);
             grads += 1;
         }
     }
@@ -50,7 +50,7 @@ where
     for t in stats {
         let key = format!("after_forward.{}", t.name);
         match net.tensor(t.name).unwrap() {
-            Tensor::F32(a) => assert_close(&a.iter().copied().collect::<Vec<_>>(), &fx.f32(&key), LOGITS, &key),
+            Tensor::F32(a) => fx.check(&key, &a.iter().copied().collect::<Vec<_>>(), LOGITS),
             Tensor::I64(a) => assert_eq!(a.iter().copied().collect::<Vec<_>>(), fx.i64(&key), "{key}"),
         }
     }
@@ -72,7 +72,14 @@ where
 
 /// The fixtures with optimizer steps (`sgd3.*`, `adam3.*`; see tests/fixtures/README.md). Listed,
 /// not detected, so that a renamed key fails the test instead of skipping the steps.
-const WITH_STEPS: [&str; 5] = ["model_a", "model_b", "model_c", "net_bn", "cifar_net"];
+const WITH_STEPS: [&str; 7] = ["model_a", "model_b", "model_c", "net_bn", "cifar_net", "activations_mix", "mobilenet_v2_mini"];
+
+/// Fixtures whose optimizer steps are not compared, and why (printed when skipped).
+const STEPS_NOT_COMPARED: [(&str, &str); 1] = [(
+    "mobilenet_v2_mini",
+    "its gradients reach 1e3 on a batch of 4, so three steps at lr 0.01 are chaotic: PyTorch's own float32 and float64 \
+     (scripts/make_f64_references.py) differ by up to 53% in sgd3.* and adam3.* (its forward and gradients are compared)",
+)];
 
 fn all<B: Backend, N: Network<B>>(dev: &B, name: &'static str, new: impl Fn(&B, u64) -> staticnet::Result<N> + Copy)
 where
@@ -82,7 +89,10 @@ where
     forward_and_gradients(dev, &fx, new);
     let has_steps = fx.has(&format!("sgd3.{}", N::SPEC.tensors[0].name));
     assert_eq!(has_steps, WITH_STEPS.contains(&name), "{name}: sgd3.* keys present: {has_steps}");
-    if has_steps {
+    if let Some((_, why)) = STEPS_NOT_COMPARED.iter().find(|(n, _)| *n == name) {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED {name}: sgd3.*, adam3.*: {why}");
+    } else if has_steps {
         three_steps(dev, &fx, new, Sgd::new(0.01).momentum(0.9).weight_decay(1e-4), "sgd3.");
         three_steps(dev, &fx, new, Adam::new(1e-3).weight_decay(1e-3), "adam3.");
     }
@@ -112,6 +122,18 @@ on_every_backend! {
     /// ResNet-18's topology: residual sums, downsample shortcuts, torchvision's names.
     fn resnet_mini(dev) {
         all(dev, "resnet_mini", ResNetMini::new);
+    }
+
+    /// Depthwise and grouped convolutions, ReLU6, GELU (both forms), ELU, Hardswish, SiLU,
+    /// Identity and AdaptiveMaxPool2d.
+    fn activations_mix(dev) {
+        all(dev, "activations_mix", ActivationsMix::new);
+    }
+
+    /// torchvision's MobileNetV2 at width 0.25: inverted residual blocks with and without their
+    /// expansion layer, conditional sums, torchvision's names.
+    fn mobilenet_v2_mini(dev) {
+        all(dev, "mobilenet_v2_mini", MobileNetV2Mini::new);
     }
 
     fn mlp_dropout_eval(dev) {

@@ -75,6 +75,56 @@ network! {
     }
 }
 
+network! {
+    /// torchvision's Conv2dNormActivation with ReLU6.
+    block Conv2dNormActivation(in_channels, out_channels, kernel_size = 3, stride = 1, groups = 1) {
+        Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) / 2, groups = groups, bias = false),
+        BatchNorm2d(out_channels),
+        ReLU6(inplace = true),
+    }
+
+    /// torchvision's InvertedResidual.
+    block InvertedResidual(inp, oup, stride, expand_ratio) {
+        let hidden_dim = int(round(inp * expand_ratio));
+        conv: [
+            Conv2dNormActivation(inp, hidden_dim, kernel_size = 1) if expand_ratio != 1,
+            Conv2dNormActivation(hidden_dim, hidden_dim, stride = stride, groups = hidden_dim),
+            Conv2d(hidden_dim, oup, 1, 1, 0, bias = false),
+            BatchNorm2d(oup),
+        ],
+        + identity if stride == 1 && inp == oup,
+    }
+
+    /// torchvision's `mobilenet_v2(num_classes=10)` on 32 × 32 images (examples/mobilenet-v2.rs).
+    pub struct MobileNetV2Cifar {
+        input: [3, 32, 32],
+        features: [
+            Conv2dNormActivation(3, 32, stride = 2),
+            InvertedResidual(32, 16, 1, 1),
+            InvertedResidual(16, 24, 2, 6),
+            InvertedResidual(24, 24, 1, 6),
+            InvertedResidual(24, 32, 2, 6),
+            InvertedResidual(32, 32, 1, 6),
+            InvertedResidual(32, 32, 1, 6),
+            InvertedResidual(32, 64, 2, 6),
+            InvertedResidual(64, 64, 1, 6),
+            InvertedResidual(64, 64, 1, 6),
+            InvertedResidual(64, 64, 1, 6),
+            InvertedResidual(64, 96, 1, 6),
+            InvertedResidual(96, 96, 1, 6),
+            InvertedResidual(96, 96, 1, 6),
+            InvertedResidual(96, 160, 2, 6),
+            InvertedResidual(160, 160, 1, 6),
+            InvertedResidual(160, 160, 1, 6),
+            InvertedResidual(160, 320, 1, 6),
+            Conv2dNormActivation(320, 1280, kernel_size = 1),
+        ],
+        _: AdaptiveAvgPool2d((1, 1)),
+        _: Flatten,
+        classifier: [Dropout(0.2), Linear(1280, 10)],
+    }
+}
+
 /// Uniform values in [0, 1) and labels in 0..10, as `torch.rand` and `torch.randint` give.
 pub fn batch<I: Batch>(n: usize, seed: u64) -> (I, Vec<usize>) {
     let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;

@@ -159,3 +159,83 @@ network! {
         classifier: [Linear(32 * 3 * 3, 24), GELU(approximate = "tanh"), Linear(24, 10)],
     }
 }
+
+network! {
+    /// torchvision's Conv2dNormActivation with ReLU6 (a Sequential: its layers are 0, 1, 2).
+    block Conv2dNormActivation(in_channels, out_channels, kernel_size = 3, stride = 1, groups = 1) {
+        Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) / 2, groups = groups, bias = false),
+        BatchNorm2d(out_channels),
+        ReLU6(inplace = true),
+    }
+
+    /// torchvision's InvertedResidual.
+    block InvertedResidual(inp, oup, stride, expand_ratio) {
+        let hidden_dim = int(round(inp * expand_ratio));
+        conv: [
+            Conv2dNormActivation(inp, hidden_dim, kernel_size = 1) if expand_ratio != 1,
+            Conv2dNormActivation(hidden_dim, hidden_dim, stride = stride, groups = hidden_dim),
+            Conv2d(hidden_dim, oup, 1, 1, 0, bias = false),
+            BatchNorm2d(oup),
+        ],
+        + identity if stride == 1 && inp == oup,
+    }
+
+    /// torchvision's `mobilenet_v2()` (tests/fixtures/mobilenet_v2_state_dict.txt).
+    pub struct MobileNetV2 {
+        input: [3, 224, 224],
+        features: [
+            Conv2dNormActivation(3, 32, stride = 2),
+            InvertedResidual(32, 16, 1, 1),
+            InvertedResidual(16, 24, 2, 6),
+            InvertedResidual(24, 24, 1, 6),
+            InvertedResidual(24, 32, 2, 6),
+            InvertedResidual(32, 32, 1, 6),
+            InvertedResidual(32, 32, 1, 6),
+            InvertedResidual(32, 64, 2, 6),
+            InvertedResidual(64, 64, 1, 6),
+            InvertedResidual(64, 64, 1, 6),
+            InvertedResidual(64, 64, 1, 6),
+            InvertedResidual(64, 96, 1, 6),
+            InvertedResidual(96, 96, 1, 6),
+            InvertedResidual(96, 96, 1, 6),
+            InvertedResidual(96, 160, 2, 6),
+            InvertedResidual(160, 160, 1, 6),
+            InvertedResidual(160, 160, 1, 6),
+            InvertedResidual(160, 320, 1, 6),
+            Conv2dNormActivation(320, 1280, kernel_size = 1),
+        ],
+        _: AdaptiveAvgPool2d((1, 1)),
+        _: Flatten,
+        classifier: [Dropout(0.2), Linear(1280, 1000)],
+    }
+
+    /// torchvision's `mobilenet_v2(width_mult=0.25, num_classes=10, dropout=0.0)`
+    /// (tests/fixtures/mobilenet_v2_mini).
+    pub struct MobileNetV2Mini {
+        input: [3, 32, 32],
+        features: [
+            Conv2dNormActivation(3, 8, stride = 2),
+            InvertedResidual(8, 8, 1, 1),
+            InvertedResidual(8, 8, 2, 6),
+            InvertedResidual(8, 8, 1, 6),
+            InvertedResidual(8, 8, 2, 6),
+            InvertedResidual(8, 8, 1, 6),
+            InvertedResidual(8, 8, 1, 6),
+            InvertedResidual(8, 16, 2, 6),
+            InvertedResidual(16, 16, 1, 6),
+            InvertedResidual(16, 16, 1, 6),
+            InvertedResidual(16, 16, 1, 6),
+            InvertedResidual(16, 24, 1, 6),
+            InvertedResidual(24, 24, 1, 6),
+            InvertedResidual(24, 24, 1, 6),
+            InvertedResidual(24, 40, 2, 6),
+            InvertedResidual(40, 40, 1, 6),
+            InvertedResidual(40, 40, 1, 6),
+            InvertedResidual(40, 80, 1, 6),
+            Conv2dNormActivation(80, 1280, kernel_size = 1),
+        ],
+        _: AdaptiveAvgPool2d((1, 1)),
+        _: Flatten,
+        classifier: [Dropout(0.0), Linear(1280, 10)],
+    }
+}
