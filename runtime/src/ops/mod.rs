@@ -11,11 +11,14 @@
 //!
 //! ## What a new layer touches
 //!
-//! - A new element-wise activation (SiLU, GELU, …): a variant of [`Activation`] with its
-//!   forward, derivative and repr in `activation/` (`mod.rs`, `cpu.rs`, `cuda.cu`, the `kind`
-//!   number in `cuda.rs`); in the macro, its signature in `macros/src/layers.rs` and its
-//!   [`Activation`] value in `macros/src/check.rs` (the shape passes through unchanged), and its
-//!   row in the language reference (src/language.rs).
+//! - A new element-wise activation (SiLU, GELU, …): in `activation/`, a variant of
+//!   [`Activation`] with its forward and derivative and an entry in `Activation::EXAMPLES` (which
+//!   every kernel test runs through) and in the test's f64 reference (`mod.rs`), its case in
+//!   `cuda.cu` and its `kind` number in `cuda.rs`; in the macro, its signature
+//!   (`macros/src/layers.rs`), its check and PyTorch repr (`macros/src/check.rs`: the shape passes
+//!   through unchanged) and its `ops::Activation` value (`macros/src/expand/mod.rs`); and its row
+//!   in the language reference (src/language.rs). Commit "SiLU (#16)" is such a diff: seven
+//!   files, nothing else.
 //! - A new op: a folder here (`mod.rs` with the description, `cpu.rs`, `cuda.cu`, `cuda.rs`),
 //!   its variant of [`Op`], its source in `CUDA_SOURCES`, one method per pass in the
 //!   `Backend` trait and its two implementations (each one line, calling the folder's
