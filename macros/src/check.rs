@@ -925,7 +925,8 @@ fn gelu(cx: &mut Ctxt, a: &Args) -> Option<Act> {
 
 /// The element-wise activations: any shape; `inplace` is accepted and changes nothing.
 fn check_activation(cx: &mut Ctxt, a: &Args, at: &Here, act: impl Fn(&mut Ctxt, &Args) -> Option<Act>) -> Outcome {
-    let inplace = if a.sig.params.iter().any(|p| p.name == "inplace") { a.bool(cx, "inplace")?.value } else { false };
+    // A bad `inplace` is reported and taken as false: the shape passes through all the same.
+    let inplace = a.sig.params.iter().any(|p| p.name == "inplace") && a.bool(cx, "inplace").is_some_and(|b| b.value);
     let act = act(cx, a)?;
     // PyTorch shows `inplace` only when it is True.
     let display = match act {
@@ -1044,7 +1045,8 @@ fn check_pool2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
 fn check_adaptive_pool2d(cx: &mut Ctxt, a: &Args, at: &Here) -> Outcome {
     let kind = a.sig.kind;
     let image = need_image(cx, at, kind);
-    if kind == "AdaptiveMaxPool2d" && a.bool(cx, "return_indices")?.value {
+    // Reported, then checked on as if absent: the shape after it is known.
+    if kind == "AdaptiveMaxPool2d" && a.bool(cx, "return_indices").is_some_and(|r| r.value) {
         cx.error(a.value("return_indices")?.1, "AdaptiveMaxPool2d with return_indices = true is not supported: a layer of a listing passes on one tensor", None);
     }
     let (value, span) = a.value("output_size")?;
