@@ -30,7 +30,7 @@ impl CrossEntropyLoss {
 
 }
 
-/// PyTorch's `nn.NLLLoss()` (mean reduction): −input[label], for a network whose output is
+/// PyTorch's `nn.NLLLoss()` (mean reduction): −input\[label\], for a network whose output is
 /// log-probabilities (it ends in `LogSoftmax`; any other network is refused with an error naming
 /// its last layer, since the loss of raw scores has no lower bound).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

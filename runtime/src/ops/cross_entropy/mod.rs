@@ -2,7 +2,7 @@
 //! label smoothing): log-softmax and negative log-likelihood fused, forward and backward in one
 //! pass over the logits, never materialising the probabilities. With `log_probs`, PyTorch's
 //! `nn.NLLLoss` (mean reduction): the input already holds log-probabilities (a network ending in
-//! `LogSoftmax`), and the loss is −input[label].
+//! `LogSoftmax`), and the loss is −input\[label\].
 //!
 //! Tensors (per batch of `n`): `logits` (n, classes), `labels` (n) in 0..classes, `dlogits`
 //! (n, classes), written as `(softmax − target) / n`, or `−target / n` with `log_probs`.
