@@ -27,9 +27,11 @@ pub fn forward(act: Activation, len: usize, x: &[f32], y: &mut [f32]) {
 #[inline(always)]
 fn map(len: usize, x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
     y[..len].par_chunks_mut(BLOCK).zip(x[..len].par_chunks(BLOCK)).for_each(|(y, x)| {
-        for (y, &x) in y.iter_mut().zip(x) {
-            *y = f(x);
-        }
+        crate::ops::isa::with_avx2(|| {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = f(x);
+            }
+        })
     });
 }
 
@@ -49,9 +51,11 @@ pub fn backward(act: Activation, len: usize, x: &[f32], y: &[f32], dy: &[f32], d
 fn map_grad(len: usize, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32], f: impl Fn(f32, f32, f32) -> f32 + Sync) {
     dx[..len].par_chunks_mut(BLOCK).zip(dy[..len].par_chunks(BLOCK)).zip(x[..len].par_chunks(BLOCK).zip(y[..len].par_chunks(BLOCK))).for_each(
         |((dx, dy), (x, y))| {
-            for (((dx, &dy), &x), &y) in dx.iter_mut().zip(dy).zip(x).zip(y) {
-                *dx = f(x, y, dy);
-            }
+            crate::ops::isa::with_avx2(|| {
+                for (((dx, &dy), &x), &y) in dx.iter_mut().zip(dy).zip(x).zip(y) {
+                    *dx = f(x, y, dy);
+                }
+            })
         },
     );
 }

@@ -51,6 +51,11 @@ const LANES: usize = 8;
 /// smaller than a vector) dealt round the partial sums in turn, then the sums added in order.
 #[inline(always)]
 fn channel_sum(n: usize, c: usize, s: usize, ch: usize, a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
+    crate::ops::isa::with_avx2(|| channel_sum_body(n, c, s, ch, a, b, f))
+}
+
+#[inline(always)]
+fn channel_sum_body(n: usize, c: usize, s: usize, ch: usize, a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
     let mut lanes = [0.0f64; LANES];
     let mut next = 0;
     for img in 0..n {
@@ -92,11 +97,13 @@ fn normalise(op: &BatchNorm, n: usize, x: &[f32], wb: Option<&[f32]>, mean: &[f3
         })
         .unzip();
     y[..n * c * s].par_chunks_mut(c * s).zip(x[..n * c * s].par_chunks(c * s)).for_each(|(y, x)| {
-        for ((y, x), (&scale, &shift)) in y.chunks_exact_mut(s).zip(x.chunks_exact(s)).zip(scale.iter().zip(&shift)) {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = x * scale + shift;
+        crate::ops::isa::with_avx2(|| {
+            for ((y, x), (&scale, &shift)) in y.chunks_exact_mut(s).zip(x.chunks_exact(s)).zip(scale.iter().zip(&shift)) {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = x * scale + shift;
+                }
             }
-        }
+        })
     });
 }
 
@@ -126,21 +133,23 @@ pub fn backward(op: &BatchNorm, n: usize, batch_stats: bool, x: &[f32], wb: Opti
         let (sum_dy, sum_dy_xhat) = (&*sum_dy, &*sum_dy_xhat);
         // One image per task, channel by channel (a plane can be one float).
         dx[..n * c * s].par_chunks_mut(c * s).zip(dy[..n * c * s].par_chunks(c * s)).zip(x[..n * c * s].par_chunks(c * s)).for_each(|((dx, dy), x)| {
-            for (ch, ((dx, dy), x)) in dx.chunks_exact_mut(s).zip(dy.chunks_exact(s)).zip(x.chunks_exact(s)).enumerate() {
-                let gamma = wb.map_or(1.0, |wb| wb[ch]);
-                let k = gamma * invstd[ch];
-                if batch_stats {
-                    let (md, mdx) = (sum_dy[ch] / count, sum_dy_xhat[ch] / count);
-                    for ((dx, &g), &v) in dx.iter_mut().zip(dy).zip(x) {
-                        let xhat = (v - mean[ch]) * invstd[ch];
-                        *dx = k * (g - md - xhat * mdx);
-                    }
-                } else {
-                    for (dx, &g) in dx.iter_mut().zip(dy) {
-                        *dx = k * g;
+            crate::ops::isa::with_avx2(|| {
+                for (ch, ((dx, dy), x)) in dx.chunks_exact_mut(s).zip(dy.chunks_exact(s)).zip(x.chunks_exact(s)).enumerate() {
+                    let gamma = wb.map_or(1.0, |wb| wb[ch]);
+                    let k = gamma * invstd[ch];
+                    if batch_stats {
+                        let (md, mdx) = (sum_dy[ch] / count, sum_dy_xhat[ch] / count);
+                        for ((dx, &g), &v) in dx.iter_mut().zip(dy).zip(x) {
+                            let xhat = (v - mean[ch]) * invstd[ch];
+                            *dx = k * (g - md - xhat * mdx);
+                        }
+                    } else {
+                        for (dx, &g) in dx.iter_mut().zip(dy) {
+                            *dx = k * g;
+                        }
                     }
                 }
-            }
+            })
         });
     }
 }
