@@ -642,8 +642,9 @@ fn padded_filter_grad(op: &Conv2d, g: &Geo, n: usize, x: &[f32], dy: &[f32], rel
     });
 }
 
-/// Depthwise convolutions of small planes (at most `SMALL_PLANE` pixels in and out:
-/// MobileNetV2's 8 × 8 down to 1 × 1 on 32 × 32 images), eight channels at a time.
+/// Depthwise convolutions with small output planes (at most `SMALL_PLANE` = 64 pixels, of
+/// inputs of at most 16 × 16: MobileNetV2's 8 × 8 down to 1 × 1 on 32 × 32 images), eight
+/// channels at a time.
 ///
 /// For such planes the padded-plane path above is mostly overhead: a 2 × 2 plane is copied into
 /// a zeroed 4 × 4 one (plus a vector of zeros) and a flat pass computes a whole vector for 4
@@ -659,8 +660,15 @@ pub(super) mod small {
 
     use super::{Conv2d, LANES};
 
-    /// Input and output planes of at most this many pixels go through this path.
+    /// Output planes of at most this many pixels, of input planes of at most [`SMALL_IN`],
+    /// go through this path. Measured (96 channels, batch 128): 16 × 16 → 8 × 8 (stride 2)
+    /// forward 2.9 → 1.6–1.9 ms, filter gradient 3.1 → 1.6–1.9 ms on one thread; but 16 × 16
+    /// with stride 1 slower, 3.5–4.3 → 4.6–6.0 ms (256 outputs of 9 listed taps each, against
+    /// the padded path's 9 vectors per 8 outputs).
     pub(super) const SMALL_PLANE: usize = 64;
+
+    /// The largest input plane of this path (the stack buffers' size).
+    const SMALL_IN: usize = 256;
 
     /// Eight channels' values of one pixel.
     type Lanes = [f32; LANES];
@@ -689,7 +697,7 @@ pub(super) mod small {
         if NO_SMALL.with(|c| c.get()) {
             return false;
         }
-        op.is_depthwise() && op.h_in * op.w_in <= SMALL_PLANE && op.h_out * op.w_out <= SMALL_PLANE
+        op.is_depthwise() && op.h_in * op.w_in <= SMALL_IN && op.h_out * op.w_out <= SMALL_PLANE
     }
 
     #[cfg(test)]
@@ -802,7 +810,7 @@ pub(super) mod small {
     #[inline(always)]
     fn image_forward_body<const FMA: bool>(s: &Taps, x: &[f32], wt: &[Lanes], bt: &[Lanes], relu: bool, y: &mut [f32]) {
         let c = x.len() / s.p_in;
-        let mut xt = [[0.0f32; LANES]; SMALL_PLANE];
+        let mut xt = [[0.0f32; LANES]; SMALL_IN];
         let mut yt = [[0.0f32; LANES]; SMALL_PLANE];
         for (b, (w, &bias)) in wt.chunks_exact(s.taps).zip(bt).enumerate() {
             let (c0, lanes) = (b * LANES, LANES.min(c - b * LANES));
@@ -824,7 +832,7 @@ pub(super) mod small {
     fn image_data_grad_body<const FMA: bool>(s: &Taps, dy: &[f32], relu_y: Option<&[f32]>, wt: &[Lanes], dx: &mut [f32]) {
         let c = dy.len() / s.p_out;
         let mut dyt = [[0.0f32; LANES]; SMALL_PLANE];
-        let mut dxt = [[0.0f32; LANES]; SMALL_PLANE];
+        let mut dxt = [[0.0f32; LANES]; SMALL_IN];
         for (b, w) in wt.chunks_exact(s.taps).enumerate() {
             let (c0, lanes) = (b * LANES, LANES.min(c - b * LANES));
             gather(&mut dyt, &dy[c0 * s.p_out..], relu_y.map(|y| &y[c0 * s.p_out..]), s.p_out, lanes);
@@ -845,7 +853,7 @@ pub(super) mod small {
     #[inline(always)]
     fn block_filter_grad_body<const FMA: bool>(s: &Taps, x: &[f32], dy: &[f32], relu_y: Option<&[f32]>, c0: usize, lanes: usize, c: usize, acc: &mut [Lanes]) {
         let n = x.len() / (c * s.p_in);
-        let mut xt = [[0.0f32; LANES]; SMALL_PLANE];
+        let mut xt = [[0.0f32; LANES]; SMALL_IN];
         let mut dyt = [[0.0f32; LANES]; SMALL_PLANE];
         for img in 0..n {
             let at = (img * c + c0) * s.p_out;

@@ -303,6 +303,8 @@ mod tests {
             Conv2d::new(16, 16, [4, 4], [3, 3], [1, 1], [1, 1], [1, 1], 16, true),
             Conv2d::new(11, 11, [4, 4], [3, 3], [2, 2], [1, 1], [1, 1], 11, false),
             Conv2d::new(3, 3, [2, 3], [5, 5], [1, 1], [2, 2], [1, 1], 3, true),
+            // an input larger than the small output plane: 16x15 with stride 2 to 8x8
+            Conv2d::new(9, 9, [16, 15], [3, 3], [2, 2], [1, 1], [1, 1], 9, true),
         ]
     }
 
