@@ -675,6 +675,8 @@ pub(super) mod small {
 
     /// The taps of a small depthwise convolution that land inside the input, three ways.
     pub(super) struct Taps {
+        /// Channels.
+        c: usize,
         p_in: usize,
         p_out: usize,
         taps: usize,
@@ -729,7 +731,8 @@ pub(super) mod small {
         pub(super) fn of(op: &Conv2d) -> Self {
             let (kh, kw) = (op.kernel[0], op.kernel[1]);
             // (output, input, tap) for every tap that lands inside the input.
-            let mut hits = Vec::new();
+            type Hit = (usize, usize, usize);
+            let mut hits: Vec<Hit> = Vec::new();
             for oy in 0..op.h_out {
                 for ox in 0..op.w_out {
                     for ky in 0..kh {
@@ -746,12 +749,12 @@ pub(super) mod small {
                     }
                 }
             }
-            let list = |f: fn(&(usize, usize, usize)) -> (usize, u32, u32), keys| by_key(keys, &hits.iter().map(f).collect::<Vec<_>>());
+            let list = |f: fn(&Hit) -> (usize, u32, u32), keys| by_key(keys, &hits.iter().map(f).collect::<Vec<_>>());
             let (p_in, p_out, taps) = (op.h_in * op.w_in, op.h_out * op.w_out, kh * kw);
             let (fwd, fwd_at) = list(|&(o, i, t)| (o, i as u32, t as u32), p_out);
             let (bwd, bwd_at) = list(|&(o, i, t)| (i, o as u32, t as u32), p_in);
             let (per_tap, per_tap_at) = list(|&(o, i, t)| (t, o as u32, i as u32), taps);
-            Taps { p_in, p_out, taps, fwd, fwd_at, bwd, bwd_at, per_tap, per_tap_at }
+            Taps { c: op.c_out, p_in, p_out, taps, fwd, fwd_at, bwd, bwd_at, per_tap, per_tap_at }
         }
     }
 
@@ -803,7 +806,7 @@ pub(super) mod small {
 
     dispatch!(image_forward, image_forward_avx2, image_forward_body, (s: &Taps, x: &[f32], wt: &[Lanes], bt: &[Lanes], relu: bool, y: &mut [f32]));
     dispatch!(image_data_grad, image_data_grad_avx2, image_data_grad_body, (s: &Taps, dy: &[f32], relu_y: Option<&[f32]>, wt: &[Lanes], dx: &mut [f32]));
-    dispatch!(block_filter_grad, block_filter_grad_avx2, block_filter_grad_body, (s: &Taps, x: &[f32], dy: &[f32], relu_y: Option<&[f32]>, c0: usize, lanes: usize, c: usize, acc: &mut [Lanes]));
+    dispatch!(block_filter_grad, block_filter_grad_avx2, block_filter_grad_body, (s: &Taps, x: &[f32], dy: &[f32], relu_y: Option<&[f32]>, c0: usize, lanes: usize, acc: &mut [Lanes]));
 
     /// One image's output planes `y` (all channels), from its input planes `x`; `wt`, `bt`: the
     /// blocked weights and biases.
@@ -848,10 +851,10 @@ pub(super) mod small {
     }
 
     /// acc[tap][l] += Σ over the images of Σ dY · (the inputs tap read), for channels
-    /// c0..c0 + lanes of `c`; `x` and `dy` the whole batch.
-    #[allow(clippy::too_many_arguments)]
+    /// c0..c0 + lanes; `x` and `dy` the whole batch.
     #[inline(always)]
-    fn block_filter_grad_body<const FMA: bool>(s: &Taps, x: &[f32], dy: &[f32], relu_y: Option<&[f32]>, c0: usize, lanes: usize, c: usize, acc: &mut [Lanes]) {
+    fn block_filter_grad_body<const FMA: bool>(s: &Taps, x: &[f32], dy: &[f32], relu_y: Option<&[f32]>, c0: usize, lanes: usize, acc: &mut [Lanes]) {
+        let c = s.c;
         let n = x.len() / (c * s.p_in);
         let mut xt = [[0.0f32; LANES]; SMALL_IN];
         let mut dyt = [[0.0f32; LANES]; SMALL_PLANE];
@@ -916,7 +919,7 @@ pub(super) mod small {
         dw[..op.weight_len()].par_chunks_mut(LANES * s.taps).enumerate().for_each(|(b, dw)| {
             let (c0, lanes) = (b * LANES, LANES.min(op.c_out - b * LANES));
             let mut acc = vec![[0.0f32; LANES]; s.taps];
-            block_filter_grad(&s, x, dy, relu_y, c0, lanes, op.c_out, &mut acc);
+            block_filter_grad(&s, x, dy, relu_y, c0, lanes, &mut acc);
             for (l, dw) in dw.chunks_exact_mut(s.taps).enumerate() {
                 for (t, w) in dw.iter_mut().enumerate() {
                     *w += acc[t][l];
