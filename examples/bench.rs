@@ -263,6 +263,11 @@ fn main() -> std::process::ExitCode {
                 ("depthwise 96ch 16x16 s1", Conv2d::new(96, 96, [16, 16], [3, 3], [1, 1], [1, 1], [1, 1], 96, false), 128),
                 ("depthwise 144ch 8x8 s1", Conv2d::new(144, 144, [8, 8], [3, 3], [1, 1], [1, 1], [1, 1], 144, false), 128),
                 ("depthwise 96ch 16x16 s2", Conv2d::new(96, 96, [16, 16], [3, 3], [2, 2], [1, 1], [1, 1], 96, false), 128),
+                // MobileNetV2's smallest planes on 32 x 32 images.
+                ("depthwise 192ch 4x4 s1", Conv2d::new(192, 192, [4, 4], [3, 3], [1, 1], [1, 1], [1, 1], 192, false), 128),
+                ("depthwise 576ch 2x2 s1", Conv2d::new(576, 576, [2, 2], [3, 3], [1, 1], [1, 1], [1, 1], 576, false), 128),
+                ("depthwise 576ch 2x2 s2", Conv2d::new(576, 576, [2, 2], [3, 3], [2, 2], [1, 1], [1, 1], 576, false), 128),
+                ("depthwise 960ch 1x1 s1", Conv2d::new(960, 960, [1, 1], [3, 3], [1, 1], [1, 1], [1, 1], 960, false), 128),
                 ("depthwise 32ch 32x32 5x5", Conv2d::new(32, 32, [32, 32], [5, 5], [1, 1], [2, 2], [1, 1], 32, false), 128),
                 ("groups=4 64ch 16x16", Conv2d::new(64, 64, [16, 16], [3, 3], [1, 1], [1, 1], [1, 1], 4, true), 32),
             ]

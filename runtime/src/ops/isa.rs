@@ -97,3 +97,21 @@ pub fn set_isa(isa: Isa) -> Result<()> {
         Err(_) => Err(Error::Backend(format!("set_isa({}): the kernels already use {}; choose before the first network runs", isa.name(), self::isa().name()))),
     }
 }
+
+/// Runs `f` from a function compiled for AVX2 (and FMA) where [`avx2`] allows, else as it is:
+/// for element-wise loops (batch norm, activations) that LLVM vectorises for the build target
+/// (SSE2, 4 floats or 2 doubles) unless the code it inlines `f` into may use AVX2. LLVM does
+/// not fuse a·b + c into an FMA on its own, so the results are the same either way.
+#[inline(always)]
+pub fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        #[target_feature(enable = "avx2,fma")]
+        fn run<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the processor has AVX2 and FMA (checked just above).
+        return unsafe { run(f) };
+    }
+    f()
+}

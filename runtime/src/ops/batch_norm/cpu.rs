@@ -1,5 +1,9 @@
-//! Batch normalization on the CPU: statistics one channel per task (summed in f64), then the
-//! elementwise part one (sample, channel) plane per task.
+//! Batch normalization on the CPU: statistics one channel per task (summed in f64, in
+//! [`LANES`] partial sums), then the elementwise part one image per task.
+//!
+//! MobileNetV2 on 32 × 32 images has planes of 16 × 16 down to 1 × 1 (128 × 1280 planes of one
+//! float): one task per plane, and a single f64 running sum per channel (each add waiting on
+//! the last, 4 cycles), made batch norm 36% of its train step.
 
 use rayon::prelude::*;
 
@@ -13,9 +17,8 @@ pub fn forward_train(op: &BatchNorm, n: usize, x: &[f32], wb: Option<&[f32]>, ru
     let count = (n * s) as f64;
     let (mean, invstd) = saved[..2 * c].split_at_mut(c);
     let stats = |ch: usize| {
-        let plane = |b: usize| &x[(b * c + ch) * s..(b * c + ch + 1) * s];
-        let mu = (0..n).map(|b| plane(b).iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() / count;
-        let var = (0..n).map(|b| plane(b).iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>()).sum::<f64>() / count;
+        let mu = channel_sum(n, c, s, ch, x, x, |v, _| v as f64) / count;
+        let var = channel_sum(n, c, s, ch, x, x, |v, _| (v as f64 - mu).powi(2)) / count;
         (mu, var, (1.0 / (var + op.eps as f64).sqrt()) as f32)
     };
     let per_channel = mean.par_iter_mut().zip(invstd.par_iter_mut()).enumerate();
@@ -39,6 +42,38 @@ pub fn forward_train(op: &BatchNorm, n: usize, x: &[f32], wb: Option<&[f32]>, ru
     normalise(op, n, x, wb, mean, invstd, y);
 }
 
+/// Partial sums of a channel's sums: [`LANES`] f64s, which LLVM vectorises and whose adds do not
+/// wait on each other.
+const LANES: usize = 8;
+
+/// Σ f(a[i], b[i]) over the indices i of channel `ch`'s n planes of `s` (of `c` channels), in
+/// f64: whole vectors of a plane in [`LANES`] partial sums, the rest of a plane (all of a plane
+/// smaller than a vector) dealt round the partial sums in turn, then the sums added in order.
+#[inline(always)]
+fn channel_sum(n: usize, c: usize, s: usize, ch: usize, a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
+    crate::ops::isa::with_avx2(|| channel_sum_body(n, c, s, ch, a, b, f))
+}
+
+#[inline(always)]
+fn channel_sum_body(n: usize, c: usize, s: usize, ch: usize, a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    let mut next = 0;
+    for img in 0..n {
+        let at = (img * c + ch) * s;
+        let (pa, pb) = (a[at..][..s].chunks_exact(LANES), b[at..][..s].chunks_exact(LANES));
+        for (l, (&u, &v)) in pa.remainder().iter().zip(pb.remainder()).enumerate() {
+            lanes[(next + l) % LANES] += f(u, v);
+        }
+        next = (next + s % LANES) % LANES;
+        for (u, v) in pa.zip(pb) {
+            for l in 0..LANES {
+                lanes[l] += f(u[l], v[l]);
+            }
+        }
+    }
+    lanes.iter().sum()
+}
+
 /// Evaluation forward: normalise with the running statistics (saved for the backward).
 pub fn forward_eval(op: &BatchNorm, n: usize, x: &[f32], wb: Option<&[f32]>, running: &[f32], saved: &mut [f32], y: &mut [f32]) {
     let c = op.c;
@@ -50,17 +85,25 @@ pub fn forward_eval(op: &BatchNorm, n: usize, x: &[f32], wb: Option<&[f32]>, run
     normalise(op, n, x, wb, mean, invstd, y);
 }
 
-/// y = (x − mean)·invstd·γ + β, one plane per task.
+/// y = (x − mean)·invstd·γ + β, one image per task (a plane can be one float).
 fn normalise(op: &BatchNorm, n: usize, x: &[f32], wb: Option<&[f32]>, mean: &[f32], invstd: &[f32], y: &mut [f32]) {
     let (c, s) = (op.c, op.spatial);
-    y[..n * c * s].par_chunks_mut(s).zip(x[..n * c * s].par_chunks(s)).enumerate().for_each(|(plane, (y, x))| {
-        let ch = plane % c;
-        let (gamma, beta) = wb.map_or((1.0, 0.0), |wb| (wb[ch], wb[c + ch]));
-        let scale = invstd[ch] * gamma;
-        let shift = beta - mean[ch] * scale;
-        for (y, &x) in y.iter_mut().zip(x) {
-            *y = x * scale + shift;
-        }
+    // y = x·scale + shift per channel, computed once, not once per plane.
+    let (scale, shift): (Vec<f32>, Vec<f32>) = (0..c)
+        .map(|ch| {
+            let (gamma, beta) = wb.map_or((1.0, 0.0), |wb| (wb[ch], wb[c + ch]));
+            let scale = invstd[ch] * gamma;
+            (scale, beta - mean[ch] * scale)
+        })
+        .unzip();
+    y[..n * c * s].par_chunks_mut(c * s).zip(x[..n * c * s].par_chunks(c * s)).for_each(|(y, x)| {
+        crate::ops::isa::with_avx2(|| {
+            for ((y, x), (&scale, &shift)) in y.chunks_exact_mut(s).zip(x.chunks_exact(s)).zip(scale.iter().zip(&shift)) {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = x * scale + shift;
+                }
+            }
+        })
     });
 }
 
@@ -75,14 +118,9 @@ pub fn backward(op: &BatchNorm, n: usize, batch_stats: bool, x: &[f32], wb: Opti
     // Per channel: Σ dy and Σ dy·x̂ (in the second half of `saved`).
     let (sum_dy, sum_dy_xhat) = sums.split_at_mut(c);
     sum_dy.par_iter_mut().zip(sum_dy_xhat.par_iter_mut()).enumerate().for_each(|(ch, (sd, sdx))| {
-        let (mut a, mut b) = (0.0f64, 0.0f64);
-        for bi in 0..n {
-            let r = (bi * c + ch) * s..(bi * c + ch + 1) * s;
-            for (&g, &v) in dy[r.clone()].iter().zip(&x[r]) {
-                a += g as f64;
-                b += g as f64 * ((v - mean[ch]) * invstd[ch]) as f64;
-            }
-        }
+        let (m, inv) = (mean[ch], invstd[ch]);
+        let a = channel_sum(n, c, s, ch, dy, dy, |g, _| g as f64);
+        let b = channel_sum(n, c, s, ch, dy, x, |g, v| g as f64 * ((v - m) * inv) as f64);
         (*sd, *sdx) = (a as f32, b as f32);
     });
     if let Some(dwb) = dwb {
@@ -93,23 +131,25 @@ pub fn backward(op: &BatchNorm, n: usize, batch_stats: bool, x: &[f32], wb: Opti
     }
     if let Some(dx) = dx {
         let (sum_dy, sum_dy_xhat) = (&*sum_dy, &*sum_dy_xhat);
-        dx[..n * c * s].par_chunks_mut(s).zip(dy[..n * c * s].par_chunks(s)).zip(x[..n * c * s].par_chunks(s)).enumerate().for_each(
-            |(plane, ((dx, dy), x))| {
-                let ch = plane % c;
-                let gamma = wb.map_or(1.0, |wb| wb[ch]);
-                let k = gamma * invstd[ch];
-                if batch_stats {
-                    let (md, mdx) = (sum_dy[ch] / count, sum_dy_xhat[ch] / count);
-                    for ((dx, &g), &v) in dx.iter_mut().zip(dy).zip(x) {
-                        let xhat = (v - mean[ch]) * invstd[ch];
-                        *dx = k * (g - md - xhat * mdx);
-                    }
-                } else {
-                    for (dx, &g) in dx.iter_mut().zip(dy) {
-                        *dx = k * g;
+        // One image per task, channel by channel (a plane can be one float).
+        dx[..n * c * s].par_chunks_mut(c * s).zip(dy[..n * c * s].par_chunks(c * s)).zip(x[..n * c * s].par_chunks(c * s)).for_each(|((dx, dy), x)| {
+            crate::ops::isa::with_avx2(|| {
+                for (ch, ((dx, dy), x)) in dx.chunks_exact_mut(s).zip(dy.chunks_exact(s)).zip(x.chunks_exact(s)).enumerate() {
+                    let gamma = wb.map_or(1.0, |wb| wb[ch]);
+                    let k = gamma * invstd[ch];
+                    if batch_stats {
+                        let (md, mdx) = (sum_dy[ch] / count, sum_dy_xhat[ch] / count);
+                        for ((dx, &g), &v) in dx.iter_mut().zip(dy).zip(x) {
+                            let xhat = (v - mean[ch]) * invstd[ch];
+                            *dx = k * (g - md - xhat * mdx);
+                        }
+                    } else {
+                        for (dx, &g) in dx.iter_mut().zip(dy) {
+                            *dx = k * g;
+                        }
                     }
                 }
-            },
-        );
+            })
+        });
     }
 }

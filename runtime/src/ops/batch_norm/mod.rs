@@ -106,7 +106,14 @@ mod tests {
 
     #[test]
     fn backward_matches_finite_differences() {
-        for (op, n) in [(BatchNorm::new(3, 5 * 7, 1e-5, Some(0.1), true, true), 3), (BatchNorm::new(6, 1, 1e-5, Some(0.1), true, true), 5)] {
+        // Planes of whole vectors and a remainder, of one float, of whole vectors only, and smaller
+        // than a vector (the CPU's partial sums deal those round in turn).
+        for (op, n) in [
+            (BatchNorm::new(3, 5 * 7, 1e-5, Some(0.1), true, true), 3),
+            (BatchNorm::new(6, 1, 1e-5, Some(0.1), true, true), 5),
+            (BatchNorm::new(4, 16, 1e-5, Some(0.1), true, true), 3),
+            (BatchNorm::new(5, 4, 1e-5, Some(0.1), true, true), 7),
+        ] {
             let x = random(n * op.x_len(), 11);
             let wb: Vec<f32> = random(2 * op.c, 12).iter().map(|v| v + 1.0).collect();
             let dy = random(x.len(), 13);

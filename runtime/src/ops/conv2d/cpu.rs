@@ -182,6 +182,18 @@ pub fn backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32], relu_y
     }
 }
 
+/// The padded input of the indirect kernels: `x` itself when there is no padding and no mask
+/// (1 × 1 convolutions, whose "padded" input is a plain copy: copying the whole batch, plane by
+/// plane, before every forward and filter gradient took 14% of a MobileNetV2 train step), else
+/// [`pad_input`] into `buf`.
+fn padded_input<'a>(op: &Conv2d, n: usize, x: &'a [f32], mask: Option<&[f32]>, buf: &'a mut [f32]) -> &'a [f32] {
+    if op.padding == [0, 0] && mask.is_none() {
+        return &x[..n * op.x_len()];
+    }
+    pad_input(op, n, x, mask, buf);
+    buf
+}
+
 /// Copies x (n, c, h, w) into the middle of a zeroed (n, c, hp, wp) buffer, masked by
 /// `relu_y > 0` when given.
 fn pad_input(op: &Conv2d, n: usize, x: &[f32], relu_y: Option<&[f32]>, xp: &mut [f32]) {
@@ -265,7 +277,7 @@ fn indirect_forward(
     let co_pad = co.div_ceil(nr) * nr;
     let j_total = n * p;
     let [xp, weights, taps, partial, _, _] = split(scratch, &l);
-    pad_input(op, n, x, x_mask, xp);
+    let xp = padded_input(op, n, x, x_mask, xp);
     // Wᵀ in panels of NR channels: weights[(q·K + tap)·NR + lane] = weight of channel q·NR + lane.
     weights.par_chunks_mut(k * nr).enumerate().for_each(|(q, panel)| {
         let Some(tap_at) = &tap_at else {
@@ -283,7 +295,7 @@ fn indirect_forward(
     });
     let taps = as_u32(taps);
     tap_offsets(op, taps);
-    let (xp, weights, taps) = (&*xp, &*weights, &*taps);
+    let (weights, taps) = (&*weights, &*taps);
     let pad = Padded::of(op);
     let out = SendPtr(y.as_mut_ptr());
     let part = SendPtr(partial.as_mut_ptr());
@@ -405,7 +417,7 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
     let (co_pad, k_pad) = (co.div_ceil(nr) * nr, k.div_ceil(mr) * mr);
     let j_total = n * p;
     let [xp, _, taps, dyt, cols, partials] = split(scratch, &l);
-    pad_input(op, n, x, None, xp);
+    let xp = padded_input(op, n, x, None, xp);
     let taps = as_u32(taps);
     tap_offsets(op, taps);
     let pad = Padded::of(op);
@@ -419,7 +431,7 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
         let mask = relu_y.map(|y| &y[(img * co + channels.start) * p..(img * co + channels.end) * p]);
         crate::ops::transpose::masked_transpose(src, mask, channels.len(), p, dst, nr);
     });
-    let (xp, taps, dyt, cols) = (&*xp, &*taps, &*dyt, &*cols);
+    let (taps, dyt, cols) = (&*taps, &*dyt, &*cols);
     let t_count = threads().min(j_total.div_ceil(KC)).max(1);
     let per = j_total.div_ceil(t_count);
     let part_len = k_pad * co_pad + co;

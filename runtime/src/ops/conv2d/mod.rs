@@ -294,67 +294,93 @@ mod tests {
             // a channel multiplier of 2 (c_out = 2·c_in, groups = c_in)
             Conv2d::new(3, 6, [7, 9], [3, 3], [1, 1], [1, 1], [1, 1], 3, true),
             Conv2d::new(4, 8, [8, 8], [5, 5], [2, 2], [2, 2], [1, 1], 4, false),
+            // small planes (depthwise.rs's `small` path, eight channels at a time): 11 and 13
+            // channels leave a partial block of lanes; 1x1 with padding 1 reads the centre tap
+            // alone; 2x2 and 4x4 with stride 1 and 2; a 5x5 kernel wider than its 2x3 plane
+            Conv2d::new(11, 11, [1, 1], [3, 3], [1, 1], [1, 1], [1, 1], 11, true),
+            Conv2d::new(13, 13, [2, 2], [3, 3], [1, 1], [1, 1], [1, 1], 13, false),
+            Conv2d::new(9, 9, [2, 2], [3, 3], [2, 2], [1, 1], [1, 1], 9, true),
+            Conv2d::new(16, 16, [4, 4], [3, 3], [1, 1], [1, 1], [1, 1], 16, true),
+            Conv2d::new(11, 11, [4, 4], [3, 3], [2, 2], [1, 1], [1, 1], 11, false),
+            Conv2d::new(3, 3, [2, 3], [5, 5], [1, 1], [2, 2], [1, 1], 3, true),
+            // an input larger than the small output plane: 16x15 with stride 2 to 8x8
+            Conv2d::new(9, 9, [16, 15], [3, 3], [2, 2], [1, 1], [1, 1], 9, true),
         ]
+    }
+
+    /// Runs `f` on each depthwise path: the small-plane one where a shape takes it, then the
+    /// padded-plane one on every shape (so both stay covered by every grouped case).
+    fn on_both_paths(f: impl Fn()) {
+        f();
+        depthwise::small::NO_SMALL.with(|c| c.set(true));
+        f();
+        depthwise::small::NO_SMALL.with(|c| c.set(false));
     }
 
     #[test]
     fn grouped_forward_matches_definition() {
-        for op in grouped_cases() {
-            for relu in [false, true] {
-                let n = 3;
-                let x = random(n * op.x_len(), 11);
-                let wb = random(op.param_len(), 12);
-                let mut y = vec![f32::NAN; n * op.y_len()];
-                let mut scratch = vec![f32::NAN; cpu::scratch_len(&op, n)];
-                cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch, relu);
-                let mut want = naive(&op, n, &to_f64(&x), &to_f64(&wb));
-                if relu {
-                    want.iter_mut().for_each(|v| *v = v.max(0.0));
+        on_both_paths(|| {
+            for op in grouped_cases() {
+                for relu in [false, true] {
+                    let n = 3;
+                    let x = random(n * op.x_len(), 11);
+                    let wb = random(op.param_len(), 12);
+                    let mut y = vec![f32::NAN; n * op.y_len()];
+                    let mut scratch = vec![f32::NAN; cpu::scratch_len(&op, n)];
+                    cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch, relu);
+                    let mut want = naive(&op, n, &to_f64(&x), &to_f64(&wb));
+                    if relu {
+                        want.iter_mut().for_each(|v| *v = v.max(0.0));
+                    }
+                    assert_close(&y, &want, 1e-5, &format!("{op:?}, relu {relu}"));
                 }
-                assert_close(&y, &want, 1e-5, &format!("{op:?}, relu {relu}"));
             }
-        }
+        });
     }
 
     #[test]
     fn grouped_backward_matches_finite_differences() {
-        for op in grouped_cases() {
-            let n = 2;
-            let (x, wb, dy) = (random(n * op.x_len(), 14), random(op.param_len(), 15), random(n * op.y_len(), 16));
-            let mut dx = vec![f32::NAN; x.len()];
-            // Parameter gradients accumulate: start from 1 and expect 1 + the gradient.
-            let mut dwb = vec![1.0; wb.len()];
-            let mut scratch = vec![f32::NAN; cpu::scratch_len(&op, n)];
-            cpu::backward(&op, n, &x, &wb, &dy, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
-            let (at, want_dx) = numeric_grad_sampled(|x| naive(&op, n, x, &to_f64(&wb)), &x, &dy, 400);
-            let got: Vec<f32> = at.iter().map(|&i| dx[i]).collect();
-            assert_close(&got, &want_dx, 1e-4, &format!("dx of {op:?}"));
-            // Every weight and bias (grouped weights are few).
-            let (at, want_dwb) = numeric_grad_sampled(|wb| naive(&op, n, &to_f64(&x), wb), &wb, &dy, wb.len());
-            assert_eq!(at.len(), wb.len());
-            let want: Vec<f64> = want_dwb.iter().map(|g| g + 1.0).collect();
-            assert_close(&dwb, &want, 1e-4, &format!("dwb of {op:?}"));
-        }
+        on_both_paths(|| {
+            for op in grouped_cases() {
+                let n = 2;
+                let (x, wb, dy) = (random(n * op.x_len(), 14), random(op.param_len(), 15), random(n * op.y_len(), 16));
+                let mut dx = vec![f32::NAN; x.len()];
+                // Parameter gradients accumulate: start from 1 and expect 1 + the gradient.
+                let mut dwb = vec![1.0; wb.len()];
+                let mut scratch = vec![f32::NAN; cpu::scratch_len(&op, n)];
+                cpu::backward(&op, n, &x, &wb, &dy, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
+                let (at, want_dx) = numeric_grad_sampled(|x| naive(&op, n, x, &to_f64(&wb)), &x, &dy, 400);
+                let got: Vec<f32> = at.iter().map(|&i| dx[i]).collect();
+                assert_close(&got, &want_dx, 1e-4, &format!("dx of {op:?}"));
+                // Every weight and bias (grouped weights are few).
+                let (at, want_dwb) = numeric_grad_sampled(|wb| naive(&op, n, &to_f64(&x), wb), &wb, &dy, wb.len());
+                assert_eq!(at.len(), wb.len());
+                let want: Vec<f64> = want_dwb.iter().map(|g| g + 1.0).collect();
+                assert_close(&dwb, &want, 1e-4, &format!("dwb of {op:?}"));
+            }
+        });
     }
 
     /// A fused ReLU (its output's mask applied to dY inside the backward) gives what masking dY
     /// first gives.
     #[test]
     fn grouped_fused_relu_matches_the_composition() {
-        for op in grouped_cases() {
-            let n = 2;
-            let (x, wb, dy) = (random(n * op.x_len(), 17), random(op.param_len(), 18), random(n * op.y_len(), 19));
-            let mut scratch = vec![0.0; cpu::scratch_len(&op, n)];
-            let mut y = vec![0.0; dy.len()];
-            cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch, true);
-            let masked: Vec<f32> = dy.iter().zip(&y).map(|(&g, &v)| if v > 0.0 { g } else { 0.0 }).collect();
-            let (mut dx, mut dwb) = (vec![0.0; x.len()], vec![0.0; wb.len()]);
-            cpu::backward(&op, n, &x, &wb, &masked, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
-            let (mut dx_f, mut dwb_f) = (vec![0.0; x.len()], vec![0.0; wb.len()]);
-            cpu::backward(&op, n, &x, &wb, &dy, Some(&y), Some(&mut dx_f), Some(&mut dwb_f), &mut scratch);
-            assert_eq!(dx_f, dx, "dx of {op:?}");
-            assert_eq!(dwb_f, dwb, "dwb of {op:?}");
-        }
+        on_both_paths(|| {
+            for op in grouped_cases() {
+                let n = 2;
+                let (x, wb, dy) = (random(n * op.x_len(), 17), random(op.param_len(), 18), random(n * op.y_len(), 19));
+                let mut scratch = vec![0.0; cpu::scratch_len(&op, n)];
+                let mut y = vec![0.0; dy.len()];
+                cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch, true);
+                let masked: Vec<f32> = dy.iter().zip(&y).map(|(&g, &v)| if v > 0.0 { g } else { 0.0 }).collect();
+                let (mut dx, mut dwb) = (vec![0.0; x.len()], vec![0.0; wb.len()]);
+                cpu::backward(&op, n, &x, &wb, &masked, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
+                let (mut dx_f, mut dwb_f) = (vec![0.0; x.len()], vec![0.0; wb.len()]);
+                cpu::backward(&op, n, &x, &wb, &dy, Some(&y), Some(&mut dx_f), Some(&mut dwb_f), &mut scratch);
+                assert_eq!(dx_f, dx, "dx of {op:?}");
+                assert_eq!(dwb_f, dwb, "dwb of {op:?}");
+            }
+        });
     }
 
     /// The grouped kernels split their work over threads: a one-thread pool gives the same
@@ -362,7 +388,13 @@ mod tests {
     /// sized for fewer threads than run.
     #[test]
     fn grouped_results_do_not_depend_on_threads() {
-        let op = Conv2d::new(12, 12, [9, 9], [3, 3], [2, 2], [1, 1], [1, 1], 12, true);
+        // Padded planes, and small ones (eight channels a task; 20 leave a partial block).
+        for op in [Conv2d::new(12, 12, [9, 9], [3, 3], [2, 2], [1, 1], [1, 1], 12, true), Conv2d::new(20, 20, [4, 4], [3, 3], [1, 1], [1, 1], [1, 1], 20, true)] {
+            results_do_not_depend_on_threads(op);
+        }
+    }
+
+    fn results_do_not_depend_on_threads(op: Conv2d) {
         let n = 5;
         let (x, wb, dy) = (random(n * op.x_len(), 21), random(op.param_len(), 22), random(n * op.y_len(), 23));
         let pool = |t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
