@@ -166,6 +166,7 @@ fn py_repr(v: &Value) -> String {
         Value::Tuple(items) => format!("({})", items.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
         Value::Str(s) => s.clone(),
         Value::Infer => "_".into(),
+        Value::Failed => "?".into(),
     }
 }
 
@@ -297,7 +298,12 @@ fn bind_let(cx: &mut Ctxt, l: &crate::ast::Let, scope: &mut Vec<(String, Value)>
             scope.retain(|(n, _)| l.name != n);
             scope.push((l.name.to_string(), v));
         }
-        Err(e) => cx.push(e),
+        Err(e) => {
+            cx.push(e);
+            // Still bound, so that its uses fail quietly instead of "not in scope".
+            scope.retain(|(n, _)| l.name != n);
+            scope.push((l.name.to_string(), Value::Failed));
+        }
     }
 }
 

@@ -57,6 +57,9 @@ impl Ctxt {
     /// An error made elsewhere (by an evaluation), reported once however many block instances
     /// run into it.
     pub fn push(&mut self, err: syn::Error) {
+        if err.to_string() == crate::value::ALREADY_REPORTED {
+            return;
+        }
         let key = (format!("{:?}", err.span()), err.to_string());
         if self.seen.contains(&key) {
             return;

@@ -18,7 +18,13 @@ pub enum Value {
     None,
     Tuple(Vec<Value>),
     Str(String),
+    /// A `let` whose value could not be computed: its error is reported, and a use of its name
+    /// fails silently ([`ALREADY_REPORTED`]) rather than claim the name does not exist.
+    Failed,
 }
+
+/// The message of an error that stands for one already reported: `Ctxt::push` drops it.
+pub const ALREADY_REPORTED: &str = "(already reported)";
 
 impl Value {
     pub fn describe(&self) -> &'static str {
@@ -30,6 +36,7 @@ impl Value {
             Value::None => "None",
             Value::Tuple(_) => "a tuple",
             Value::Str(_) => "a string",
+            Value::Failed => "a value that could not be computed",
         }
     }
 }
@@ -63,7 +70,10 @@ pub fn eval_in(expr: &Expr, env: Env) -> syn::Result<Value> {
         Expr::Path(p) if p.path.is_ident("False") => Ok(Value::Bool(false)),
         Expr::Path(p) if p.path.get_ident().is_some_and(|i| env.iter().any(|(n, _)| i == n)) => {
             let name = p.path.get_ident().expect("checked").to_string();
-            Ok(env.iter().find(|(n, _)| *n == name).expect("checked").1.clone())
+            match &env.iter().find(|(n, _)| *n == name).expect("checked").1 {
+                Value::Failed => Err(syn::Error::new(p.span(), ALREADY_REPORTED)),
+                v => Ok(v.clone()),
+            }
         }
         Expr::Unary(u) if matches!(u.op, UnOp::Neg(_)) => match eval(&u.expr)? {
             Value::Int(v) => Ok(Value::Int(-v)),
@@ -128,6 +138,9 @@ pub fn eval_in(expr: &Expr, env: Env) -> syn::Result<Value> {
             let name = p.path.get_ident().expect("matched").to_string();
             let args: Vec<Value> = call.args.iter().map(eval).collect::<syn::Result<_>>()?;
             builtin(&name, &args).ok_or_else(|| {
+                if args.iter().any(|a| matches!(a, Value::Float(f) if !f.is_finite())) {
+                    return syn::Error::new(call.span(), format!("{name}() of a value that is not finite (it overflowed)"));
+                }
                 let given = args.iter().map(Value::describe).collect::<Vec<_>>().join(", ");
                 syn::Error::new(call.span(), format!("{name}() takes {}, got ({given})", if name == "max" || name == "min" { "two or more numbers" } else { "one number" }))
             })
