@@ -401,21 +401,19 @@
 //! hidden width computed from the parameters, an expansion present only when `expand_ratio != 1`
 //! (after which the indices inside `conv` shift: `features.1.conv.1` is the projection where
 //! `features.2.conv.2` is), a sum only where the stride is 1 and the widths agree, and no
-//! activation after it. torchvision's blocks use `ReLU6` and a depthwise convolution (`groups =
-//! hidden_dim` in the second `Conv2dNormActivation`); this example, until those land, uses
-//! `ReLU` and a dense convolution, which change no name, index or condition.
-//! tests/mobilenet.rs writes all of `mobilenet_v2()` this way, with `_: AdaptiveAvgPool2d((1, 1))`
-//! and `_: Flatten` for what its `forward` calls as functions.
+//! activation after it; the depthwise convolution is `groups = hidden_dim`.
+//! examples/mobilenet-v2.rs writes all of `mobilenet_v2()` this way, with
+//! `_: AdaptiveAvgPool2d((1, 1))` and `_: Flatten` for what its `forward` calls as functions.
 //!
 //! ```
 //! use staticnet::prelude::*;
 //!
 //! network! {
 //!     /// torchvision's Conv2dNormActivation (a Sequential: its layers are `0`, `1`, `2`).
-//!     block Conv2dNormActivation(in_channels, out_channels, kernel_size = 3, stride = 1) {
-//!         Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) / 2, bias = false),
+//!     block Conv2dNormActivation(in_channels, out_channels, kernel_size = 3, stride = 1, groups = 1) {
+//!         Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) / 2, groups = groups, bias = false),
 //!         BatchNorm2d(out_channels),
-//!         ReLU(inplace = true),
+//!         ReLU6(inplace = true),
 //!     }
 //!
 //!     /// torchvision's InvertedResidual.
@@ -423,7 +421,7 @@
 //!         let hidden_dim = int(round(inp * expand_ratio));
 //!         conv: [
 //!             Conv2dNormActivation(inp, hidden_dim, kernel_size = 1) if expand_ratio != 1,
-//!             Conv2dNormActivation(hidden_dim, hidden_dim, stride = stride),
+//!             Conv2dNormActivation(hidden_dim, hidden_dim, stride = stride, groups = hidden_dim),
 //!             Conv2d(hidden_dim, oup, 1, 1, 0, bias = false),
 //!             BatchNorm2d(oup),
 //!         ],
@@ -448,6 +446,7 @@
 //! let net = Mobile::new(&Cpu, 0)?;
 //! assert!(net.parameter("features.1.conv.1.weight").is_ok(), "expand_ratio 1: no expansion");
 //! assert!(net.parameter("features.2.conv.0.0.weight").is_ok());
+//! assert_eq!(net.parameter("features.2.conv.1.0.weight")?.shape(), [48, 1, 3, 3], "depthwise");
 //! assert!(net.parameter("features.2.conv.3.running_var").is_ok());
 //! assert!(net.parameter("classifier.1.bias").is_ok());
 //! // A sum only in features.1 (8 → 8, stride 1) and features.3 (16 → 16, stride 1).
