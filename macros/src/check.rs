@@ -90,6 +90,7 @@ pub enum Kind {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[allow(clippy::upper_case_acronyms)] // PyTorch's layer names
 pub enum Act {
     ReLU,
     LeakyReLU(f64),

@@ -14,6 +14,8 @@ pub(crate) mod cuda;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 /// An elementwise activation.
+// PyTorch's names (GELU, ELU), which users search for, over Rust's acronym casing.
+#[allow(clippy::upper_case_acronyms)]
 pub enum Activation {
     /// `nn.ReLU`: max(x, 0).
     ReLU,
