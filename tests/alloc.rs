@@ -44,6 +44,20 @@ network! {
     }
 }
 
+network! {
+    /// Depthwise convolutions on both of their CPU paths: padded planes (28 × 28) and small
+    /// planes (7 × 7, eight channels at a time), with ReLU6 and batch-norm as in MobileNetV2.
+    pub struct Depthwise {
+        input: [1, 28, 28],
+        conv: Conv2d(1, 8, 3, padding = 1, bias = false), bn: BatchNorm2d(8), act: ReLU6,
+        dw1: Conv2d(8, 8, 3, padding = 1, groups = 8), ReLU,
+        MaxPool2d(2),
+        dw2: Conv2d(8, 8, 3, stride = 2, padding = 1, groups = 8, bias = false), BatchNorm2d(8), ReLU6,
+        Flatten,
+        fc: Linear(8 * 7 * 7, 10),
+    }
+}
+
 fn count(f: impl FnOnce()) -> usize {
     let before = ALLOCATIONS.load(Ordering::SeqCst);
     f();
@@ -59,14 +73,23 @@ fn nothing_is_allocated_per_step_after_the_first() {
 }
 
 fn a_train_step_after_the_first_allocates_nothing() {
+    train_steps_allocate_nothing("Net", Net::new);
+    train_steps_allocate_nothing("Depthwise", Depthwise::new);
+}
+
+fn train_steps_allocate_nothing<N: Network<Cpu, Input = Images<1, 28, 28>>>(net_name: &str, new: fn(&Cpu, u64) -> staticnet::Result<N>)
+where
+    N::Output: staticnet::Logits,
+{
     let x = Images::<1, 28, 28>::new(100, (0..78_400).map(|i| (i % 255) as f32 / 255.0).collect()).unwrap();
     let labels: Vec<usize> = (0..100).map(|i| i % 10).collect();
     let small = Images::<1, 28, 28>::new(37, x.as_slice()[..37 * 784].to_vec()).unwrap();
-    for (name, adam) in [("SGD", false), ("Adam", true)] {
-        let mut net = Net::new(&Cpu, 0).unwrap();
+    for (opt_name, adam) in [("SGD", false), ("Adam", true)] {
+        let name = format!("{net_name}, {opt_name}");
+        let mut net = new(&Cpu, 0).unwrap();
         let mut sgd = Sgd::new(0.01).momentum(0.9);
         let mut adam_opt = Adam::new(1e-3);
-        let mut step = |net: &mut Net, x: &Images<1, 28, 28>, labels: &[usize]| {
+        let mut step = |net: &mut N, x: &Images<1, 28, 28>, labels: &[usize]| {
             if adam { net.train_step(x, labels, &mut adam_opt).unwrap() } else { net.train_step(x, labels, &mut sgd).unwrap() };
         };
         // The first step plans the workspace, creates the optimizer state and starts rayon's

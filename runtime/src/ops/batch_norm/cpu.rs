@@ -88,17 +88,14 @@ pub fn forward_eval(op: &BatchNorm, n: usize, x: &[f32], wb: Option<&[f32]>, run
 /// y = (x − mean)·invstd·γ + β, one image per task (a plane can be one float).
 fn normalise(op: &BatchNorm, n: usize, x: &[f32], wb: Option<&[f32]>, mean: &[f32], invstd: &[f32], y: &mut [f32]) {
     let (c, s) = (op.c, op.spatial);
-    // y = x·scale + shift per channel, computed once, not once per plane.
-    let (scale, shift): (Vec<f32>, Vec<f32>) = (0..c)
-        .map(|ch| {
-            let (gamma, beta) = wb.map_or((1.0, 0.0), |wb| (wb[ch], wb[c + ch]));
-            let scale = invstd[ch] * gamma;
-            (scale, beta - mean[ch] * scale)
-        })
-        .unzip();
+    // y = x·scale + shift per channel: computed per channel of each image, not per element, and
+    // not into a vector (a step allocates nothing: tests/alloc.rs).
     y[..n * c * s].par_chunks_mut(c * s).zip(x[..n * c * s].par_chunks(c * s)).for_each(|(y, x)| {
         crate::ops::isa::with_avx2(|| {
-            for ((y, x), (&scale, &shift)) in y.chunks_exact_mut(s).zip(x.chunks_exact(s)).zip(scale.iter().zip(&shift)) {
+            for (ch, (y, x)) in y.chunks_exact_mut(s).zip(x.chunks_exact(s)).enumerate() {
+                let (gamma, beta) = wb.map_or((1.0, 0.0), |wb| (wb[ch], wb[c + ch]));
+                let scale = invstd[ch] * gamma;
+                let shift = beta - mean[ch] * scale;
                 for (y, &x) in y.iter_mut().zip(x) {
                     *y = x * scale + shift;
                 }

@@ -238,7 +238,7 @@ fn per_worker(tasks: usize, scratch: &[f32], worker_len: usize) -> usize {
 /// Scratch floats of the forward and backward of a grouped `op`.
 pub(super) fn scratch_len(op: &Conv2d) -> usize {
     let data = transposed(op).map_or(0, |t| transposed_worker_len(op, &Geo::of(&t)));
-    threads() * Geo::of(op).worker_len().max(data)
+    (threads() * Geo::of(op).worker_len().max(data)).max(small::scratch_len(op))
 }
 
 /// Copies an input plane into the middle of a zeroed padded plane.
@@ -481,7 +481,7 @@ fn flat_dy<'a>(g: &Geo, dy: &[f32], ext: &'a mut [f32]) -> &'a [f32] {
 /// y = conv(x, w) + b, then ReLU when `relu`, for `groups > 1`.
 pub(super) fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], y: &mut [f32], scratch: &mut [f32], relu: bool) {
     if small::applies(op) {
-        return small::forward(op, n, x, wb, y, relu);
+        return small::forward(op, n, x, wb, y, scratch, relu);
     }
     let g = Geo::of(op);
     let (w, b) = wb.split_at(op.weight_len());
@@ -523,7 +523,7 @@ pub(super) fn backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32],
 #[allow(clippy::too_many_arguments)]
 fn data_grad(op: &Conv2d, g: &Geo, n: usize, w: &[f32], dy: &[f32], relu_y: Option<&[f32]>, dx: &mut [f32], scratch: &mut [f32]) {
     if small::applies(op) {
-        return small::data_grad(op, n, w, dy, relu_y, dx);
+        return small::data_grad(op, n, w, dy, relu_y, dx, scratch);
     }
     let (x_task, y_task, w_task) = (g.cin_g * g.p_in(), g.cout_g * g.p_out(), g.cout_g * op.patch_len());
     if let Some(t) = transposed(op) {
@@ -670,6 +670,10 @@ pub(super) mod small {
     /// The largest input plane of this path (the stack buffers' size).
     const SMALL_IN: usize = 256;
 
+    /// The largest kernel (kh·kw) of this path: the filter gradient's partial sums are on the
+    /// stack.
+    const MAX_TAPS: usize = 64;
+
     /// Eight channels' values of one pixel.
     type Lanes = [f32; LANES];
 
@@ -699,7 +703,7 @@ pub(super) mod small {
         if NO_SMALL.with(|c| c.get()) {
             return false;
         }
-        op.is_depthwise() && op.h_in * op.w_in <= SMALL_IN && op.h_out * op.w_out <= SMALL_PLANE
+        op.is_depthwise() && op.h_in * op.w_in <= SMALL_IN && op.h_out * op.w_out <= SMALL_PLANE && op.kernel[0] * op.kernel[1] <= MAX_TAPS
     }
 
     #[cfg(test)]
@@ -727,8 +731,21 @@ pub(super) mod small {
         (out, at)
     }
 
+    /// The taps of `op`, computed on its first use and kept for the program's life (one small
+    /// list per convolution shape), so that a step allocates nothing.
+    fn taps(op: &Conv2d) -> &'static Taps {
+        static CACHE: std::sync::Mutex<Vec<(Conv2d, &'static Taps)>> = std::sync::Mutex::new(Vec::new());
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&(_, t)) = cache.iter().find(|(o, _)| o == op) {
+            return t;
+        }
+        let t: &'static Taps = Box::leak(Box::new(Taps::of(op)));
+        cache.push((*op, t));
+        t
+    }
+
     impl Taps {
-        pub(super) fn of(op: &Conv2d) -> Self {
+        fn of(op: &Conv2d) -> Self {
             let (kh, kw) = (op.kernel[0], op.kernel[1]);
             // (output, input, tap) for every tap that lands inside the input.
             type Hit = (usize, usize, usize);
@@ -758,17 +775,33 @@ pub(super) mod small {
         }
     }
 
-    /// The weights of each block of eight channels, tap-major: `[block · taps + tap][lane]`
-    /// (zeros past the last channel).
-    fn blocked_weights(op: &Conv2d, w: &[f32], taps: usize) -> Vec<Lanes> {
+    /// Scratch floats: the blocked weights and biases ([`blocked`]).
+    pub(super) fn scratch_len(op: &Conv2d) -> usize {
+        if !applies(op) {
+            return 0;
+        }
+        op.c_out.div_ceil(LANES) * (op.kernel[0] * op.kernel[1] + 1) * LANES
+    }
+
+    /// The weights of each block of eight channels, tap-major, `[block · taps + tap][lane]`,
+    /// then the biases `[block][lane]` (zeros past the last channel and without a bias), laid
+    /// out in the scratch.
+    fn blocked<'a>(op: &Conv2d, w: &[f32], b: Option<&[f32]>, taps: usize, scratch: &'a mut [f32]) -> (&'a [Lanes], &'a [Lanes]) {
         let blocks = op.c_out.div_ceil(LANES);
-        let mut out = vec![[0.0; LANES]; blocks * taps];
+        let (out, _) = scratch[..scratch_len(op)].as_chunks_mut::<LANES>();
+        out.fill([0.0; LANES]);
+        let (wt, bt) = out.split_at_mut(blocks * taps);
         for (c, w) in w.chunks_exact(taps).enumerate() {
             for (t, &v) in w.iter().enumerate() {
-                out[c / LANES * taps + t][c % LANES] = v;
+                wt[c / LANES * taps + t][c % LANES] = v;
             }
         }
-        out
+        if let Some(b) = b {
+            for (c, &v) in b[..op.c_out].iter().enumerate() {
+                bt[c / LANES][c % LANES] = v;
+            }
+        }
+        (wt, bt)
     }
 
     /// planes[i][l] = src[l·p + i] for the `lanes` planes of p pixels in `src` (others left as
@@ -879,34 +912,28 @@ pub(super) mod small {
     }
 
     /// y = conv(x, w) + b, then ReLU when `relu`.
-    pub(super) fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], y: &mut [f32], relu: bool) {
-        let s = Taps::of(op);
+    pub(super) fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], y: &mut [f32], scratch: &mut [f32], relu: bool) {
+        let s = taps(op);
         let (w, b) = wb.split_at(op.weight_len());
-        let wt = blocked_weights(op, w, s.taps);
-        let mut bt = vec![[0.0; LANES]; op.c_out.div_ceil(LANES)];
-        if op.bias {
-            for (c, &v) in b[..op.c_out].iter().enumerate() {
-                bt[c / LANES][c % LANES] = v;
-            }
-        }
+        let (wt, bt) = blocked(op, w, op.bias.then_some(b), s.taps, scratch);
         let per = images_per_task(n);
         y[..n * op.y_len()].par_chunks_mut(per * op.y_len()).zip(x[..n * op.x_len()].par_chunks(per * op.x_len())).for_each(|(ys, xs)| {
             for (y, x) in ys.chunks_exact_mut(op.y_len()).zip(xs.chunks_exact(op.x_len())) {
-                image_forward(&s, x, &wt, &bt, relu, y);
+                image_forward(s, x, wt, bt, relu, y);
             }
         });
     }
 
     /// dx = conv_backward_data(dy) (written).
-    pub(super) fn data_grad(op: &Conv2d, n: usize, w: &[f32], dy: &[f32], relu_y: Option<&[f32]>, dx: &mut [f32]) {
-        let s = Taps::of(op);
-        let wt = blocked_weights(op, w, s.taps);
+    pub(super) fn data_grad(op: &Conv2d, n: usize, w: &[f32], dy: &[f32], relu_y: Option<&[f32]>, dx: &mut [f32], scratch: &mut [f32]) {
+        let s = taps(op);
+        let (wt, _) = blocked(op, w, None, s.taps, scratch);
         let per = images_per_task(n);
         let dy = &dy[..n * op.y_len()];
         dx[..n * op.x_len()].par_chunks_mut(per * op.x_len()).enumerate().for_each(|(task, dxs)| {
             for (j, dx) in dxs.chunks_exact_mut(op.x_len()).enumerate() {
                 let at = (task * per + j) * op.y_len();
-                image_data_grad(&s, &dy[at..][..op.y_len()], relu_y.map(|y| &y[at..][..op.y_len()]), &wt, dx);
+                image_data_grad(s, &dy[at..][..op.y_len()], relu_y.map(|y| &y[at..][..op.y_len()]), wt, dx);
             }
         });
     }
@@ -914,12 +941,14 @@ pub(super) mod small {
     /// dw += conv_backward_filter(x, dy) (accumulated): one task per block of eight channels,
     /// which owns their weights (sums in a fixed order, whatever the threads).
     pub(super) fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f32]>, dw: &mut [f32]) {
-        let s = Taps::of(op);
+        let s = taps(op);
         let (x, dy) = (&x[..n * op.x_len()], &dy[..n * op.y_len()]);
         dw[..op.weight_len()].par_chunks_mut(LANES * s.taps).enumerate().for_each(|(b, dw)| {
             let (c0, lanes) = (b * LANES, LANES.min(op.c_out - b * LANES));
-            let mut acc = vec![[0.0f32; LANES]; s.taps];
-            block_filter_grad(&s, x, dy, relu_y, c0, lanes, &mut acc);
+            // On the stack: a task allocates nothing ([`MAX_TAPS`] bounds the kernel).
+            let mut acc = [[0.0f32; LANES]; MAX_TAPS];
+            let acc = &mut acc[..s.taps];
+            block_filter_grad(s, x, dy, relu_y, c0, lanes, acc);
             for (l, dw) in dw.chunks_exact_mut(s.taps).enumerate() {
                 for (t, w) in dw.iter_mut().enumerate() {
                     *w += acc[t][l];
