@@ -1,5 +1,5 @@
 //! Batch normalization on the CPU: statistics one channel per task (summed in f64, in
-//! [`LANES`] partial sums), then the elementwise part one image per task.
+//! eight partial sums), then the elementwise part one image per task.
 //!
 //! MobileNetV2 on 32 × 32 images has planes of 16 × 16 down to 1 × 1 (128 × 1280 planes of one
 //! float): one task per plane, and a single f64 running sum per channel (each add waiting on
