@@ -19,6 +19,8 @@
 //! The image is prepared as torchvision's ImageNet models expect (examples/common/imagenet.rs).
 
 mod common;
+#[path = "common/course.rs"]
+mod course;
 
 use std::path::Path;
 
@@ -77,36 +79,6 @@ network! {
         _: Flatten,
         classifier: [Dropout(0.2), Linear(1280, 1000)],
     }
-
-    /// torchvision's `mobilenet_v2(num_classes=10)` on CIFAR-10's 32 × 32 images: the same
-    /// layers (the features end at 1 × 1 instead of 7 × 7).
-    pub struct MobileNetV2Cifar {
-        input: [3, 32, 32],
-        features: [
-            Conv2dNormActivation(3, 32, stride = 2),
-            InvertedResidual(32, 16, 1, 1),
-            InvertedResidual(16, 24, 2, 6),
-            InvertedResidual(24, 24, 1, 6),
-            InvertedResidual(24, 32, 2, 6),
-            InvertedResidual(32, 32, 1, 6),
-            InvertedResidual(32, 32, 1, 6),
-            InvertedResidual(32, 64, 2, 6),
-            InvertedResidual(64, 64, 1, 6),
-            InvertedResidual(64, 64, 1, 6),
-            InvertedResidual(64, 64, 1, 6),
-            InvertedResidual(64, 96, 1, 6),
-            InvertedResidual(96, 96, 1, 6),
-            InvertedResidual(96, 96, 1, 6),
-            InvertedResidual(96, 160, 2, 6),
-            InvertedResidual(160, 160, 1, 6),
-            InvertedResidual(160, 160, 1, 6),
-            InvertedResidual(160, 320, 1, 6),
-            Conv2dNormActivation(320, 1280, kernel_size = 1),
-        ],
-        _: AdaptiveAvgPool2d((1, 1)),
-        _: Flatten,
-        classifier: [Dropout(0.2), Linear(1280, 10)],
-    }
 }
 
 const USAGE: &str = "usage: mobilenet-v2 [--weights FILE.safetensors] [--labels FILE] [IMAGE]
@@ -150,7 +122,7 @@ fn main() -> std::process::ExitCode {
     })
 }
 
-/// Trains MobileNetV2Cifar on CIFAR-10 with the standard augmentation, then tests it.
+/// Trains `course::MobileNetV2Cifar` on CIFAR-10 with the standard augmentation, then tests it.
 fn train_cifar(args: &common::Args, dir: &str) -> staticnet::Result<()> {
     let cifar = Cifar10::load(dir)?;
     let (mean, std) = ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]);
@@ -158,7 +130,9 @@ fn train_cifar(args: &common::Args, dir: &str) -> staticnet::Result<()> {
     let limit = args.get("limit", cifar.train.len()).min(cifar.train.len());
     let train = cifar.train.subset(&(0..limit).collect::<Vec<_>>())?;
     let (train, val) = train.split(train.len() * 9 / 10, seed)?;
-    let mut model = MobileNetV2Cifar::new(&Cpu, seed)?;
+    // The bench's workload (examples/common/course.rs): this listing with a [3, 32, 32] input
+    // and Linear(1280, 10).
+    let mut model = course::MobileNetV2Cifar::new(&Cpu, seed)?;
     println!("{}\n", model.summary());
     let epochs = args.get("epochs", 10);
     let mut optimizer = Sgd::new(args.get("lr", 0.05)).momentum(0.9).weight_decay(4e-5);
