@@ -150,32 +150,13 @@ fn fma_peak() -> f64 {
 /// One convolution's forward, backward-data and backward-filter on one thread, in GFLOP/s
 /// (best of 5 runs: the machine's speed, not its neighbours').
 fn conv_layer(op: Conv2d, n: usize) -> [f64; 3] {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a thread pool");
-    pool.install(|| {
-        let (x, wb) = (ops::random_values(n * op.x_len(), 2), ops::random_values(op.param_len(), 3));
-        let (mut y, mut dx, mut dwb) = (vec![0.0; n * op.y_len()], vec![0.0; n * op.x_len()], vec![0.0; op.param_len()]);
-        let mut scratch = vec![0.0; ops::conv2d::cpu::scratch_len(&op, n)];
-        let flops = op.flops() as f64 * n as f64;
-        let best = |f: &mut dyn FnMut()| {
-            f();
-            (0..5)
-                .map(|_| {
-                    let t = Instant::now();
-                    f();
-                    t.elapsed().as_secs_f64()
-                })
-                .fold(f64::MAX, f64::min)
-        };
-        let fwd = best(&mut || ops::conv2d::cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch, false));
-        let data = best(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, &y, None, Some(&mut dx), None, &mut scratch));
-        let filter = best(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, &y, None, None, Some(&mut dwb), &mut scratch));
-        [flops / fwd / 1e9, flops / data / 1e9, flops / filter / 1e9]
-    })
+    let flops = op.flops() as f64 * n as f64;
+    layer_seconds(op, n, 1).map(|seconds| flops / seconds / 1e9)
 }
 
 /// Seconds (best of 5) of the forward, data gradient and filter gradient of `op` on `threads`
 /// threads.
-fn grouped_layer(op: Conv2d, n: usize, threads: usize) -> [f64; 3] {
+fn layer_seconds(op: Conv2d, n: usize, threads: usize) -> [f64; 3] {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
     pool.install(|| {
         let (x, wb) = (ops::random_values(n * op.x_len(), 2), ops::random_values(op.param_len(), 3));
@@ -290,8 +271,8 @@ fn main() -> std::process::ExitCode {
             println!("\n{:26} {:>22} {:>22} {:>22}   (ms and GB/s of x + y, one thread | {threads} threads)", "grouped convolution", "forward", "backward-data", "backward-filter");
         }
         for (name, op, n) in grouped {
-            let one = grouped_layer(op, n, 1);
-            let all = grouped_layer(op, n, threads);
+            let one = layer_seconds(op, n, 1);
+            let all = layer_seconds(op, n, threads);
             // Bytes each pass must move at least: the input and the output (or their gradients).
             let bytes = 4.0 * (n * (op.x_len() + op.y_len())) as f64;
             if !json {
