@@ -94,10 +94,7 @@ RandomHorizontalFlip(), SGD with momentum and weight decay and a cosine schedule
 the test accuracy; --limit trains on the first N training images only.";
 
 fn main() -> std::process::ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    // The image is the last argument unless that is an option's value (--cifar DIR last).
-    let valued = |a: &String| ["--weights", "--labels", "--cifar", "--epochs", "--batch-size", "--lr", "--limit", "--workers", "--seed"].contains(&a.as_str());
-    let image = argv.last().filter(|a| !a.starts_with("--") && !(argv.len() >= 2 && valued(&argv[argv.len() - 2]))).cloned();
+    let image = common::imagenet::image_arg(&["--weights", "--labels", "--cifar", "--epochs", "--batch-size", "--lr", "--limit", "--workers", "--seed"]);
     let args = common::Args::parse_without_last(USAGE, image.is_some());
     args.check(&["weights", "labels", "cifar", "epochs", "batch-size", "lr", "limit", "workers", "seed"]);
     if let Some(dir) = args.opt("cifar") {

@@ -54,7 +54,7 @@ torchvision by scripts/export_state_dict.py); with an IMAGE (JPEG or PNG) prints
 ImageNet classes. --labels defaults to examples/data/imagenet_classes.txt.";
 
 fn main() -> std::process::ExitCode {
-    let image = std::env::args().skip(1).collect::<Vec<_>>().last().filter(|a| !a.starts_with("--")).cloned();
+    let image = common::imagenet::image_arg(&["--weights", "--labels"]);
     // The image is the last argument; the rest are options.
     let args = common::Args::parse_without_last(USAGE, image.is_some());
     args.check(&["weights", "labels"]);

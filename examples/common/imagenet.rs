@@ -5,6 +5,14 @@ use std::path::Path;
 
 use staticnet::{Error, Images, Result};
 
+/// The IMAGE argument: the last one, unless it is an option or the value of one of the
+/// `valued` options (`--weights FILE` given last is no image).
+pub fn image_arg(valued: &[&str]) -> Option<String> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let after_option = argv.len() >= 2 && valued.contains(&argv[argv.len() - 2].as_str());
+    argv.last().filter(|a| !a.starts_with("--") && !after_option).cloned()
+}
+
 /// torchvision's ImageNet preprocessing (`weights.transforms()`): resize the shorter side to 256
 /// (bilinear), crop the centre 224 × 224, scale to [0, 1], normalise per channel with mean
 /// (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225).
