@@ -93,6 +93,10 @@ impl Backend for Cpu {
         Ok(())
     }
 
+    fn depth_first(&self) -> bool {
+        true
+    }
+
     fn scratch_len(&self, op: &Op, n: usize) -> usize {
         match op {
             Op::Conv2d(op) => ops::conv2d::cpu::scratch_len(op, n),

@@ -75,6 +75,13 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     fn synchronize(&self) -> Result<()>;
     /// Scratch floats the kernels of `op` need for a batch of `n`.
     fn scratch_len(&self, op: &crate::ops::Op, n: usize) -> usize;
+    /// Whether an eval forward of a large batch runs depth-first: each thread takes a few
+    /// samples at a time through the whole network, so that their activations stay in its
+    /// core's cache instead of going to memory and back between layers (the CPU). A GPU runs
+    /// the batch layer by layer.
+    fn depth_first(&self) -> bool {
+        false
+    }
 
     // ---- layers ----
 
