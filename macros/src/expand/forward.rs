@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! let (x, y) = B::io(p.act, X_INPUT.at(n), X_RELU1.at(n));
-//! p.dev.conv2d_forward(&CNN1, n, x, B::src(p.params, P_CNN1), y, B::dst(p.scratch, 0..p.scratch_len), true)?;
+//! let packed = network::packed_weights::<B>(p.packed, p.packed_at, 0);
+//! p.dev.conv2d_forward(&CNN1, n, x, B::src(p.params, P_CNN1), packed, y, B::dst(p.scratch, 0..p.scratch_len), true)?;
 //! ```
 
 use proc_macro2::{Literal, TokenStream};
@@ -36,11 +37,13 @@ fn step(step: &Step) -> TokenStream {
     let io = quote!(let (x, y) = B::io(p.act, #x.at(n), #y.at(n)););
     let params = step.params.as_ref().map(|_| format_ident!("P_{}", step.stem));
     let relu = step.relu;
+    let layer = Literal::usize_unsuffixed(step.index);
     let body = match &step.node.kind {
         Kind::Flatten => unreachable!("returned above"),
         Kind::Conv2d { .. } => quote! {
             #io
-            p.dev.conv2d_forward(&#op, n, x, B::src(p.params, #params), y, B::dst(p.scratch, 0..p.scratch_len), #relu)?;
+            let packed = network::packed_weights::<B>(p.packed, p.packed_at, #layer);
+            p.dev.conv2d_forward(&#op, n, x, B::src(p.params, #params), packed, y, B::dst(p.scratch, 0..p.scratch_len), #relu)?;
         },
         Kind::Linear { .. } => quote! {
             #io

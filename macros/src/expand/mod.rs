@@ -82,7 +82,7 @@ pub fn expand(def: &NetworkDef, net: &Checked, plan: &Plan) -> TokenStream {
 
         const _: () = {
             use ::core::ops::Range;
-            use #sn::{Backend, Result, ops};
+            use #sn::{Backend, Result, network, ops};
             use #sn::network::{NetState, Pass, Slot};
 
             #(#consts)*

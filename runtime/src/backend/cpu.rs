@@ -104,8 +104,22 @@ impl Backend for Cpu {
         }
     }
 
-    fn conv2d_forward(&self, op: &Conv2d, n: usize, x: &[f32], wb: &[f32], y: &mut [f32], scratch: &mut [f32], relu: bool) -> Result<()> {
-        ops::conv2d::cpu::forward(op, n, x, wb, y, scratch, relu);
+    fn packed_len(&self, op: &Op) -> usize {
+        match op {
+            Op::Conv2d(op) => ops::conv2d::cpu::packed_len(op),
+            _ => 0,
+        }
+    }
+
+    fn pack(&self, op: &Op, wb: &[f32], packed: &mut [f32]) -> Result<()> {
+        if let Op::Conv2d(op) = op {
+            ops::conv2d::cpu::pack(op, wb, packed);
+        }
+        Ok(())
+    }
+
+    fn conv2d_forward(&self, op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f32]>, y: &mut [f32], scratch: &mut [f32], relu: bool) -> Result<()> {
+        ops::conv2d::cpu::forward(op, n, x, wb, packed, y, scratch, relu);
         Ok(())
     }
 

@@ -133,7 +133,7 @@ impl Backend for Cuda {
 
     // ---- layers ----
 
-    fn conv2d_forward(&self, op: &Conv2d, n: usize, x: CudaSrc<'_, f32>, wb: CudaSrc<'_, f32>, y: CudaDst<'_, f32>, scratch: CudaDst<'_, f32>, relu: bool) -> Result<()> {
+    fn conv2d_forward(&self, op: &Conv2d, n: usize, x: CudaSrc<'_, f32>, wb: CudaSrc<'_, f32>, _packed: Option<CudaSrc<'_, f32>>, y: CudaDst<'_, f32>, scratch: CudaDst<'_, f32>, relu: bool) -> Result<()> {
         ops::conv2d::cuda::forward(self, op, n, x, wb, y, scratch, relu)
     }
 

@@ -83,11 +83,36 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         false
     }
 
+    /// Floats of `op`'s weights laid out for its forward kernel, which a network keeps between
+    /// forwards while its weights do not change (0: the forward reads PyTorch's layout).
+    fn packed_len(&self, op: &crate::ops::Op) -> usize {
+        let _ = op;
+        0
+    }
+    /// Lays out `op`'s weights `wb` (weight then bias) for its forward kernel, into `packed`
+    /// (`packed_len` floats).
+    fn pack(&self, op: &crate::ops::Op, wb: Self::Src<'_, f32>, packed: Self::Dst<'_, f32>) -> Result<()> {
+        let _ = (op, wb, packed);
+        Ok(())
+    }
+
     // ---- layers ----
 
     /// y = conv(x, w) + b, then ReLU when `relu` (a Conv2d → ReLU pair fused).
-    /// `wb`: weight then bias. `scratch`: `scratch_len` floats.
-    fn conv2d_forward(&self, op: &Conv2d, n: usize, x: Self::Src<'_, f32>, wb: Self::Src<'_, f32>, y: Self::Dst<'_, f32>, scratch: Self::Dst<'_, f32>, relu: bool) -> Result<()>;
+    /// `wb`: weight then bias; `packed`: the weights as [`Backend::pack`] laid them out, when
+    /// kept (else the kernel lays them out in `scratch`). `scratch`: `scratch_len` floats.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_forward(
+        &self,
+        op: &Conv2d,
+        n: usize,
+        x: Self::Src<'_, f32>,
+        wb: Self::Src<'_, f32>,
+        packed: Option<Self::Src<'_, f32>>,
+        y: Self::Dst<'_, f32>,
+        scratch: Self::Dst<'_, f32>,
+        relu: bool,
+    ) -> Result<()>;
     /// dx written, dwb accumulated; either may be skipped. With `relu_y` (the output of a fused
     /// ReLU), dy is the gradient of the ReLU's output and is masked by `relu_y > 0` on the fly.
     fn conv2d_backward(

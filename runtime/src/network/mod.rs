@@ -17,7 +17,7 @@ use ndarray::{ArrayD, IxDyn};
 pub use inference::{Prediction, find_layer, softmax_rows, top_k_row};
 pub use repr::ModuleTree;
 pub use spec::{Init, LayerSpec, ModuleSpec, NetSpec, Op, Slot, TensorKind, TensorSpec};
-pub use state::{NetState, Pass, PassFn, TensorValue};
+pub use state::{NetState, Pass, PassFn, TensorValue, packed_weights};
 pub use state_dict::LoadReport;
 pub use crate::optim::{ParamLayout, ParamRange, Params};
 pub use crate::state_dict::{StateDict, Tensor};

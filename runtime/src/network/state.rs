@@ -4,6 +4,8 @@
 //! name) is done here once, and only the passes themselves are generated.
 
 
+use std::ops::Range;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -16,6 +18,14 @@ use crate::{Error, Result};
 
 /// A generated forward or backward pass.
 pub type PassFn<B> = fn(Pass<'_, B>) -> Result<()>;
+
+/// The weights of layer `layer` as its forward kernel lays them out, when the network keeps
+/// them (a function of the two fields, so that generated code can call it while it holds a
+/// mutable view of the activations).
+pub fn packed_weights<'a, B: Backend>(packed: &'a B::Buf<f32>, packed_at: &[Range<usize>], layer: usize) -> Option<B::Src<'a, f32>> {
+    let range = packed_at.get(layer)?;
+    (!range.is_empty()).then(|| B::src(packed, range.clone()))
+}
 
 /// What a generated pass works on: the device, the batch size, and every buffer, borrowed
 /// separately so the generated code can take a read view of one and a write view of another.
@@ -46,6 +56,10 @@ pub struct Pass<'a, B: Backend> {
     pub saved: &'a mut B::Buf<f32>,
     /// Temporary space for the kernels (im2col, partial sums).
     pub scratch: &'a mut B::Buf<f32>,
+    /// The weights laid out for the forward kernels (see [`Backend::pack`]), fresh for `params`.
+    pub packed: &'a B::Buf<f32>,
+    /// Per layer: its range in `packed` (empty: the kernel reads PyTorch's layout).
+    pub packed_at: &'a [Range<usize>],
     /// Floats of `scratch` a pass may use.
     pub scratch_len: usize,
     /// Per layer: its parameter gradients are wanted (it has a parameter that is not frozen).
@@ -140,6 +154,12 @@ pub struct NetState<B: Backend> {
     param_ranges: Vec<ParamRange>,
     /// Counts the changes of the parameters (optimizer steps, writes, loads).
     params_version: u64,
+    /// The weights laid out for the forward kernels, per layer at `packed_at`, as they were
+    /// at `params_version == packed_version`: packed once, not on every forward (nor, in a
+    /// depth-first forward, on every chunk).
+    packed: B::Buf<f32>,
+    packed_at: Vec<Range<usize>>,
+    packed_version: Option<u64>,
 }
 
 impl<B: Backend> NetState<B> {
@@ -169,6 +189,16 @@ impl<B: Backend> NetState<B> {
         dev.upload(&mut params, 0, &host_params)?;
         let mut buffers = dev.alloc(spec.buffer_len)?;
         dev.upload(&mut buffers, 0, &host_buffers)?;
+        let mut packed_len = 0;
+        let packed_at = spec
+            .layers
+            .iter()
+            .map(|l| {
+                let start = packed_len;
+                packed_len += dev.packed_len(&l.op);
+                start..packed_len
+            })
+            .collect();
         let mut state = NetState {
             dev: dev.clone(),
             spec,
@@ -197,6 +227,9 @@ impl<B: Backend> NetState<B> {
             want_dx: Vec::new(),
             param_ranges: Vec::new(),
             params_version: 0,
+            packed: dev.alloc(packed_len)?,
+            packed_at,
+            packed_version: None,
         };
         state.update_frozen();
         Ok(state)
@@ -254,6 +287,8 @@ impl<B: Backend> NetState<B> {
             saved: &mut self.ws.saved,
             scratch: &mut self.ws.scratch,
             scratch_len: self.ws.scratch_len,
+            packed: &self.packed,
+            packed_at: &self.packed_at,
             dw: &self.want_dw,
             dx: &self.want_dx,
         }
@@ -312,6 +347,7 @@ impl<B: Backend> NetState<B> {
             self.step = self.step.wrapping_add(1);
         }
         let step = self.step;
+        self.pack_weights()?;
         let recompute = match self.depth_first_chunk(n) {
             Some(chunk) => {
                 self.forward_depth_first(n, x, chunk, step, forward)?;
@@ -323,6 +359,20 @@ impl<B: Backend> NetState<B> {
             }
         };
         self.last = Some(LastForward { n, training, step, params_version: self.params_version, recompute });
+        Ok(())
+    }
+
+    /// Lays out the weights for the forward kernels again if they changed since the last time.
+    fn pack_weights(&mut self) -> Result<()> {
+        if self.packed_version == Some(self.params_version) {
+            return Ok(());
+        }
+        for (layer, at) in self.spec.layers.iter().zip(&self.packed_at) {
+            if !at.is_empty() {
+                self.dev.pack(&layer.op, B::src(&self.params, layer.param_range.clone()), B::dst(&mut self.packed, at.clone()))?;
+            }
+        }
+        self.packed_version = Some(self.params_version);
         Ok(())
     }
 
@@ -348,14 +398,14 @@ impl<B: Backend> NetState<B> {
         let per = n.div_ceil(groups);
         self.reserve_groups(groups, chunk, per)?;
         let (input, output) = (self.spec.input_slot, self.spec.output_slot);
-        let NetState { dev, params, buffers, counters, ws, seed, want_dw, want_dx, .. } = self;
+        let NetState { dev, params, buffers, counters, ws, seed, want_dw, want_dx, packed, packed_at, .. } = self;
         let groups = &mut ws.groups[..groups];
         for g in groups.iter_mut() {
             let len = B::len(buffers);
             dev.copy(B::src(buffers, 0..len), B::dst(&mut g.buffers, 0..len))?;
             g.counters.copy_from_slice(counters);
         }
-        let (dev, params, seed) = (&*dev, &*params, *seed);
+        let (dev, params, seed, packed, packed_at) = (&*dev, &*params, *seed, &*packed, packed_at.as_slice());
         let (dw, dx) = (want_dw.as_slice(), want_dx.as_slice());
         groups.par_iter_mut().enumerate().try_for_each(|(i, g)| -> Result<()> {
             let samples = (i * per).min(n)..((i + 1) * per).min(n);
@@ -364,7 +414,7 @@ impl<B: Backend> NetState<B> {
                 let c = chunk.min(samples.end - first);
                 dev.upload(&mut g.act, input.offset * c, &x[first * input.len..(first + c) * input.len])?;
                 let (act, grad, grads, buffers, counters, saved, scratch) = (&mut g.act, &mut g.grad, &mut g.grads, &mut g.buffers, &mut g.counters, &mut g.saved, &mut g.scratch);
-                forward(Pass { dev, n: c, training: false, seed, step, params, grads, buffers, counters, act, grad, saved, scratch, scratch_len: g.scratch_len, dw, dx })?;
+                forward(Pass { dev, n: c, training: false, seed, step, params, grads, buffers, counters, act, grad, saved, scratch, scratch_len: g.scratch_len, packed, packed_at, dw, dx })?;
                 let at = g.out.len();
                 g.out.resize(at + c * output.len, 0.0);
                 dev.download(&g.act, output.offset * c, &mut g.out[at..])?;
@@ -559,6 +609,8 @@ impl<B: Backend> NetState<B> {
             saved: &mut dev.alloc(spec.saved_len)?,
             scratch: &mut dev.alloc(scratch_len)?,
             scratch_len,
+            packed: &self.packed,
+            packed_at: &self.packed_at,
             dw: &self.want_dw,
             dx: &self.want_dx,
         })?;
@@ -589,7 +641,7 @@ impl<B: Backend> NetState<B> {
                 let scratch_len = self.dev.scratch_len(&layer.op, n);
                 let mut scratch = self.dev.alloc::<f32>(scratch_len)?;
                 let wb = B::src(&self.params, layer.param_range.clone());
-                self.dev.conv2d_forward(conv, n, input(0), wb, B::dst(&mut y, 0..len), B::dst(&mut scratch, 0..scratch_len), false)?;
+                self.dev.conv2d_forward(conv, n, input(0), wb, None, B::dst(&mut y, 0..len), B::dst(&mut scratch, 0..scratch_len), false)?;
             }
             (Op::Add, 2) => self.dev.add(len, input(0), input(1), B::dst(&mut y, 0..len), false)?,
             _ => {
@@ -759,6 +811,8 @@ impl<B: Backend> NetState<B> {
     /// What data-parallel training keeps equal across processes (see `crate::distributed`): the
     /// device, the parameters, their gradients, the running statistics and the batch counters.
     pub fn collective_view(&mut self) -> (&B, &mut B::Buf<f32>, &mut B::Buf<f32>, &mut B::Buf<f32>, &mut [i64]) {
+        // A broadcast may overwrite the parameters.
+        self.params_version += 1;
         (&self.dev, &mut self.params, &mut self.grads, &mut self.buffers, &mut self.counters)
     }
 

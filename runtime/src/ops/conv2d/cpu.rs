@@ -137,8 +137,34 @@ pub fn scratch_len(op: &Conv2d, n: usize) -> usize {
     forward_layout(op, n).total().max(filter_layout(op, n).total()).max(data).max(direct)
 }
 
-/// y = conv(x, w) + b, then ReLU when `relu`.
-pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], y: &mut [f32], scratch: &mut [f32], relu: bool) {
+/// Floats of the weights laid out for the forward (see [`pack`]): the direct path's groups of
+/// channels or the indirect path's panels; a grouped convolution reads PyTorch's layout.
+pub fn packed_len(op: &Conv2d) -> usize {
+    if op.groups > 1 {
+        0
+    } else if direct::applies(op) {
+        direct::weights_len(op)
+    } else {
+        panels_len(op)
+    }
+}
+
+/// Lays out the weights of `wb` (weight then bias) for the forward, into [`packed_len`] floats:
+/// what the forward otherwise does in its scratch on every call.
+pub fn pack(op: &Conv2d, wb: &[f32], packed: &mut [f32]) {
+    let (w, k) = (&wb[..op.weight_len()], op.patch_len());
+    if op.groups > 1 {
+    } else if direct::applies(op) {
+        direct::pack(op, |co, tap| w[co * k + tap], packed);
+    } else {
+        pack_panels(op, w, None::<fn(usize) -> (usize, usize)>, packed);
+    }
+}
+
+/// y = conv(x, w) + b, then ReLU when `relu`. `packed`: the weights as [`pack`] laid them
+/// out, if kept; else they are laid out in `scratch`.
+#[allow(clippy::too_many_arguments)]
+pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f32]>, y: &mut [f32], scratch: &mut [f32], relu: bool) {
     if op.groups > 1 {
         return depthwise::forward(op, n, x, wb, y, scratch, relu);
     }
@@ -149,10 +175,47 @@ pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], y: &mut [f32], scra
         let [xp, weights, ..] = split(scratch, &l);
         pad_input(op, n, x, None, xp);
         let pad = Padded::of(op);
-        direct::forward(op, n, xp, pad.hp, pad.wp, |co, tap| w[co * k + tap], op.bias.then_some(b), relu, y, weights);
+        let wt = match packed {
+            Some(packed) => packed,
+            None => {
+                direct::pack(op, |co, tap| w[co * k + tap], weights);
+                weights
+            }
+        };
+        direct::forward(op, n, xp, pad.hp, pad.wp, wt, op.bias.then_some(b), relu, y);
         return;
     }
-    indirect_forward(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, op.bias.then_some(b), relu, y, scratch);
+    indirect_forward(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, packed, op.bias.then_some(b), relu, y, scratch);
+}
+
+/// Floats of Wᵀ in panels of NR channels, for the indirect forward.
+fn panels_len(op: &Conv2d) -> usize {
+    let nr = select_indirect_for_channels(op.c_out).nr;
+    op.c_out.div_ceil(nr) * nr * op.patch_len()
+}
+
+/// Wᵀ in panels of NR channels: weights[(q·K + tap)·NR + lane] = weight of channel q·NR + lane
+/// (zero past the last channel). The weight of channel co at a tap is `w[co·K + tap]`
+/// (PyTorch's layout), or with `tap_at`, `w[base + co·stride]` where `(base, stride) =
+/// tap_at(tap)`: index arithmetic once per tap, not once per weight (the data gradient's
+/// flipped weights need divisions to find).
+fn pack_panels(op: &Conv2d, w: &[f32], tap_at: Option<impl Fn(usize) -> (usize, usize) + Sync>, weights: &mut [f32]) {
+    let nr = select_indirect_for_channels(op.c_out).nr;
+    let (k, co) = (op.patch_len(), op.c_out);
+    weights[..panels_len(op)].par_chunks_mut(k * nr).enumerate().for_each(|(q, panel)| {
+        let Some(tap_at) = &tap_at else {
+            // PyTorch's layout: a panel is the transpose of NR rows of W (zeros past the last).
+            let (c0, rows) = (q * nr, nr.min(co - q * nr));
+            return crate::ops::transpose::masked_transpose(&w[c0 * k..(c0 + rows) * k], None, rows, k, panel, nr);
+        };
+        for (tap, row) in panel.chunks_exact_mut(nr).enumerate() {
+            let (base, stride) = tap_at(tap);
+            for (lane, v) in row.iter_mut().enumerate() {
+                let c = q * nr + lane;
+                *v = if c < co { w[base + c * stride] } else { 0.0 };
+            }
+        }
+    });
 }
 
 /// dx = conv_backward_data(dy) (written), dwb += conv_backward_filter(x, dy) (accumulated).
@@ -175,7 +238,7 @@ pub fn backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32], relu_y
                 let (co, ky, kx) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
                 (((co * op.c_in) * kh + kh - 1 - ky) * kw + kw - 1 - kx, kh * kw)
             };
-            indirect_forward(&full_conv(op), n, dy, relu_y, w, Some(flipped), None, false, dx, scratch);
+            indirect_forward(&full_conv(op), n, dy, relu_y, w, Some(flipped), None, None, false, dx, scratch);
         } else {
             data_grad_col2im(op, n, w, dy, relu_y, dx, scratch);
         }
@@ -253,10 +316,8 @@ fn as_u32(v: &mut [f32]) -> &mut [u32] {
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u32>(), v.len()) }
 }
 
-/// Y = conv(x ⊙ [x_mask > 0]) with weights `w`, then `+ bias[co]` and ReLU, into NCHW `y`.
-/// The weight of channel co at a tap is `w[co·K + tap]` (PyTorch's layout), or with `tap_at`,
-/// `w[base + co·stride]` where `(base, stride) = tap_at(tap)`: index arithmetic once per tap, not
-/// once per weight (the data gradient's flipped weights need divisions to find).
+/// Y = conv(x ⊙ [x_mask > 0]) with weights `w` (read as [`pack_panels`] reads them, or already
+/// laid out in `packed`), then `+ bias[co]` and ReLU, into NCHW `y`.
 #[allow(clippy::too_many_arguments)]
 fn indirect_forward(
     op: &Conv2d,
@@ -265,6 +326,7 @@ fn indirect_forward(
     x_mask: Option<&[f32]>,
     w: &[f32],
     tap_at: Option<impl Fn(usize) -> (usize, usize) + Sync>,
+    packed: Option<&[f32]>,
     bias: Option<&[f32]>,
     relu: bool,
     y: &mut [f32],
@@ -278,24 +340,16 @@ fn indirect_forward(
     let j_total = n * p;
     let [xp, weights, taps, partial, _, _] = split(scratch, &l);
     let xp = padded_input(op, n, x, x_mask, xp);
-    // Wᵀ in panels of NR channels: weights[(q·K + tap)·NR + lane] = weight of channel q·NR + lane.
-    weights.par_chunks_mut(k * nr).enumerate().for_each(|(q, panel)| {
-        let Some(tap_at) = &tap_at else {
-            // PyTorch's layout: a panel is the transpose of NR rows of W (zeros past the last).
-            let (c0, rows) = (q * nr, nr.min(co - q * nr));
-            return crate::ops::transpose::masked_transpose(&w[c0 * k..(c0 + rows) * k], None, rows, k, panel, nr);
-        };
-        for (tap, row) in panel.chunks_exact_mut(nr).enumerate() {
-            let (base, stride) = tap_at(tap);
-            for (lane, v) in row.iter_mut().enumerate() {
-                let c = q * nr + lane;
-                *v = if c < co { w[base + c * stride] } else { 0.0 };
-            }
+    let weights: &[f32] = match packed {
+        Some(packed) => &packed[..panels_len(op)],
+        None => {
+            pack_panels(op, w, tap_at, weights);
+            weights
         }
-    });
+    };
     let taps = as_u32(taps);
     tap_offsets(op, taps);
-    let (weights, taps) = (&*weights, &*taps);
+    let taps = &*taps;
     let pad = Padded::of(op);
     let out = SendPtr(y.as_mut_ptr());
     let part = SendPtr(partial.as_mut_ptr());

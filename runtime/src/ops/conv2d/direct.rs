@@ -48,18 +48,22 @@ pub(super) fn weights_len(op: &Conv2d) -> usize {
     op.c_out.div_ceil(CT) * CT * op.patch_len()
 }
 
-/// y = conv(xp) + bias, then ReLU when `relu`, where `xp` is the zero-padded input (cpu.rs's
-/// `pad_input`) of row width `wp` and plane height `hp`; `w(co, tap)` reads the weights.
-/// `wt`: [`weights_len`] floats of scratch.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn forward(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, w: impl Fn(usize, usize) -> f32 + Sync, bias: Option<&[f32]>, relu: bool, y: &mut [f32], wt: &mut [f32]) {
+/// Lays out the weights for [`forward`], `w(co, tap)`, into [`weights_len`] floats of `wt`:
+/// wt[(g·K + tap)·CT + c] = w(g·CT + c, tap), so that one group's taps are contiguous.
+pub(super) fn pack(op: &Conv2d, w: impl Fn(usize, usize) -> f32, wt: &mut [f32]) {
     let (k, co) = (op.patch_len(), op.c_out);
-    // wt[(g·K + tap)·CT + c] = w(g·CT + c, tap): one group's taps are contiguous.
     for (i, v) in wt[..weights_len(op)].iter_mut().enumerate() {
         let (g, tap, c) = (i / (k * CT), (i / CT) % k, i % CT);
         let ch = g * CT + c;
         *v = if ch < co { w(ch, tap) } else { 0.0 };
     }
+}
+
+/// y = conv(xp) + bias, then ReLU when `relu`, where `xp` is the zero-padded input (cpu.rs's
+/// `pad_input`) of row width `wp` and plane height `hp`, and `wt` the weights laid out by [`pack`].
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, wt: &[f32], bias: Option<&[f32]>, relu: bool, y: &mut [f32]) {
+    let (k, co) = (op.patch_len(), op.c_out);
     let mut offs = [0u32; MAX_TAPS];
     super::cpu::tap_offsets(op, &mut offs[..k]);
     // The runs of 8 outputs along a row; the last ends at the row's end.
@@ -69,7 +73,7 @@ pub(super) fn forward(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, w
         *s = (r * 8).min(op.w_out - 8);
     }
     let runs = Runs { starts: &starts[..per_row], wp, w_out: op.w_out, count: per_row * op.h_out };
-    let (offs, wt) = (&offs[..k], &*wt);
+    let (offs, wt) = (&offs[..k], &wt[..weights_len(op)]);
     let (plane_in, plane_out) = (op.c_in * hp * wp, op.h_out * op.w_out);
     // One task per image: every channel of all its rows.
     y[..n * co * plane_out].par_chunks_mut(co * plane_out).enumerate().for_each(|(img, y)| {

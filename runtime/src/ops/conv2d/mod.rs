@@ -209,8 +209,16 @@ mod tests {
             let wb = random(op.param_len(), 2);
             let mut y = vec![f32::NAN; n * op.y_len()];
             let mut scratch = vec![0.0; cpu::scratch_len(&op, n)];
-            cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch, false);
+            cpu::forward(&op, n, &x, &wb, None, &mut y, &mut scratch, false);
             assert_close(&y, &naive(&op, n, &to_f64(&x), &to_f64(&wb)), 1e-5, &format!("{op:?}"));
+            // With the weights laid out once beforehand (as a network keeps them): the same
+            // values, and nothing read from a scratch full of NaN.
+            let mut packed = vec![f32::NAN; cpu::packed_len(&op)];
+            cpu::pack(&op, &wb, &mut packed);
+            let mut y_packed = vec![f32::NAN; n * op.y_len()];
+            scratch.fill(f32::NAN);
+            cpu::forward(&op, n, &x, &wb, Some(&packed), &mut y_packed, &mut scratch, false);
+            assert_eq!(y_packed, y, "{op:?} with packed weights");
         }
     }
 
@@ -223,8 +231,8 @@ mod tests {
             let (x, wb, dy) = (random(n * op.x_len(), 7), random(op.param_len(), 8), random(n * op.y_len(), 9));
             let mut scratch = vec![0.0; cpu::scratch_len(&op, n)];
             let (mut y, mut y_fused) = (vec![0.0; dy.len()], vec![0.0; dy.len()]);
-            cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch, false);
-            cpu::forward(&op, n, &x, &wb, &mut y_fused, &mut scratch, true);
+            cpu::forward(&op, n, &x, &wb, None, &mut y, &mut scratch, false);
+            cpu::forward(&op, n, &x, &wb, None, &mut y_fused, &mut scratch, true);
             let relu: Vec<f32> = y.iter().map(|v| v.max(0.0)).collect();
             assert_eq!(y_fused, relu, "forward of {op:?}");
             let masked: Vec<f32> = dy.iter().zip(&y).map(|(&g, &v)| if v > 0.0 { g } else { 0.0 }).collect();
@@ -327,7 +335,7 @@ mod tests {
                     let wb = random(op.param_len(), 12);
                     let mut y = vec![f32::NAN; n * op.y_len()];
                     let mut scratch = vec![f32::NAN; cpu::scratch_len(&op, n)];
-                    cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch, relu);
+                    cpu::forward(&op, n, &x, &wb, None, &mut y, &mut scratch, relu);
                     let mut want = naive(&op, n, &to_f64(&x), &to_f64(&wb));
                     if relu {
                         want.iter_mut().for_each(|v| *v = v.max(0.0));
@@ -371,7 +379,7 @@ mod tests {
                 let (x, wb, dy) = (random(n * op.x_len(), 17), random(op.param_len(), 18), random(n * op.y_len(), 19));
                 let mut scratch = vec![0.0; cpu::scratch_len(&op, n)];
                 let mut y = vec![0.0; dy.len()];
-                cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch, true);
+                cpu::forward(&op, n, &x, &wb, None, &mut y, &mut scratch, true);
                 let masked: Vec<f32> = dy.iter().zip(&y).map(|(&g, &v)| if v > 0.0 { g } else { 0.0 }).collect();
                 let (mut dx, mut dwb) = (vec![0.0; x.len()], vec![0.0; wb.len()]);
                 cpu::backward(&op, n, &x, &wb, &masked, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
@@ -403,7 +411,7 @@ mod tests {
         let run = || {
             let mut scratch = vec![0.0; small];
             let (mut y, mut dx, mut dwb) = (vec![0.0; dy.len()], vec![0.0; x.len()], vec![0.0; wb.len()]);
-            cpu::forward(&op, n, &x, &wb, &mut y, &mut scratch, false);
+            cpu::forward(&op, n, &x, &wb, None, &mut y, &mut scratch, false);
             cpu::backward(&op, n, &x, &wb, &dy, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
             (y, dx, dwb)
         };
