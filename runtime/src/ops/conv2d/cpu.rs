@@ -610,7 +610,7 @@ fn col2im(op: &Conv2d, col: &[f32], dx: &mut [f32]) {
 
 /// The output as a raw pointer, so that tasks on several threads can write disjoint pixels.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(super) struct SendPtr(pub(super) *mut f32);
 
 // SAFETY: every task writes only its own pixels (see `indirect_forward`).
 unsafe impl Send for SendPtr {}
@@ -618,7 +618,7 @@ unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
     /// The element `i` places further (a method, so closures capture the whole wrapper).
-    fn at(self, i: usize) -> *mut f32 {
+    pub(super) fn at(self, i: usize) -> *mut f32 {
         self.0.wrapping_add(i)
     }
 }

@@ -203,8 +203,8 @@ mod tests {
 
     #[test]
     fn forward_matches_definition() {
-        for op in cases() {
-            let n = 8;
+        // A batch of 8, and of 1 (whose work is split over channels as well).
+        for (op, n) in cases().into_iter().flat_map(|op| [(op, 8), (op, 1)]) {
             let x = random(n * op.x_len(), 1);
             let wb = random(op.param_len(), 2);
             let mut y = vec![f32::NAN; n * op.y_len()];
