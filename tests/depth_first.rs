@@ -6,7 +6,7 @@
 mod common;
 
 use common::assert_close;
-use common::nets::{CifarNet, ModelA, NetBn, ResNetMini};
+use common::nets::{CifarNet, ModelA, NetBn, NetSeq, ResNetMini};
 use staticnet::prelude::*;
 use staticnet::{Optimizer, Sgd};
 
@@ -57,6 +57,9 @@ fn a_depth_first_forward_equals_the_forward_of_each_sample() {
     check_output("net_bn", NetBn::new);
     check_output("cifar_net", CifarNet::new);
     check_output("resnet_mini", ResNetMini::new);
+    // Its classifier's first Linear has 2M weights: it and the layers after it run on the whole
+    // batch, from what the chunks left in the main arena.
+    check_output("net_seq", NetSeq::new);
 }
 
 /// After a depth-first eval forward, every activation and the gradients of a backward equal

@@ -121,5 +121,7 @@ fn step(step: &Step) -> TokenStream {
             }
         }
     };
-    quote_spanned!(span=> { #body })
+    // Guarded, so that a depth-first forward can run the layers before its split per chunk and
+    // the rest on the whole batch.
+    quote_spanned!(span=> if p.layers.contains(&#layer) { #body })
 }

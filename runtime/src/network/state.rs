@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::spec::{Init, LayerSpec, NetSpec, Op, TensorKind, TensorSpec};
+use super::spec::{Init, LayerSpec, NetSpec, Op, Slot, TensorKind, TensorSpec};
 use crate::backend::Backend;
 use crate::optim::{ParamLayout, ParamRange, Params};
 use crate::ops::{CrossEntropy, Dropout, LossOutput};
@@ -67,6 +67,9 @@ pub struct Pass<'a, B: Backend> {
     /// Per layer: the gradient of its input is wanted (a layer before it has `dw`). Freezing
     /// a backbone thus stops the backward at the first trainable layer.
     pub dx: &'a [bool],
+    /// The layers a forward runs (all but in a depth-first forward, see
+    /// [`NetState::depth_first_chunk`]); a backward runs all.
+    pub layers: Range<usize>,
 }
 
 /// The buffers a pass runs in, sized for the largest batch seen so far.
@@ -94,6 +97,37 @@ struct Workspace<B: Backend> {
 /// of its 150 kernels' fixed costs for one sample.
 const CHUNK_BYTES: usize = 2 << 20;
 
+/// Where a depth-first forward stops taking chunks through the network.
+struct Split {
+    /// The first layer that runs on the whole batch: the first whose weights are larger than a
+    /// chunk and used fewer than 4 times per sample (a `Linear` of a classifier), as reading
+    /// them once per chunk would cost more than the chunks save.
+    split: usize,
+    /// The tensors computed before the split that the layers after it read (the output, when
+    /// every layer runs in chunks).
+    crossing: Vec<Slot>,
+}
+
+impl Split {
+    fn of(spec: &NetSpec) -> Split {
+        let weight_bound = |l: &LayerSpec| l.params * size_of::<f32>() > CHUNK_BYTES && l.flops < 8 * l.params as u64;
+        let split = spec.layers.iter().position(weight_bound).unwrap_or(spec.layers.len());
+        let after = &spec.layers[split..];
+        // Written after the split: an output slot that is not also an input (Flatten's output is
+        // its input).
+        let written = |s: &Slot| after.iter().any(|l| l.output_slot == Some(*s) && !l.inputs.contains(s));
+        let mut crossing: Vec<Slot> = Vec::new();
+        let read = after.iter().flat_map(|l| l.inputs.iter().copied());
+        let wanted = if split == spec.layers.len() { vec![spec.output_slot] } else { read.collect() };
+        for s in wanted {
+            if s != spec.input_slot && !written(&s) && !crossing.contains(&s) {
+                crossing.push(s);
+            }
+        }
+        Split { split, crossing }
+    }
+}
+
 /// One thread's share of a depth-first eval forward (see [`Backend::depth_first`]): an arena
 /// for a chunk of samples, and its own copies of what a pass borrows mutably.
 struct Group<B: Backend> {
@@ -106,7 +140,8 @@ struct Group<B: Backend> {
     scratch_len: usize,
     buffers: B::Buf<f32>,
     counters: Vec<i64>,
-    /// The outputs of this group's samples, in order, copied into the main arena at the end.
+    /// What the layers after the split read (see [`Split`]), chunk after chunk, copied into
+    /// the main arena at the end.
     out: Vec<f32>,
 }
 
@@ -160,6 +195,8 @@ pub struct NetState<B: Backend> {
     packed: B::Buf<f32>,
     packed_at: Vec<Range<usize>>,
     packed_version: Option<u64>,
+    /// How an eval forward of a large batch runs depth-first.
+    depth_first: Split,
 }
 
 impl<B: Backend> NetState<B> {
@@ -230,6 +267,7 @@ impl<B: Backend> NetState<B> {
             packed: dev.alloc(packed_len)?,
             packed_at,
             packed_version: None,
+            depth_first: Split::of(spec),
         };
         state.update_frozen();
         Ok(state)
@@ -291,6 +329,7 @@ impl<B: Backend> NetState<B> {
             packed_at: &self.packed_at,
             dw: &self.want_dw,
             dx: &self.want_dx,
+            layers: 0..self.spec.layers.len(),
         }
     }
 
@@ -378,27 +417,30 @@ impl<B: Backend> NetState<B> {
 
     /// Samples per chunk when a forward of `n` samples runs depth-first (see
     /// [`Backend::depth_first`]), or `None` when it runs layer by layer: in train mode (the
-    /// backward needs every activation), on a GPU, and when the batch is one chunk anyway.
-    /// A depth-first forward keeps only its output; a backward or an activation asked for
-    /// afterwards recomputes the rest, layer by layer.
+    /// backward needs every activation), on a GPU, when the network starts with a layer whose
+    /// weights outweigh its work, and when the batch is one chunk anyway. A depth-first forward
+    /// keeps only its output; a backward or an activation asked for afterwards recomputes the
+    /// rest, layer by layer.
     pub fn depth_first_chunk(&self, n: usize) -> Option<usize> {
-        if self.training || !self.dev.depth_first() {
+        if self.training || !self.dev.depth_first() || self.depth_first.split == 0 {
             return None;
         }
-        let widest = self.spec.layers.iter().map(|l| l.inputs.iter().map(|s| s.len).sum::<usize>() + l.output.iter().product::<usize>()).max()?;
+        let layers = &self.spec.layers[..self.depth_first.split];
+        let widest = layers.iter().map(|l| l.inputs.iter().map(|s| s.len).sum::<usize>() + l.output.iter().product::<usize>()).max()?;
         let chunk = (CHUNK_BYTES / (widest * size_of::<f32>()).max(1)).max(1);
         (n > chunk).then_some(chunk)
     }
 
     /// The eval forward of `n` samples, depth-first: one group of samples per thread, each
-    /// taken through the whole network `chunk` samples at a time in the group's own arena; the
-    /// outputs are then copied into the main arena, whose input slot already holds `x`.
+    /// taken through the layers before the split `chunk` samples at a time in the group's own
+    /// arena; what the layers after it read is then copied into the main arena (whose input
+    /// slot already holds `x`), where they run on the whole batch.
     fn forward_depth_first(&mut self, n: usize, x: &[f32], chunk: usize, step: u64, forward: PassFn<B>) -> Result<()> {
         let groups = rayon::current_num_threads().clamp(1, n.div_ceil(chunk));
         let per = n.div_ceil(groups);
         self.reserve_groups(groups, chunk, per)?;
-        let (input, output) = (self.spec.input_slot, self.spec.output_slot);
-        let NetState { dev, params, buffers, counters, ws, seed, want_dw, want_dx, packed, packed_at, .. } = self;
+        let (input, split) = (self.spec.input_slot, self.depth_first.split);
+        let NetState { dev, params, buffers, counters, ws, seed, want_dw, want_dx, packed, packed_at, depth_first, .. } = self;
         let groups = &mut ws.groups[..groups];
         for g in groups.iter_mut() {
             let len = B::len(buffers);
@@ -406,23 +448,39 @@ impl<B: Backend> NetState<B> {
             g.counters.copy_from_slice(counters);
         }
         let (dev, params, seed, packed, packed_at) = (&*dev, &*params, *seed, &*packed, packed_at.as_slice());
-        let (dw, dx) = (want_dw.as_slice(), want_dx.as_slice());
-        groups.par_iter_mut().enumerate().try_for_each(|(i, g)| -> Result<()> {
+        let (dw, dx, crossing) = (want_dw.as_slice(), want_dx.as_slice(), depth_first.crossing.as_slice());
+        let chunks = |i: usize| {
             let samples = (i * per).min(n)..((i + 1) * per).min(n);
+            samples.clone().step_by(chunk).map(move |first| (first, chunk.min(samples.end - first)))
+        };
+        groups.par_iter_mut().enumerate().try_for_each(|(i, g)| -> Result<()> {
             g.out.clear();
-            for first in samples.clone().step_by(chunk) {
-                let c = chunk.min(samples.end - first);
+            for (first, c) in chunks(i) {
                 dev.upload(&mut g.act, input.offset * c, &x[first * input.len..(first + c) * input.len])?;
                 let (act, grad, grads, buffers, counters, saved, scratch) = (&mut g.act, &mut g.grad, &mut g.grads, &mut g.buffers, &mut g.counters, &mut g.saved, &mut g.scratch);
-                forward(Pass { dev, n: c, training: false, seed, step, params, grads, buffers, counters, act, grad, saved, scratch, scratch_len: g.scratch_len, packed, packed_at, dw, dx })?;
-                let at = g.out.len();
-                g.out.resize(at + c * output.len, 0.0);
-                dev.download(&g.act, output.offset * c, &mut g.out[at..])?;
+                let scratch_len = g.scratch_len;
+                forward(Pass { dev, n: c, training: false, seed, step, params, grads, buffers, counters, act, grad, saved, scratch, scratch_len, packed, packed_at, dw, dx, layers: 0..split })?;
+                for slot in crossing {
+                    let at = g.out.len();
+                    g.out.resize(at + c * slot.len, 0.0);
+                    dev.download(&g.act, slot.offset * c, &mut g.out[at..])?;
+                }
             }
             Ok(())
         })?;
         for (i, g) in groups.iter().enumerate() {
-            dev.upload(&mut ws.act, output.offset * n + (i * per).min(n) * output.len, &g.out)?;
+            let mut staged = g.out.as_slice();
+            for (first, c) in chunks(i) {
+                for slot in crossing {
+                    let (part, rest) = staged.split_at(c * slot.len);
+                    dev.upload(&mut ws.act, slot.offset * n + first * slot.len, part)?;
+                    staged = rest;
+                }
+            }
+        }
+        let layers = self.spec.layers.len();
+        if split < layers {
+            forward(Pass { layers: split..layers, ..self.pass(n, false, step) })?;
         }
         Ok(())
     }
@@ -431,8 +489,9 @@ impl<B: Backend> NetState<B> {
     /// up to `per` (allocates only when more are needed than before).
     fn reserve_groups(&mut self, groups: usize, chunk: usize, per: usize) -> Result<()> {
         let (dev, spec, ws) = (&self.dev, self.spec, &mut self.ws);
+        let split = self.depth_first.split;
         while ws.groups.len() < groups {
-            let scratch_len = spec.layers.iter().map(|l| dev.scratch_len(&l.op, chunk)).max().unwrap_or(0);
+            let scratch_len = spec.layers[..split].iter().map(|l| dev.scratch_len(&l.op, chunk)).max().unwrap_or(0);
             ws.groups.push(Group {
                 act: dev.alloc(chunk * spec.act_len)?,
                 grad: dev.alloc(0)?,
@@ -445,8 +504,9 @@ impl<B: Backend> NetState<B> {
                 out: Vec::new(),
             });
         }
+        let staged: usize = self.depth_first.crossing.iter().map(|s| s.len).sum();
         for g in &mut ws.groups[..groups] {
-            g.out.reserve(per * spec.output_slot.len);
+            g.out.reserve(per * staged);
         }
         Ok(())
     }
@@ -613,6 +673,7 @@ impl<B: Backend> NetState<B> {
             packed_at: &self.packed_at,
             dw: &self.want_dw,
             dx: &self.want_dx,
+            layers: 0..spec.layers.len(),
         })?;
         Ok(act)
     }
