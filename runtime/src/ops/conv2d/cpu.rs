@@ -353,8 +353,15 @@ fn indirect_forward(
     let pad = Padded::of(op);
     let out = SendPtr(y.as_mut_ptr());
     let part = SendPtr(partial.as_mut_ptr());
-    let tasks = j_total.div_ceil(ROWS_PER_TASK);
-    (0..tasks).into_par_iter().for_each(|task| {
+    // Tasks of ROWS_PER_TASK pixels; with fewer of them than two a thread (a forward of one),
+    // each split over ranges of channel panels too, so that every thread has work.
+    let (row_tasks, panels) = (j_total.div_ceil(ROWS_PER_TASK), co_pad / nr);
+    let want = 2 * threads();
+    let parts = if row_tasks >= want { 1 } else { want.div_ceil(row_tasks).min(panels) };
+    let per_part = panels.div_ceil(parts);
+    (0..row_tasks * parts).into_par_iter().for_each(|task| {
+        let (task, share) = (task / parts, task % parts);
+        let panels = (share * per_part).min(panels)..((share + 1) * per_part).min(panels);
         let rows0 = task * ROWS_PER_TASK;
         let rows_here = ROWS_PER_TASK.min(j_total - rows0);
         let tiles = rows_here.div_ceil(mr);
@@ -373,7 +380,7 @@ fn indirect_forward(
         for kb in (0..k).step_by(block) {
             let kc = block.min(k - kb);
             let last = kb + kc == k;
-            for q in 0..co_pad / nr {
+            for q in panels.clone() {
                 let b = &weights[(q * k + kb) * nr..];
                 for t in 0..tiles {
                     let r0 = t * mr;
