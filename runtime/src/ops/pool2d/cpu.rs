@@ -17,6 +17,11 @@ pub fn max_forward(op: &Pool2d, n: usize, x: &[f32], y: &mut [f32]) {
     let fast = two_by_two(op);
     y[..planes * yp].par_chunks_mut(yp).zip(x[..planes * xp].par_chunks(xp)).for_each(|(y, x)| {
         #[cfg(target_arch = "x86_64")]
+        if fast && crate::ops::isa::avx512() {
+            // SAFETY: AVX-512 is present (checked above).
+            return unsafe { avx512::max_forward(op, x, y) };
+        }
+        #[cfg(target_arch = "x86_64")]
         if fast && crate::ops::isa::avx2() {
             // SAFETY: AVX2 is present (checked above).
             return unsafe { avx2::max_forward(op, x, y) };
@@ -52,6 +57,14 @@ pub fn max_backward(op: &Pool2d, n: usize, x: &[f32], y: &[f32], dy: &[f32], dx:
         .zip(x[..planes * xp].par_chunks(xp))
         .zip(y[..planes * yp].par_chunks(yp).zip(dy[..planes * yp].par_chunks(yp)))
         .for_each(|((dx, x), (y, dy))| {
+            #[cfg(target_arch = "x86_64")]
+            if fast && crate::ops::isa::avx512() {
+                if !avx2::covers(op) {
+                    dx.fill(0.0);
+                }
+                // SAFETY: AVX-512 is present (checked above).
+                return unsafe { avx512::max_backward(op, x, y, dy, dx) };
+            }
             #[cfg(target_arch = "x86_64")]
             if fast && crate::ops::isa::avx2() {
                 if !avx2::covers(op) {
@@ -393,4 +406,119 @@ fn taps(o: usize, len: usize, kernel: usize, stride: usize, padding: usize, dila
     let k1 = if len + padding > start { ((len + padding - start - 1) / dilation + 1).min(kernel) } else { 0 };
     let count = k1.saturating_sub(k0);
     Taps { first: (start + k0 * dilation).saturating_sub(padding), count }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    //! The 2 × 2, stride 2 max pooling of `avx2`, sixteen outputs at a time: a window row's
+    //! evens and odds come out of two loads through one two-source permutation each, and a
+    //! row's last outputs through masked loads and stores.
+    use std::arch::x86_64::*;
+
+    use super::Pool2d;
+
+    /// Lanes `0..count` set (count ≤ 16).
+    #[inline]
+    fn lanes(count: usize) -> __mmask16 {
+        ((1u32 << count.min(16)) - 1) as __mmask16
+    }
+
+    /// max(a, b) that is NaN when either is (`_mm512_max_ps` alone returns b for a NaN a).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn max_nan(a: __m512, b: __m512) -> __m512 {
+        let unordered = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, b);
+        _mm512_mask_add_ps(_mm512_max_ps(a, b), unordered, a, b)
+    }
+
+    /// The 2·`count` floats of `count` ≤ 16 windows' columns from `p`, split into evens and odds.
+    /// Safety: `p .. p + 2·count` is readable (masked lanes are not touched).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load_pairs(p: *const f32, count: usize) -> (__m512, __m512) {
+        // SAFETY: as the caller promises; the second load's address is only dereferenced in lanes
+        // below 2·count − 16.
+        let (lo, hi) = unsafe { (_mm512_maskz_loadu_ps(lanes(2 * count), p), _mm512_maskz_loadu_ps(lanes((2 * count).saturating_sub(16)), p.wrapping_add(16))) };
+        let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        (_mm512_permutex2var_ps(lo, evens, hi), _mm512_permutex2var_ps(lo, odds, hi))
+    }
+
+    /// Writes evens `e` and odds `o` of `count` ≤ 16 windows interleaved at `p`.
+    /// Safety: `p .. p + 2·count` is writable.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_pairs(p: *mut f32, count: usize, e: __m512, o: __m512) {
+        let first = _mm512_permutex2var_ps(e, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), o);
+        let second = _mm512_permutex2var_ps(e, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), o);
+        // SAFETY: as the caller promises.
+        unsafe {
+            _mm512_mask_storeu_ps(p, lanes(2 * count), first);
+            _mm512_mask_storeu_ps(p.wrapping_add(16), lanes((2 * count).saturating_sub(16)), second);
+        }
+    }
+
+    /// Calls `f(count, top, bottom, out)` for each run of `count` ≤ 16 windows along an output
+    /// row (as `avx2::runs`).
+    #[inline]
+    fn runs(op: &Pool2d, mut f: impl FnMut(usize, usize, usize, usize)) {
+        for oy in 0..op.h_out {
+            for ox in (0..op.w_out).step_by(16) {
+                f((op.w_out - ox).min(16), 2 * oy * op.w_in + 2 * ox, (2 * oy + 1) * op.w_in + 2 * ox, oy * op.w_out + ox);
+            }
+        }
+    }
+
+    /// One plane of max pooling's forward.
+    /// Safety: AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn max_forward(op: &Pool2d, x: &[f32], y: &mut [f32]) {
+        assert!(x.len() >= op.h_in * op.w_in && y.len() >= op.h_out * op.w_out && 2 * op.w_out <= op.w_in && 2 * op.h_out <= op.h_in);
+        runs(op, |count, top, bottom, out| {
+            // SAFETY: a run's 2·count columns lie in rows 2·oy and 2·oy + 1 of x (asserted sizes),
+            // its count outputs in row oy of y.
+            unsafe {
+                let (te, to) = load_pairs(x.as_ptr().add(top), count);
+                let (be, bo) = load_pairs(x.as_ptr().add(bottom), count);
+                _mm512_mask_storeu_ps(y.as_mut_ptr().add(out), lanes(count), max_nan(max_nan(te, to), max_nan(be, bo)));
+            }
+        });
+    }
+
+    /// One plane of max pooling's backward, as `avx2::max_backward`.
+    /// Safety: AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn max_backward(op: &Pool2d, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
+        assert!(x.len().min(dx.len()) >= op.h_in * op.w_in && y.len().min(dy.len()) >= op.h_out * op.w_out && 2 * op.w_out <= op.w_in && 2 * op.h_out <= op.h_in);
+        runs(op, |count, top, bottom, out| {
+            // SAFETY: as in the forward; dx has x's size.
+            unsafe {
+                let m = _mm512_maskz_loadu_ps(lanes(count), y.as_ptr().add(out));
+                let g = _mm512_maskz_loadu_ps(lanes(count), dy.as_ptr().add(out));
+                if _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(m, m) != 0 {
+                    // A NaN maximum: the last NaN of the window, one window at a time.
+                    for k in 0..count {
+                        let cells = [top + 2 * k, top + 2 * k + 1, bottom + 2 * k, bottom + 2 * k + 1];
+                        let m = y[out + k];
+                        let at = if m.is_nan() { cells.iter().rev().copied().find(|&i| x[i].is_nan()) } else { cells.iter().copied().find(|&i| x[i] == m) };
+                        for i in cells {
+                            dx[i] = if Some(i) == at { dy[out + k] } else { 0.0 };
+                        }
+                    }
+                    return;
+                }
+                let (te, to) = load_pairs(x.as_ptr().add(top), count);
+                let (be, bo) = load_pairs(x.as_ptr().add(bottom), count);
+                let eq = |v: __m512| _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(v, m);
+                // First match wins: each later position only where no earlier one matched.
+                let tl = eq(te);
+                let tr = !tl & eq(to);
+                let bl = !(tl | tr) & eq(be);
+                let br = !(tl | tr | bl) & eq(bo);
+                let put = |mask: __mmask16| _mm512_maskz_mov_ps(mask, g);
+                store_pairs(dx.as_mut_ptr().add(top), count, put(tl), put(tr));
+                store_pairs(dx.as_mut_ptr().add(bottom), count, put(bl), put(br));
+            }
+        });
+    }
 }

@@ -137,6 +137,8 @@ mod tests {
             (Pool2d::max(2, [14, 14], [2, 2], [2, 2], [0, 0], [1, 1], false), true),
             (Pool2d::max(1, [6, 16], [2, 2], [2, 2], [0, 0], [1, 1], false), true),
             (Pool2d::max(2, [9, 37], [2, 2], [2, 2], [0, 0], [1, 1], false), true),
+            // rows of 34 outputs: two full runs of 16 for the AVX-512 path and a masked 2
+            (Pool2d::max(2, [5, 68], [2, 2], [2, 2], [0, 0], [1, 1], false), true),
             (Pool2d::avg(2, [14, 14], [2, 2], [2, 2], [0, 0], false, true, 0), false),
             (Pool2d::avg(1, [6, 16], [2, 2], [2, 2], [0, 0], false, false, 0), false),
             (Pool2d::avg(2, [9, 37], [2, 2], [2, 2], [0, 0], false, true, 3), false),
@@ -164,7 +166,7 @@ mod tests {
         // 2x2 windows with ties: PyTorch keeps the first maximum in scan order (row by row).
         // Width 36 gives two runs of 8 outputs for the vector path and a masked run of 2; widths
         // 4 and 14 give masked runs only.
-        for w in [4usize, 14, 36] {
+        for w in [4usize, 14, 36, 68] {
             let op = Pool2d::max(1, [2, w], [2, 2], [2, 2], [0, 0], [1, 1], false);
             let mut x = vec![0.0f32; 2 * w];
             for o in 0..w / 2 {
@@ -202,7 +204,7 @@ mod tests {
 
     #[test]
     fn max_pool_propagates_nan_like_pytorch() {
-        for w in [4usize, 14, 36] {
+        for w in [4usize, 14, 36, 68] {
             let op = Pool2d::max(1, [2, w], [2, 2], [2, 2], [0, 0], [1, 1], false);
             let mut x = vec![1.0f32; 2 * w];
             x[1] = f32::NAN; // window 0, top-right
