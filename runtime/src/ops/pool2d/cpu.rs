@@ -113,6 +113,22 @@ fn two_by_two(op: &Pool2d) -> bool {
     op.kernel == [2, 2] && op.stride == [2, 2] && op.padding == [0, 0] && op.dilation == [1, 1] && op.w_out * 2 <= op.w_in && op.h_out * 2 <= op.h_in
 }
 
+/// The backward of a run of `count` 2 × 2 windows (as the vector paths take them) where a
+/// maximum is NaN: window by window, the gradient to the last NaN of a NaN window, else to the
+/// first cell equal to the maximum.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn nan_run_backward(count: usize, top: usize, bottom: usize, out: usize, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
+    for k in 0..count {
+        let cells = [top + 2 * k, top + 2 * k + 1, bottom + 2 * k, bottom + 2 * k + 1];
+        let m = y[out + k];
+        let at = if m.is_nan() { cells.iter().rev().copied().find(|&i| x[i].is_nan()) } else { cells.iter().copied().find(|&i| x[i] == m) };
+        for i in cells {
+            dx[i] = if Some(i) == at { dy[out + k] } else { 0.0 };
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     //! The 2 × 2, stride 2 window, eight outputs at a time. A row's last outputs (all of them
@@ -252,16 +268,7 @@ mod avx2 {
                 let m = load(y.as_ptr().add(out), count);
                 let g = load(dy.as_ptr().add(out), count);
                 if _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(m, m)) & ((1 << count) - 1) != 0 {
-                    // A NaN maximum: the last NaN of the window, one window at a time.
-                    for k in 0..count {
-                        let cells = [top + 2 * k, top + 2 * k + 1, bottom + 2 * k, bottom + 2 * k + 1];
-                        let (m, at) = (y[out + k], cells);
-                        let at = if m.is_nan() { at.iter().rev().copied().find(|&i| x[i].is_nan()) } else { at.iter().copied().find(|&i| x[i] == m) };
-                        for i in cells {
-                            dx[i] = if Some(i) == at { dy[out + k] } else { 0.0 };
-                        }
-                    }
-                    return;
+                    return super::nan_run_backward(count, top, bottom, out, x, y, dy, dx);
                 }
                 let (te, to) = load_pairs(x.as_ptr().add(top), count);
                 let (be, bo) = load_pairs(x.as_ptr().add(bottom), count);
@@ -496,16 +503,7 @@ mod avx512 {
                 let m = _mm512_maskz_loadu_ps(lanes(count), y.as_ptr().add(out));
                 let g = _mm512_maskz_loadu_ps(lanes(count), dy.as_ptr().add(out));
                 if _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(m, m) != 0 {
-                    // A NaN maximum: the last NaN of the window, one window at a time.
-                    for k in 0..count {
-                        let cells = [top + 2 * k, top + 2 * k + 1, bottom + 2 * k, bottom + 2 * k + 1];
-                        let m = y[out + k];
-                        let at = if m.is_nan() { cells.iter().rev().copied().find(|&i| x[i].is_nan()) } else { cells.iter().copied().find(|&i| x[i] == m) };
-                        for i in cells {
-                            dx[i] = if Some(i) == at { dy[out + k] } else { 0.0 };
-                        }
-                    }
-                    return;
+                    return super::nan_run_backward(count, top, bottom, out, x, y, dy, dx);
                 }
                 let (te, to) = load_pairs(x.as_ptr().add(top), count);
                 let (be, bo) = load_pairs(x.as_ptr().add(bottom), count);
