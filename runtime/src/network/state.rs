@@ -106,6 +106,9 @@ struct Split {
     /// The tensors computed before the split that the layers after it read (the output, when
     /// every layer runs in chunks).
     crossing: Vec<Slot>,
+    /// Samples per chunk: as many as keep the widest layer before the split (its input and
+    /// output) within `CHUNK_BYTES`.
+    chunk: usize,
 }
 
 impl Split {
@@ -124,7 +127,9 @@ impl Split {
                 crossing.push(s);
             }
         }
-        Split { split, crossing }
+        let widest = spec.layers[..split].iter().map(|l| l.inputs.iter().map(|s| s.len).sum::<usize>() + l.output.iter().product::<usize>()).max().unwrap_or(0);
+        let chunk = (CHUNK_BYTES / (widest * size_of::<f32>()).max(1)).max(1);
+        Split { split, crossing, chunk }
     }
 }
 
@@ -425,9 +430,7 @@ impl<B: Backend> NetState<B> {
         if self.training || !self.dev.depth_first() || self.depth_first.split == 0 {
             return None;
         }
-        let layers = &self.spec.layers[..self.depth_first.split];
-        let widest = layers.iter().map(|l| l.inputs.iter().map(|s| s.len).sum::<usize>() + l.output.iter().product::<usize>()).max()?;
-        let chunk = (CHUNK_BYTES / (widest * size_of::<f32>()).max(1)).max(1);
+        let chunk = self.depth_first.chunk;
         (n > chunk).then_some(chunk)
     }
 

@@ -231,7 +231,7 @@ mod avx2 {
 
     /// What the unchecked loads and stores below rely on: an input plane of `x_len` and an output
     /// plane of `y_len` floats at least, and every window inside the input.
-    fn planes(op: &Pool2d, x_len: usize, y_len: usize) {
+    pub(super) fn planes(op: &Pool2d, x_len: usize, y_len: usize) {
         assert!(x_len >= op.h_in * op.w_in && y_len >= op.h_out * op.w_out && 2 * op.w_out <= op.w_in && 2 * op.h_out <= op.h_in);
     }
 
@@ -480,7 +480,7 @@ mod avx512 {
     /// Safety: AVX-512F.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn max_forward(op: &Pool2d, x: &[f32], y: &mut [f32]) {
-        assert!(x.len() >= op.h_in * op.w_in && y.len() >= op.h_out * op.w_out && 2 * op.w_out <= op.w_in && 2 * op.h_out <= op.h_in);
+        super::avx2::planes(op, x.len(), y.len());
         runs(op, |count, top, bottom, out| {
             // SAFETY: a run's 2·count columns lie in rows 2·oy and 2·oy + 1 of x (asserted sizes),
             // its count outputs in row oy of y.
@@ -496,7 +496,7 @@ mod avx512 {
     /// Safety: AVX-512F.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn max_backward(op: &Pool2d, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
-        assert!(x.len().min(dx.len()) >= op.h_in * op.w_in && y.len().min(dy.len()) >= op.h_out * op.w_out && 2 * op.w_out <= op.w_in && 2 * op.h_out <= op.h_in);
+        super::avx2::planes(op, x.len().min(dx.len()), y.len().min(dy.len()));
         runs(op, |count, top, bottom, out| {
             // SAFETY: as in the forward; dx has x's size.
             unsafe {
