@@ -231,13 +231,15 @@ impl<B: Backend> NetState<B> {
         dev.upload(&mut params, 0, &host_params)?;
         let mut buffers = dev.alloc(spec.buffer_len)?;
         dev.upload(&mut buffers, 0, &host_buffers)?;
-        let mut packed_len = 0;
+        let mut packed_len = 0usize;
         let packed_at = spec
             .layers
             .iter()
             .map(|l| {
-                let start = packed_len;
-                packed_len += dev.packed_len(&l.op);
+                // Each layer's weights start a cache line, as the buffer does (its kernels'
+                // vector loads of them then never straddle two lines).
+                let start = packed_len.next_multiple_of(16);
+                packed_len = start + dev.packed_len(&l.op);
                 start..packed_len
             })
             .collect();

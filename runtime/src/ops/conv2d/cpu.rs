@@ -75,9 +75,15 @@ struct Layout {
     partials: usize,
 }
 
+/// Each part of the scratch starts a 64-byte cache line (the scratch itself does): the kernels'
+/// vector loads of weights and partial sums then never straddle two lines.
+fn line(floats: usize) -> usize {
+    floats.next_multiple_of(16)
+}
+
 impl Layout {
     fn total(&self) -> usize {
-        self.xp + self.weights + self.taps + self.rows + self.cols + self.partials
+        line(self.xp) + line(self.weights) + line(self.taps) + line(self.rows) + line(self.cols) + self.partials
     }
 }
 
@@ -106,7 +112,7 @@ fn filter_layout(op: &Conv2d, n: usize) -> Layout {
         taps: k_pad,
         rows: co_pad * j,
         cols: j,
-        partials: threads() * (k_pad * co_pad + op.c_out),
+        partials: threads() * line(k_pad * co_pad + op.c_out),
     }
 }
 
@@ -307,11 +313,15 @@ fn pixel_base(op: &Conv2d, pad: Padded, j: usize) -> u32 {
 
 /// Splits the scratch into its parts.
 fn split<'a>(scratch: &'a mut [f32], l: &Layout) -> [&'a mut [f32]; 6] {
-    let (xp, rest) = scratch.split_at_mut(l.xp);
-    let (weights, rest) = rest.split_at_mut(l.weights);
-    let (taps, rest) = rest.split_at_mut(l.taps);
-    let (rows, rest) = rest.split_at_mut(l.rows);
-    let (cols, rest) = rest.split_at_mut(l.cols);
+    let part = |rest: &'a mut [f32], len: usize| {
+        let (part, rest) = rest.split_at_mut(line(len));
+        (&mut part[..len], rest)
+    };
+    let (xp, rest) = part(scratch, l.xp);
+    let (weights, rest) = part(rest, l.weights);
+    let (taps, rest) = part(rest, l.taps);
+    let (rows, rest) = part(rest, l.rows);
+    let (cols, rest) = part(rest, l.cols);
     [xp, weights, taps, rows, cols, &mut rest[..l.partials]]
 }
 
@@ -500,7 +510,7 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
     let (taps, dyt, cols) = (&*taps, &*dyt, &*cols);
     let t_count = threads().min(j_total.div_ceil(KC)).max(1);
     let per = j_total.div_ceil(t_count);
-    let part_len = k_pad * co_pad + co;
+    let part_len = line(k_pad * co_pad + co);
     partials[..t_count * part_len].par_chunks_mut(part_len).enumerate().for_each(|(t, part)| {
         let js = (t * per).min(j_total)..((t + 1) * per).min(j_total);
         let (dwt, db) = part.split_at_mut(k_pad * co_pad);

@@ -435,18 +435,33 @@ macro_rules! avx512_indirect {
                         }
                     }
                 }
-                for p in 0..kc {
-                    let c = *cols.add(p) as usize;
-                    let mut bv = [_mm512_setzero_ps(); NV];
-                    for (v, bv) in bv.iter_mut().enumerate() {
-                        *bv = _mm512_loadu_ps(b.add(p * NR + 16 * v));
-                    }
-                    for (r, acc) in row.iter().zip(acc.iter_mut()) {
-                        let a = _mm512_set1_ps(*r.add(c));
-                        for (acc, bv) in acc.iter_mut().zip(&bv) {
-                            *acc = _mm512_fmadd_ps(a, *bv, *acc);
+                macro_rules! step {
+                    ($p:expr) => {{
+                        let p = $p;
+                        let c = *cols.add(p) as usize;
+                        let mut bv = [_mm512_setzero_ps(); NV];
+                        for (v, bv) in bv.iter_mut().enumerate() {
+                            *bv = _mm512_loadu_ps(b.add(p * NR + 16 * v));
                         }
-                    }
+                        for (r, acc) in row.iter().zip(acc.iter_mut()) {
+                            let a = _mm512_set1_ps(*r.add(c));
+                            for (acc, bv) in acc.iter_mut().zip(&bv) {
+                                *acc = _mm512_fmadd_ps(a, *bv, *acc);
+                            }
+                        }
+                    }};
+                }
+                let mut p = 0;
+                while p + 4 <= kc {
+                    step!(p);
+                    step!(p + 1);
+                    step!(p + 2);
+                    step!(p + 3);
+                    p += 4;
+                }
+                while p < kc {
+                    step!(p);
+                    p += 1;
                 }
                 for (i, a) in acc.iter().enumerate() {
                     for (v, &a) in a.iter().enumerate() {
