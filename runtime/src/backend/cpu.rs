@@ -6,6 +6,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::{Backend, Elem};
+pub use crate::ops::aligned::AlignedVec;
 use crate::Result;
 use crate::ops::Op;
 use crate::ops::{self, Activation, AdamStep, AdaptiveAvgPool2d, AdaptiveMaxPool2d, BatchNorm, Conv2d, CrossEntropy, Dropout, Linear, LossOutput, Pool2d, SgdStep, Softmax};
@@ -13,59 +14,6 @@ use crate::ops::{self, Activation, AdamStep, AdaptiveAvgPool2d, AdaptiveMaxPool2
 /// The CPU, with as many threads as rayon's global pool has.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cpu;
-
-/// A CPU buffer: a `Vec` whose first element starts a 64-byte cache line.
-///
-/// A 64-byte vector load (AVX-512) that starts elsewhere in a line reads two lines. glibc's
-/// `malloc` returns large blocks 16 bytes past a page boundary, so with plain `Vec`s every
-/// AVX-512 load of packed weights was such a split: the convolution microkernel alone ran at
-/// 176 GFLOP/s on one thread with its B panel there, 195–212 with it on a line (prof, one Xeon
-/// core, AVX-512 peak 240).
-pub struct AlignedVec<T> {
-    vec: Vec<T>,
-    start: usize,
-    len: usize,
-}
-
-impl<T: Elem> AlignedVec<T> {
-    const LINE: usize = 64;
-
-    /// `len` default values, the first on a cache line.
-    pub fn new(len: usize) -> Self {
-        let extra = Self::LINE / std::mem::size_of::<T>().max(1);
-        let vec = vec![T::default(); len + extra];
-        let misaligned = vec.as_ptr() as usize % Self::LINE;
-        let start = if misaligned == 0 { 0 } else { (Self::LINE - misaligned) / std::mem::size_of::<T>().max(1) };
-        AlignedVec { vec, start, len }
-    }
-}
-
-impl<T> std::ops::Deref for AlignedVec<T> {
-    type Target = [T];
-    fn deref(&self) -> &[T] {
-        &self.vec[self.start..self.start + self.len]
-    }
-}
-
-impl<T> std::ops::DerefMut for AlignedVec<T> {
-    fn deref_mut(&mut self) -> &mut [T] {
-        &mut self.vec[self.start..self.start + self.len]
-    }
-}
-
-impl<T: Elem> Clone for AlignedVec<T> {
-    fn clone(&self) -> Self {
-        let mut copy = Self::new(self.len);
-        copy.copy_from_slice(self);
-        copy
-    }
-}
-
-impl<T: std::fmt::Debug> std::fmt::Debug for AlignedVec<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
-}
 
 fn disjoint(a: &Range<usize>, b: &Range<usize>) -> bool {
     a.is_empty() || b.is_empty() || a.end <= b.start || b.end <= a.start
@@ -331,23 +279,3 @@ impl Backend for Cpu {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::AlignedVec;
-
-    #[test]
-    fn buffers_start_a_cache_line_and_keep_their_contents() {
-        for len in [0, 1, 15, 16, 17, 1000, 1 << 20] {
-            let mut a = AlignedVec::<f32>::new(len);
-            assert_eq!(a.as_ptr() as usize % 64, 0, "len {len}");
-            assert_eq!(a.len(), len);
-            assert!(a.iter().all(|&v| v == 0.0));
-            a.iter_mut().enumerate().for_each(|(i, v)| *v = i as f32);
-            let b = a.clone();
-            assert_eq!(b.as_ptr() as usize % 64, 0, "clone of len {len}");
-            assert_eq!(&*a, &*b);
-            let u = AlignedVec::<u32>::new(len);
-            assert_eq!(u.as_ptr() as usize % 64, 0, "u32, len {len}");
-        }
-    }
-}

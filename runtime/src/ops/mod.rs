@@ -34,6 +34,7 @@ pub mod activation;
 pub mod adam;
 pub mod adaptive_avg_pool2d;
 pub mod adaptive_max_pool2d;
+pub mod aligned;
 pub mod add;
 pub mod batch_norm;
 pub mod conv2d;

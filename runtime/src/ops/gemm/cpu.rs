@@ -19,6 +19,7 @@ use std::thread::LocalKey;
 use rayon::prelude::*;
 
 use super::kernel::{self, MAX_MR, MAX_NR, Micro};
+use crate::ops::aligned::AlignedVec;
 use super::{MatMut, MatRef, Output, Panels, Parallelism, Strided, StridedOut};
 
 /// Depth of one packed block: KC·(MR + NR) floats of a microkernel call stay in L1.
@@ -29,8 +30,8 @@ const MC: usize = 144;
 const NC: usize = 3072;
 
 thread_local! {
-    static PACK_A: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-    static PACK_B: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static PACK_A: Cell<Option<AlignedVec<f32>>> = const { Cell::new(None) };
+    static PACK_B: Cell<Option<AlignedVec<f32>>> = const { Cell::new(None) };
 }
 
 /// One matrix product `C = epilogue(A·B + β·C)` where A is m × k and B is k × n.
@@ -204,12 +205,10 @@ pub(crate) fn reserve_packing_buffers() {
     });
 }
 
-fn with_buffer<R>(key: &'static LocalKey<Cell<Vec<f32>>>, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = key.take();
-    if buf.len() < len {
-        buf = vec![0.0; len];
-    }
+fn with_buffer<R>(key: &'static LocalKey<Cell<Option<AlignedVec<f32>>>>, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    // On a cache line: the microkernel's vector loads of the packed panels then never read two.
+    let mut buf = key.take().filter(|b| b.len() >= len).unwrap_or_else(|| AlignedVec::new(len));
     let out = f(&mut buf[..len]);
-    key.set(buf);
+    key.set(Some(buf));
     out
 }
