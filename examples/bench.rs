@@ -19,6 +19,7 @@ mod course;
 use std::fmt::Write as _;
 use std::time::Instant;
 
+use staticnet::ops::aligned::AlignedVec;
 use staticnet::ops::{self, Conv2d};
 use staticnet::prelude::*;
 
@@ -159,9 +160,15 @@ fn conv_layer(op: Conv2d, n: usize) -> [f64; 3] {
 fn layer_seconds(op: Conv2d, n: usize, threads: usize) -> [f64; 3] {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
     pool.install(|| {
-        let (x, wb) = (ops::random_values(n * op.x_len(), 2), ops::random_values(op.param_len(), 3));
-        let (mut y, mut dx, mut dwb) = (vec![0.0; n * op.y_len()], vec![0.0; n * op.x_len()], vec![0.0; op.param_len()]);
-        let mut scratch = vec![0.0; ops::conv2d::cpu::scratch_len(&op, n)];
+        // Every buffer on a cache line, as the CPU backend allocates them.
+        let aligned = |v: &[f32]| {
+            let mut a = AlignedVec::new(v.len());
+            a.copy_from_slice(v);
+            a
+        };
+        let (x, wb) = (aligned(&ops::random_values(n * op.x_len(), 2)), aligned(&ops::random_values(op.param_len(), 3)));
+        let (mut y, mut dx, mut dwb) = (AlignedVec::new(n * op.y_len()), AlignedVec::new(n * op.x_len()), AlignedVec::new(op.param_len()));
+        let mut scratch = AlignedVec::new(ops::conv2d::cpu::scratch_len(&op, n));
         let best = |f: &mut dyn FnMut()| {
             f();
             (0..5)
@@ -173,9 +180,9 @@ fn layer_seconds(op: Conv2d, n: usize, threads: usize) -> [f64; 3] {
                 .fold(f64::MAX, f64::min)
         };
         // The weights laid out once, as a network keeps them between forwards.
-        let mut packed = vec![0.0; ops::conv2d::cpu::packed_len(&op)];
+        let mut packed = AlignedVec::new(ops::conv2d::cpu::packed_len(&op));
         ops::conv2d::cpu::pack(&op, &wb, &mut packed);
-        let fwd = best(&mut || ops::conv2d::cpu::forward(&op, n, &x, &wb, Some(packed.as_slice()).filter(|p| !p.is_empty()), &mut y, &mut scratch, false));
+        let fwd = best(&mut || ops::conv2d::cpu::forward(&op, n, &x, &wb, Some(&packed[..]).filter(|p| !p.is_empty()), &mut y, &mut scratch, false));
         let data = best(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, &y, None, Some(&mut dx), None, &mut scratch));
         let filter = best(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, &y, None, None, Some(&mut dwb), &mut scratch));
         [fwd, data, filter]
