@@ -383,10 +383,23 @@ fn indirect_forward(
         // Per tile row: its window corner in xp, and where its pixel starts in y.
         let mut bases = [0u32; ROWS_PER_TASK + MAX_INDIRECT_MR];
         let mut outs = [0usize; ROWS_PER_TASK + MAX_INDIRECT_MR];
-        for r in 0..tiles * mr {
-            let j = if r < rows_here { rows0 + r } else { rows0 };
-            bases[r] = pixel_base(op, pad, j);
-            outs[r] = (j / p) * co * p + j % p;
+        // Pixel by pixel from the task's first, counted rather than divided out of j; rows past
+        // the task's end repeat its first pixel (their results are not written).
+        let (mut img, mut pix) = (rows0 / p, rows0 % p);
+        let (mut oy, mut ox) = (pix / op.w_out, pix % op.w_out);
+        for r in 0..rows_here {
+            bases[r] = (((img * pad.c) * pad.hp + oy * op.stride[0]) * pad.wp + ox * op.stride[1]) as u32;
+            outs[r] = img * co * p + pix;
+            (pix, ox) = (pix + 1, ox + 1);
+            if ox == op.w_out {
+                (ox, oy) = (0, oy + 1);
+                if pix == p {
+                    (img, pix, oy) = (img + 1, 0, 0);
+                }
+            }
+        }
+        for r in rows_here..tiles * mr {
+            (bases[r], outs[r]) = (bases[0], outs[0]);
         }
         // The finished tile, before the epilogue scatters it (once per task: the kernel writes all
         // of it every time, and zeroing 576 bytes per tile showed as memset in perf).
