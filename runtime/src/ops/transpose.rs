@@ -60,6 +60,66 @@ pub fn masked_transpose(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: us
     scalar(src, mask, rows, cols, dst, ld);
 }
 
+/// `dst[c · rows + r] = src[r · stride + c]` (masked by `mask[r · stride + c] > 0` when given)
+/// for `r < rows`, `c < cols`: `rows` rows `stride` apart (planes of an image) into `cols`
+/// vectors of `rows` (pixels of a channel-blocked layout).
+pub fn masked_transpose_strided(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, stride: usize, dst: &mut [f32]) {
+    let at = |r: usize, c: usize| r * stride + c;
+    let one = |r: usize, c: usize| mask.map_or(src[at(r, c)], |m| keep_if_positive(src[at(r, c)], m[at(r, c)]));
+    // The whole 8 × 8 blocks in registers where AVX2 is there (none done otherwise).
+    #[cfg(target_arch = "x86_64")]
+    let (r8, c8) = if crate::ops::isa::avx2() && rows >= 8 && cols >= 8 {
+        let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
+        assert!(src.len() >= at(rows - 1, cols) && mask.is_none_or(|m| m.len() >= at(rows - 1, cols)) && dst.len() >= cols * rows);
+        // SAFETY: AVX2 is present (checked above); the blocks read and written lie inside the
+        // slices (asserted above).
+        unsafe { strided_avx2(src, mask, r8, c8, stride, rows, dst) };
+        (r8, c8)
+    } else {
+        (0, 0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let (r8, c8) = (0, 0);
+    // What the 8 × 8 blocks left: the last columns of every row, the last rows of the others.
+    for c in 0..cols {
+        let rows_left = if c < c8 { r8..rows } else { 0..rows };
+        for r in rows_left {
+            dst[c * rows + r] = one(r, c);
+        }
+    }
+}
+
+/// The whole 8 × 8 blocks of [`masked_transpose_strided`]: rows `..r8`, columns `..c8`.
+///
+/// # Safety
+/// AVX2; rows below r8 have c8 readable floats at `r · stride` in src (and mask); dst holds
+/// c8 · ld floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn strided_avx2(src: &[f32], mask: Option<&[f32]>, r8: usize, c8: usize, stride: usize, ld: usize, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let zero = _mm256_setzero_ps();
+    for r0 in (0..r8).step_by(8) {
+        for c0 in (0..c8).step_by(8) {
+            let v: [__m256; 8] = std::array::from_fn(|i| {
+                let at = (r0 + i) * stride + c0;
+                // SAFETY: as the caller promises.
+                unsafe {
+                    let v = _mm256_loadu_ps(src.as_ptr().add(at));
+                    match mask {
+                        Some(m) => _mm256_and_ps(v, _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_loadu_ps(m.as_ptr().add(at)), zero)),
+                        None => v,
+                    }
+                }
+            });
+            for (j, t) in transpose8(v).iter().enumerate() {
+                // SAFETY: as the caller promises.
+                unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add((c0 + j) * ld + r0), *t) };
+            }
+        }
+    }
+}
+
 /// One element at a time.
 fn scalar(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, dst: &mut [f32], ld: usize) {
     for c in 0..cols {

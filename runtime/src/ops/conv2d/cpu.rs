@@ -15,6 +15,11 @@
 //! the NCHW output through the epilogue (bias, ReLU), earlier blocks are kept in a channels-last
 //! buffer. Nothing of im2col's size is ever materialised.
 //!
+//! With AVX-512 and input channels in whole blocks of 16, the forward (and so the stride-1 data
+//! gradient) pads its input into a channel-blocked layout instead, (n, c/16, hp, wp, 16) as
+//! ONNX Runtime's NCHWc: a tap's 16 channels are then one cache line, read by one kernel step
+//! with constant offsets (`gemm::kernel::select_blocked_for_channels`).
+//!
 //! A ReLU fused after the convolution costs nothing extra either way: forward it is the
 //! epilogue; backward, dY (the gradient of the ReLU's output) is masked by `y > 0` while it is
 //! copied anyway (transposed for the filter gradient, padded for the data gradient).
@@ -22,7 +27,7 @@
 use rayon::prelude::*;
 
 use super::{Conv2d, depthwise, direct};
-use crate::ops::gemm::kernel::{Indirect, MAX_INDIRECT_MR, MAX_INDIRECT_NR, select_indirect_for_channels};
+use crate::ops::gemm::kernel::{CHANNEL_BLOCK, Indirect, MAX_INDIRECT_MR, MAX_INDIRECT_NR, select_blocked_for_channels, select_indirect_for_channels};
 use crate::ops::gemm::{MatMut, MatRef, Parallelism, gemm};
 use crate::ops::transpose::{copy_row, zero_row};
 
@@ -41,6 +46,29 @@ const KC: usize = 128;
 fn forward_block(k: usize) -> usize {
     k.div_ceil(k.div_ceil(144))
 }
+/// The forward's kernel: the channel-blocked one where the instruction set has it and the input
+/// channels are whole blocks (not for 1 × 1 kernels, whose input is read in place: a copy into
+/// blocks cost more than it saved), else the indirect one. Both have the same tile.
+fn forward_kernel(op: &Conv2d) -> (Indirect, bool) {
+    let blocked = (op.c_in % CHANNEL_BLOCK == 0 && op.kernel != [1, 1]).then(|| select_blocked_for_channels(op.c_out)).flatten();
+    match blocked {
+        Some(kernel) => (kernel, true),
+        None => (select_indirect_for_channels(op.c_out), false),
+    }
+}
+
+/// Taps per block of the forward: [`forward_block`], or for the channel-blocked kernel whole
+/// groups of 16, at most 9 of them (144 taps).
+fn forward_block_of(op: &Conv2d, blocked: bool) -> usize {
+    let k = op.patch_len();
+    if blocked {
+        let groups = k / CHANNEL_BLOCK;
+        CHANNEL_BLOCK * groups.div_ceil(groups.div_ceil(144 / CHANNEL_BLOCK))
+    } else {
+        forward_block(k)
+    }
+}
+
 /// Output rows (pixels) per task of the forward.
 const ROWS_PER_TASK: usize = 96;
 
@@ -88,14 +116,14 @@ impl Layout {
 }
 
 fn forward_layout(op: &Conv2d, n: usize) -> Layout {
-    let ind = select_indirect_for_channels(op.c_out);
+    let (ind, blocked) = forward_kernel(op);
     let (k, j) = (op.patch_len(), n * op.out_pixels());
     let co_pad = op.c_out.div_ceil(ind.nr) * ind.nr;
     Layout {
         xp: Padded::of(op).len(n),
         weights: co_pad * k,
         taps: k.div_ceil(ind.mr) * ind.mr,
-        rows: if k > forward_block(k) { j.div_ceil(ind.mr) * ind.mr * co_pad } else { 0 },
+        rows: if k > forward_block_of(op, blocked) { j.div_ceil(ind.mr) * ind.mr * co_pad } else { 0 },
         cols: 0,
         partials: 0,
     }
@@ -201,7 +229,7 @@ pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f3
 
 /// Floats of Wᵀ in panels of NR channels, for the indirect forward.
 fn panels_len(op: &Conv2d) -> usize {
-    let nr = select_indirect_for_channels(op.c_out).nr;
+    let nr = forward_kernel(op).0.nr;
     op.c_out.div_ceil(nr) * nr * op.patch_len()
 }
 
@@ -210,9 +238,29 @@ fn panels_len(op: &Conv2d) -> usize {
 /// (PyTorch's layout), or with `tap_at`, `w[base + co·stride]` where `(base, stride) =
 /// tap_at(tap)`: index arithmetic once per tap, not once per weight (the data gradient's
 /// flipped weights need divisions to find).
+///
+/// For the channel-blocked kernel the rows are in its order, (block, ky, kx, channel in the
+/// block), instead of (channel, ky, kx).
 fn pack_panels(op: &Conv2d, w: &[f32], tap_at: Option<impl Fn(usize) -> (usize, usize) + Sync>, weights: &mut [f32]) {
-    let nr = select_indirect_for_channels(op.c_out).nr;
+    let (ind, blocked) = forward_kernel(op);
+    let nr = ind.nr;
     let (k, co) = (op.patch_len(), op.c_out);
+    if blocked {
+        let window = op.kernel[0] * op.kernel[1];
+        return weights[..panels_len(op)].par_chunks_mut(k * nr).enumerate().for_each(|(q, panel)| {
+            for (r, row) in panel.chunks_exact_mut(nr).enumerate() {
+                // Row r = (group, channel in its block); group = (block, position in the window).
+                let (group, ic) = (r / CHANNEL_BLOCK, r % CHANNEL_BLOCK);
+                let (block, at) = (group / window, group % window);
+                let tap = (block * CHANNEL_BLOCK + ic) * window + at;
+                let (base, stride) = tap_at.as_ref().map_or((tap, k), |tap_at| tap_at(tap));
+                for (lane, v) in row.iter_mut().enumerate() {
+                    let c = q * nr + lane;
+                    *v = if c < co { w[base + c * stride] } else { 0.0 };
+                }
+            }
+        });
+    }
     weights[..panels_len(op)].par_chunks_mut(k * nr).enumerate().for_each(|(q, panel)| {
         let Some(tap_at) = &tap_at else {
             // PyTorch's layout: a panel is the transpose of NR rows of W (zeros past the last).
@@ -303,6 +351,44 @@ pub(super) fn tap_offsets(op: &Conv2d, taps: &mut [u32]) {
     taps[k..].fill(first);
 }
 
+/// [`tap_offsets`] for the channel-blocked layout: one offset per group of 16 taps (a block of
+/// channels at one position of the window), in (block, ky, kx) order.
+fn blocked_tap_offsets(op: &Conv2d, taps: &mut [u32]) {
+    let pad = Padded::of(op);
+    let [kh, kw] = op.kernel;
+    let groups = (0..op.c_in / CHANNEL_BLOCK).flat_map(|cb| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| (((cb * pad.hp + ky * op.dilation[0]) * pad.wp + kx * op.dilation[1]) * CHANNEL_BLOCK) as u32)));
+    for (off, o) in taps.iter_mut().zip(groups) {
+        *off = o;
+    }
+}
+
+/// x (n, c, h, w) into a zeroed, padded, channel-blocked buffer (n, c/16, hp, wp, 16), masked by
+/// `relu_y > 0` when given: per image and block of 16 channels, 8 × 8 blocks transposed in
+/// registers.
+fn pad_input_blocked(op: &Conv2d, n: usize, x: &[f32], relu_y: Option<&[f32]>, xp: &mut [f32]) {
+    let pad = Padded::of(op);
+    let (plane, block) = (op.h_in * op.w_in, CHANNEL_BLOCK * pad.hp * pad.wp);
+    xp[..n * op.c_in * pad.hp * pad.wp].par_chunks_mut(block).enumerate().for_each(|(i, dst)| {
+        let src = &x[i * CHANNEL_BLOCK * plane..(i + 1) * CHANNEL_BLOCK * plane];
+        let mask = relu_y.map(|y| &y[i * CHANNEL_BLOCK * plane..(i + 1) * CHANNEL_BLOCK * plane]);
+        // The borders, row by row: the top and bottom padding rows whole, then the left and
+        // right padding of each row in between.
+        let row = pad.wp * CHANNEL_BLOCK;
+        let (ph, pw) = (op.padding[0], op.padding[1]);
+        dst[..ph * row].fill(0.0);
+        dst[(ph + op.h_in) * row..].fill(0.0);
+        for r in ph..ph + op.h_in {
+            dst[r * row..(r * pad.wp + pw) * CHANNEL_BLOCK].fill(0.0);
+            dst[(r * pad.wp + pw + op.w_in) * CHANNEL_BLOCK..(r + 1) * row].fill(0.0);
+        }
+        for y in 0..op.h_in {
+            let at = ((y + ph) * pad.wp + pw) * CHANNEL_BLOCK;
+            let mask = mask.map(|m| &m[y * op.w_in..]);
+            crate::ops::transpose::masked_transpose_strided(&src[y * op.w_in..], mask, CHANNEL_BLOCK, op.w_in, plane, &mut dst[at..at + op.w_in * CHANNEL_BLOCK]);
+        }
+    });
+}
+
 /// The corner of output pixel j's window in the padded input.
 fn pixel_base(op: &Conv2d, pad: Padded, j: usize) -> u32 {
     let p = op.out_pixels();
@@ -348,13 +434,20 @@ fn indirect_forward(
     scratch: &mut [f32],
 ) {
     let l = forward_layout(op, n);
-    let ind = select_indirect_for_channels(op.c_out);
+    let (ind, blocked) = forward_kernel(op);
     let (mr, nr) = (ind.mr, ind.nr);
     let (k, p, co) = (op.patch_len(), op.out_pixels(), op.c_out);
     let co_pad = co.div_ceil(nr) * nr;
     let j_total = n * p;
     let [xp, weights, taps, partial, _, _] = split(scratch, &l);
-    let xp = padded_input(op, n, x, x_mask, xp);
+    // The channel-blocked kernel's step is a group of 16 taps, one offset for all of them.
+    let unit = if blocked { CHANNEL_BLOCK } else { 1 };
+    let xp: &[f32] = if blocked {
+        pad_input_blocked(op, n, x, x_mask, xp);
+        xp
+    } else {
+        padded_input(op, n, x, x_mask, xp)
+    };
     let weights: &[f32] = match packed {
         Some(packed) => &packed[..panels_len(op)],
         None => {
@@ -363,7 +456,11 @@ fn indirect_forward(
         }
     };
     let taps = as_u32(taps);
-    tap_offsets(op, taps);
+    if blocked {
+        blocked_tap_offsets(op, taps);
+    } else {
+        tap_offsets(op, taps);
+    }
     let taps = &*taps;
     let pad = Padded::of(op);
     let out = SendPtr(y.as_mut_ptr());
@@ -388,7 +485,10 @@ fn indirect_forward(
         let (mut img, mut pix) = (rows0 / p, rows0 % p);
         let (mut oy, mut ox) = (pix / op.w_out, pix % op.w_out);
         for r in 0..rows_here {
-            bases[r] = (((img * pad.c) * pad.hp + oy * op.stride[0]) * pad.wp + ox * op.stride[1]) as u32;
+            // The same pixel in channel blocks: its 16 channels are 16 floats at 16× the offset
+            // within a block of planes.
+            let at = (oy * op.stride[0]) * pad.wp + ox * op.stride[1];
+            bases[r] = ((img * pad.c) * pad.hp * pad.wp + at * unit) as u32;
             outs[r] = img * co * p + pix;
             (pix, ox) = (pix + 1, ox + 1);
             if ox == op.w_out {
@@ -404,7 +504,7 @@ fn indirect_forward(
         // The finished tile, before the epilogue scatters it (once per task: the kernel writes all
         // of it every time, and zeroing 576 bytes per tile showed as memset in perf).
         let mut local = [0.0f32; MAX_INDIRECT_MR * MAX_INDIRECT_NR];
-        let block = forward_block(k);
+        let block = forward_block_of(op, blocked);
         for kb in (0..k).step_by(block) {
             let kc = block.min(k - kb);
             let last = kb + kc == k;
@@ -418,7 +518,7 @@ fn indirect_forward(
                     // SAFETY: every tap offset plus every window corner lies inside xp (it is
                     // padded); b holds kc·NR floats of this panel; the stash rows belong to this
                     // task alone and are MR × NR inside `partial`.
-                    unsafe { (ind.kernel)(kc, xp.as_ptr(), bases[r0..].as_ptr(), taps[kb..].as_ptr(), b.as_ptr(), tile_in, co_pad, tile_out, ld) };
+                    unsafe { (ind.kernel)(kc / unit, xp.as_ptr(), bases[r0..].as_ptr(), taps[kb / unit..].as_ptr(), b.as_ptr(), tile_in, co_pad, tile_out, ld) };
                     if last {
                         scatter(&ind, &local, &outs[r0..r0 + mr], rows_here.saturating_sub(r0).min(mr), q * nr, co, p, bias, relu, out);
                     }

@@ -168,7 +168,7 @@ mod tests {
         y
     }
 
-    fn cases() -> [Conv2d; 14] {
+    fn cases() -> [Conv2d; 17] {
         [
             // Model A's layers: whole register tiles of channels, k = 25 and k = 400 > KC
             Conv2d::new(1, 16, [28, 28], [5, 5], [1, 1], [2, 2], [1, 1], 1, true),
@@ -198,6 +198,14 @@ mod tests {
             Conv2d::new(1, 3, [6, 44], [5, 5], [1, 1], [0, 0], [1, 1], 1, true),
             // 45 taps over 5 input channels, rows of 14 (runs at 0 and 6), 10 channels
             Conv2d::new(5, 10, [9, 14], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
+            // The channel-blocked forward (input channels in blocks of 16, where AVX-512 is
+            // there): 432 taps in three blocks of 9 groups, 16 channels (its data gradient too:
+            // the full convolution from 16 channels), rows of 5
+            Conv2d::new(48, 16, [5, 5], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
+            // two blocks of input channels, stride 2 over odd sizes, 20 channels (a partial tile)
+            Conv2d::new(32, 20, [7, 9], [3, 3], [2, 2], [1, 1], [1, 1], 1, true),
+            // one block, dilation 2 with padding 2, 40 channels (a whole and a partial tile)
+            Conv2d::new(16, 40, [6, 5], [3, 3], [1, 1], [2, 2], [2, 2], 1, false),
         ]
     }
 

@@ -309,6 +309,98 @@ pub fn select_indirect_for_channels(channels: usize) -> Indirect {
     }
 }
 
+/// The channel-blocked indirect kernel for products with `channels` columns, where the input
+/// is laid out in blocks of [`CHANNEL_BLOCK`] channels (NCHW16c, as ONNX Runtime's MLAS and
+/// oneDNN lay it out): AVX-512 only, else `None`.
+///
+/// Same signature as [`IndirectKernel`], but `kc` counts *groups* of 16 taps, `cols` holds one
+/// offset per group, and tap `i` of a group is read at `+ i`: a group is one tap of 16
+/// consecutive input channels, one cache line per pixel. The 16 taps of a group are unrolled with
+/// constant offsets, so a group costs one offset load and MR additions instead of 16 and none.
+/// On one core of this Xeon with the B panel in L1, 8 × 32: 199–211 GFLOP/s against the
+/// indirect kernel's 187–196 (peak 240).
+pub fn select_blocked_for_channels(channels: usize) -> Option<Indirect> {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if channels <= 16 => Some(Indirect { mr: 8, nr: 16, kernel: avx512_blocked_8x16 }),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => Some(Indirect { mr: 8, nr: 32, kernel: avx512_blocked_8x32 }),
+        _ => None,
+    }
+}
+
+/// Input channels per block of the channel-blocked layout: one AVX-512 vector, one cache line.
+pub const CHANNEL_BLOCK: usize = 16;
+
+/// The 16 channels of a group in [`avx512_blocked`]: per channel `ic`, NV vectors of B at
+/// `b + ic·NR`, and each row's input at `at[i] + ic` broadcast into its accumulators.
+macro_rules! blocked_channels {
+    ($acc:ident, $at:ident, $b:ident, $nr:expr, $nv:expr; $($ic:literal)*) => {$(
+        let mut bv = [_mm512_setzero_ps(); $nv];
+        for (v, bv) in bv.iter_mut().enumerate() {
+            *bv = _mm512_loadu_ps($b.add($ic * $nr + 16 * v));
+        }
+        for (p, acc) in $at.iter().zip($acc.iter_mut()) {
+            let a = _mm512_set1_ps(*p.add($ic));
+            for (acc, bv) in acc.iter_mut().zip(&bv) {
+                *acc = _mm512_fmadd_ps(a, *bv, *acc);
+            }
+        }
+    )*};
+}
+
+/// An AVX-512 channel-blocked indirect kernel of `$mr` rows and `$nv` vectors of 16 (see
+/// [`select_blocked_for_channels`]).
+macro_rules! avx512_blocked {
+    ($name:ident, $mr:literal, $nv:literal) => {
+        /// # Safety
+        /// As for [`IndirectKernel`] with `kc` groups of [`CHANNEL_BLOCK`] taps (`b` holds
+        /// `16·kc·NR` floats, and every `x[rows[i] + cols[g] + 0..16]` is readable), and the
+        /// processor must support AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx512vl,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name(kc: usize, x: *const f32, rows: *const u32, cols: *const u32, b: *const f32, tile_in: *const f32, ld_in: usize, tile_out: *mut f32, ld_out: usize) {
+            use std::arch::x86_64::*;
+            const MR: usize = $mr;
+            const NV: usize = $nv;
+            const NR: usize = 16 * NV;
+            // SAFETY: as the caller promises.
+            unsafe {
+                let mut row = [x; MR];
+                for (i, r) in row.iter_mut().enumerate() {
+                    *r = x.add(*rows.add(i) as usize);
+                }
+                let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+                if !tile_in.is_null() {
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        for (v, a) in a.iter_mut().enumerate() {
+                            *a = _mm512_loadu_ps(tile_in.add(i * ld_in + 16 * v));
+                        }
+                    }
+                }
+                let mut b = b;
+                for g in 0..kc {
+                    let c = *cols.add(g) as usize;
+                    let at: [*const f32; MR] = std::array::from_fn(|i| row[i].add(c));
+                    // Written out 16 times (LLVM keeps a loop otherwise), so that every load
+                    // has a constant offset from its row's pointer or from b.
+                    blocked_channels!(acc, at, b, NR, NV; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+                    b = b.add(CHANNEL_BLOCK * NR);
+                }
+                for (i, a) in acc.iter().enumerate() {
+                    for (v, &a) in a.iter().enumerate() {
+                        _mm512_storeu_ps(tile_out.add(i * ld_out + 16 * v), a);
+                    }
+                }
+            }
+        }
+    };
+}
+
+avx512_blocked!(avx512_blocked_8x32, 8, 2);
+avx512_blocked!(avx512_blocked_8x16, 8, 1);
+
 /// The tallest tile of any indirect kernel.
 pub const MAX_INDIRECT_MR: usize = 8;
 /// The widest tile of any indirect kernel.
