@@ -674,18 +674,17 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
             }
         }
     });
+    // The threads' partials summed into the first, in a fixed order; then dWᵀ added to dW.
     let (dw, db) = dwb.split_at_mut(op.weight_len());
-    for part in partials[..t_count * part_len].chunks_exact(part_len) {
-        let (dwt, pdb) = part.split_at(k_pad * co_pad);
-        for c in 0..co {
-            for tap in 0..k {
-                dw[c * k + tap] += dwt[tap * co_pad + c];
-            }
-        }
-        if op.bias {
-            for (g, &v) in db.iter_mut().zip(pdb) {
-                *g += v;
-            }
+    let (first, rest) = partials[..t_count * part_len].split_at_mut(part_len);
+    for part in rest.chunks_exact(part_len) {
+        first.par_chunks_mut(1 << 14).zip(part.par_chunks(1 << 14)).for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a += b));
+    }
+    let (dwt, pdb) = first.split_at(k_pad * co_pad);
+    crate::ops::transpose::add_transposed(dwt, k, co, co_pad, dw);
+    if op.bias {
+        for (g, &v) in db.iter_mut().zip(pdb) {
+            *g += v;
         }
     }
 }
