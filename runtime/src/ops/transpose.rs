@@ -68,15 +68,18 @@ pub fn masked_transpose(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: us
 pub fn masked_transpose_strided(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, stride: usize, dst: &mut [f32]) {
     let at = |r: usize, c: usize| r * stride + c;
     let one = |r: usize, c: usize| mask.map_or(src[at(r, c)], |m| keep_if_positive(src[at(r, c)], m[at(r, c)]));
-    // The whole 8 × 8 blocks in registers where AVX2 is there (none done otherwise).
+    // 8 × 8 blocks in registers where AVX2 is there (none done otherwise); the columns past the
+    // last whole block as one more block ending at the last column, overlapping the one before
+    // (its columns written twice, with the same values): rows of 14 (Model A's second layer)
+    // left 6 of 14 columns to the loop below.
     #[cfg(target_arch = "x86_64")]
     let (r8, c8) = if crate::ops::isa::avx2() && rows >= 8 && cols >= 8 {
-        let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
+        let r8 = rows / 8 * 8;
         assert!(src.len() >= at(rows - 1, cols) && mask.is_none_or(|m| m.len() >= at(rows - 1, cols)) && dst.len() >= cols * rows);
         // SAFETY: AVX2 is present (checked above); the blocks read and written lie inside the
         // slices (asserted above).
-        unsafe { strided_avx2(src, mask, r8, c8, stride, rows, dst) };
-        (r8, c8)
+        unsafe { strided_avx2(src, mask, r8, cols, stride, rows, dst) };
+        (r8, cols)
     } else {
         (0, 0)
     };
@@ -91,18 +94,20 @@ pub fn masked_transpose_strided(src: &[f32], mask: Option<&[f32]>, rows: usize, 
     }
 }
 
-/// The whole 8 × 8 blocks of [`masked_transpose_strided`]: rows `..r8`, columns `..c8`.
+/// The 8 × 8 blocks of [`masked_transpose_strided`]: rows `..r8`, columns `..cols` (≥ 8) in
+/// blocks at 0, 8, … and, if 8 does not divide `cols`, at `cols − 8`.
 ///
 /// # Safety
-/// AVX2; rows below r8 have c8 readable floats at `r · stride` in src (and mask); dst holds
-/// c8 · ld floats.
+/// AVX2; rows below r8 have `cols` readable floats at `r · stride` in src (and mask); dst
+/// holds cols · ld floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn strided_avx2(src: &[f32], mask: Option<&[f32]>, r8: usize, c8: usize, stride: usize, ld: usize, dst: &mut [f32]) {
+unsafe fn strided_avx2(src: &[f32], mask: Option<&[f32]>, r8: usize, cols: usize, stride: usize, ld: usize, dst: &mut [f32]) {
     use std::arch::x86_64::*;
     let zero = _mm256_setzero_ps();
+    let last = (cols % 8 != 0).then_some(cols - 8);
     for r0 in (0..r8).step_by(8) {
-        for c0 in (0..c8).step_by(8) {
+        for c0 in (0..cols / 8 * 8).step_by(8).chain(last) {
             let v: [__m256; 8] = std::array::from_fn(|i| {
                 let at = (r0 + i) * stride + c0;
                 // SAFETY: as the caller promises.
