@@ -1,7 +1,8 @@
 //! An eval forward of a large batch on the CPU runs depth-first (a few samples at a time per
-//! thread through the whole network) and keeps only its output. What it gives must equal the
-//! layer-by-layer forward: its output, and the activations and gradients recomputed when asked
-//! for afterwards.
+//! thread through the whole network) and keeps only its output; an eval forward of any batch
+//! runs a Conv2d → ReLU → MaxPool2d(2, 2) as one kernel where the backend has it, and does not
+//! write the ReLU's output. What it gives must equal the layer-by-layer forward: its output,
+//! and the activations and gradients recomputed when asked for afterwards.
 
 mod common;
 
@@ -119,4 +120,43 @@ fn recomputing_after_the_weights_changed_is_an_error() {
     net.forward(&x).unwrap();
     net.backward(&dy).unwrap();
     net.activation("cnn2").unwrap();
+}
+
+/// An eval forward of a batch smaller than a chunk (layer by layer, not depth-first) fuses
+/// each Conv2d → ReLU → MaxPool2d(2, 2) the CPU can (Model A's second convolution, the CIFAR
+/// network's second and third on AVX-512): its output equals train mode's, which runs every
+/// layer on its own (neither network has batch norm or dropout), and so do the ReLU's
+/// activation and the gradients, recomputed after it.
+#[test]
+fn a_fused_eval_forward_equals_the_layers_one_by_one() {
+    fn check<N: Network<Cpu>>(name: &str, new: impl Fn(&Cpu, u64) -> staticnet::Result<N>, relu: &str, param: &str)
+    where
+        N::Output: staticnet::Logits,
+    {
+        let fusions = new(&Cpu, 0).unwrap().state().spec().fusions;
+        assert!(!fusions.is_empty(), "{name}: no Conv2d → ReLU → MaxPool2d(2, 2) planned for fusion");
+        for n in [1, 5] {
+            let x: N::Input = inputs(n, 9);
+            let labels: Vec<usize> = (0..n).map(|i| i * 3 % 10).collect();
+            let mut train = new(&Cpu, 4).unwrap();
+            let out = train.forward(&x).unwrap();
+            let act = train.activation(relu).unwrap();
+            train.loss_backward(CrossEntropyLoss::default(), &labels).unwrap();
+            let mut eval = new(&Cpu, 4).unwrap();
+            eval.eval();
+            assert_eq!(eval.state().depth_first_chunk(n), None, "{name}: a forward of {n} runs layer by layer");
+            let out_eval = eval.forward(&x).unwrap();
+            assert_close(out_eval.as_slice(), out.as_slice(), 1e-5, &format!("{name}: output of {n}"));
+            let act_eval = eval.activation(relu).unwrap();
+            assert_close(act_eval.as_slice().unwrap(), act.as_slice().unwrap(), 1e-5, &format!("{name}: activation of {relu}, batch {n}"));
+            eval.loss_backward(CrossEntropyLoss::default(), &labels).unwrap();
+            let (a, b) = (eval.grad(param).unwrap(), train.grad(param).unwrap());
+            assert_close(a.as_slice().unwrap(), b.as_slice().unwrap(), 1e-5, &format!("{name}: gradient of {param}, batch {n}"));
+        }
+    }
+    check("model_a", ModelA::new, "relu2", "cnn2.weight");
+    // The CIFAR network's ReLUs have no names of their own: the one after conv3.
+    let layers = CifarNet::new(&Cpu, 0).unwrap().state().spec().layers;
+    let relu3 = layers[layers.iter().position(|l| l.name == "conv3").unwrap() + 1].name;
+    check("cifar_net", CifarNet::new, relu3, "conv2.bias");
 }

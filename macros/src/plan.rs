@@ -78,6 +78,11 @@ pub struct Step<'a> {
     pub relu: bool,
     /// This node (a ReLU) is done by the node before it.
     pub fused: bool,
+    /// A convolution with its ReLU fused, whose ReLU's output only a `MaxPool2d(2, 2)` reads:
+    /// that pooling's layer and output, for an eval forward that runs the three as one kernel.
+    pub pool: Option<(usize, Tensor)>,
+    /// This node (such a pooling) may be done by the convolution two layers before it: its stem.
+    pub pooled_by: Option<(usize, String)>,
 }
 
 pub struct Plan<'a> {
@@ -127,6 +132,18 @@ pub fn plan(net: &Checked) -> Plan<'_> {
         matches!(nodes[i].kind, Kind::Conv2d { .. } | Kind::Add)
             && readers(nodes[i].output) == 1
             && nodes.get(i + 1).is_some_and(|r| r.kind == Kind::Activation(Act::ReLU) && r.inputs == [nodes[i].output])
+    };
+    // A 2 × 2 max pooling of stride 2 that alone reads a fused ReLU's output (of a convolution
+    // without groups): an eval forward may run the three layers as one kernel.
+    let pools = |i: usize| {
+        let even = |t: usize| net.tensors[t].iter().skip(1).all(|d| d % 2 == 0);
+        matches!(nodes[i].kind, Kind::Conv2d { groups: 1, .. })
+            && fuses(i)
+            && readers(nodes[i + 1].output) == 1
+            && nodes.get(i + 2).is_some_and(|p| {
+                p.inputs == [nodes[i + 1].output]
+                    && matches!(p.kind, Kind::MaxPool2d { kernel: [2, 2], stride: [2, 2], padding: [0, 0], dilation: [1, 1], ceil_mode } if !ceil_mode || even(p.inputs[0]))
+            })
     };
     let mut taken = Vec::new();
     let stems: Vec<String> = nodes.iter().map(|n| stem(&n.path, &mut taken)).collect();
@@ -283,6 +300,8 @@ pub fn plan(net: &Checked) -> Plan<'_> {
             saved,
             relu: fuses(index),
             fused: index > 0 && fuses(index - 1),
+            pool: pools(index).then(|| (index + 2, act(nodes[index + 2].output))),
+            pooled_by: (index >= 2 && pools(index - 2)).then(|| (index - 2, stems[index - 2].clone())),
         });
     }
     Plan {

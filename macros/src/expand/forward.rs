@@ -40,11 +40,29 @@ fn step(step: &Step) -> TokenStream {
     let layer = Literal::usize_unsuffixed(step.index);
     let body = match &step.node.kind {
         Kind::Flatten => unreachable!("returned above"),
-        Kind::Conv2d { .. } => quote! {
-            #io
-            let packed = network::packed_weights::<B>(p.packed, p.packed_at, #layer);
-            p.dev.conv2d_forward(&#op, n, x, B::src(p.params, #params), packed, y, B::dst(p.scratch, 0..p.scratch_len), #relu)?;
-        },
+        Kind::Conv2d { .. } => {
+            let conv = quote! {
+                #io
+                let packed = network::packed_weights::<B>(p.packed, p.packed_at, #layer);
+                p.dev.conv2d_forward(&#op, n, x, B::src(p.params, #params), packed, y, B::dst(p.scratch, 0..p.scratch_len), #relu)?;
+            };
+            match &step.pool {
+                // An eval forward may take the ReLU and the pooling after it in the same pass.
+                Some((pool, pooled)) => {
+                    let (pool, pooled) = (Literal::usize_unsuffixed(*pool), &pooled.ident);
+                    quote! {
+                        if p.fuse && p.layers.contains(&#pool) && p.dev.fuses_conv2d_relu_max_pool(&#op) {
+                            let (x, y) = B::io(p.act, #x.at(n), #pooled.at(n));
+                            let packed = network::packed_weights::<B>(p.packed, p.packed_at, #layer);
+                            p.dev.conv2d_relu_max_pool_forward(&#op, n, x, B::src(p.params, #params), packed, y, B::dst(p.scratch, 0..p.scratch_len))?;
+                        } else {
+                            #conv
+                        }
+                    }
+                }
+                None => conv,
+            }
+        }
         Kind::Linear { .. } => quote! {
             #io
             p.dev.linear_forward(&#op, n, x, B::src(p.params, #params), y)?;
@@ -53,9 +71,21 @@ fn step(step: &Step) -> TokenStream {
             #io
             p.dev.activation_forward(#op, n * #y.len, x, y)?;
         },
-        Kind::MaxPool2d { .. } => quote! {
-            #io
-            p.dev.max_pool2d_forward(&#op, n, x, y)?;
+        Kind::MaxPool2d { .. } => match &step.pooled_by {
+            // Done by the convolution before, when it took this pooling.
+            Some((conv, stem)) => {
+                let (conv, conv_op) = (Literal::usize_unsuffixed(*conv), format_ident!("{}", stem));
+                quote! {
+                    if !(p.fuse && p.layers.contains(&#conv) && p.dev.fuses_conv2d_relu_max_pool(&#conv_op)) {
+                        #io
+                        p.dev.max_pool2d_forward(&#op, n, x, y)?;
+                    }
+                }
+            }
+            None => quote! {
+                #io
+                p.dev.max_pool2d_forward(&#op, n, x, y)?;
+            },
         },
         Kind::AvgPool2d { .. } => quote! {
             #io

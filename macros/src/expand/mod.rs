@@ -379,6 +379,7 @@ fn spec_static(def: &NetworkDef, net: &Checked, plan: &Plan) -> TokenStream {
         [plan.param_len, plan.buffer_len, plan.counters, plan.act_len, plan.grad_len, plan.saved_len].map(usize_lit);
     let (x_in, x_out, g_out) = (&plan.x_in.ident, &plan.x_out.ident, &plan.g_out.ident);
     let modules = net.modules.iter().map(|(name, class)| quote!(ModuleSpec { name: #name, class: #class }));
+    let fusions = plan.steps.iter().filter_map(|s| s.pool.as_ref().map(|(pool, _)| [usize_lit(s.index), usize_lit(*pool)])).map(|[c, p]| quote!([#c, #p]));
     quote! {
         static SPEC: #sn::network::NetSpec = {
             use #sn::network::{Init, LayerSpec, ModuleSpec, NetSpec, Op, TensorKind, TensorSpec};
@@ -398,6 +399,7 @@ fn spec_static(def: &NetworkDef, net: &Checked, plan: &Plan) -> TokenStream {
                 input_slot: #x_in,
                 output_slot: #x_out,
                 output_grad_slot: #g_out,
+                fusions: &[#(#fusions),*],
             }
         };
     }

@@ -42,6 +42,7 @@ pub fn stub(def: &NetworkDef, net: &Checked) -> TokenStream {
                 input_slot: Slot::new(0, 0),
                 output_slot: Slot::new(0, 0),
                 output_grad_slot: Slot::new(0, 0),
+                fusions: &[],
             };
 
             impl<B: #sn::Backend> #name<B> {

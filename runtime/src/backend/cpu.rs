@@ -128,6 +128,18 @@ impl Backend for Cpu {
         Ok(())
     }
 
+    fn fuses_conv2d_relu_max_pool(&self, op: &Conv2d) -> bool {
+        ops::conv2d::cpu::fuses_relu_max_pool(op)
+    }
+
+    fn conv2d_relu_max_pool_forward(&self, op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f32]>, y: &mut [f32], scratch: &mut [f32]) -> Result<()> {
+        if !self.fuses_conv2d_relu_max_pool(op) {
+            return Err(crate::Error::Backend(format!("cpu: no fused convolution, ReLU and max pooling for {op:?}")));
+        }
+        ops::conv2d::cpu::forward_relu_max_pool(op, n, x, wb, packed, y, scratch);
+        Ok(())
+    }
+
     fn conv2d_backward(
         &self,
         op: &Conv2d,

@@ -113,6 +113,29 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         scratch: Self::Dst<'_, f32>,
         relu: bool,
     ) -> Result<()>;
+    /// Whether [`Backend::conv2d_relu_max_pool_forward`] takes `op` (none by default).
+    fn fuses_conv2d_relu_max_pool(&self, op: &Conv2d) -> bool {
+        let _ = op;
+        false
+    }
+    /// y = max_pool2d(relu(conv(x, w) + b), kernel 2, stride 2) in one pass: an eval forward's
+    /// Conv2d → ReLU → MaxPool2d(2, 2), where [`Backend::fuses_conv2d_relu_max_pool`] says
+    /// so. The convolution's and the ReLU's outputs are not written. Views as for
+    /// [`Backend::conv2d_forward`]; `y` is the pooled output.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_relu_max_pool_forward(
+        &self,
+        op: &Conv2d,
+        n: usize,
+        x: Self::Src<'_, f32>,
+        wb: Self::Src<'_, f32>,
+        packed: Option<Self::Src<'_, f32>>,
+        y: Self::Dst<'_, f32>,
+        scratch: Self::Dst<'_, f32>,
+    ) -> Result<()> {
+        let _ = (n, x, wb, packed, y, scratch);
+        Err(crate::Error::Backend(format!("{}: no fused convolution, ReLU and max pooling for {op:?}", self.name())))
+    }
     /// dx written, dwb accumulated; either may be skipped. With `relu_y` (the output of a fused
     /// ReLU), dy is the gradient of the ReLU's output and is masked by `relu_y > 0` on the fly.
     fn conv2d_backward(

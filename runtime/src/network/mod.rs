@@ -179,6 +179,11 @@ pub trait Network<B: Backend = Cpu>: Sized {
     /// the layer). Run a forward first (`forward`, `predict`, `probabilities`, `evaluate` or a
     /// training step); a module called twice gives its last call. An unknown name is an error
     /// with the closest name.
+    ///
+    /// An eval forward on the CPU keeps only what it must: a large batch runs depth-first, and a
+    /// `Conv2d → ReLU → MaxPool2d(2, 2)` runs as one kernel. The activations it did not keep
+    /// are recomputed here from its input, with its weights: if an optimizer step or a load
+    /// changed them since, that is an error (run a forward again).
     fn activation(&self, name: &str) -> Result<ArrayD<f32>> {
         let index = find_layer(Self::SPEC, name)?;
         let values = self.state().read_activation(index)?;

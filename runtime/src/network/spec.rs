@@ -42,6 +42,10 @@ pub struct NetSpec {
     pub output_slot: Slot,
     /// Where the loss writes the gradient of the output.
     pub output_grad_slot: Slot,
+    /// Layers an eval forward may run as one kernel, by index in [`NetSpec::layers`]: a
+    /// `Conv2d` (with its ReLU fused) and the `MaxPool2d(2, 2)` that alone reads that ReLU's
+    /// output (see `Backend::conv2d_relu_max_pool_forward`).
+    pub fusions: &'static [[usize; 2]],
 }
 
 impl NetSpec {

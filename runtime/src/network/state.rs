@@ -70,6 +70,9 @@ pub struct Pass<'a, B: Backend> {
     /// The layers a forward runs (all but in a depth-first forward, see
     /// [`NetState::depth_first_chunk`]); a backward runs all.
     pub layers: Range<usize>,
+    /// An eval forward that may run each pair of [`NetSpec::fusions`] as one kernel, where the
+    /// backend has it, leaving the convolution's ReLU output unwritten.
+    pub fuse: bool,
 }
 
 /// The buffers a pass runs in, sized for the largest batch seen so far.
@@ -337,6 +340,7 @@ impl<B: Backend> NetState<B> {
             dw: &self.want_dw,
             dx: &self.want_dx,
             layers: 0..self.spec.layers.len(),
+            fuse: false,
         }
     }
 
@@ -400,12 +404,19 @@ impl<B: Backend> NetState<B> {
                 Some(forward)
             }
             None => {
-                forward(self.pass(n, training, step))?;
-                None
+                forward(Pass { fuse: !training, ..self.pass(n, training, step) })?;
+                // Layers fused into one kernel left their inner activations unwritten.
+                (!training && self.fuses_any()).then_some(forward)
             }
         };
         self.last = Some(LastForward { n, training, step, params_version: self.params_version, recompute });
         Ok(())
+    }
+
+    /// Whether an eval forward on this backend runs some of the network's layers as one kernel
+    /// (see [`NetSpec::fusions`]).
+    fn fuses_any(&self) -> bool {
+        self.spec.fusions.iter().any(|&[conv, _]| matches!(&self.spec.layers[conv].op, Op::Conv2d(op) if self.dev.fuses_conv2d_relu_max_pool(op)))
     }
 
     /// Lays out the weights for the forward kernels again if they changed since the last time.
@@ -464,7 +475,7 @@ impl<B: Backend> NetState<B> {
                 dev.upload(&mut g.act, input.offset * c, &x[first * input.len..(first + c) * input.len])?;
                 let (act, grad, grads, buffers, counters, saved, scratch) = (&mut g.act, &mut g.grad, &mut g.grads, &mut g.buffers, &mut g.counters, &mut g.saved, &mut g.scratch);
                 let scratch_len = g.scratch_len;
-                forward(Pass { dev, n: c, training: false, seed, step, params, grads, buffers, counters, act, grad, saved, scratch, scratch_len, packed, packed_at, dw, dx, layers: 0..split })?;
+                forward(Pass { dev, n: c, training: false, seed, step, params, grads, buffers, counters, act, grad, saved, scratch, scratch_len, packed, packed_at, dw, dx, layers: 0..split, fuse: true })?;
                 for slot in crossing {
                     let at = g.out.len();
                     g.out.resize(at + c * slot.len, 0.0);
@@ -485,7 +496,7 @@ impl<B: Backend> NetState<B> {
         }
         let layers = self.spec.layers.len();
         if split < layers {
-            forward(Pass { layers: split..layers, ..self.pass(n, false, step) })?;
+            forward(Pass { layers: split..layers, fuse: true, ..self.pass(n, false, step) })?;
         }
         Ok(())
     }
@@ -526,9 +537,9 @@ impl<B: Backend> NetState<B> {
             return Ok(());
         }
         Err(Error::bad_input(format!(
-            "{}: {what} needs the activations of the last forward, which it did not keep (an eval forward of a large batch on the CPU \
-             keeps only its output) and which cannot be recomputed, as the weights have changed since (an optimizer step or a load): \
-             run a forward first",
+            "{}: {what} needs the activations of the last forward, which it did not keep (an eval forward on the CPU keeps only its \
+             output when it runs a large batch depth-first or fuses layers) and which cannot be recomputed, as the weights have changed \
+             since (an optimizer step or a load): run a forward first",
             self.spec.name
         )))
     }
@@ -679,6 +690,7 @@ impl<B: Backend> NetState<B> {
             dw: &self.want_dw,
             dx: &self.want_dx,
             layers: 0..spec.layers.len(),
+            fuse: false,
         })?;
         Ok(act)
     }

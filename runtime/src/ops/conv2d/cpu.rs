@@ -227,6 +227,24 @@ pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f3
     indirect_forward(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, packed, op.bias.then_some(b), relu, y, scratch);
 }
 
+/// Whether [`forward_relu_max_pool`] takes `op`: the convolutions of the indirect kernels (not
+/// the grouped ones nor the direct path's few taps) whose tiles hold whole 2 × 2 windows, four
+/// rows each (AVX-512's 8-row tiles; AVX2's and the portable kernels' have 6).
+pub fn fuses_relu_max_pool(op: &Conv2d) -> bool {
+    op.groups == 1 && !direct::applies(op) && forward_kernel(op).0.mr % 4 == 0
+}
+
+/// y = max_pool2d(relu(conv(x, w) + b), 2, 2) in one pass (an eval forward's fusion; see
+/// [`fuses_relu_max_pool`]): the output pixels are taken four at a time, the 2 × 2 window of
+/// one pooled pixel, and each finished tile is pooled in the epilogue, so the convolution's
+/// output is never written. Windows past an odd last row or column are not computed (PyTorch's
+/// floor mode drops them).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_relu_max_pool(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f32]>, y: &mut [f32], scratch: &mut [f32]) {
+    let (w, b) = wb.split_at(op.weight_len());
+    indirect_forward_as(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, packed, op.bias.then_some(b), Epilogue::ReluMaxPool, y, scratch);
+}
+
 /// Floats of Wᵀ in panels of NR channels, for the indirect forward.
 fn panels_len(op: &Conv2d) -> usize {
     let nr = forward_kernel(op).0.nr;
@@ -433,12 +451,46 @@ fn indirect_forward(
     y: &mut [f32],
     scratch: &mut [f32],
 ) {
+    let epilogue = if relu { Epilogue::Relu } else { Epilogue::Plain };
+    indirect_forward_as(op, n, x, x_mask, w, tap_at, packed, bias, epilogue, y, scratch);
+}
+
+/// What the forward does with a finished tile, besides adding the bias.
+#[derive(Clone, Copy, PartialEq)]
+enum Epilogue {
+    Plain,
+    Relu,
+    /// ReLU, then 2 × 2 max pooling of stride 2 (the tile's rows are whole windows).
+    ReluMaxPool,
+}
+
+/// [`indirect_forward`] with any [`Epilogue`].
+#[allow(clippy::too_many_arguments)]
+fn indirect_forward_as(
+    op: &Conv2d,
+    n: usize,
+    x: &[f32],
+    x_mask: Option<&[f32]>,
+    w: &[f32],
+    tap_at: Option<impl Fn(usize) -> (usize, usize) + Sync>,
+    packed: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) {
     let l = forward_layout(op, n);
+    let relu = epilogue == Epilogue::Relu;
+    let pool = epilogue == Epilogue::ReluMaxPool;
     let (ind, blocked) = forward_kernel(op);
     let (mr, nr) = (ind.mr, ind.nr);
-    let (k, p, co) = (op.patch_len(), op.out_pixels(), op.c_out);
+    let (k, co) = (op.patch_len(), op.c_out);
     let co_pad = co.div_ceil(nr) * nr;
-    let j_total = n * p;
+    // The pixels of a plane of the output: the convolution's, or the pooled ones (each the
+    // window of 4 of the convolution's, computed as 4 consecutive rows).
+    let pooled_w = op.w_out / 2;
+    let p = if pool { (op.h_out / 2) * pooled_w } else { op.out_pixels() };
+    let j_total = if pool { 4 * n * p } else { n * p };
     let [xp, weights, taps, partial, _, _] = split(scratch, &l);
     // The channel-blocked kernel's step is a group of 16 taps, one offset for all of them.
     let unit = if blocked { CHANNEL_BLOCK } else { 1 };
@@ -480,24 +532,40 @@ fn indirect_forward(
         // Per tile row: its window corner in xp, and where its pixel starts in y.
         let mut bases = [0u32; ROWS_PER_TASK + MAX_INDIRECT_MR];
         let mut outs = [0usize; ROWS_PER_TASK + MAX_INDIRECT_MR];
-        // Pixel by pixel from the task's first, counted rather than divided out of j; rows past
-        // the task's end repeat its first pixel (their results are not written).
-        let (mut img, mut pix) = (rows0 / p, rows0 % p);
-        let (mut oy, mut ox) = (pix / op.w_out, pix % op.w_out);
-        for r in 0..rows_here {
+        let corner = |img: usize, oy: usize, ox: usize| {
             // The same pixel in channel blocks: its 16 channels are 16 floats at 16× the offset
             // within a block of planes.
             let at = (oy * op.stride[0]) * pad.wp + ox * op.stride[1];
-            bases[r] = ((img * pad.c) * pad.hp * pad.wp + at * unit) as u32;
-            outs[r] = img * co * p + pix;
-            (pix, ox) = (pix + 1, ox + 1);
-            if ox == op.w_out {
-                (ox, oy) = (0, oy + 1);
-                if pix == p {
-                    (img, pix, oy) = (img + 1, 0, 0);
+            ((img * pad.c) * pad.hp * pad.wp + at * unit) as u32
+        };
+        if pool {
+            // Four rows per pooled pixel (ROWS_PER_TASK and MR are multiples of 4, so a task
+            // and a tile hold whole windows), each writing the pooled pixel's offset.
+            for (i, window) in (rows0 / 4..(rows0 + rows_here) / 4).enumerate() {
+                let (img, pix) = (window / p, window % p);
+                let (py, px) = (pix / pooled_w, pix % pooled_w);
+                for d in 0..4 {
+                    bases[4 * i + d] = corner(img, 2 * py + d / 2, 2 * px + d % 2);
+                    outs[4 * i + d] = img * co * p + pix;
+                }
+            }
+        } else {
+            // Pixel by pixel from the task's first, counted rather than divided out of j.
+            let (mut img, mut pix) = (rows0 / p, rows0 % p);
+            let (mut oy, mut ox) = (pix / op.w_out, pix % op.w_out);
+            for r in 0..rows_here {
+                bases[r] = corner(img, oy, ox);
+                outs[r] = img * co * p + pix;
+                (pix, ox) = (pix + 1, ox + 1);
+                if ox == op.w_out {
+                    (ox, oy) = (0, oy + 1);
+                    if pix == p {
+                        (img, pix, oy) = (img + 1, 0, 0);
+                    }
                 }
             }
         }
+        // Rows past the task's end repeat its first pixel (their results are not written).
         for r in rows_here..tiles * mr {
             (bases[r], outs[r]) = (bases[0], outs[0]);
         }
@@ -520,12 +588,77 @@ fn indirect_forward(
                     // task alone and are MR × NR inside `partial`.
                     unsafe { (ind.kernel)(kc / unit, xp.as_ptr(), bases[r0..].as_ptr(), taps[kb / unit..].as_ptr(), b.as_ptr(), tile_in, co_pad, tile_out, ld) };
                     if last {
-                        scatter(&ind, &local, &outs[r0..r0 + mr], rows_here.saturating_sub(r0).min(mr), q * nr, co, p, bias, relu, out);
+                        let (outs, rows) = (&outs[r0..r0 + mr], rows_here.saturating_sub(r0).min(mr));
+                        if pool {
+                            scatter_pooled(&local[..mr * nr], nr, outs, rows, q * nr, co, p, bias, out);
+                        } else {
+                            scatter(&ind, &local, outs, rows, q * nr, co, p, bias, relu, out);
+                        }
                     }
                 }
             }
         }
     });
+}
+
+/// Writes a finished tile whose rows are 2 × 2 windows, four rows each, into the NCHW pooled
+/// output: per window and channel, the largest of its four pixels after bias and ReLU (as
+/// ReLU then max pooling give it: each pixel rectified first).
+#[allow(clippy::too_many_arguments)]
+fn scatter_pooled(tile: &[f32], nr: usize, outs: &[usize], rows: usize, c0: usize, co: usize, p: usize, bias: Option<&[f32]>, out: SendPtr) {
+    #[cfg(target_arch = "x86_64")]
+    if nr % 8 == 0 && rows <= 8 && crate::ops::isa::avx2() {
+        // SAFETY: AVX2 is present (checked above); as for this function.
+        return unsafe { scatter_pooled_avx2(tile, nr, outs, rows, c0, co, p, bias, out) };
+    }
+    let lanes = nr.min(co - c0);
+    for (window, rows4) in tile.chunks_exact(4 * nr).take(rows / 4).enumerate() {
+        let o = outs[4 * window];
+        for lane in 0..lanes {
+            let c = c0 + lane;
+            let b = bias.map_or(0.0, |b| b[c]);
+            let m = (0..4).map(|d| (rows4[d * nr + lane] + b).max(0.0)).fold(0.0f32, f32::max);
+            // SAFETY: o is a pooled pixel of the output and c a channel, so the element is
+            // inside y; no other task writes this window.
+            unsafe { *out.at(o + c * p) = m };
+        }
+    }
+}
+
+/// [`scatter_pooled`] 8 channels at a time: a window's four rows added to the bias, rectified
+/// and reduced in registers; then each channel's value (of each window) stored.
+///
+/// # Safety
+/// AVX2; `tile` holds `rows` rows of `nr` floats (a multiple of 8), rows ≤ 8; the windows'
+/// pooled pixels of channels c0 .. co are this tile's, inside y.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn scatter_pooled_avx2(tile: &[f32], nr: usize, outs: &[usize], rows: usize, c0: usize, co: usize, p: usize, bias: Option<&[f32]>, out: SendPtr) {
+    use std::arch::x86_64::*;
+    let zero = _mm256_setzero_ps();
+    for g in (0..nr).step_by(8).take_while(|&g| c0 + g < co) {
+        let lanes = 8.min(co - (c0 + g));
+        let mut b = [0.0f32; 8];
+        if let Some(bias) = bias {
+            b[..lanes].copy_from_slice(&bias[c0 + g..c0 + g + lanes]);
+        }
+        // SAFETY: b holds 8 floats.
+        let b = unsafe { _mm256_loadu_ps(b.as_ptr()) };
+        for window in 0..rows / 4 {
+            // SAFETY: rows 4·window .. 4·window + 4 of the tile have nr ≥ g + 8 floats.
+            let row = |d: usize| unsafe { _mm256_max_ps(_mm256_add_ps(_mm256_loadu_ps(tile.as_ptr().add((4 * window + d) * nr + g)), b), zero) };
+            let m = _mm256_max_ps(_mm256_max_ps(row(0), row(1)), _mm256_max_ps(row(2), row(3)));
+            let mut v = [0.0f32; 8];
+            // SAFETY: v holds 8 floats.
+            unsafe { _mm256_storeu_ps(v.as_mut_ptr(), m) };
+            let o = outs[4 * window];
+            for (l, &v) in v.iter().enumerate().take(lanes) {
+                // SAFETY: as the caller promises.
+                unsafe { *out.at(o + (c0 + g + l) * p) = v };
+            }
+        }
+    }
 }
 
 /// Writes a finished (pixels × channels) tile into NCHW output through the epilogue.

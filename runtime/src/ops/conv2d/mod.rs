@@ -230,6 +230,44 @@ mod tests {
         }
     }
 
+    /// Conv2d → ReLU → MaxPool2d(2, 2) in one pass equals the three of them one after the other
+    /// (the convolution from its definition), odd sizes (a last row or column no window takes)
+    /// and batches of one included.
+    #[test]
+    fn forward_with_relu_and_max_pool_matches_the_composition() {
+        if !crate::ops::isa::avx512() {
+            return println!("SKIPPED: the fused pass needs tiles of whole windows (AVX-512's 8 rows; {} has 6)", crate::ops::isa::isa().name());
+        }
+        let mut fused = 0;
+        for (op, n) in cases().into_iter().flat_map(|op| [(op, 5), (op, 1)]) {
+            if !cpu::fuses_relu_max_pool(&op) || op.h_out < 2 || op.w_out < 2 {
+                continue;
+            }
+            fused += 1;
+            let (x, wb) = (random(n * op.x_len(), 11), random(op.param_len(), 12));
+            let conv = naive(&op, n, &to_f64(&x), &to_f64(&wb));
+            let (ph, pw) = (op.h_out / 2, op.w_out / 2);
+            let mut want = vec![0.0f64; n * op.c_out * ph * pw];
+            for (plane, out) in want.chunks_exact_mut(ph * pw).enumerate() {
+                let src = &conv[plane * op.out_pixels()..];
+                for (i, o) in out.iter_mut().enumerate() {
+                    let (py, px) = (i / pw, i % pw);
+                    let at = |dy: usize, dx: usize| src[(2 * py + dy) * op.w_out + 2 * px + dx].max(0.0);
+                    *o = at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1));
+                }
+            }
+            let mut packed = vec![f32::NAN; cpu::packed_len(&op)];
+            cpu::pack(&op, &wb, &mut packed);
+            for packed in [None, Some(&packed[..])] {
+                let mut y = vec![f32::NAN; want.len()];
+                let mut scratch = vec![f32::NAN; cpu::scratch_len(&op, n)];
+                cpu::forward_relu_max_pool(&op, n, &x, &wb, packed, &mut y, &mut scratch);
+                assert_close(&y, &want, 1e-5, &format!("{op:?}, batch {n}, packed {}", packed.is_some()));
+            }
+        }
+        assert!(fused >= 10, "only {fused} cases took the fused path");
+    }
+
     /// Conv2d → ReLU fused (ReLU in the forward's epilogue, its mask applied to dY inside the
     /// backward) gives what the two ops give one after the other.
     #[test]
