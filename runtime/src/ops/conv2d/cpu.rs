@@ -207,31 +207,36 @@ pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f3
     if op.groups > 1 {
         return depthwise::forward(op, n, x, wb, y, scratch, relu);
     }
-    let (w, b) = wb.split_at(op.weight_len());
-    let k = op.patch_len();
     if direct::applies(op) {
-        let l = forward_layout(op, n);
-        let [xp, weights, ..] = split(scratch, &l);
-        pad_input(op, n, x, None, xp);
-        let pad = Padded::of(op);
-        let wt = match packed {
-            Some(packed) => packed,
-            None => {
-                direct::pack(op, |co, tap| w[co * k + tap], weights);
-                weights
-            }
-        };
-        direct::forward(op, n, xp, pad.hp, pad.wp, wt, op.bias.then_some(b), relu, y);
-        return;
+        return direct_forward(op, n, x, wb, packed, relu, false, y, scratch);
     }
+    let (w, b) = wb.split_at(op.weight_len());
     indirect_forward(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, packed, op.bias.then_some(b), relu, y, scratch);
+}
+
+/// The direct path's forward: the input padded into the scratch, the weights laid out there
+/// unless `packed`; pooled too with `pool` (see `direct::pools`).
+#[allow(clippy::too_many_arguments)]
+fn direct_forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f32]>, relu: bool, pool: bool, y: &mut [f32], scratch: &mut [f32]) {
+    let (w, b) = wb.split_at(op.weight_len());
+    let [xp, weights, ..] = split(scratch, &forward_layout(op, n));
+    pad_input(op, n, x, None, xp);
+    let pad = Padded::of(op);
+    let wt = match packed {
+        Some(packed) => packed,
+        None => {
+            direct::pack(op, |co, tap| w[co * op.patch_len() + tap], weights);
+            weights
+        }
+    };
+    direct::forward(op, n, xp, pad.hp, pad.wp, wt, op.bias.then_some(b), relu, pool, y);
 }
 
 /// Whether [`forward_relu_max_pool`] takes `op`: the convolutions of the indirect kernels (not
 /// the grouped ones nor the direct path's few taps) whose tiles hold whole 2 × 2 windows, four
 /// rows each (AVX-512's 8-row tiles; AVX2's and the portable kernels' have 6).
 pub fn fuses_relu_max_pool(op: &Conv2d) -> bool {
-    op.groups == 1 && !direct::applies(op) && forward_kernel(op).0.mr % 4 == 0
+    op.groups == 1 && if direct::applies(op) { direct::pools(op) } else { forward_kernel(op).0.mr % 4 == 0 }
 }
 
 /// y = max_pool2d(relu(conv(x, w) + b), 2, 2) in one pass (an eval forward's fusion; see
@@ -241,6 +246,10 @@ pub fn fuses_relu_max_pool(op: &Conv2d) -> bool {
 /// floor mode drops them).
 #[allow(clippy::too_many_arguments)]
 pub fn forward_relu_max_pool(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f32]>, y: &mut [f32], scratch: &mut [f32]) {
+    if direct::applies(op) {
+        // Pooled in the direct kernel's epilogue: its tiles are whole pairs of rows.
+        return direct_forward(op, n, x, wb, packed, true, true, y, scratch);
+    }
     let (w, b) = wb.split_at(op.weight_len());
     indirect_forward_as(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, packed, op.bias.then_some(b), Epilogue::ReluMaxPool, y, scratch);
 }

@@ -63,10 +63,19 @@ pub(super) fn pack(op: &Conv2d, w: impl Fn(usize, usize) -> f32, wt: &mut [f32])
     }
 }
 
+/// Whether [`forward`] can pool its output too (ReLU, then 2 × 2 max pooling of stride 2):
+/// with AVX-512, rows of one or two runs of 16 (16 to 32 outputs, even) and an even number of
+/// rows, so that every tile is whole pairs of rows.
+pub(super) fn pools(op: &Conv2d) -> bool {
+    applies(op) && wide(op) && op.w_out <= 32 && op.w_out % 2 == 0 && op.h_out % 2 == 0
+}
+
 /// y = conv(xp) + bias, then ReLU when `relu`, where `xp` is the zero-padded input (cpu.rs's
 /// `pad_input`) of row width `wp` and plane height `hp`, and `wt` the weights laid out by [`pack`].
+/// With `pool` (where [`pools`] allows; `relu` too), y is the 2 × 2 max pooling of that.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn forward(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, wt: &[f32], bias: Option<&[f32]>, relu: bool, y: &mut [f32]) {
+pub(super) fn forward(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, wt: &[f32], bias: Option<&[f32]>, relu: bool, pool: bool, y: &mut [f32]) {
+    assert!(!pool || (pools(op) && relu), "direct convolution: no pooling for {op:?}");
     let (k, co) = (op.patch_len(), op.c_out);
     let mut offs = [0u32; MAX_TAPS];
     super::cpu::tap_offsets(op, &mut offs[..k]);
@@ -81,7 +90,7 @@ pub(super) fn forward(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, w
     }
     let runs = Runs { starts: &starts[..per_row], wp, w_out: op.w_out, count: per_row * op.h_out };
     let (offs, wt) = (&offs[..k], &wt[..weights_len(op)]);
-    let (plane_in, plane_out) = (op.c_in * hp * wp, op.h_out * op.w_out);
+    let (plane_in, plane_out) = (op.c_in * hp * wp, if pool { op.h_out * op.w_out / 4 } else { op.h_out * op.w_out });
     assert!(xp.len() >= n * plane_in && y.len() >= n * co * plane_out, "direct convolution: buffers too small");
     // A task per image; with fewer images than two tasks a thread (a forward of one), per image
     // and range of channel groups, so that every thread has work.
@@ -100,7 +109,7 @@ pub(super) fn forward(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, w
         #[cfg(target_arch = "x86_64")]
         unsafe {
             if wide {
-                output_image_avx512(x, offs, &runs, wt, groups, co, bias, relu, y, plane_out)
+                output_image_avx512(x, offs, &runs, wt, groups, co, bias, relu, pool, y, plane_out)
             } else {
                 output_image(x, offs, &runs, wt, groups, co, bias, relu, y, plane_out)
             }
@@ -222,14 +231,16 @@ unsafe fn tile<const T: usize>(x: *const f32, offs: &[u32], xs: [usize; T], ys: 
 const XT_WIDE: usize = 4;
 
 /// [`output_image`] with AVX-512: runs of 16 outputs, `XT_WIDE` per tile (two rows of 32, or of
-/// 28 as runs at 0 and 12).
+/// 28 as runs at 0 and 12). With `pool`, `y` and `plane` are the pooled output's (see [`pools`]:
+/// a tile is then whole pairs of rows).
 ///
 /// # Safety
 /// AVX-512F and FMA; as for [`output_image`], with runs of 16.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn output_image_avx512(x: *const f32, offs: &[u32], runs: &Runs, wt: &[f32], groups: std::ops::Range<usize>, co: usize, bias: Option<&[f32]>, relu: bool, y: *mut f32, plane: usize) {
+unsafe fn output_image_avx512(x: *const f32, offs: &[u32], runs: &Runs, wt: &[f32], groups: std::ops::Range<usize>, co: usize, bias: Option<&[f32]>, relu: bool, pool: bool, y: *mut f32, plane: usize) {
+    let pool = pool.then_some(runs);
     let k = offs.len();
     for g in groups {
         let w = &wt[g * k * CT..(g + 1) * k * CT];
@@ -244,10 +255,10 @@ unsafe fn output_image_avx512(x: *const f32, offs: &[u32], runs: &Runs, wt: &[f3
             // SAFETY: forwarded from the caller.
             unsafe {
                 match t {
-                    4 => tile_avx512::<4>(x, offs, xs, ys, w, g, co, bias, relu, y, plane),
-                    3 => tile_avx512::<3>(x, offs, [xs[0], xs[1], xs[2]], [ys[0], ys[1], ys[2]], w, g, co, bias, relu, y, plane),
-                    2 => tile_avx512::<2>(x, offs, [xs[0], xs[1]], [ys[0], ys[1]], w, g, co, bias, relu, y, plane),
-                    _ => tile_avx512::<1>(x, offs, [xs[0]], [ys[0]], w, g, co, bias, relu, y, plane),
+                    4 => tile_avx512::<4>(x, offs, xs, ys, w, g, co, bias, relu, pool, y, plane),
+                    3 => tile_avx512::<3>(x, offs, [xs[0], xs[1], xs[2]], [ys[0], ys[1], ys[2]], w, g, co, bias, relu, pool, y, plane),
+                    2 => tile_avx512::<2>(x, offs, [xs[0], xs[1]], [ys[0], ys[1]], w, g, co, bias, relu, pool, y, plane),
+                    _ => tile_avx512::<1>(x, offs, [xs[0]], [ys[0]], w, g, co, bias, relu, pool, y, plane),
                 }
             }
             left -= t;
@@ -262,7 +273,7 @@ unsafe fn output_image_avx512(x: *const f32, offs: &[u32], runs: &Runs, wt: &[f3
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx512<const T: usize>(x: *const f32, offs: &[u32], xs: [usize; T], ys: [usize; T], w: &[f32], g: usize, co: usize, bias: Option<&[f32]>, relu: bool, y: *mut f32, plane: usize) {
+unsafe fn tile_avx512<const T: usize>(x: *const f32, offs: &[u32], xs: [usize; T], ys: [usize; T], w: &[f32], g: usize, co: usize, bias: Option<&[f32]>, relu: bool, pool: Option<&Runs>, y: *mut f32, plane: usize) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); T]; CT];
     for (&off, w) in offs.iter().zip(w.chunks_exact(CT)) {
@@ -279,19 +290,35 @@ unsafe fn tile_avx512<const T: usize>(x: *const f32, offs: &[u32], xs: [usize; T
         }
     }
     let zero = _mm512_setzero_ps();
+    // Pooling: the lanes of each pair of neighbours' maximum, in order.
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
     for (c, acc) in acc.iter().enumerate() {
         let ch = g * CT + c;
         if ch >= co {
             break;
         }
         let b = _mm512_set1_ps(bias.map_or(0.0, |b| b[ch]));
-        for (&a, &s) in acc.iter().zip(&ys) {
-            let mut v = _mm512_add_ps(a, b);
-            if relu {
-                v = _mm512_max_ps(v, zero);
+        let out = |a: __m512| {
+            let v = _mm512_add_ps(a, b);
+            if relu { _mm512_max_ps(v, zero) } else { v }
+        };
+        let Some(runs) = pool else {
+            for (&a, &s) in acc.iter().zip(&ys) {
+                // SAFETY: as the caller promises.
+                unsafe { _mm512_storeu_ps(y.add(ch * plane + s), out(a)) };
             }
-            // SAFETY: as the caller promises.
-            unsafe { _mm512_storeu_ps(y.add(ch * plane + s), v) };
+            continue;
+        };
+        // A run and the one under it (a row later) give 8 pooled outputs: the larger of each
+        // pair of rows, then of each pair of neighbours.
+        let per_row = runs.starts.len();
+        for i in (0..T).filter(|i| (i / per_row) % 2 == 0) {
+            let v = _mm512_max_ps(out(acc[i]), out(acc[i + per_row]));
+            let v = _mm512_max_ps(v, _mm512_permute_ps::<0b1011_0001>(v));
+            let v = _mm512_castps512_ps256(_mm512_permutexvar_ps(evens, v));
+            let (oy, ox) = (ys[i] / runs.w_out, ys[i] % runs.w_out);
+            // SAFETY: as the caller promises, for the pooled output of rows oy and oy + 1.
+            unsafe { _mm256_storeu_ps(y.add(ch * plane + (oy / 2) * (runs.w_out / 2) + ox / 2), v) };
         }
     }
 }

@@ -168,7 +168,7 @@ mod tests {
         y
     }
 
-    fn cases() -> [Conv2d; 17] {
+    fn cases() -> [Conv2d; 19] {
         [
             // Model A's layers: whole register tiles of channels, k = 25 and k = 400 > KC
             Conv2d::new(1, 16, [28, 28], [5, 5], [1, 1], [2, 2], [1, 1], 1, true),
@@ -206,6 +206,10 @@ mod tests {
             Conv2d::new(32, 20, [7, 9], [3, 3], [2, 2], [1, 1], [1, 1], 1, true),
             // one block, dilation 2 with padding 2, 40 channels (a whole and a partial tile)
             Conv2d::new(16, 40, [6, 5], [3, 3], [1, 1], [2, 2], [2, 2], 1, false),
+            // The direct path's rows of two runs of 16 (the CIFAR network's first layer) and of
+            // one, 3 and 6 channels: its pooled epilogue takes tiles of 1 and 2 pairs of rows
+            Conv2d::new(3, 6, [6, 32], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
+            Conv2d::new(2, 3, [10, 16], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
         ]
     }
 
