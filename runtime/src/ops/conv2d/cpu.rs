@@ -526,17 +526,23 @@ fn indirect_forward_as(
     let pad = Padded::of(op);
     let out = SendPtr(y.as_mut_ptr());
     let part = SendPtr(partial.as_mut_ptr());
-    // Tasks of ROWS_PER_TASK pixels; with fewer of them than two a thread (a forward of one),
-    // each split over ranges of channel panels too, so that every thread has work.
-    let (row_tasks, panels) = (j_total.div_ceil(ROWS_PER_TASK), co_pad / nr);
+    // Tasks of at most ROWS_PER_TASK pixels, in whole tiles; with fewer of them than two a
+    // thread (a forward of one), as many as a multiple of the threads, of equal size, and each
+    // split over ranges of channel panels too, so that every thread has as much work. (The
+    // CIFAR network's second layer, batch 1: three tasks of 96, 96 and 64 pixels, each in two
+    // ranges, left one thread 288 pixels and the other 224.)
     let want = 2 * threads();
+    let row_tasks = j_total.div_ceil(ROWS_PER_TASK);
+    let row_tasks = if row_tasks < want { row_tasks.next_multiple_of(threads()) } else { row_tasks };
+    let rows_per_task = j_total.div_ceil(row_tasks).next_multiple_of(mr);
+    let (row_tasks, panels) = (j_total.div_ceil(rows_per_task), co_pad / nr);
     let parts = if row_tasks >= want { 1 } else { want.div_ceil(row_tasks).min(panels) };
     let per_part = panels.div_ceil(parts);
     (0..row_tasks * parts).into_par_iter().for_each(|task| {
         let (task, share) = (task / parts, task % parts);
         let panels = (share * per_part).min(panels)..((share + 1) * per_part).min(panels);
-        let rows0 = task * ROWS_PER_TASK;
-        let rows_here = ROWS_PER_TASK.min(j_total - rows0);
+        let rows0 = task * rows_per_task;
+        let rows_here = rows_per_task.min(j_total - rows0);
         let tiles = rows_here.div_ceil(mr);
         // Per tile row: its window corner in xp, and where its pixel starts in y.
         let mut bases = [0u32; ROWS_PER_TASK + MAX_INDIRECT_MR];
