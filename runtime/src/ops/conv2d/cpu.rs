@@ -211,7 +211,8 @@ pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f3
         return direct_forward(op, n, x, wb, packed, relu, false, y, scratch);
     }
     let (w, b) = wb.split_at(op.weight_len());
-    indirect_forward(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, packed, op.bias.then_some(b), relu, y, scratch);
+    let epilogue = if relu { Epilogue::Relu } else { Epilogue::Plain };
+    indirect_forward(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, packed, op.bias.then_some(b), epilogue, y, scratch);
 }
 
 /// The direct path's forward: the input padded into the scratch, the weights laid out there
@@ -251,7 +252,7 @@ pub fn forward_relu_max_pool(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packe
         return direct_forward(op, n, x, wb, packed, true, true, y, scratch);
     }
     let (w, b) = wb.split_at(op.weight_len());
-    indirect_forward_as(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, packed, op.bias.then_some(b), Epilogue::ReluMaxPool, y, scratch);
+    indirect_forward(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, packed, op.bias.then_some(b), Epilogue::ReluMaxPool, y, scratch);
 }
 
 /// Floats of Wᵀ in panels of NR channels, for the indirect forward.
@@ -324,7 +325,7 @@ pub fn backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32], relu_y
                 let (co, ky, kx) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
                 (((co * op.c_in) * kh + kh - 1 - ky) * kw + kw - 1 - kx, kh * kw)
             };
-            indirect_forward(&full_conv(op), n, dy, relu_y, w, Some(flipped), None, None, false, dx, scratch);
+            indirect_forward(&full_conv(op), n, dy, relu_y, w, Some(flipped), None, None, Epilogue::Plain, dx, scratch);
         } else {
             data_grad_col2im(op, n, w, dy, relu_y, dx, scratch);
         }
@@ -444,26 +445,6 @@ fn as_u32(v: &mut [f32]) -> &mut [u32] {
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u32>(), v.len()) }
 }
 
-/// Y = conv(x ⊙ [x_mask > 0]) with weights `w` (read as [`pack_panels`] reads them, or already
-/// laid out in `packed`), then `+ bias[co]` and ReLU, into NCHW `y`.
-#[allow(clippy::too_many_arguments)]
-fn indirect_forward(
-    op: &Conv2d,
-    n: usize,
-    x: &[f32],
-    x_mask: Option<&[f32]>,
-    w: &[f32],
-    tap_at: Option<impl Fn(usize) -> (usize, usize) + Sync>,
-    packed: Option<&[f32]>,
-    bias: Option<&[f32]>,
-    relu: bool,
-    y: &mut [f32],
-    scratch: &mut [f32],
-) {
-    let epilogue = if relu { Epilogue::Relu } else { Epilogue::Plain };
-    indirect_forward_as(op, n, x, x_mask, w, tap_at, packed, bias, epilogue, y, scratch);
-}
-
 /// What the forward does with a finished tile, besides adding the bias.
 #[derive(Clone, Copy, PartialEq)]
 enum Epilogue {
@@ -473,9 +454,10 @@ enum Epilogue {
     ReluMaxPool,
 }
 
-/// [`indirect_forward`] with any [`Epilogue`].
+/// Y = conv(x ⊙ [x_mask > 0]) with weights `w` (read as [`pack_panels`] reads them, or already
+/// laid out in `packed`), then `+ bias[co]` and the epilogue, into NCHW `y`.
 #[allow(clippy::too_many_arguments)]
-fn indirect_forward_as(
+fn indirect_forward(
     op: &Conv2d,
     n: usize,
     x: &[f32],

@@ -332,6 +332,39 @@ pub fn select_blocked_for_channels(channels: usize) -> Option<Indirect> {
 /// Input channels per block of the channel-blocked layout: one AVX-512 vector, one cache line.
 pub const CHANNEL_BLOCK: usize = 16;
 
+/// The start of an AVX-512 indirect kernel: a pointer per row, `x + rows[i]`, and the MR × NV
+/// accumulators, from `tile_in` (row stride `ld_in`) or zero. Inside `unsafe`, as the kernel's
+/// caller promises.
+macro_rules! avx512_tile_in {
+    ($mr:expr, $nv:expr, $x:ident, $rows:ident, $tile_in:ident, $ld_in:ident) => {{
+        let mut row = [$x; $mr];
+        for (i, r) in row.iter_mut().enumerate() {
+            *r = $x.add(*$rows.add(i) as usize);
+        }
+        let mut acc = [[_mm512_setzero_ps(); $nv]; $mr];
+        if !$tile_in.is_null() {
+            for (i, a) in acc.iter_mut().enumerate() {
+                for (v, a) in a.iter_mut().enumerate() {
+                    *a = _mm512_loadu_ps($tile_in.add(i * $ld_in + 16 * v));
+                }
+            }
+        }
+        (row, acc)
+    }};
+}
+
+/// The end of an AVX-512 indirect kernel: the accumulators stored at `tile_out` (row stride
+/// `ld_out`).
+macro_rules! avx512_tile_out {
+    ($acc:ident, $tile_out:ident, $ld_out:ident) => {
+        for (i, a) in $acc.iter().enumerate() {
+            for (v, &a) in a.iter().enumerate() {
+                _mm512_storeu_ps($tile_out.add(i * $ld_out + 16 * v), a);
+            }
+        }
+    };
+}
+
 /// The 16 channels of a group in [`avx512_blocked`]: per channel `ic`, NV vectors of B at
 /// `b + ic·NR`, and each row's input at `at[i] + ic` broadcast into its accumulators.
 macro_rules! blocked_channels {
@@ -367,18 +400,7 @@ macro_rules! avx512_blocked {
             const NR: usize = 16 * NV;
             // SAFETY: as the caller promises.
             unsafe {
-                let mut row = [x; MR];
-                for (i, r) in row.iter_mut().enumerate() {
-                    *r = x.add(*rows.add(i) as usize);
-                }
-                let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-                if !tile_in.is_null() {
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        for (v, a) in a.iter_mut().enumerate() {
-                            *a = _mm512_loadu_ps(tile_in.add(i * ld_in + 16 * v));
-                        }
-                    }
-                }
+                let (row, mut acc) = avx512_tile_in!(MR, NV, x, rows, tile_in, ld_in);
                 let mut b = b;
                 for g in 0..kc {
                     let c = *cols.add(g) as usize;
@@ -388,11 +410,7 @@ macro_rules! avx512_blocked {
                     blocked_channels!(acc, at, b, NR, NV; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
                     b = b.add(CHANNEL_BLOCK * NR);
                 }
-                for (i, a) in acc.iter().enumerate() {
-                    for (v, &a) in a.iter().enumerate() {
-                        _mm512_storeu_ps(tile_out.add(i * ld_out + 16 * v), a);
-                    }
-                }
+                avx512_tile_out!(acc, tile_out, ld_out);
             }
         }
     };
@@ -515,18 +533,7 @@ macro_rules! avx512_indirect {
             const NR: usize = 16 * NV;
             // SAFETY: as the caller promises.
             unsafe {
-                let mut row = [x; MR];
-                for (i, r) in row.iter_mut().enumerate() {
-                    *r = x.add(*rows.add(i) as usize);
-                }
-                let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-                if !tile_in.is_null() {
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        for (v, a) in a.iter_mut().enumerate() {
-                            *a = _mm512_loadu_ps(tile_in.add(i * ld_in + 16 * v));
-                        }
-                    }
-                }
+                let (row, mut acc) = avx512_tile_in!(MR, NV, x, rows, tile_in, ld_in);
                 macro_rules! step {
                     ($p:expr) => {{
                         let p = $p;
@@ -555,11 +562,7 @@ macro_rules! avx512_indirect {
                     step!(p);
                     p += 1;
                 }
-                for (i, a) in acc.iter().enumerate() {
-                    for (v, &a) in a.iter().enumerate() {
-                        _mm512_storeu_ps(tile_out.add(i * ld_out + 16 * v), a);
-                    }
-                }
+                avx512_tile_out!(acc, tile_out, ld_out);
             }
         }
     };
