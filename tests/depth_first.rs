@@ -1,7 +1,7 @@
 //! An eval forward of a large batch on the CPU runs depth-first (a few samples at a time per
 //! thread through the whole network) and keeps only its output; an eval forward of any batch
 //! runs a Conv2d → ReLU → MaxPool2d(2, 2) as one kernel where the backend has it, and does not
-//! write the ReLU's output. What it gives must equal the layer-by-layer forward: its output,
+//! write the ReLU's output, and folds a batch norm into the convolution before it. What it gives must equal the layer-by-layer forward: its output,
 //! and the activations and gradients recomputed when asked for afterwards.
 
 mod common;
@@ -159,4 +159,28 @@ fn a_fused_eval_forward_equals_the_layers_one_by_one() {
     let layers = CifarNet::new(&Cpu, 0).unwrap().state().spec().layers;
     let relu3 = layers[layers.iter().position(|l| l.name == "conv3").unwrap() + 1].name;
     check("cifar_net", CifarNet::new, relu3, "conv2.bias");
+}
+
+/// An eval forward folds each batch norm with running statistics into the convolution before
+/// it (ResNet's conv1/bn1 and every block's): its output equals the unfolded forward's, which
+/// reading an activation afterwards recomputes layer by layer; after a train-mode forward has
+/// moved the running statistics, the next eval forward folds them in again.
+#[test]
+fn a_folded_eval_forward_equals_the_unfolded_one() {
+    let mut net = ResNetMini::new(&Cpu, 6).unwrap();
+    assert!(net.state().spec().folds.len() >= 10, "{} folds planned", net.state().spec().folds.len());
+    for round in 0..2 {
+        // Running statistics away from 0 and 1 (and different in each round).
+        net.train();
+        net.forward(&inputs::<<ResNetMini as Network<Cpu>>::Input>(8, 20 + round)).unwrap();
+        net.eval();
+        for n in [1, 4] {
+            let x: <ResNetMini as Network<Cpu>>::Input = inputs(n, 30 + round);
+            let out = net.forward(&x).unwrap();
+            let unfolded = net.activation("fc").unwrap();
+            assert_close(out.as_slice(), unfolded.as_slice().unwrap(), 1e-5, &format!("round {round}, batch {n}: folded output against the layers one by one"));
+            let bn1 = net.activation("bn1").unwrap();
+            assert!(bn1.iter().any(|&v| v != 0.0), "round {round}: bn1 recomputed");
+        }
+    }
 }

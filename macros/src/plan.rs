@@ -83,6 +83,11 @@ pub struct Step<'a> {
     pub pool: Option<(usize, Tensor)>,
     /// This node (such a pooling) may be done by the convolution two layers before it: its stem.
     pub pooled_by: Option<(usize, String)>,
+    /// A convolution whose output only a `BatchNorm2d` with running statistics reads: that
+    /// batch norm's layer and output, for an eval forward that folds it into the convolution.
+    pub fold: Option<(usize, Tensor)>,
+    /// This node (such a batch norm) may be folded into the convolution before it: its stem.
+    pub folded_by: Option<(usize, String)>,
 }
 
 pub struct Plan<'a> {
@@ -144,6 +149,13 @@ pub fn plan(net: &Checked) -> Plan<'_> {
                 p.inputs == [nodes[i + 1].output]
                     && matches!(p.kind, Kind::MaxPool2d { kernel: [2, 2], stride: [2, 2], padding: [0, 0], dilation: [1, 1], ceil_mode } if !ceil_mode || even(p.inputs[0]))
             })
+    };
+    // A batch norm with running statistics that alone reads a convolution's output: an eval
+    // forward may fold it into the convolution's weights.
+    let folds = |i: usize| {
+        matches!(nodes[i].kind, Kind::Conv2d { .. })
+            && readers(nodes[i].output) == 1
+            && nodes.get(i + 1).is_some_and(|b| b.inputs == [nodes[i].output] && matches!(b.kind, Kind::BatchNorm { two_d: true, track_running_stats: true, .. }))
     };
     let mut taken = Vec::new();
     let stems: Vec<String> = nodes.iter().map(|n| stem(&n.path, &mut taken)).collect();
@@ -302,6 +314,8 @@ pub fn plan(net: &Checked) -> Plan<'_> {
             fused: index > 0 && fuses(index - 1),
             pool: pools(index).then(|| (index + 2, act(nodes[index + 2].output))),
             pooled_by: (index >= 2 && pools(index - 2)).then(|| (index - 2, stems[index - 2].clone())),
+            fold: folds(index).then(|| (index + 1, act(nodes[index + 1].output))),
+            folded_by: (index >= 1 && folds(index - 1)).then(|| (index - 1, stems[index - 1].clone())),
         });
     }
     Plan {

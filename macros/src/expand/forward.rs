@@ -46,6 +46,25 @@ fn step(step: &Step) -> TokenStream {
                 let packed = network::packed_weights::<B>(p.packed, p.packed_at, #layer);
                 p.dev.conv2d_forward(&#op, n, x, B::src(p.params, #params), packed, y, B::dst(p.scratch, 0..p.scratch_len), #relu)?;
             };
+            let conv = match &step.fold {
+                // An eval forward may fold the batch norm after it into its weights, and write
+                // the batch norm's output.
+                Some((bn, normed)) => {
+                    let (bn, normed) = (Literal::usize_unsuffixed(*bn), &normed.ident);
+                    quote! {
+                        if p.fuse && p.layers.contains(&#bn) && p.dev.folds_batch_norm() {
+                            // With the batch norm's shift as its bias.
+                            const FOLDED: ops::Conv2d = ops::Conv2d { bias: true, ..#op };
+                            let (x, y) = B::io(p.act, #x.at(n), #normed.at(n));
+                            let (wb, packed) = network::folded_weights::<B>(p.packed, p.folded_at, #layer);
+                            p.dev.conv2d_forward(&FOLDED, n, x, wb, packed, y, B::dst(p.scratch, 0..p.scratch_len), false)?;
+                        } else {
+                            #conv
+                        }
+                    }
+                }
+                None => conv,
+            };
             match &step.pool {
                 // An eval forward may take the ReLU and the pooling after it in the same pass.
                 Some((pool, pooled)) => {
@@ -71,21 +90,9 @@ fn step(step: &Step) -> TokenStream {
             #io
             p.dev.activation_forward(#op, n * #y.len, x, y)?;
         },
-        Kind::MaxPool2d { .. } => match &step.pooled_by {
-            // Done by the convolution before, when it took this pooling.
-            Some((conv, stem)) => {
-                let (conv, conv_op) = (Literal::usize_unsuffixed(*conv), format_ident!("{}", stem));
-                quote! {
-                    if !(p.fuse && p.layers.contains(&#conv) && p.dev.fuses_conv2d_relu_max_pool(&#conv_op)) {
-                        #io
-                        p.dev.max_pool2d_forward(&#op, n, x, y)?;
-                    }
-                }
-            }
-            None => quote! {
-                #io
-                p.dev.max_pool2d_forward(&#op, n, x, y)?;
-            },
+        Kind::MaxPool2d { .. } => quote! {
+            #io
+            p.dev.max_pool2d_forward(&#op, n, x, y)?;
         },
         Kind::AvgPool2d { .. } => quote! {
             #io
@@ -150,6 +157,19 @@ fn step(step: &Step) -> TokenStream {
                 p.dev.add(n * #y.len, a, b, y, #relu)?;
             }
         }
+    };
+    // A layer that the layer before may do in an eval forward: a pooling taken by the
+    // convolution (and its ReLU), a batch norm folded into the convolution's weights.
+    let body = match (&step.pooled_by, &step.folded_by) {
+        (Some((conv, stem)), _) => {
+            let (conv, conv_op) = (Literal::usize_unsuffixed(*conv), format_ident!("{}", stem));
+            quote!(if !(p.fuse && p.layers.contains(&#conv) && p.dev.fuses_conv2d_relu_max_pool(&#conv_op)) { #body })
+        }
+        (None, Some((conv, _))) => {
+            let conv = Literal::usize_unsuffixed(*conv);
+            quote!(if !(p.fuse && p.layers.contains(&#conv) && p.dev.folds_batch_norm()) { #body })
+        }
+        (None, None) => body,
     };
     // Guarded, so that a depth-first forward can run the layers before its split per chunk and
     // the rest on the whole batch.

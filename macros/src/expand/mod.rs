@@ -380,9 +380,15 @@ fn spec_static(def: &NetworkDef, net: &Checked, plan: &Plan) -> TokenStream {
     let (x_in, x_out, g_out) = (&plan.x_in.ident, &plan.x_out.ident, &plan.g_out.ident);
     let modules = net.modules.iter().map(|(name, class)| quote!(ModuleSpec { name: #name, class: #class }));
     let fusions = plan.steps.iter().filter_map(|s| s.pool.as_ref().map(|(pool, _)| [usize_lit(s.index), usize_lit(*pool)])).map(|[c, p]| quote!([#c, #p]));
+    let folds = plan.steps.iter().filter_map(|s| {
+        let (bn, _) = s.fold.as_ref()?;
+        let running = plan.steps[*bn].buffers.as_ref().expect("a folded batch norm has running statistics").start;
+        let [conv, bn, running] = [s.index, *bn, running].map(usize_lit);
+        Some(quote!(Fold { conv: #conv, bn: #bn, running: #running }))
+    });
     quote! {
         static SPEC: #sn::network::NetSpec = {
-            use #sn::network::{Init, LayerSpec, ModuleSpec, NetSpec, Op, TensorKind, TensorSpec};
+            use #sn::network::{Fold, Init, LayerSpec, ModuleSpec, NetSpec, Op, TensorKind, TensorSpec};
             NetSpec {
                 name: #name,
                 input: #input,
@@ -400,6 +406,7 @@ fn spec_static(def: &NetworkDef, net: &Checked, plan: &Plan) -> TokenStream {
                 output_slot: #x_out,
                 output_grad_slot: #g_out,
                 fusions: &[#(#fusions),*],
+                folds: &[#(#folds),*],
             }
         };
     }

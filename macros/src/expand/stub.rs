@@ -43,6 +43,7 @@ pub fn stub(def: &NetworkDef, net: &Checked) -> TokenStream {
                 output_slot: Slot::new(0, 0),
                 output_grad_slot: Slot::new(0, 0),
                 fusions: &[],
+                folds: &[],
             };
 
             impl<B: #sn::Backend> #name<B> {

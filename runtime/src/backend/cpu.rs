@@ -128,6 +128,10 @@ impl Backend for Cpu {
         Ok(())
     }
 
+    fn folds_batch_norm(&self) -> bool {
+        true
+    }
+
     fn fuses_conv2d_relu_max_pool(&self, op: &Conv2d) -> bool {
         ops::conv2d::cpu::fuses_relu_max_pool(op)
     }

@@ -113,6 +113,11 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         scratch: Self::Dst<'_, f32>,
         relu: bool,
     ) -> Result<()>;
+    /// Whether an eval forward folds a batch norm into the convolution before it (see
+    /// `network::Fold`); not by default.
+    fn folds_batch_norm(&self) -> bool {
+        false
+    }
     /// Whether [`Backend::conv2d_relu_max_pool_forward`] takes `op` (none by default).
     fn fuses_conv2d_relu_max_pool(&self, op: &Conv2d) -> bool {
         let _ = op;

@@ -16,8 +16,8 @@ use ndarray::{ArrayD, IxDyn};
 
 pub use inference::{Prediction, find_layer, softmax_rows, top_k_row};
 pub use repr::ModuleTree;
-pub use spec::{Init, LayerSpec, ModuleSpec, NetSpec, Op, Slot, TensorKind, TensorSpec};
-pub use state::{NetState, Pass, PassFn, TensorValue, packed_weights};
+pub use spec::{Fold, Init, LayerSpec, ModuleSpec, NetSpec, Op, Slot, TensorKind, TensorSpec};
+pub use state::{NetState, Pass, PassFn, TensorValue, folded_weights, packed_weights};
 pub use state_dict::LoadReport;
 pub use crate::optim::{ParamLayout, ParamRange, Params};
 pub use crate::state_dict::{StateDict, Tensor};

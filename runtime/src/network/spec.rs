@@ -46,6 +46,22 @@ pub struct NetSpec {
     /// `Conv2d` (with its ReLU fused) and the `MaxPool2d(2, 2)` that alone reads that ReLU's
     /// output (see `Backend::conv2d_relu_max_pool_forward`).
     pub fusions: &'static [[usize; 2]],
+    /// Batch norms an eval forward may fold into the convolution before them (see [`Fold`]).
+    pub folds: &'static [Fold],
+}
+
+/// A `Conv2d` whose output only a `BatchNorm2d` with running statistics reads: an eval forward
+/// (where `Backend::folds_batch_norm`) runs the convolution with weights `w·s` and bias
+/// `b·s + β − mean·s`, `s = γ / √(var + eps)`, and writes the batch norm's output directly.
+#[derive(Clone, Copy, Debug)]
+pub struct Fold {
+    /// The convolution's layer (in [`NetSpec::layers`]).
+    pub conv: usize,
+    /// The batch norm's layer.
+    pub bn: usize,
+    /// Where the batch norm's running mean starts in the flat buffer of running statistics (its
+    /// running variance follows).
+    pub running: usize,
 }
 
 impl NetSpec {

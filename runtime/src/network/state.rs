@@ -10,10 +10,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::spec::{Init, LayerSpec, NetSpec, Op, Slot, TensorKind, TensorSpec};
+use super::spec::{Fold, Init, LayerSpec, NetSpec, Op, Slot, TensorKind, TensorSpec};
 use crate::backend::Backend;
 use crate::optim::{ParamLayout, ParamRange, Params};
-use crate::ops::{CrossEntropy, Dropout, LossOutput};
+use crate::ops::{BatchNorm, Conv2d, CrossEntropy, Dropout, LossOutput};
 use crate::{Error, Result};
 
 /// A generated forward or backward pass.
@@ -25,6 +25,13 @@ pub type PassFn<B> = fn(Pass<'_, B>) -> Result<()>;
 pub fn packed_weights<'a, B: Backend>(packed: &'a B::Buf<f32>, packed_at: &[Range<usize>], layer: usize) -> Option<B::Src<'a, f32>> {
     let range = packed_at.get(layer)?;
     (!range.is_empty()).then(|| B::src(packed, range.clone()))
+}
+
+/// Layer `layer`'s weights with the batch norm after it folded in (see `Fold`): weight then
+/// bias, and the weights as its forward kernel lays them out, if it does.
+pub fn folded_weights<'a, B: Backend>(packed: &'a B::Buf<f32>, folded_at: &[Range<usize>], layer: usize) -> (B::Src<'a, f32>, Option<B::Src<'a, f32>>) {
+    let [wb, kernel] = folded_at[2 * layer..2 * layer + 2].to_owned().try_into().expect("two ranges per layer");
+    (B::src(packed, wb), (!kernel.is_empty()).then(|| B::src(packed, kernel)))
 }
 
 /// What a generated pass works on: the device, the batch size, and every buffer, borrowed
@@ -60,6 +67,10 @@ pub struct Pass<'a, B: Backend> {
     pub packed: &'a B::Buf<f32>,
     /// Per layer: its range in `packed` (empty: the kernel reads PyTorch's layout).
     pub packed_at: &'a [Range<usize>],
+    /// Per layer, two ranges in `packed`: its weights with the batch norm after it folded in
+    /// (weight then bias), and those laid out for its kernel (see [`folded_weights`]); empty
+    /// for layers without a fold.
+    pub folded_at: &'a [Range<usize>],
     /// Floats of `scratch` a pass may use.
     pub scratch_len: usize,
     /// Per layer: its parameter gradients are wanted (it has a parameter that is not frozen).
@@ -203,6 +214,14 @@ pub struct NetState<B: Backend> {
     packed: B::Buf<f32>,
     packed_at: Vec<Range<usize>>,
     packed_version: Option<u64>,
+    /// The batch norms an eval forward folds into their convolutions on this backend (none
+    /// where it does not), their weights in `packed` at `folded_at` (two ranges per layer, see
+    /// [`folded_weights`]), folded at `folded_version` from the running statistics in
+    /// `fold_stats.0` (`.1`: the statistics now, read before each eval forward).
+    folds: Vec<Fold>,
+    folded_at: Vec<Range<usize>>,
+    folded_version: Option<u64>,
+    fold_stats: (Vec<f32>, Vec<f32>),
     /// How an eval forward of a large batch runs depth-first.
     depth_first: Split,
 }
@@ -246,6 +265,16 @@ impl<B: Backend> NetState<B> {
                 start..packed_len
             })
             .collect();
+        let folds: Vec<Fold> = if dev.folds_batch_norm() { spec.folds.to_vec() } else { Vec::new() };
+        let mut folded_at = vec![0..0; 2 * spec.layers.len()];
+        for f in &folds {
+            if let Op::Conv2d(op) = spec.layers[f.conv].op {
+                let wb = packed_len.next_multiple_of(16)..packed_len.next_multiple_of(16) + op.weight_len() + op.c_out;
+                let kernel = wb.end.next_multiple_of(16)..wb.end.next_multiple_of(16) + dev.packed_len(&Op::Conv2d(op));
+                packed_len = kernel.end;
+                (folded_at[2 * f.conv], folded_at[2 * f.conv + 1]) = (wb, kernel);
+            }
+        }
         let mut state = NetState {
             dev: dev.clone(),
             spec,
@@ -277,6 +306,10 @@ impl<B: Backend> NetState<B> {
             packed: dev.alloc(packed_len)?,
             packed_at,
             packed_version: None,
+            folds,
+            folded_at,
+            folded_version: None,
+            fold_stats: (Vec::new(), Vec::new()),
             depth_first: Split::of(spec),
         };
         state.update_frozen();
@@ -337,6 +370,7 @@ impl<B: Backend> NetState<B> {
             scratch_len: self.ws.scratch_len,
             packed: &self.packed,
             packed_at: &self.packed_at,
+            folded_at: &self.folded_at,
             dw: &self.want_dw,
             dx: &self.want_dx,
             layers: 0..self.spec.layers.len(),
@@ -416,21 +450,85 @@ impl<B: Backend> NetState<B> {
     /// Whether an eval forward on this backend runs some of the network's layers as one kernel
     /// (see [`NetSpec::fusions`]).
     fn fuses_any(&self) -> bool {
-        self.spec.fusions.iter().any(|&[conv, _]| matches!(&self.spec.layers[conv].op, Op::Conv2d(op) if self.dev.fuses_conv2d_relu_max_pool(op)))
+        !self.folds.is_empty()
+            || self.spec.fusions.iter().any(|&[conv, _]| matches!(&self.spec.layers[conv].op, Op::Conv2d(op) if self.dev.fuses_conv2d_relu_max_pool(op)))
     }
 
-    /// Lays out the weights for the forward kernels again if they changed since the last time.
+    /// Lays out the weights for the forward kernels again if they changed since the last time;
+    /// in eval mode, folds the batch norms in again if their weights or running statistics did.
     fn pack_weights(&mut self) -> Result<()> {
-        if self.packed_version == Some(self.params_version) {
+        if self.packed_version != Some(self.params_version) {
+            for (layer, at) in self.spec.layers.iter().zip(&self.packed_at) {
+                if !at.is_empty() {
+                    self.dev.pack(&layer.op, B::src(&self.params, layer.param_range.clone()), B::dst(&mut self.packed, at.clone()))?;
+                }
+            }
+            self.packed_version = Some(self.params_version);
+        }
+        if self.training || self.folds.is_empty() {
             return Ok(());
         }
-        for (layer, at) in self.spec.layers.iter().zip(&self.packed_at) {
-            if !at.is_empty() {
-                self.dev.pack(&layer.op, B::src(&self.params, layer.param_range.clone()), B::dst(&mut self.packed, at.clone()))?;
+        // The running statistics change in train-mode forwards and loads: read them (a few
+        // floats per channel) and fold again only if they, or the weights, changed.
+        let (seen, mut now) = std::mem::take(&mut self.fold_stats);
+        now.resize(self.folds.iter().map(|f| 2 * self.bn_op(f).c).sum(), 0.0);
+        let mut at = 0;
+        for f in &self.folds {
+            let len = 2 * self.bn_op(f).c;
+            self.dev.download(&self.buffers, f.running, &mut now[at..at + len])?;
+            at += len;
+        }
+        if self.folded_version == Some(self.params_version) && seen == now {
+            self.fold_stats = (seen, now);
+            return Ok(());
+        }
+        let mut at = 0;
+        for f in self.folds.clone() {
+            let (bn, conv) = (self.bn_op(&f), self.spec.layers[f.conv].op);
+            let Op::Conv2d(conv) = conv else { continue };
+            let stats = &now[at..at + 2 * bn.c];
+            at += 2 * bn.c;
+            let folded = self.folded(&f, conv, bn, stats)?;
+            let (wb, kernel) = (self.folded_at[2 * f.conv].clone(), self.folded_at[2 * f.conv + 1].clone());
+            self.dev.upload(&mut self.packed, wb.start, &folded)?;
+            if !kernel.is_empty() {
+                let (wb, kernel) = B::io(&mut self.packed, wb, kernel);
+                self.dev.pack(&Op::Conv2d(Conv2d { bias: true, ..conv }), wb, kernel)?;
             }
         }
-        self.packed_version = Some(self.params_version);
+        (self.fold_stats, self.folded_version) = ((now, seen), Some(self.params_version));
         Ok(())
+    }
+
+    /// The batch norm of a fold.
+    fn bn_op(&self, f: &Fold) -> BatchNorm {
+        match self.spec.layers[f.bn].op {
+            Op::BatchNorm(op) => op,
+            _ => unreachable!("a fold's second layer is a batch norm (the macro checked)"),
+        }
+    }
+
+    /// The weight and bias of a fold's convolution with its batch norm folded in, as the batch
+    /// norm's eval forward computes it (y = x·scale + shift, scale = γ / √(var + eps), shift =
+    /// β − mean·scale): w·scale, and b·scale + shift.
+    fn folded(&self, f: &Fold, conv: Conv2d, bn: BatchNorm, stats: &[f32]) -> Result<Vec<f32>> {
+        let layers = self.spec.layers;
+        let mut wb = vec![0.0; conv.weight_len() + conv.c_out];
+        let at = layers[f.conv].param_range.clone();
+        self.dev.download(&self.params, at.start, &mut wb[..at.len()])?;
+        let mut affine = vec![0.0; bn.param_len()];
+        self.dev.download(&self.params, layers[f.bn].param_range.start, &mut affine)?;
+        let (mean, var) = stats.split_at(bn.c);
+        let (w, b) = wb.split_at_mut(conv.weight_len());
+        for (co, (w, b)) in w.chunks_exact_mut(conv.weight_len() / conv.c_out).zip(b.iter_mut()).enumerate() {
+            let (gamma, beta) = if bn.affine { (affine[co], affine[bn.c + co]) } else { (1.0, 0.0) };
+            let scale = 1.0 / (var[co] + bn.eps).sqrt() * gamma;
+            let shift = beta - mean[co] * scale;
+            w.iter_mut().for_each(|w| *w *= scale);
+            // Without a bias of its own the convolution's is 0 (wb holds only its weight).
+            *b = if conv.bias { *b * scale + shift } else { shift };
+        }
+        Ok(wb)
     }
 
     /// Samples per chunk when a forward of `n` samples runs depth-first (see
@@ -456,14 +554,14 @@ impl<B: Backend> NetState<B> {
         let per = n.div_ceil(groups);
         self.reserve_groups(groups, chunk, per)?;
         let (input, split) = (self.spec.input_slot, self.depth_first.split);
-        let NetState { dev, params, buffers, counters, ws, seed, want_dw, want_dx, packed, packed_at, depth_first, .. } = self;
+        let NetState { dev, params, buffers, counters, ws, seed, want_dw, want_dx, packed, packed_at, folded_at, depth_first, .. } = self;
         let groups = &mut ws.groups[..groups];
         for g in groups.iter_mut() {
             let len = B::len(buffers);
             dev.copy(B::src(buffers, 0..len), B::dst(&mut g.buffers, 0..len))?;
             g.counters.copy_from_slice(counters);
         }
-        let (dev, params, seed, packed, packed_at) = (&*dev, &*params, *seed, &*packed, packed_at.as_slice());
+        let (dev, params, seed, packed, packed_at, folded_at) = (&*dev, &*params, *seed, &*packed, packed_at.as_slice(), folded_at.as_slice());
         let (dw, dx, crossing) = (want_dw.as_slice(), want_dx.as_slice(), depth_first.crossing.as_slice());
         let chunks = |i: usize| {
             let samples = (i * per).min(n)..((i + 1) * per).min(n);
@@ -475,7 +573,7 @@ impl<B: Backend> NetState<B> {
                 dev.upload(&mut g.act, input.offset * c, &x[first * input.len..(first + c) * input.len])?;
                 let (act, grad, grads, buffers, counters, saved, scratch) = (&mut g.act, &mut g.grad, &mut g.grads, &mut g.buffers, &mut g.counters, &mut g.saved, &mut g.scratch);
                 let scratch_len = g.scratch_len;
-                forward(Pass { dev, n: c, training: false, seed, step, params, grads, buffers, counters, act, grad, saved, scratch, scratch_len, packed, packed_at, dw, dx, layers: 0..split, fuse: true })?;
+                forward(Pass { dev, n: c, training: false, seed, step, params, grads, buffers, counters, act, grad, saved, scratch, scratch_len, packed, packed_at, folded_at, dw, dx, layers: 0..split, fuse: true })?;
                 for slot in crossing {
                     let at = g.out.len();
                     g.out.resize(at + c * slot.len, 0.0);
@@ -687,6 +785,7 @@ impl<B: Backend> NetState<B> {
             scratch_len,
             packed: &self.packed,
             packed_at: &self.packed_at,
+            folded_at: &self.folded_at,
             dw: &self.want_dw,
             dx: &self.want_dx,
             layers: 0..spec.layers.len(),
