@@ -30,7 +30,7 @@ pub fn packed_weights<'a, B: Backend>(packed: &'a B::Buf<f32>, packed_at: &[Rang
 /// Layer `layer`'s weights with the batch norm after it folded in (see `Fold`): weight then
 /// bias, and the weights as its forward kernel lays them out, if it does.
 pub fn folded_weights<'a, B: Backend>(packed: &'a B::Buf<f32>, folded_at: &[Range<usize>], layer: usize) -> (B::Src<'a, f32>, Option<B::Src<'a, f32>>) {
-    let [wb, kernel] = folded_at[2 * layer..2 * layer + 2].to_owned().try_into().expect("two ranges per layer");
+    let (wb, kernel) = (folded_at[2 * layer].clone(), folded_at[2 * layer + 1].clone());
     (B::src(packed, wb), (!kernel.is_empty()).then(|| B::src(packed, kernel)))
 }
 
@@ -81,8 +81,9 @@ pub struct Pass<'a, B: Backend> {
     /// The layers a forward runs (all but in a depth-first forward, see
     /// [`NetState::depth_first_chunk`]); a backward runs all.
     pub layers: Range<usize>,
-    /// An eval forward that may run each pair of [`NetSpec::fusions`] as one kernel, where the
-    /// backend has it, leaving the convolution's ReLU output unwritten.
+    /// An eval forward that may run each pair of [`NetSpec::fusions`] as one kernel and fold
+    /// each batch norm of [`NetSpec::folds`] into its convolution, where the backend does,
+    /// leaving the activations in between unwritten.
     pub fuse: bool,
 }
 
@@ -484,10 +485,10 @@ impl<B: Backend> NetState<B> {
         }
         let mut at = 0;
         for f in self.folds.clone() {
-            let (bn, conv) = (self.bn_op(&f), self.spec.layers[f.conv].op);
-            let Op::Conv2d(conv) = conv else { continue };
+            let bn = self.bn_op(&f);
             let stats = &now[at..at + 2 * bn.c];
             at += 2 * bn.c;
+            let Op::Conv2d(conv) = self.spec.layers[f.conv].op else { continue };
             let folded = self.folded(&f, conv, bn, stats)?;
             let (wb, kernel) = (self.folded_at[2 * f.conv].clone(), self.folded_at[2 * f.conv + 1].clone());
             self.dev.upload(&mut self.packed, wb.start, &folded)?;
