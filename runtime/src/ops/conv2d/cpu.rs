@@ -47,8 +47,9 @@ fn forward_block(k: usize) -> usize {
     k.div_ceil(k.div_ceil(144))
 }
 /// The forward's kernel: the channel-blocked one where the instruction set has it and the input
-/// channels are whole blocks (not for 1 × 1 kernels, whose input is read in place: a copy into
-/// blocks cost more than it saved), else the indirect one. Both have the same tile.
+/// channels are whole blocks, else the indirect one; both have the same tile. Not for 1 × 1
+/// kernels: the indirect one reads their input in place, uncopied (see [`padded_input`]), and
+/// the blocked layout would need a copy again (not measured).
 fn forward_kernel(op: &Conv2d) -> (Indirect, bool) {
     let blocked = (op.c_in % CHANNEL_BLOCK == 0 && op.kernel != [1, 1]).then(|| select_blocked_for_channels(op.c_out)).flatten();
     match blocked {
