@@ -104,22 +104,12 @@ pub fn masked_transpose_strided(src: &[f32], mask: Option<&[f32]>, rows: usize, 
 #[target_feature(enable = "avx2")]
 unsafe fn strided_avx2(src: &[f32], mask: Option<&[f32]>, r8: usize, cols: usize, stride: usize, ld: usize, dst: &mut [f32]) {
     use std::arch::x86_64::*;
-    let zero = _mm256_setzero_ps();
     let last = (cols % 8 != 0).then_some(cols - 8);
     for r0 in (0..r8).step_by(8) {
         for c0 in (0..cols / 8 * 8).step_by(8).chain(last) {
-            let v: [__m256; 8] = std::array::from_fn(|i| {
-                let at = (r0 + i) * stride + c0;
-                // SAFETY: as the caller promises.
-                unsafe {
-                    let v = _mm256_loadu_ps(src.as_ptr().add(at));
-                    match mask {
-                        Some(m) => _mm256_and_ps(v, _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_loadu_ps(m.as_ptr().add(at)), zero)),
-                        None => v,
-                    }
-                }
-            });
-            for (j, t) in transpose8(v).iter().enumerate() {
+            // SAFETY: as the caller promises.
+            let t = unsafe { masked_block8(src, mask, r0 * stride + c0, stride) };
+            for (j, t) in t.iter().enumerate() {
                 // SAFETY: as the caller promises.
                 unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add((c0 + j) * ld + r0), *t) };
             }
@@ -154,6 +144,30 @@ pub fn add_transposed(src: &[f32], rows: usize, cols: usize, ld: usize, dst: &mu
             }
         }
     });
+}
+
+/// The 8 × 8 block of `src` whose rows start at `at + i·stride`, each row zeroed where `mask`
+/// (at the same places) is not positive, transposed: vector j is the block's column j.
+///
+/// # Safety
+/// AVX2; 8 floats readable at each row's start in `src` (and `mask`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn masked_block8(src: &[f32], mask: Option<&[f32]>, at: usize, stride: usize) -> [std::arch::x86_64::__m256; 8] {
+    use std::arch::x86_64::*;
+    let zero = _mm256_setzero_ps();
+    let rows: [__m256; 8] = std::array::from_fn(|i| {
+        let at = at + i * stride;
+        // SAFETY: as the caller promises.
+        unsafe {
+            let v = _mm256_loadu_ps(src.as_ptr().add(at));
+            match mask {
+                Some(m) => _mm256_and_ps(v, _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_loadu_ps(m.as_ptr().add(at)), zero)),
+                None => v,
+            }
+        }
+    });
+    transpose8(rows)
 }
 
 /// The whole 8 × 8 blocks of one task of [`add_transposed`]: rows `..r8` of columns
@@ -195,22 +209,10 @@ fn scalar(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, dst: &mut
 fn avx2(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, dst: &mut [f32], ld: usize) {
     use std::arch::x86_64::*;
     let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
-    let zero = _mm256_setzero_ps();
     for r0 in (0..r8).step_by(8) {
         for c0 in (0..c8).step_by(8) {
-            let mut v = [zero; 8];
-            for (i, v) in v.iter_mut().enumerate() {
-                let at = (r0 + i) * cols + c0;
-                // SAFETY: rows r0..r0+8 and columns c0..c0+8 are inside src (and mask).
-                unsafe {
-                    *v = _mm256_loadu_ps(src.as_ptr().add(at));
-                    if let Some(m) = mask {
-                        let keep = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_loadu_ps(m.as_ptr().add(at)), zero);
-                        *v = _mm256_and_ps(*v, keep);
-                    }
-                }
-            }
-            let t = transpose8(v);
+            // SAFETY: rows r0..r0+8 and columns c0..c0+8 are inside src (and mask).
+            let t = unsafe { masked_block8(src, mask, r0 * cols + c0, cols) };
             for (j, t) in t.iter().enumerate() {
                 // SAFETY: dst row c0 + j has ld ≥ rows ≥ r0 + 8 lanes.
                 unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add((c0 + j) * ld + r0), *t) };

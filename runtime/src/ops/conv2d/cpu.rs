@@ -274,30 +274,25 @@ fn pack_panels(op: &Conv2d, w: &[f32], tap_at: Option<impl Fn(usize) -> (usize, 
     let (ind, blocked) = forward_kernel(op);
     let nr = ind.nr;
     let (k, co) = (op.patch_len(), op.c_out);
-    if blocked {
-        let window = op.kernel[0] * op.kernel[1];
-        return weights[..panels_len(op)].par_chunks_mut(k * nr).enumerate().for_each(|(q, panel)| {
-            for (r, row) in panel.chunks_exact_mut(nr).enumerate() {
-                // Row r = (group, channel in its block); group = (block, position in the window).
-                let (group, ic) = (r / CHANNEL_BLOCK, r % CHANNEL_BLOCK);
-                let (block, at) = (group / window, group % window);
-                let tap = (block * CHANNEL_BLOCK + ic) * window + at;
-                let (base, stride) = tap_at.as_ref().map_or((tap, k), |tap_at| tap_at(tap));
-                for (lane, v) in row.iter_mut().enumerate() {
-                    let c = q * nr + lane;
-                    *v = if c < co { w[base + c * stride] } else { 0.0 };
-                }
-            }
-        });
-    }
+    let window = op.kernel[0] * op.kernel[1];
+    // The tap of panel row r: the same, or with channel blocks, from (group, channel in its
+    // block) where group = (block, position in the window).
+    let tap_of = |r: usize| {
+        if !blocked {
+            return r;
+        }
+        let (group, ic) = (r / CHANNEL_BLOCK, r % CHANNEL_BLOCK);
+        (group / window * CHANNEL_BLOCK + ic) * window + group % window
+    };
     weights[..panels_len(op)].par_chunks_mut(k * nr).enumerate().for_each(|(q, panel)| {
-        let Some(tap_at) = &tap_at else {
+        if tap_at.is_none() && !blocked {
             // PyTorch's layout: a panel is the transpose of NR rows of W (zeros past the last).
             let (c0, rows) = (q * nr, nr.min(co - q * nr));
             return crate::ops::transpose::masked_transpose(&w[c0 * k..(c0 + rows) * k], None, rows, k, panel, nr);
-        };
-        for (tap, row) in panel.chunks_exact_mut(nr).enumerate() {
-            let (base, stride) = tap_at(tap);
+        }
+        for (r, row) in panel.chunks_exact_mut(nr).enumerate() {
+            let tap = tap_of(r);
+            let (base, stride) = tap_at.as_ref().map_or((tap, k), |tap_at| tap_at(tap));
             for (lane, v) in row.iter_mut().enumerate() {
                 let c = q * nr + lane;
                 *v = if c < co { w[base + c * stride] } else { 0.0 };
@@ -537,8 +532,8 @@ fn indirect_forward(
             ((img * pad.c) * pad.hp * pad.wp + at * unit) as u32
         };
         if pool {
-            // Four rows per pooled pixel (ROWS_PER_TASK and MR are multiples of 4, so a task
-            // and a tile hold whole windows), each writing the pooled pixel's offset.
+            // Four rows per pooled pixel (a task is whole tiles, and a tile of a fused forward
+            // is a multiple of 4 rows: whole windows), each writing the pooled pixel's offset.
             for (i, window) in (rows0 / 4..(rows0 + rows_here) / 4).enumerate() {
                 let (img, pix) = (window / p, window % p);
                 let (py, px) = (pix / pooled_w, pix % pooled_w);
