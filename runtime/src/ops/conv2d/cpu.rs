@@ -96,11 +96,13 @@ struct Layout {
     xp: usize,
     weights: usize,
     taps: usize,
-    /// Forward: the channels-last buffer of partial sums (more than one block of taps only).
     /// Filter gradient: dYᵀ.
     rows: usize,
-    /// Filter gradient: pixel offsets, then per thread a partial dWᵀ and db.
+    /// Filter gradient: pixel offsets.
     cols: usize,
+    /// Per thread, the filter gradient's partial dWᵀ and db, or a forward task's channels-last
+    /// partial sums (more than one block of taps only; see [`stash_len`]). The last part: a
+    /// call takes all that is left of the scratch.
     partials: usize,
 }
 
@@ -118,16 +120,26 @@ impl Layout {
 
 fn forward_layout(op: &Conv2d, n: usize) -> Layout {
     let (ind, blocked) = forward_kernel(op);
-    let (k, j) = (op.patch_len(), n * op.out_pixels());
+    let k = op.patch_len();
     let co_pad = op.c_out.div_ceil(ind.nr) * ind.nr;
     Layout {
         xp: Padded::of(op).len(n),
         weights: co_pad * k,
         taps: k.div_ceil(ind.mr) * ind.mr,
-        rows: if k > forward_block_of(op, blocked) { j.div_ceil(ind.mr) * ind.mr * co_pad } else { 0 },
+        rows: 0,
         cols: 0,
-        partials: 0,
+        partials: if k > forward_block_of(op, blocked) { threads() * stash_len(co_pad) } else { 0 },
     }
+}
+
+/// Floats of one thread's partial sums in the forward: a task's rows (at most
+/// [`ROWS_PER_TASK`], rounded up to whole tiles) by `co_pad` channels. Per thread rather than
+/// per pixel of the batch, the next block of taps finds them in L1 or L2: a buffer of the whole
+/// output's size (8 MB for the CIFAR network's second layer at batch 128) went to memory and
+/// back. The CIFAR network's second and third layers, one thread, paired runs: data gradient
+/// 140–155 → 158–164 GFLOP/s, forward within the noise.
+fn stash_len(co_pad: usize) -> usize {
+    line((ROWS_PER_TASK + MAX_INDIRECT_MR) * co_pad)
 }
 
 fn filter_layout(op: &Conv2d, n: usize) -> Layout {
@@ -421,7 +433,7 @@ fn pixel_base(op: &Conv2d, pad: Padded, j: usize) -> u32 {
     (((img * pad.c) * pad.hp + oy * op.stride[0]) * pad.wp + ox * op.stride[1]) as u32
 }
 
-/// Splits the scratch into its parts.
+/// Splits the scratch into its parts, the last of them all that is left.
 fn split<'a>(scratch: &'a mut [f32], l: &Layout) -> [&'a mut [f32]; 6] {
     let part = |rest: &'a mut [f32], len: usize| {
         let (part, rest) = rest.split_at_mut(line(len));
@@ -432,7 +444,7 @@ fn split<'a>(scratch: &'a mut [f32], l: &Layout) -> [&'a mut [f32]; 6] {
     let (taps, rest) = part(rest, l.taps);
     let (rows, rest) = part(rest, l.rows);
     let (cols, rest) = part(rest, l.cols);
-    [xp, weights, taps, rows, cols, &mut rest[..l.partials]]
+    [xp, weights, taps, rows, cols, rest]
 }
 
 /// Offsets are kept in the f32 scratch as u32 bit patterns: both are 4 bytes.
@@ -478,7 +490,7 @@ fn indirect_forward(
     let pooled_w = op.w_out / 2;
     let p = if pool { (op.h_out / 2) * pooled_w } else { op.out_pixels() };
     let j_total = if pool { 4 * n * p } else { n * p };
-    let [xp, weights, taps, partial, _, _] = split(scratch, &l);
+    let [xp, weights, taps, _, _, partial] = split(scratch, &l);
     // The channel-blocked kernel's step is a group of 16 taps, one offset for all of them.
     let unit = if blocked { CHANNEL_BLOCK } else { 1 };
     let xp: &[f32] = if blocked {
@@ -503,7 +515,7 @@ fn indirect_forward(
     let taps = &*taps;
     let pad = Padded::of(op);
     let out = SendPtr(y.as_mut_ptr());
-    let part = SendPtr(partial.as_mut_ptr());
+    let (part, partial_len) = (SendPtr(partial.as_mut_ptr()), partial.len());
     // Tasks of at most ROWS_PER_TASK pixels, in whole tiles; with fewer of them than two a
     // thread (a forward of one), as many as a multiple of the threads, of equal size, and each
     // split over ranges of channel panels too, so that every thread has as much work. (The
@@ -516,7 +528,15 @@ fn indirect_forward(
     let (row_tasks, panels) = (j_total.div_ceil(rows_per_task), co_pad / nr);
     let parts = if row_tasks >= want { 1 } else { want.div_ceil(row_tasks).min(panels) };
     let per_part = panels.div_ceil(parts);
+    let stash = stash_len(co_pad);
     (0..row_tasks * parts).into_par_iter().for_each(|task| {
+        // This thread's partial sums. Rayon's halving keeps a thread on neighbouring tasks (one
+        // atomic counter handing them out in turn made Model A's step 8% slower). A thread past
+        // those the scratch was sized for (a larger pool than at allocation) takes all the taps
+        // in one block, needing none: the same sums in the same order.
+        let slot = rayon::current_thread_index().filter(|&t| (t + 1) * stash <= partial_len);
+        let block = if slot.is_some() { forward_block_of(op, blocked) } else { k };
+        let part = part.at(slot.unwrap_or(0) * stash);
         let (task, share) = (task / parts, task % parts);
         let panels = (share * per_part).min(panels)..((share + 1) * per_part).min(panels);
         let rows0 = task * rows_per_task;
@@ -565,7 +585,6 @@ fn indirect_forward(
         // The finished tile, before the epilogue scatters it (once per task: the kernel writes all
         // of it every time, and zeroing 576 bytes per tile showed as memset in perf).
         let mut local = [0.0f32; MAX_INDIRECT_MR * MAX_INDIRECT_NR];
-        let block = forward_block_of(op, blocked);
         for kb in (0..k).step_by(block) {
             let kc = block.min(k - kb);
             let last = kb + kc == k;
@@ -573,7 +592,7 @@ fn indirect_forward(
                 let b = &weights[(q * k + kb) * nr..];
                 for t in 0..tiles {
                     let r0 = t * mr;
-                    let stash = part.at((rows0 + r0) * co_pad + q * nr);
+                    let stash = part.wrapping_add(r0 * co_pad + q * nr);
                     let tile_in = if kb == 0 { std::ptr::null() } else { stash as *const f32 };
                     let (tile_out, ld) = if last { (local.as_mut_ptr(), nr) } else { (stash, co_pad) };
                     // SAFETY: every tap offset plus every window corner lies inside xp (it is
@@ -747,9 +766,10 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
         crate::ops::transpose::masked_transpose(src, mask, channels.len(), p, dst, nr);
     });
     let (taps, dyt, cols) = (&*taps, &*dyt, &*cols);
-    let t_count = threads().min(j_total.div_ceil(KC)).max(1);
-    let per = j_total.div_ceil(t_count);
     let part_len = line(k_pad * co_pad + co);
+    // As many partials as the scratch holds: fewer than the threads if it was sized for fewer.
+    let t_count = threads().min(j_total.div_ceil(KC)).min(partials.len() / part_len).max(1);
+    let per = j_total.div_ceil(t_count);
     partials[..t_count * part_len].par_chunks_mut(part_len).enumerate().for_each(|(t, part)| {
         let js = (t * per).min(j_total)..((t + 1) * per).min(j_total);
         let (dwt, db) = part.split_at_mut(k_pad * co_pad);
