@@ -13,6 +13,10 @@
 //!
 //! Where a tensor feeds two nodes (a residual block's input), the second gradient to reach it
 //! is computed into a temporary slot and added (`add_assign`).
+//!
+//! A Conv2d → ReLU → MaxPool2d(2, 2) whose backend says `fuses_conv2d_relu_max_pool_backward`
+//! starts the convolution's backward from the pooling's output gradient; the pooling's own
+//! backward is then skipped, under the same condition.
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -23,7 +27,7 @@ use crate::plan::{Plan, Step};
 
 /// `fn backward_pass(p: Pass<'_, B>) -> Result<()>`.
 pub fn backward_pass(plan: &Plan) -> TokenStream {
-    let steps = plan.steps.iter().rev().map(step);
+    let steps = plan.steps.iter().rev().map(|s| step(plan, s));
     quote! {
         fn backward_pass(mut p: Pass<'_, B>) -> Result<()> {
             let n = p.n;
@@ -33,7 +37,13 @@ pub fn backward_pass(plan: &Plan) -> TokenStream {
     }
 }
 
-fn step(step: &Step) -> TokenStream {
+/// Whether a convolution's backward wants its input's gradient: an expression of `p`.
+fn wants_dx(conv: &Step) -> TokenStream {
+    let layer = Literal::usize_unsuffixed(conv.index);
+    if conv.dx[0].is_some() { quote!(p.dx[#layer]) } else { quote!(false) }
+}
+
+fn step(plan: &Plan, step: &Step) -> TokenStream {
     let Some(dy) = &step.dy else { return TokenStream::new() };
     if step.fused {
         return TokenStream::new();
@@ -61,10 +71,35 @@ fn step(step: &Step) -> TokenStream {
         Kind::Conv2d { .. } => {
             // With its ReLU fused, dy is the ReLU's output gradient, masked by that output.
             let relu_y = if step.relu { quote!(Some(B::src(p.act, #y.at(n)))) } else { quote!(None) };
-            quote! {
+            let unfused = quote! {
                 #grads
                 #dwb
                 p.dev.conv2d_backward(&#op, n, B::src(p.act, #x.at(n)), B::src(p.params, #params), dy, #relu_y, #dx, dwb, B::dst(p.scratch, 0..p.scratch_len))?;
+            };
+            // With the MaxPool2d(2, 2) after its ReLU, the backend may start from the pooling's
+            // output gradient (the pooling's backward then does nothing).
+            let pool = step.pool.as_ref().and_then(|(pool, pooled)| Some((plan.steps.iter().find(|s| s.index == *pool)?.dy.as_ref()?, pooled)));
+            match pool {
+                Some((pool_dy, pooled)) => {
+                    let (pool_dy, pooled, wants_dx) = (&pool_dy.ident, &pooled.ident, wants_dx(step));
+                    let grads = match &step.dx[0] {
+                        Some(dx) => {
+                            let dx = &dx.ident;
+                            quote!(let (pool_dy, dx) = B::io(p.grad, #pool_dy.at(n), #dx.at(n));)
+                        }
+                        None => quote!(let pool_dy = B::src(p.grad, #pool_dy.at(n));),
+                    };
+                    quote! {
+                        if p.dev.fuses_conv2d_relu_max_pool_backward(&#op, #wants_dx) {
+                            #grads
+                            #dwb
+                            p.dev.conv2d_relu_max_pool_backward(&#op, n, B::src(p.act, #x.at(n)), B::src(p.params, #params), B::src(p.act, #y.at(n)), B::src(p.act, #pooled.at(n)), pool_dy, #dx, dwb, B::dst(p.scratch, 0..p.scratch_len))?;
+                        } else {
+                            #unfused
+                        }
+                    }
+                }
+                None => unfused,
             }
         }
         Kind::Linear { .. } => quote! {
@@ -77,10 +112,20 @@ fn step(step: &Step) -> TokenStream {
             #grads
             p.dev.activation_backward(#op, n * #y.len, B::src(p.act, #x.at(n)), B::src(p.act, #y.at(n)), dy, dx)?;
         },
-        Kind::MaxPool2d { .. } => quote! {
-            #grads
-            p.dev.max_pool2d_backward(&#op, n, B::src(p.act, #x.at(n)), B::src(p.act, #y.at(n)), dy, dx)?;
-        },
+        Kind::MaxPool2d { .. } => {
+            let body = quote! {
+                #grads
+                p.dev.max_pool2d_backward(&#op, n, B::src(p.act, #x.at(n)), B::src(p.act, #y.at(n)), dy, dx)?;
+            };
+            // Left to the convolution before the ReLU when it starts from this gradient.
+            match step.pooled_by.as_ref().and_then(|(conv, stem)| Some((plan.steps.iter().find(|s| s.index == *conv)?, stem))) {
+                Some((conv, stem)) => {
+                    let (conv_op, wants_dx) = (format_ident!("{}", stem), wants_dx(conv));
+                    quote!(if !p.dev.fuses_conv2d_relu_max_pool_backward(&#conv_op, #wants_dx) { #body })
+                }
+                None => body,
+            }
+        }
         Kind::AvgPool2d { .. } => quote! {
             #grads
             p.dev.avg_pool2d_backward(&#op, n, dy, dx)?;

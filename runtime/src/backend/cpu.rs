@@ -160,6 +160,32 @@ impl Backend for Cpu {
         Ok(())
     }
 
+    fn fuses_conv2d_relu_max_pool_backward(&self, op: &Conv2d, dx: bool) -> bool {
+        ops::conv2d::cpu::fuses_relu_max_pool_backward(op, dx)
+    }
+
+    fn conv2d_relu_max_pool_backward(
+        &self,
+        op: &Conv2d,
+        n: usize,
+        x: &[f32],
+        _wb: &[f32],
+        relu_y: &[f32],
+        pool_y: &[f32],
+        pool_dy: &[f32],
+        dx: Option<&mut [f32]>,
+        dwb: Option<&mut [f32]>,
+        scratch: &mut [f32],
+    ) -> Result<()> {
+        if !self.fuses_conv2d_relu_max_pool_backward(op, dx.is_some()) {
+            return Err(crate::Error::Backend(format!("cpu: no fused backward of convolution, ReLU and max pooling for {op:?}")));
+        }
+        if let Some(dwb) = dwb {
+            ops::conv2d::cpu::filter_grad_relu_max_pool(op, n, x, relu_y, pool_y, pool_dy, dwb, scratch);
+        }
+        Ok(())
+    }
+
     fn linear_forward(&self, op: &Linear, n: usize, x: &[f32], wb: &[f32], y: &mut [f32]) -> Result<()> {
         ops::linear::cpu::forward(op, n, x, wb, y);
         Ok(())

@@ -155,6 +155,33 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         dwb: Option<Self::Dst<'_, f32>>,
         scratch: Self::Dst<'_, f32>,
     ) -> Result<()>;
+    /// Whether [`Backend::conv2d_relu_max_pool_backward`] takes `op`, with or without its input's
+    /// gradient (none by default).
+    fn fuses_conv2d_relu_max_pool_backward(&self, op: &Conv2d, dx: bool) -> bool {
+        let _ = (op, dx);
+        false
+    }
+    /// The backward of Conv2d → ReLU → MaxPool2d(2, 2) from the pooling's output gradient
+    /// `pool_dy`, where [`Backend::fuses_conv2d_relu_max_pool_backward`] says so: as
+    /// `max_pool2d_backward` (input `relu_y`, output `pool_y`) and then [`Backend::conv2d_backward`]
+    /// with `relu_y`, but the gradient of the convolution's output is never written whole.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_relu_max_pool_backward(
+        &self,
+        op: &Conv2d,
+        n: usize,
+        x: Self::Src<'_, f32>,
+        wb: Self::Src<'_, f32>,
+        relu_y: Self::Src<'_, f32>,
+        pool_y: Self::Src<'_, f32>,
+        pool_dy: Self::Src<'_, f32>,
+        dx: Option<Self::Dst<'_, f32>>,
+        dwb: Option<Self::Dst<'_, f32>>,
+        scratch: Self::Dst<'_, f32>,
+    ) -> Result<()> {
+        let _ = (n, x, wb, relu_y, pool_y, pool_dy, dx, dwb, scratch);
+        Err(crate::Error::Backend(format!("{}: no fused backward of convolution, ReLU and max pooling for {op:?}", self.name())))
+    }
     /// `nn.Linear`'s forward: y (n, out) = x (n, in) · Wᵀ + b, written; `wb` is the weight then the
     /// bias.
     fn linear_forward(&self, op: &Linear, n: usize, x: Self::Src<'_, f32>, wb: Self::Src<'_, f32>, y: Self::Dst<'_, f32>) -> Result<()>;

@@ -340,6 +340,27 @@ pub fn backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32], relu_y
     }
 }
 
+/// Whether [`filter_grad_relu_max_pool`] takes `op` (a backward with no input gradient wanted:
+/// a network's first layer): the direct path's shapes with AVX-512 and an even output, so that
+/// every output pixel lies in one 2 × 2 window.
+pub fn fuses_relu_max_pool_backward(op: &Conv2d, dx: bool) -> bool {
+    !dx && op.groups == 1 && direct::pools_backward(op)
+}
+
+/// The filter gradient of Conv2d → ReLU → MaxPool2d(2, 2) from the pooling's output gradient:
+/// dY is rebuilt image by image from `pool_dy`, `pool_y` and the ReLU's output `relu_y` (the
+/// pooling's input) where the filter gradient copies it anyway, instead of being written whole
+/// by the pooling's backward and read back (that pass was 7% of Model A's train step).
+#[allow(clippy::too_many_arguments)]
+pub fn filter_grad_relu_max_pool(op: &Conv2d, n: usize, x: &[f32], relu_y: &[f32], pool_y: &[f32], pool_dy: &[f32], dwb: &mut [f32], scratch: &mut [f32]) {
+    assert!(fuses_relu_max_pool_backward(op, false), "no fused backward for {op:?}");
+    let pad = Padded::of(op);
+    let (xp, rest) = scratch.split_at_mut(pad.len(n) + direct::TAIL);
+    pad_input(op, n, x, None, xp);
+    xp[pad.len(n)..].fill(0.0);
+    direct::filter_grad(op, n, xp, pad.hp, pad.wp, direct::Dy::Pooled { relu_y, pool_y, pool_dy }, dwb, rest, threads());
+}
+
 /// The padded input of the indirect kernels: `x` itself when there is no padding and no mask
 /// (1 × 1 convolutions, whose "padded" input is a plain copy: copying the whole batch, plane by
 /// plane, before every forward and filter gradient took 14% of a MobileNetV2 train step), else
@@ -741,7 +762,7 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
         let (xp, rest) = scratch.split_at_mut(pad.len(n) + direct::TAIL);
         pad_input(op, n, x, None, xp);
         xp[pad.len(n)..].fill(0.0);
-        direct::filter_grad(op, n, xp, pad.hp, pad.wp, dy, relu_y, dwb, rest, threads());
+        direct::filter_grad(op, n, xp, pad.hp, pad.wp, direct::Dy::Dense { dy, relu_y }, dwb, rest, threads());
         return;
     }
     let l = filter_layout(op, n);

@@ -325,6 +325,24 @@ unsafe fn tile_avx512<const T: usize>(x: *const f32, offs: &[u32], xs: [usize; T
     }
 }
 
+/// Whether the filter gradient can take its dY from a 2 × 2 max pooling after the ReLU (see
+/// [`Dy::Pooled`]): runs of 16 (AVX-512) and an even output, every pixel in one window.
+pub(super) fn pools_backward(op: &Conv2d) -> bool {
+    applies(op) && wide(op) && op.w_out % 2 == 0 && op.h_out % 2 == 0
+}
+
+/// Where the filter gradient reads dY, the gradient of the convolution's output.
+#[derive(Clone, Copy)]
+pub(super) enum Dy<'a> {
+    /// dY itself, masked by `relu_y > 0` when a ReLU is fused.
+    Dense { dy: &'a [f32], relu_y: Option<&'a [f32]> },
+    /// A fused ReLU's output `relu_y`, pooled by MaxPool2d(2, 2) into `pool_y`, and the gradient
+    /// of that `pool_dy`: a pixel's dY is its window's gradient where it is the window's first
+    /// maximum (PyTorch's choice) and that maximum is positive (else the ReLU stops it), and 0
+    /// elsewhere.
+    Pooled { relu_y: &'a [f32], pool_y: &'a [f32], pool_dy: &'a [f32] },
+}
+
 /// Taps per tile of the filter gradient.
 const TT: usize = 3;
 
@@ -361,7 +379,7 @@ pub(super) const TAIL: usize = 16;
 /// indirect path, each thread sums a fixed range of images and the partials are added in a
 /// fixed order, so the result does not depend on timing.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn filter_grad(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, dy: &[f32], relu_y: Option<&[f32]>, dwb: &mut [f32], scratch: &mut [f32], threads: usize) {
+pub(super) fn filter_grad(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, dy: Dy, dwb: &mut [f32], scratch: &mut [f32], threads: usize) {
     let (k, co, p) = (op.patch_len(), op.c_out, op.out_pixels());
     let (cg, tg) = filter_groups(op);
     // Tap offsets in groups of TT, the last group padded with tap 0 (its sums are dropped).
@@ -384,8 +402,16 @@ pub(super) fn filter_grad(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usiz
         dyi.fill(0.0);
         for img in (t * per).min(n)..((t + 1) * per).min(n) {
             let at = img * co * p;
-            for (i, (d, src)) in dyi.chunks_exact_mut(row).zip(dy[at..at + co * p].chunks_exact(op.w_out)).enumerate() {
-                crate::ops::transpose::copy_row(d, src, relu_y.map(|y| &y[at + i * op.w_out..]));
+            match dy {
+                Dy::Dense { dy, relu_y } => {
+                    for (i, (d, src)) in dyi.chunks_exact_mut(row).zip(dy[at..at + co * p].chunks_exact(op.w_out)).enumerate() {
+                        crate::ops::transpose::copy_row(d, src, relu_y.map(|y| &y[at + i * op.w_out..]));
+                    }
+                }
+                Dy::Pooled { relu_y, pool_y, pool_dy } => {
+                    let (pooled, q) = (img * co * p / 4, p / 4);
+                    unpool(op, &relu_y[at..at + co * p], &pool_y[pooled..pooled + co * q], &pool_dy[pooled..pooled + co * q], row, dyi);
+                }
             }
             for (c, g) in db.iter_mut().enumerate() {
                 *g += lane_sum(&dyi[c * op.h_out * row..(c + 1) * op.h_out * row]);
@@ -516,6 +542,70 @@ unsafe fn accumulate_avx512(x: *const f32, wp: usize, offs: &[u32], dy: *const f
         for (c, a) in a.iter().enumerate() {
             for (t, &v) in a.iter().enumerate() {
                 _mm512_storeu_ps(acc.as_mut_ptr().add((c * TT + t) * 16), v);
+            }
+        }
+    }
+}
+
+/// One image's dY from its pooling (see [`Dy::Pooled`]), into rows of `row` floats of `dyi`
+/// (channel after channel, `h_out` rows each; the floats past `w_out` are left as they are).
+/// Only where [`pools_backward`] holds.
+fn unpool(op: &Conv2d, relu_y: &[f32], pool_y: &[f32], pool_dy: &[f32], row: usize, dyi: &mut [f32]) {
+    let (h, w) = (op.h_out, op.w_out);
+    let (ph, pw) = (h / 2, w / 2);
+    assert!(pools_backward(op) && relu_y.len() >= op.c_out * h * w && pool_y.len() >= op.c_out * ph * pw && pool_dy.len() >= op.c_out * ph * pw && dyi.len() >= op.c_out * h * row && row >= w);
+    // SAFETY: pools_backward() checked AVX-512; the sizes are asserted above.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        unpool_avx512(op.c_out, h, w, relu_y, pool_y, pool_dy, row, dyi)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("applies() is false off x86-64");
+}
+
+/// [`unpool`] eight windows (16 pixels of a row pair) at a time: a pooled value and gradient
+/// are widened to both pixels of their window's column, the rows compared with the maximum,
+/// and the first match of each window kept by mask arithmetic (the odd lane only where its
+/// even neighbour did not match; the bottom row only where the top did not).
+///
+/// # Safety
+/// AVX-512F; the sizes of [`unpool`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn unpool_avx512(c_out: usize, h: usize, w: usize, relu_y: &[f32], pool_y: &[f32], pool_dy: &[f32], row: usize, dyi: &mut [f32]) {
+    use std::arch::x86_64::*;
+    const EVENS: u16 = 0x5555;
+    let widen = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    let zero = _mm512_setzero_ps();
+    // Per window pair of lanes: the even lane where it matches, the odd one where it does and
+    // the even one does not.
+    let first = |m: u16| (m & EVENS) | (m & !EVENS & !((m & EVENS) << 1));
+    let either = |m: u16| {
+        let e = (m | (m >> 1)) & EVENS;
+        e | (e << 1)
+    };
+    let (ph, pw) = (h / 2, w / 2);
+    for c in 0..c_out {
+        for i in 0..ph {
+            let (top, bottom) = ((c * h + 2 * i) * w, (c * h + 2 * i + 1) * w);
+            let (dtop, dbottom) = ((c * h + 2 * i) * row, (c * h + 2 * i + 1) * row);
+            let pooled = (c * ph + i) * pw;
+            for j in (0..pw).step_by(8) {
+                let windows = (pw - j).min(8);
+                let (half, full) = (((1u32 << windows) - 1) as __mmask16, ((1u32 << (2 * windows)) - 1) as __mmask16);
+                // SAFETY: window j + windows − 1 is inside the pooled row, pixels 2j .. 2j + 2·windows
+                // inside both rows of relu_y and of dyi (the caller's sizes); masked lanes are not read
+                // or written.
+                unsafe {
+                    let m = _mm512_permutexvar_ps(widen, _mm512_maskz_loadu_ps(half, pool_y.as_ptr().add(pooled + j)));
+                    let g = _mm512_permutexvar_ps(widen, _mm512_maskz_loadu_ps(half, pool_dy.as_ptr().add(pooled + j)));
+                    let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m, zero);
+                    let t = _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(positive & full, _mm512_maskz_loadu_ps(full, relu_y.as_ptr().add(top + 2 * j)), m);
+                    let b = _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(positive & full & !either(t), _mm512_maskz_loadu_ps(full, relu_y.as_ptr().add(bottom + 2 * j)), m);
+                    _mm512_mask_storeu_ps(dyi.as_mut_ptr().add(dtop + 2 * j), full, _mm512_maskz_mov_ps(first(t), g));
+                    _mm512_mask_storeu_ps(dyi.as_mut_ptr().add(dbottom + 2 * j), full, _mm512_maskz_mov_ps(first(b), g));
+                }
             }
         }
     }

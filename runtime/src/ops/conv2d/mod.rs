@@ -295,6 +295,48 @@ mod tests {
         }
     }
 
+    /// The filter gradient of Conv2d → ReLU → MaxPool2d(2, 2) from the pooling's gradient equals
+    /// the filter gradient of dY built by definition: per window, its gradient to the first
+    /// element equal to the maximum (a NaN one's to the NaN), kept where that element is
+    /// positive. The ReLU outputs are in steps of 1/4 so that windows tie, and hold zeros,
+    /// negatives and a NaN; rows of 14 windows (a partial run of 8) and of 16.
+    #[test]
+    fn filter_grad_from_max_pooling_matches_the_composition() {
+        if !crate::ops::isa::avx512() {
+            return println!("SKIPPED: the fused backward takes runs of 16 (AVX-512); {} has 8", crate::ops::isa::isa().name());
+        }
+        for op in [cases()[0], cases()[17], Conv2d::new(3, 5, [4, 28], [3, 3], [1, 1], [1, 1], [1, 1], 1, false)] {
+            assert!(cpu::fuses_relu_max_pool_backward(&op, false), "{op:?} not fused");
+            let n = 3;
+            let (h, w) = (op.h_out, op.w_out);
+            let (ph, pw) = (h / 2, w / 2);
+            let x = random(n * op.x_len(), 31);
+            let mut relu_y: Vec<f32> = random(n * op.y_len(), 32).iter().map(|v| (v * 4.0).round() / 4.0).collect();
+            relu_y[3 * w + 5] = f32::NAN;
+            let pool_dy = random(n * op.c_out * ph * pw, 33);
+            let (mut pool_y, mut dy) = (vec![0.0; pool_dy.len()], vec![0.0; relu_y.len()]);
+            for plane in 0..n * op.c_out {
+                for (i, j) in (0..ph).flat_map(|i| (0..pw).map(move |j| (i, j))) {
+                    let at: Vec<usize> = [(0, 0), (0, 1), (1, 0), (1, 1)].iter().map(|(a, b)| (plane * h + 2 * i + a) * w + 2 * j + b).collect();
+                    let q = (plane * ph + i) * pw + j;
+                    let nan = at.iter().rev().find(|&&k| relu_y[k].is_nan());
+                    let m = at.iter().map(|&k| relu_y[k]).fold(f32::NEG_INFINITY, f32::max);
+                    pool_y[q] = if nan.is_some() { f32::NAN } else { m };
+                    let arg = nan.copied().unwrap_or_else(|| *at.iter().find(|&&k| relu_y[k] == m).unwrap());
+                    if relu_y[arg] > 0.0 {
+                        dy[arg] = pool_dy[q];
+                    }
+                }
+            }
+            let mut scratch = vec![f32::NAN; cpu::scratch_len(&op, n)];
+            let (mut want, mut got) = (random(op.param_len(), 34), random(op.param_len(), 34));
+            cpu::backward(&op, n, &x, &[], &dy, None, None, Some(&mut want), &mut scratch);
+            scratch.fill(f32::NAN);
+            cpu::filter_grad_relu_max_pool(&op, n, &x, &relu_y, &pool_y, &pool_dy, &mut got, &mut scratch);
+            assert_eq!(got, want, "{op:?}");
+        }
+    }
+
     #[test]
     fn backward_matches_finite_differences() {
         // Model A's layers are too large for finite differences; the rest covers every path.
