@@ -37,6 +37,17 @@ use crate::ops::transpose::{copy_row, zero_row};
 /// within their noise).
 const KC: usize = 128;
 
+/// Bytes of partial sums (dWᵀ rows) the filter gradient carries from one block of pixels to the
+/// next: the rows of taps are taken in chunks of at most this much, each chunk through all the
+/// pixels, so that its partial sums stay in L2. AlexNet's 3 × 3 layers have 2.4–3.5 MB of them,
+/// which went to memory and back on every block of KC pixels: AlexNet's 384 → 256 filter
+/// gradient, one thread, 135–141 → 150–154 GFLOP/s (the 192 → 384 one 144–154 → 154–159).
+/// The unit tests take chunks of 4 KiB, so that their small layers run through several.
+#[cfg(not(test))]
+const FILTER_CHUNK_BYTES: usize = 512 << 10;
+#[cfg(test)]
+const FILTER_CHUNK_BYTES: usize = 4 << 10;
+
 /// Taps per block of the forward: as equal blocks of at most 144 (16 input channels of a 3 × 3
 /// kernel), so that a block's B panel (18 KB with 32 channels) and the input lines its taps read
 /// stay in a 48 KB L1 together. The microkernel alone on this Xeon, taps 324 floats apart (a
@@ -794,16 +805,20 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
     partials[..t_count * part_len].par_chunks_mut(part_len).enumerate().for_each(|(t, part)| {
         let js = (t * per).min(j_total)..((t + 1) * per).min(j_total);
         let (dwt, db) = part.split_at_mut(k_pad * co_pad);
-        for (pb, jb) in js.clone().step_by(KC).enumerate() {
-            let kc = KC.min(js.end - jb);
-            for q in 0..co_pad / nr {
-                let b = &dyt[(q * j_total + jb) * nr..];
-                for tile in 0..k_pad / mr {
-                    let c = dwt[(tile * mr) * co_pad + q * nr..].as_mut_ptr();
-                    let tile_in = if pb == 0 { std::ptr::null() } else { c as *const f32 };
-                    // SAFETY: as in the forward, every offset sum lies inside xp; b holds kc·NR
-                    // floats; the tile is MR × NR inside this thread's partial.
-                    unsafe { (ind.kernel)(kc, xp.as_ptr(), taps[tile * mr..].as_ptr(), cols[jb..].as_ptr(), b.as_ptr(), tile_in, co_pad, c, co_pad) };
+        let tiles = k_pad / mr;
+        let per_chunk = (FILTER_CHUNK_BYTES / (mr * co_pad * size_of::<f32>())).clamp(1, tiles);
+        for chunk in (0..tiles).step_by(per_chunk).map(|t0| t0..(t0 + per_chunk).min(tiles)) {
+            for (pb, jb) in js.clone().step_by(KC).enumerate() {
+                let kc = KC.min(js.end - jb);
+                for q in 0..co_pad / nr {
+                    let b = &dyt[(q * j_total + jb) * nr..];
+                    for tile in chunk.clone() {
+                        let c = dwt[(tile * mr) * co_pad + q * nr..].as_mut_ptr();
+                        let tile_in = if pb == 0 { std::ptr::null() } else { c as *const f32 };
+                        // SAFETY: as in the forward, every offset sum lies inside xp; b holds kc·NR
+                        // floats; the tile is MR × NR inside this thread's partial.
+                        unsafe { (ind.kernel)(kc, xp.as_ptr(), taps[tile * mr..].as_ptr(), cols[jb..].as_ptr(), b.as_ptr(), tile_in, co_pad, c, co_pad) };
+                    }
                 }
             }
         }
