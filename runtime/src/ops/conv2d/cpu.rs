@@ -105,6 +105,8 @@ impl Padded {
 /// How the scratch of one call is used, in floats.
 struct Layout {
     xp: usize,
+    /// Forward: the weights laid out. Filter gradient: per panel and image, the sums of dY
+    /// (the bias gradient's parts).
     weights: usize,
     taps: usize,
     /// Filter gradient: dYᵀ.
@@ -160,11 +162,11 @@ fn filter_layout(op: &Conv2d, n: usize) -> Layout {
     let k_pad = k.div_ceil(ind.mr) * ind.mr;
     Layout {
         xp: Padded::of(op).len(n),
-        weights: 0,
+        weights: if op.bias { n * co_pad } else { 0 },
         taps: k_pad,
         rows: co_pad * j,
         cols: j,
-        partials: threads() * line(k_pad * co_pad + op.c_out),
+        partials: threads() * line(k_pad * co_pad),
     }
 }
 
@@ -782,7 +784,7 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
     let (k, p, co) = (op.patch_len(), op.out_pixels(), op.c_out);
     let (co_pad, k_pad) = (co.div_ceil(nr) * nr, k.div_ceil(mr) * mr);
     let j_total = n * p;
-    let [xp, _, taps, dyt, cols, partials] = split(scratch, &l);
+    let [xp, sums, taps, dyt, cols, partials] = split(scratch, &l);
     let xp = padded_input(op, n, x, None, xp);
     let taps = as_u32(taps);
     tap_offsets(op, taps);
@@ -790,21 +792,32 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
     let cols = as_u32(cols);
     cols.par_iter_mut().enumerate().for_each(|(j, c)| *c = pixel_base(op, pad, j));
     // dYᵀ in panels of NR channels: dyt[(q·J + j)·NR + lane] = dY[img, q·NR + lane, pixel].
+    // With a bias, each chunk's column sums too, while it is in L1 (summed from dYᵀ afterwards,
+    // the whole of it read back from memory was 6% of the CIFAR network's second filter
+    // gradient).
+    let sums = SendPtr(sums.as_mut_ptr());
     dyt.par_chunks_mut(nr * p).enumerate().for_each(|(chunk, dst)| {
         let (q, img) = (chunk / n, chunk % n);
         let channels = q * nr..((q + 1) * nr).min(co);
         let src = &dy[(img * co + channels.start) * p..(img * co + channels.end) * p];
         let mask = relu_y.map(|y| &y[(img * co + channels.start) * p..(img * co + channels.end) * p]);
         crate::ops::transpose::masked_transpose(src, mask, channels.len(), p, dst, nr);
+        if op.bias {
+            let lanes = column_sums(dst, nr);
+            for (lane, &v) in lanes.iter().enumerate().take(nr) {
+                // SAFETY: the sums hold n · co_pad floats, NR of them this chunk's alone.
+                unsafe { *sums.at(chunk * nr + lane) = v };
+            }
+        }
     });
     let (taps, dyt, cols) = (&*taps, &*dyt, &*cols);
-    let part_len = line(k_pad * co_pad + co);
+    let part_len = line(k_pad * co_pad);
     // As many partials as the scratch holds: fewer than the threads if it was sized for fewer.
     let t_count = threads().min(j_total.div_ceil(KC)).min(partials.len() / part_len).max(1);
     let per = j_total.div_ceil(t_count);
     partials[..t_count * part_len].par_chunks_mut(part_len).enumerate().for_each(|(t, part)| {
         let js = (t * per).min(j_total)..((t + 1) * per).min(j_total);
-        let (dwt, db) = part.split_at_mut(k_pad * co_pad);
+        let dwt = &mut part[..k_pad * co_pad];
         let tiles = k_pad / mr;
         let per_chunk = (FILTER_CHUNK_BYTES / (mr * co_pad * size_of::<f32>())).clamp(1, tiles);
         for chunk in (0..tiles).step_by(per_chunk).map(|t0| t0..(t0 + per_chunk).min(tiles)) {
@@ -825,36 +838,6 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
         if js.is_empty() {
             dwt.fill(0.0);
         }
-        // db: Σ over this thread's pixels of dY, per channel (read back from dYᵀ, which is
-        // already masked), one panel of NR channels at a time.
-        db.fill(0.0);
-        for q in 0..co_pad / nr {
-            // Rows summed alternately into two sets of sums, so that two additions are in
-            // flight per lane instead of one waiting on the other.
-            let (mut sums, mut odd) = ([0.0f32; MAX_INDIRECT_NR], [0.0f32; MAX_INDIRECT_NR]);
-            let panel = &dyt[(q * j_total + js.start) * nr..(q * j_total + js.end) * nr];
-            let pairs = panel.chunks_exact(2 * nr);
-            for row in pairs.remainder().chunks_exact(nr) {
-                for (s, &v) in sums.iter_mut().zip(row) {
-                    *s += v;
-                }
-            }
-            for pair in pairs {
-                let (a, b) = pair.split_at(nr);
-                for ((s, o), (&x, &y)) in sums.iter_mut().zip(odd.iter_mut()).zip(a.iter().zip(b)) {
-                    *s += x;
-                    *o += y;
-                }
-            }
-            for (s, o) in sums.iter_mut().zip(odd) {
-                *s += o;
-            }
-            for (lane, &s) in sums.iter().enumerate().take(nr) {
-                if let Some(g) = db.get_mut(q * nr + lane) {
-                    *g += s;
-                }
-            }
-        }
     });
     // The threads' partials summed into the first, in a fixed order; then dWᵀ added to dW.
     let (dw, db) = dwb.split_at_mut(op.weight_len());
@@ -862,13 +845,40 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
     for part in rest.chunks_exact(part_len) {
         first.par_chunks_mut(1 << 14).zip(part.par_chunks(1 << 14)).for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a += b));
     }
-    let (dwt, pdb) = first.split_at(k_pad * co_pad);
-    crate::ops::transpose::add_transposed(dwt, k, co, co_pad, dw);
+    crate::ops::transpose::add_transposed(&first[..k_pad * co_pad], k, co, co_pad, dw);
+    // db: the chunks' sums, image after image (a fixed order, whatever the threads).
     if op.bias {
-        for (g, &v) in db.iter_mut().zip(pdb) {
-            *g += v;
+        // SAFETY: the chunks above are done; the sums hold n · co_pad floats.
+        let sums = unsafe { std::slice::from_raw_parts(sums.0, n * co_pad) };
+        for (c, g) in db.iter_mut().enumerate() {
+            let (q, lane) = (c / nr, c % nr);
+            *g += (0..n).map(|img| sums[(q * n + img) * nr + lane]).sum::<f32>();
         }
     }
+}
+
+/// The sums of the `nr` columns of a row-major matrix of `nr` columns, its rows added
+/// alternately into two sets of sums, so that two additions are in flight per lane instead of
+/// one waiting on the other.
+fn column_sums(m: &[f32], nr: usize) -> [f32; MAX_INDIRECT_NR] {
+    let (mut sums, mut odd) = ([0.0f32; MAX_INDIRECT_NR], [0.0f32; MAX_INDIRECT_NR]);
+    let pairs = m.chunks_exact(2 * nr);
+    for row in pairs.remainder().chunks_exact(nr) {
+        for (s, &v) in sums.iter_mut().zip(row) {
+            *s += v;
+        }
+    }
+    for pair in pairs {
+        let (a, b) = pair.split_at(nr);
+        for ((s, o), (&x, &y)) in sums.iter_mut().zip(odd.iter_mut()).zip(a.iter().zip(b)) {
+            *s += x;
+            *o += y;
+        }
+    }
+    for (s, o) in sums.iter_mut().zip(odd) {
+        *s += o;
+    }
+    sums
 }
 
 /// dX for strided convolutions: per image, dcol = Wᵀ · dY, then col2im scatters it.
