@@ -66,14 +66,21 @@ fn step(step: &Step) -> TokenStream {
                 None => conv,
             };
             match &step.pool {
-                // An eval forward may take the ReLU and the pooling after it in the same pass.
+                // The backend may take the ReLU and the pooling after it in the same pass: an
+                // eval forward writing only the pooled output, a training forward the ReLU's
+                // output too (the backward reads it).
                 Some((pool, pooled)) => {
                     let (pool, pooled) = (Literal::usize_unsuffixed(*pool), &pooled.ident);
                     quote! {
-                        if p.fuse && p.layers.contains(&#pool) && p.dev.fuses_conv2d_relu_max_pool(&#op) {
-                            let (x, y) = B::io(p.act, #x.at(n), #pooled.at(n));
+                        if p.layers.contains(&#pool) && p.dev.fuses_conv2d_relu_max_pool(&#op, !p.fuse) {
                             let packed = network::packed_weights::<B>(p.packed, p.packed_at, #layer);
-                            p.dev.conv2d_relu_max_pool_forward(&#op, n, x, B::src(p.params, #params), packed, y, B::dst(p.scratch, 0..p.scratch_len))?;
+                            if p.fuse {
+                                let (x, y) = B::io(p.act, #x.at(n), #pooled.at(n));
+                                p.dev.conv2d_relu_max_pool_forward(&#op, n, x, B::src(p.params, #params), packed, y, None, B::dst(p.scratch, 0..p.scratch_len))?;
+                            } else {
+                                let (x, relu_y, y) = B::io_dst2(p.act, #x.at(n), #y.at(n), #pooled.at(n));
+                                p.dev.conv2d_relu_max_pool_forward(&#op, n, x, B::src(p.params, #params), packed, y, Some(relu_y), B::dst(p.scratch, 0..p.scratch_len))?;
+                            }
                         } else {
                             #conv
                         }
@@ -163,7 +170,7 @@ fn step(step: &Step) -> TokenStream {
     let body = match (&step.pooled_by, &step.folded_by) {
         (Some((conv, stem)), _) => {
             let (conv, conv_op) = (Literal::usize_unsuffixed(*conv), format_ident!("{}", stem));
-            quote!(if !(p.fuse && p.layers.contains(&#conv) && p.dev.fuses_conv2d_relu_max_pool(&#conv_op)) { #body })
+            quote!(if !(p.layers.contains(&#conv) && p.dev.fuses_conv2d_relu_max_pool(&#conv_op, !p.fuse)) { #body })
         }
         (None, Some((conv, _))) => {
             let conv = Literal::usize_unsuffixed(*conv);

@@ -74,6 +74,21 @@ impl Backend for Cpu {
         }
     }
 
+    fn io_dst2<T: Elem>(buf: &mut AlignedVec<T>, src: Range<usize>, a: Range<usize>, b: Range<usize>) -> (&[T], &mut [T], &mut [T]) {
+        assert!(disjoint(&src, &a) && disjoint(&src, &b) && disjoint(&a, &b), "views {src:?}, {a:?}, {b:?} overlap");
+        assert!(src.end <= buf.len() && a.end <= buf.len() && b.end <= buf.len() && src.start <= src.end && a.start <= a.end && b.start <= b.end);
+        let p = buf.as_mut_ptr();
+        // SAFETY: all three ranges are inside the buffer and no two overlap (checked above), so
+        // no element is both borrowed shared and mutably.
+        unsafe {
+            (
+                std::slice::from_raw_parts(p.add(src.start), src.len()),
+                std::slice::from_raw_parts_mut(p.add(a.start), a.len()),
+                std::slice::from_raw_parts_mut(p.add(b.start), b.len()),
+            )
+        }
+    }
+
     fn dst2<T: Elem>(buf: &mut AlignedVec<T>, a: Range<usize>, b: Range<usize>) -> (&mut [T], &mut [T]) {
         assert!(disjoint(&a, &b), "output views {a:?} and {b:?} overlap");
         assert!(a.end <= buf.len() && b.end <= buf.len() && a.start <= a.end && b.start <= b.end);
@@ -132,15 +147,15 @@ impl Backend for Cpu {
         true
     }
 
-    fn fuses_conv2d_relu_max_pool(&self, op: &Conv2d) -> bool {
-        ops::conv2d::cpu::fuses_relu_max_pool(op)
+    fn fuses_conv2d_relu_max_pool(&self, op: &Conv2d, keep_relu: bool) -> bool {
+        ops::conv2d::cpu::fuses_relu_max_pool(op, keep_relu)
     }
 
-    fn conv2d_relu_max_pool_forward(&self, op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f32]>, y: &mut [f32], scratch: &mut [f32]) -> Result<()> {
-        if !self.fuses_conv2d_relu_max_pool(op) {
+    fn conv2d_relu_max_pool_forward(&self, op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f32]>, y: &mut [f32], relu_y: Option<&mut [f32]>, scratch: &mut [f32]) -> Result<()> {
+        if !self.fuses_conv2d_relu_max_pool(op, relu_y.is_some()) {
             return Err(crate::Error::Backend(format!("cpu: no fused convolution, ReLU and max pooling for {op:?}")));
         }
-        ops::conv2d::cpu::forward_relu_max_pool(op, n, x, wb, packed, y, scratch);
+        ops::conv2d::cpu::forward_relu_max_pool(op, n, x, wb, packed, y, relu_y, scratch);
         Ok(())
     }
 

@@ -96,6 +96,12 @@ impl Backend for Cuda {
         (CudaSrc { ptr: pa, len: la, _buf: PhantomData }, CudaSrc { ptr: pb, len: lb, _buf: PhantomData }, CudaDst { ptr: py, len: ly, _buf: PhantomData })
     }
 
+    fn io_dst2<T: Elem>(buf: &mut CudaBuf<T>, src: Range<usize>, a: Range<usize>, b: Range<usize>) -> (CudaSrc<'_, T>, CudaDst<'_, T>, CudaDst<'_, T>) {
+        assert!(disjoint(&src, &a) && disjoint(&src, &b) && disjoint(&a, &b), "views {src:?}, {a:?}, {b:?} overlap");
+        let ((px, lx), (pa, la), (pb, lb)) = (view(buf, &src), view(buf, &a), view(buf, &b));
+        (CudaSrc { ptr: px, len: lx, _buf: PhantomData }, CudaDst { ptr: pa, len: la, _buf: PhantomData }, CudaDst { ptr: pb, len: lb, _buf: PhantomData })
+    }
+
     fn dst2<T: Elem>(buf: &mut CudaBuf<T>, a: Range<usize>, b: Range<usize>) -> (CudaDst<'_, T>, CudaDst<'_, T>) {
         assert!(disjoint(&a, &b), "output views {a:?} and {b:?} overlap");
         let ((pa, la), (pb, lb)) = (view(buf, &a), view(buf, &b));

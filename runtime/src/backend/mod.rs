@@ -65,6 +65,8 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     fn io<T: Elem>(buf: &mut Self::Buf<T>, src: Range<usize>, dst: Range<usize>) -> (Self::Src<'_, T>, Self::Dst<'_, T>);
     /// Two read views and a write view into the same buffer; `dst` must overlap neither.
     fn io2<T: Elem>(buf: &mut Self::Buf<T>, a: Range<usize>, b: Range<usize>, dst: Range<usize>) -> (Self::Src<'_, T>, Self::Src<'_, T>, Self::Dst<'_, T>);
+    /// A read view and two write views into the same buffer; no two ranges may overlap.
+    fn io_dst2<T: Elem>(buf: &mut Self::Buf<T>, src: Range<usize>, a: Range<usize>, b: Range<usize>) -> (Self::Src<'_, T>, Self::Dst<'_, T>, Self::Dst<'_, T>);
     /// Two write views into the same buffer; the ranges must not overlap.
     fn dst2<T: Elem>(buf: &mut Self::Buf<T>, a: Range<usize>, b: Range<usize>) -> (Self::Dst<'_, T>, Self::Dst<'_, T>);
     /// Sets every element of `dst` to `value` (`torch.Tensor.fill_`).
@@ -118,15 +120,17 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     fn folds_batch_norm(&self) -> bool {
         false
     }
-    /// Whether [`Backend::conv2d_relu_max_pool_forward`] takes `op` (none by default).
-    fn fuses_conv2d_relu_max_pool(&self, op: &Conv2d) -> bool {
-        let _ = op;
+    /// Whether [`Backend::conv2d_relu_max_pool_forward`] takes `op`, with the ReLU's output
+    /// written too (`keep_relu`, for a training forward) or not (none by default).
+    fn fuses_conv2d_relu_max_pool(&self, op: &Conv2d, keep_relu: bool) -> bool {
+        let _ = (op, keep_relu);
         false
     }
-    /// y = max_pool2d(relu(conv(x, w) + b), kernel 2, stride 2) in one pass: an eval forward's
-    /// Conv2d → ReLU → MaxPool2d(2, 2), where [`Backend::fuses_conv2d_relu_max_pool`] says
-    /// so. The convolution's and the ReLU's outputs are not written. Views as for
-    /// [`Backend::conv2d_forward`]; `y` is the pooled output.
+    /// y = max_pool2d(relu(conv(x, w) + b), kernel 2, stride 2) in one pass: Conv2d → ReLU →
+    /// MaxPool2d(2, 2), where [`Backend::fuses_conv2d_relu_max_pool`] says so. The ReLU's
+    /// output is written to `relu_y` when given (a training forward, whose backward reads it),
+    /// else not at all (an eval forward). Views as for [`Backend::conv2d_forward`]; `y` is the
+    /// pooled output.
     #[allow(clippy::too_many_arguments)]
     fn conv2d_relu_max_pool_forward(
         &self,
@@ -136,9 +140,10 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         wb: Self::Src<'_, f32>,
         packed: Option<Self::Src<'_, f32>>,
         y: Self::Dst<'_, f32>,
+        relu_y: Option<Self::Dst<'_, f32>>,
         scratch: Self::Dst<'_, f32>,
     ) -> Result<()> {
-        let _ = (n, x, wb, packed, y, scratch);
+        let _ = (n, x, wb, packed, y, relu_y, scratch);
         Err(crate::Error::Backend(format!("{}: no fused convolution, ReLU and max pooling for {op:?}", self.name())))
     }
     /// dx written, dwb accumulated; either may be skipped. With `relu_y` (the output of a fused

@@ -452,7 +452,7 @@ impl<B: Backend> NetState<B> {
     /// (see [`NetSpec::fusions`]).
     fn fuses_any(&self) -> bool {
         !self.folds.is_empty()
-            || self.spec.fusions.iter().any(|&[conv, _]| matches!(&self.spec.layers[conv].op, Op::Conv2d(op) if self.dev.fuses_conv2d_relu_max_pool(op)))
+            || self.spec.fusions.iter().any(|&[conv, _]| matches!(&self.spec.layers[conv].op, Op::Conv2d(op) if self.dev.fuses_conv2d_relu_max_pool(op, false)))
     }
 
     /// Lays out the weights for the forward kernels again if they changed since the last time;

@@ -234,7 +234,7 @@ pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f3
         return depthwise::forward(op, n, x, wb, y, scratch, relu);
     }
     if direct::applies(op) {
-        return direct_forward(op, n, x, wb, packed, relu, false, y, scratch);
+        return direct_forward(op, n, x, wb, packed, relu, false, y, None, scratch);
     }
     let (w, b) = wb.split_at(op.weight_len());
     let epilogue = if relu { Epilogue::Relu } else { Epilogue::Plain };
@@ -244,7 +244,8 @@ pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f3
 /// The direct path's forward: the input padded into the scratch, the weights laid out there
 /// unless `packed`; pooled too with `pool` (see `direct::pools`).
 #[allow(clippy::too_many_arguments)]
-fn direct_forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f32]>, relu: bool, pool: bool, y: &mut [f32], scratch: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn direct_forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f32]>, relu: bool, pool: bool, y: &mut [f32], relu_y: Option<&mut [f32]>, scratch: &mut [f32]) {
     let (w, b) = wb.split_at(op.weight_len());
     let [xp, weights, ..] = split(scratch, &forward_layout(op, n));
     pad_input(op, n, x, None, xp);
@@ -256,26 +257,29 @@ fn direct_forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&
             weights
         }
     };
-    direct::forward(op, n, xp, pad.hp, pad.wp, wt, op.bias.then_some(b), relu, pool, y);
+    direct::forward(op, n, xp, pad.hp, pad.wp, wt, op.bias.then_some(b), relu, pool, y, relu_y);
 }
 
 /// Whether [`forward_relu_max_pool`] takes `op`: the convolutions of the indirect kernels (not
 /// the grouped ones nor the direct path's few taps) whose tiles hold whole 2 × 2 windows, four
 /// rows each (AVX-512's 8-row tiles; AVX2's and the portable kernels' have 6).
-pub fn fuses_relu_max_pool(op: &Conv2d) -> bool {
-    op.groups == 1 && if direct::applies(op) { direct::pools(op) } else { forward_kernel(op).0.mr % 4 == 0 }
+/// With `keep_relu` (the ReLU's output written too), only the direct path's.
+pub fn fuses_relu_max_pool(op: &Conv2d, keep_relu: bool) -> bool {
+    op.groups == 1 && if direct::applies(op) { direct::pools(op) } else { !keep_relu && forward_kernel(op).0.mr % 4 == 0 }
 }
 
 /// y = max_pool2d(relu(conv(x, w) + b), 2, 2) in one pass (an eval forward's fusion; see
 /// [`fuses_relu_max_pool`]): the output pixels are taken four at a time, the 2 × 2 window of
 /// one pooled pixel, and each finished tile is pooled in the epilogue, so the convolution's
 /// output is never written. Windows past an odd last row or column are not computed (PyTorch's
-/// floor mode drops them).
+/// floor mode drops them). With `relu_y`, the ReLU's output is written there too (a training
+/// forward: the pooling's pass over it, 3% of Model A's train step, is saved).
 #[allow(clippy::too_many_arguments)]
-pub fn forward_relu_max_pool(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f32]>, y: &mut [f32], scratch: &mut [f32]) {
+pub fn forward_relu_max_pool(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f32]>, y: &mut [f32], relu_y: Option<&mut [f32]>, scratch: &mut [f32]) {
+    assert!(fuses_relu_max_pool(op, relu_y.is_some()), "no fused forward for {op:?}");
     if direct::applies(op) {
         // Pooled in the direct kernel's epilogue: its tiles are whole pairs of rows.
-        return direct_forward(op, n, x, wb, packed, true, true, y, scratch);
+        return direct_forward(op, n, x, wb, packed, true, true, y, relu_y, scratch);
     }
     let (w, b) = wb.split_at(op.weight_len());
     indirect_forward(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, packed, op.bias.then_some(b), Epilogue::ReluMaxPool, y, scratch);

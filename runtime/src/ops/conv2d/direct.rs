@@ -74,10 +74,12 @@ pub(super) fn pools(op: &Conv2d) -> bool {
 
 /// y = conv(xp) + bias, then ReLU when `relu`, where `xp` is the zero-padded input (cpu.rs's
 /// `pad_input`) of row width `wp` and plane height `hp`, and `wt` the weights laid out by [`pack`].
-/// With `pool` (where [`pools`] allows; `relu` too), y is the 2 × 2 max pooling of that.
+/// With `pool` (where [`pools`] allows; `relu` too), y is the 2 × 2 max pooling of that, and
+/// `relu_y`, when given, the ReLU's output.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn forward(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, wt: &[f32], bias: Option<&[f32]>, relu: bool, pool: bool, y: &mut [f32]) {
+pub(super) fn forward(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, wt: &[f32], bias: Option<&[f32]>, relu: bool, pool: bool, y: &mut [f32], relu_y: Option<&mut [f32]>) {
     assert!(!pool || (pools(op) && relu), "direct convolution: no pooling for {op:?}");
+    assert!(pool || relu_y.is_none(), "direct convolution: the ReLU's output is y itself without pooling");
     let (k, co) = (op.patch_len(), op.c_out);
     let mut offs = [0u32; MAX_TAPS];
     super::cpu::tap_offsets(op, &mut offs[..k]);
@@ -94,6 +96,9 @@ pub(super) fn forward(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, w
     let (offs, wt) = (&offs[..k], &wt[..weights_len(op)]);
     let (plane_in, plane_out) = (op.c_in * hp * wp, if pool { op.h_out * op.w_out / 4 } else { op.h_out * op.w_out });
     assert!(xp.len() >= n * plane_in && y.len() >= n * co * plane_out, "direct convolution: buffers too small");
+    let plane_full = op.h_out * op.w_out;
+    assert!(relu_y.as_ref().is_none_or(|r| r.len() >= n * co * plane_full), "direct convolution: relu_y too small");
+    let keep = relu_y.map(|r| super::cpu::SendPtr(r.as_mut_ptr()));
     // A task per image; with fewer images than two tasks a thread (a forward of one), per image
     // and range of channel groups, so that every thread has work.
     let groups = co.div_ceil(CT);
@@ -104,14 +109,15 @@ pub(super) fn forward(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, w
         let (img, part) = (task / parts, task % parts);
         let groups = (part * per).min(groups)..((part + 1) * per).min(groups);
         let (x, y) = (xp[img * plane_in..].as_ptr(), out.at(img * co * plane_out));
+        let keep = keep.map(|k| k.at(img * co * plane_full));
         // SAFETY: applies() checked AVX2 and FMA, wide() AVX-512; every tap offset plus every
         // run (≤ w_out − width + width − 1 + kw − 1 < wp along a row, on rows < h_out + kh − 1 ≤
         // hp) stays inside this image's padded planes, and every run of every channel is inside
-        // this image's y (asserted sizes); tasks write disjoint channels.
+        // this image's y and relu_y (asserted sizes); tasks write disjoint channels.
         #[cfg(target_arch = "x86_64")]
         unsafe {
             if wide {
-                output_image_avx512(x, offs, &runs, wt, groups, co, bias, relu, pool, y, plane_out)
+                output_image_avx512(x, offs, &runs, wt, groups, co, bias, relu, pool, y, plane_out, keep)
             } else {
                 output_image(x, offs, &runs, wt, groups, co, bias, relu, y, plane_out)
             }
@@ -234,15 +240,16 @@ const XT_WIDE: usize = 4;
 
 /// [`output_image`] with AVX-512: runs of 16 outputs, `XT_WIDE` per tile (two rows of 32, or of
 /// 28 as runs at 0 and 12). With `pool`, `y` and `plane` are the pooled output's (see [`pools`]:
-/// a tile is then whole pairs of rows).
+/// a tile is then whole pairs of rows), and `keep`, when given, receives the unpooled output.
 ///
 /// # Safety
-/// AVX-512F and FMA; as for [`output_image`], with runs of 16.
+/// AVX-512F and FMA; as for [`output_image`], with runs of 16; `keep` holds `co` planes of
+/// 4 · `plane` floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn output_image_avx512(x: *const f32, offs: &[u32], runs: &Runs, wt: &[f32], groups: std::ops::Range<usize>, co: usize, bias: Option<&[f32]>, relu: bool, pool: bool, y: *mut f32, plane: usize) {
-    let pool = pool.then_some(runs);
+unsafe fn output_image_avx512(x: *const f32, offs: &[u32], runs: &Runs, wt: &[f32], groups: std::ops::Range<usize>, co: usize, bias: Option<&[f32]>, relu: bool, pool: bool, y: *mut f32, plane: usize, keep: Option<*mut f32>) {
+    let pool = pool.then_some((runs, keep));
     let k = offs.len();
     for g in groups {
         let w = &wt[g * k * CT..(g + 1) * k * CT];
@@ -275,7 +282,7 @@ unsafe fn output_image_avx512(x: *const f32, offs: &[u32], runs: &Runs, wt: &[f3
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx512<const T: usize>(x: *const f32, offs: &[u32], xs: [usize; T], ys: [usize; T], w: &[f32], g: usize, co: usize, bias: Option<&[f32]>, relu: bool, pool: Option<&Runs>, y: *mut f32, plane: usize) {
+unsafe fn tile_avx512<const T: usize>(x: *const f32, offs: &[u32], xs: [usize; T], ys: [usize; T], w: &[f32], g: usize, co: usize, bias: Option<&[f32]>, relu: bool, pool: Option<(&Runs, Option<*mut f32>)>, y: *mut f32, plane: usize) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); T]; CT];
     for (&off, w) in offs.iter().zip(w.chunks_exact(CT)) {
@@ -304,13 +311,21 @@ unsafe fn tile_avx512<const T: usize>(x: *const f32, offs: &[u32], xs: [usize; T
             let v = _mm512_add_ps(a, b);
             if relu { _mm512_max_ps(v, zero) } else { v }
         };
-        let Some(runs) = pool else {
+        let Some((runs, keep)) = pool else {
             for (&a, &s) in acc.iter().zip(&ys) {
                 // SAFETY: as the caller promises.
                 unsafe { _mm512_storeu_ps(y.add(ch * plane + s), out(a)) };
             }
             continue;
         };
+        // The ReLU's output itself, when kept, in planes of 4 × `plane` (unpooled: every pixel
+        // is in one window).
+        if let Some(keep) = keep {
+            for (&a, &s) in acc.iter().zip(&ys) {
+                // SAFETY: as the caller promises, keep holds this image's unpooled output.
+                unsafe { _mm512_storeu_ps(keep.add(ch * 4 * plane + s), out(a)) };
+            }
+        }
         // A run and the one under it (a row later) give 8 pooled outputs: the larger of each
         // pair of rows, then of each pair of neighbours.
         let per_row = runs.starts.len();

@@ -236,15 +236,16 @@ mod tests {
 
     /// Conv2d → ReLU → MaxPool2d(2, 2) in one pass equals the three of them one after the other
     /// (the convolution from its definition), odd sizes (a last row or column no window takes)
-    /// and batches of one included.
+    /// and batches of one included; where the ReLU's output can be kept (a training forward),
+    /// that too.
     #[test]
     fn forward_with_relu_and_max_pool_matches_the_composition() {
         if !crate::ops::isa::avx512() {
             return println!("SKIPPED: the fused pass needs tiles of whole windows (AVX-512's 8 rows; {} has 6)", crate::ops::isa::isa().name());
         }
-        let mut fused = 0;
+        let (mut fused, mut kept) = (0, 0);
         for (op, n) in cases().into_iter().flat_map(|op| [(op, 5), (op, 1)]) {
-            if !cpu::fuses_relu_max_pool(&op) || op.h_out < 2 || op.w_out < 2 {
+            if !cpu::fuses_relu_max_pool(&op, false) || op.h_out < 2 || op.w_out < 2 {
                 continue;
             }
             fused += 1;
@@ -265,11 +266,20 @@ mod tests {
             for packed in [None, Some(&packed[..])] {
                 let mut y = vec![f32::NAN; want.len()];
                 let mut scratch = vec![f32::NAN; cpu::scratch_len(&op, n)];
-                cpu::forward_relu_max_pool(&op, n, &x, &wb, packed, &mut y, &mut scratch);
+                cpu::forward_relu_max_pool(&op, n, &x, &wb, packed, &mut y, None, &mut scratch);
                 assert_close(&y, &want, 1e-5, &format!("{op:?}, batch {n}, packed {}", packed.is_some()));
+                if cpu::fuses_relu_max_pool(&op, true) {
+                    kept += 1;
+                    let (mut y, mut relu_y) = (vec![f32::NAN; want.len()], vec![f32::NAN; conv.len()]);
+                    cpu::forward_relu_max_pool(&op, n, &x, &wb, packed, &mut y, Some(&mut relu_y), &mut scratch);
+                    assert_close(&y, &want, 1e-5, &format!("{op:?}, batch {n}, packed {}, keeping the ReLU's output", packed.is_some()));
+                    let relu: Vec<f64> = conv.iter().map(|v| v.max(0.0)).collect();
+                    assert_close(&relu_y, &relu, 1e-5, &format!("{op:?}, batch {n}: the ReLU's output kept"));
+                }
             }
         }
         assert!(fused >= 10, "only {fused} cases took the fused path");
+        assert!(kept >= 4, "only {kept} cases kept the ReLU's output");
     }
 
     /// Conv2d → ReLU fused (ReLU in the forward's epilogue, its mask applied to dY inside the
