@@ -113,7 +113,7 @@ struct Layout {
     rows: usize,
     /// Filter gradient: pixel offsets.
     cols: usize,
-    /// Per thread, the filter gradient's partial dWᵀ and db, or a forward task's channels-last
+    /// Per thread, the filter gradient's partial dWᵀ, or a forward task's channels-last
     /// partial sums (more than one block of taps only; see [`stash_len`]). The last part: a
     /// call takes all that is left of the scratch.
     partials: usize,
@@ -149,8 +149,8 @@ fn forward_layout(op: &Conv2d, n: usize) -> Layout {
 /// [`ROWS_PER_TASK`], rounded up to whole tiles) by `co_pad` channels. Per thread rather than
 /// per pixel of the batch, the next block of taps finds them in L1 or L2: a buffer of the whole
 /// output's size (8 MB for the CIFAR network's second layer at batch 128) went to memory and
-/// back. The CIFAR network's second and third layers, one thread, paired runs: data gradient
-/// 140–155 → 158–164 GFLOP/s, forward within the noise.
+/// back. The CIFAR network's second layer, one thread, paired runs in two rounds: forward
+/// 106–119 → 122–150 GFLOP/s, data gradient 120–155 → 130–164.
 fn stash_len(co_pad: usize) -> usize {
     line((ROWS_PER_TASK + MAX_INDIRECT_MR) * co_pad)
 }
@@ -244,7 +244,6 @@ pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f3
 /// The direct path's forward: the input padded into the scratch, the weights laid out there
 /// unless `packed`; pooled too with `pool` (see `direct::pools`).
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::too_many_arguments)]
 fn direct_forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f32]>, relu: bool, pool: bool, y: &mut [f32], relu_y: Option<&mut [f32]>, scratch: &mut [f32]) {
     let (w, b) = wb.split_at(op.weight_len());
     let [xp, weights, ..] = split(scratch, &forward_layout(op, n));
@@ -260,10 +259,11 @@ fn direct_forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&
     direct::forward(op, n, xp, pad.hp, pad.wp, wt, op.bias.then_some(b), relu, pool, y, relu_y);
 }
 
-/// Whether [`forward_relu_max_pool`] takes `op`: the convolutions of the indirect kernels (not
-/// the grouped ones nor the direct path's few taps) whose tiles hold whole 2 × 2 windows, four
-/// rows each (AVX-512's 8-row tiles; AVX2's and the portable kernels' have 6).
-/// With `keep_relu` (the ReLU's output written too), only the direct path's.
+/// Whether [`forward_relu_max_pool`] takes `op`: the direct path's shapes whose tiles are whole
+/// pairs of rows (`direct::pools`), and the indirect kernels' convolutions (not the grouped
+/// ones) whose tiles hold whole 2 × 2 windows, four rows each (AVX-512's 8-row tiles; AVX2's
+/// and the portable kernels' have 6). With `keep_relu` (the ReLU's output written too), only
+/// the direct path's.
 pub fn fuses_relu_max_pool(op: &Conv2d, keep_relu: bool) -> bool {
     op.groups == 1 && if direct::applies(op) { direct::pools(op) } else { !keep_relu && forward_kernel(op).0.mr % 4 == 0 }
 }
