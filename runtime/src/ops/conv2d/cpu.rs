@@ -371,11 +371,17 @@ pub fn fuses_relu_max_pool_backward(op: &Conv2d, dx: bool) -> bool {
 #[allow(clippy::too_many_arguments)]
 pub fn filter_grad_relu_max_pool(op: &Conv2d, n: usize, x: &[f32], relu_y: &[f32], pool_y: &[f32], pool_dy: &[f32], dwb: &mut [f32], scratch: &mut [f32]) {
     assert!(fuses_relu_max_pool_backward(op, false), "no fused backward for {op:?}");
+    direct_filter_grad(op, n, x, direct::Dy::Pooled { relu_y, pool_y, pool_dy }, dwb, scratch);
+}
+
+/// The direct path's filter gradient: the input padded into the scratch (with the tail its
+/// last run reads, zeroed), the rest of the scratch the kernel's.
+fn direct_filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: direct::Dy, dwb: &mut [f32], scratch: &mut [f32]) {
     let pad = Padded::of(op);
     let (xp, rest) = scratch.split_at_mut(pad.len(n) + direct::TAIL);
     pad_input(op, n, x, None, xp);
     xp[pad.len(n)..].fill(0.0);
-    direct::filter_grad(op, n, xp, pad.hp, pad.wp, direct::Dy::Pooled { relu_y, pool_y, pool_dy }, dwb, rest, threads());
+    direct::filter_grad(op, n, xp, pad.hp, pad.wp, dy, dwb, rest, threads());
 }
 
 /// The padded input of the indirect kernels: `x` itself when there is no padding and no mask
@@ -775,12 +781,7 @@ unsafe fn scatter_avx2(tile: &[f32], first: usize, rows: usize, nr: usize, c0: u
 /// not depend on timing).
 fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f32]>, dwb: &mut [f32], scratch: &mut [f32]) {
     if direct::applies(op) {
-        let pad = Padded::of(op);
-        let (xp, rest) = scratch.split_at_mut(pad.len(n) + direct::TAIL);
-        pad_input(op, n, x, None, xp);
-        xp[pad.len(n)..].fill(0.0);
-        direct::filter_grad(op, n, xp, pad.hp, pad.wp, direct::Dy::Dense { dy, relu_y }, dwb, rest, threads());
-        return;
+        return direct_filter_grad(op, n, x, direct::Dy::Dense { dy, relu_y }, dwb, scratch);
     }
     let l = filter_layout(op, n);
     let ind = select_indirect_for_channels(op.c_out);
