@@ -78,7 +78,7 @@ fn step(plan: &Plan, step: &Step) -> TokenStream {
             };
             // With the MaxPool2d(2, 2) after its ReLU, the backend may start from the pooling's
             // output gradient (the pooling's backward then does nothing).
-            let pool = step.pool.as_ref().and_then(|(pool, pooled)| Some((plan.steps.iter().find(|s| s.index == *pool)?.dy.as_ref()?, pooled)));
+            let pool = step.pool.as_ref().and_then(|(pool, pooled)| Some((plan.steps[*pool].dy.as_ref()?, pooled)));
             match pool {
                 Some((pool_dy, pooled)) => {
                     let (pool_dy, pooled, wants_dx) = (&pool_dy.ident, &pooled.ident, wants_dx(step));
@@ -118,9 +118,9 @@ fn step(plan: &Plan, step: &Step) -> TokenStream {
                 p.dev.max_pool2d_backward(&#op, n, B::src(p.act, #x.at(n)), B::src(p.act, #y.at(n)), dy, dx)?;
             };
             // Left to the convolution before the ReLU when it starts from this gradient.
-            match step.pooled_by.as_ref().and_then(|(conv, stem)| Some((plan.steps.iter().find(|s| s.index == *conv)?, stem))) {
+            match &step.pooled_by {
                 Some((conv, stem)) => {
-                    let (conv_op, wants_dx) = (format_ident!("{}", stem), wants_dx(conv));
+                    let (conv_op, wants_dx) = (format_ident!("{}", stem), wants_dx(&plan.steps[*conv]));
                     quote!(if !p.dev.fuses_conv2d_relu_max_pool_backward(&#conv_op, #wants_dx) { #body })
                 }
                 None => body,

@@ -106,7 +106,7 @@ impl Padded {
 struct Layout {
     xp: usize,
     /// Forward: the weights laid out. Filter gradient: per panel and image, the sums of dY
-    /// (the bias gradient's parts).
+    /// (the bias gradient's parts; unused without a bias).
     weights: usize,
     taps: usize,
     /// Filter gradient: dYᵀ.
@@ -162,7 +162,7 @@ fn filter_layout(op: &Conv2d, n: usize) -> Layout {
     let k_pad = k.div_ceil(ind.mr) * ind.mr;
     Layout {
         xp: Padded::of(op).len(n),
-        weights: if op.bias { n * co_pad } else { 0 },
+        weights: n * co_pad,
         taps: k_pad,
         rows: co_pad * j,
         cols: j,
@@ -800,21 +800,17 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
     // With a bias, each chunk's column sums too, while it is in L1 (summed from dYᵀ afterwards,
     // the whole of it read back from memory was 6% of the CIFAR network's second filter
     // gradient).
-    let sums = SendPtr(sums.as_mut_ptr());
-    dyt.par_chunks_mut(nr * p).enumerate().for_each(|(chunk, dst)| {
+    dyt.par_chunks_mut(nr * p).zip(sums.par_chunks_mut(nr)).enumerate().for_each(|(chunk, (dst, sums))| {
         let (q, img) = (chunk / n, chunk % n);
         let channels = q * nr..((q + 1) * nr).min(co);
         let src = &dy[(img * co + channels.start) * p..(img * co + channels.end) * p];
         let mask = relu_y.map(|y| &y[(img * co + channels.start) * p..(img * co + channels.end) * p]);
         crate::ops::transpose::masked_transpose(src, mask, channels.len(), p, dst, nr);
         if op.bias {
-            let lanes = column_sums(dst, nr);
-            for (lane, &v) in lanes.iter().enumerate().take(nr) {
-                // SAFETY: the sums hold n · co_pad floats, NR of them this chunk's alone.
-                unsafe { *sums.at(chunk * nr + lane) = v };
-            }
+            sums.copy_from_slice(&column_sums(dst, nr)[..nr]);
         }
     });
+    let sums = &*sums;
     let (taps, dyt, cols) = (&*taps, &*dyt, &*cols);
     let part_len = line(k_pad * co_pad);
     // As many partials as the scratch holds: fewer than the threads if it was sized for fewer.
@@ -853,8 +849,6 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
     crate::ops::transpose::add_transposed(&first[..k_pad * co_pad], k, co, co_pad, dw);
     // db: the chunks' sums, image after image (a fixed order, whatever the threads).
     if op.bias {
-        // SAFETY: the chunks above are done; the sums hold n · co_pad floats.
-        let sums = unsafe { std::slice::from_raw_parts(sums.0, n * co_pad) };
         for (c, g) in db.iter_mut().enumerate() {
             let (q, lane) = (c / nr, c % nr);
             *g += (0..n).map(|img| sums[(q * n + img) * nr + lane]).sum::<f32>();
