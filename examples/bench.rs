@@ -23,7 +23,7 @@ use staticnet::ops::aligned::AlignedVec;
 use staticnet::ops::{self, Conv2d};
 use staticnet::prelude::*;
 
-use course::{AlexNet, CifarCnn, MobileNetV2Cifar, ModelA, ModelC, NetBn, NetSeq, batch};
+use course::{Airbench94, AlexNet, CifarCnn, MobileNetV2Cifar, ModelA, ModelC, NetBn, NetSeq, batch, freeze_like_airbench};
 use staticnet::{Logits, Optimizer};
 
 const USAGE: &str = "usage: bench [--json] [--iters 20] [--only NAME] [--no-layers] [--device cpu|cuda] [--flush-denormal]
@@ -39,6 +39,8 @@ struct Timing {
     /// The forward of one sample (the deployment case).
     forward_b1_ms: f64,
     batch: usize,
+    /// The network's parameters, which compare.py checks against its PyTorch twin's.
+    params: usize,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -58,7 +60,7 @@ fn time(iters: usize, mut f: impl FnMut()) -> f64 {
     }).collect())
 }
 
-fn workload<B: Backend, N, O>(dev: &B, name: &'static str, n: usize, iters: usize, new: impl Fn(&B, u64) -> staticnet::Result<N>, mut opt: O) -> staticnet::Result<Timing>
+fn workload<B: TrainTimer, N, O>(dev: &B, name: &'static str, n: usize, iters: usize, new: impl Fn(&B, u64) -> staticnet::Result<N>, opt: O) -> staticnet::Result<Timing>
 where
     N: Network<B>,
     N::Output: Logits,
@@ -67,13 +69,7 @@ where
     let mut net = new(dev, 0)?;
     let (x, y) = batch::<N::Input>(n, 1);
     net.train();
-    let mut err = Ok(());
-    let train_ms = time(iters, || {
-        if let Err(e) = net.train_step(&x, &y, &mut opt) {
-            err = Err(e);
-        }
-    });
-    err?;
+    let (train_ms, mut net) = B::train_ms(net, opt, &x, &y, iters)?;
     net.eval();
     let mut out = N::Output::from_vec(0, Vec::new())?;
     let mut err = Ok(());
@@ -91,7 +87,64 @@ where
         }
     });
     err?;
-    Ok(Timing { name, train_ms, forward_ms, forward_b1_ms, batch: n })
+    Ok(Timing { name, train_ms, forward_ms, forward_b1_ms, batch: n, params: net.num_parameters() })
+}
+
+/// How a backend's train step is timed: the median of `iters` steps after 3 warm-up steps, each
+/// ending with the loss on the host.
+trait TrainTimer: Backend {
+    fn train_ms<N: Network<Self>, O: Optimizer<Self>>(net: N, opt: O, x: &N::Input, y: &[usize], iters: usize) -> staticnet::Result<(f64, N)>
+    where
+        N::Output: Logits;
+}
+
+/// On the CPU, `train_step`.
+impl TrainTimer for Cpu {
+    fn train_ms<N: Network<Self>, O: Optimizer<Self>>(mut net: N, mut opt: O, x: &N::Input, y: &[usize], iters: usize) -> staticnet::Result<(f64, N)>
+    where
+        N::Output: Logits,
+    {
+        let mut err = Ok(());
+        let ms = time(iters, || {
+            if let Err(e) = net.train_step(x, y, &mut opt) {
+                err = Err(e);
+            }
+        });
+        err.map(|()| (ms, net))
+    }
+}
+
+/// On the GPU, the step replayed from one CUDA graph (`staticnet::graph`); the loss is read back
+/// at every step, as PyTorch's `loss.item()` does, so that the time includes the device's work.
+/// With STATICNET_EAGER=1, `train_step` as on the CPU (to see what the graph saves).
+#[cfg(feature = "cuda")]
+impl TrainTimer for staticnet::Cuda {
+    fn train_ms<N: Network<Self>, O: Optimizer<Self>>(mut net: N, mut opt: O, x: &N::Input, y: &[usize], iters: usize) -> staticnet::Result<(f64, N)>
+    where
+        N::Output: Logits,
+    {
+        let mut err = Ok(());
+        if std::env::var_os("STATICNET_EAGER").is_some() {
+            let ms = time(iters, || {
+                if let Err(e) = net.train_step(x, y, &mut opt) {
+                    err = Err(e);
+                }
+            });
+            return err.map(|()| (ms, net));
+        }
+        let mut step = staticnet::graph::GraphedTrainStep::new(net, opt, staticnet::CrossEntropyLoss::new())?;
+        // Beyond `time`'s 3 warm-up steps: the eager step and the two captures.
+        for _ in 0..3 {
+            step.step(x, y)?;
+        }
+        let ms = time(iters, || {
+            if let Err(e) = step.step(x, y).and_then(|()| step.loss()) {
+                err = Err(e);
+            }
+        });
+        err?;
+        Ok((ms, step.into_parts()?.0))
+    }
 }
 
 /// The FMA peak of one core in GFLOP/s for the instruction set the kernels use: independent
@@ -191,12 +244,26 @@ fn layer_seconds(op: Conv2d, n: usize, threads: usize) -> [f64; 3] {
 
 type Run = Box<dyn Fn(usize) -> staticnet::Result<Timing>>;
 
-/// The workloads of bench/compare.py on `dev`.
-fn workloads<B: Backend>(dev: &B) -> Vec<(&'static str, Run)> {
+/// The workloads of bench/compare.py on `dev`; with `gpu`, also airbench94's network at batch
+/// 1024 (a GPU workload: its train step is some 0.7 TFLOP).
+fn workloads<B: TrainTimer>(dev: &B, gpu: bool) -> Vec<(&'static str, Run)> {
     let sgd = || Sgd::<B>::new(0.01).momentum(0.9);
     let adam = || Adam::<B>::new(3e-4).weight_decay(1e-3);
     let d = || dev.clone();
-    vec![
+    let airbench = |dev: &B, seed| {
+        let mut net = Airbench94::new(dev, seed)?;
+        freeze_like_airbench(&mut net)?;
+        Ok(net)
+    };
+    // airbench94's optimizer: SGD with Nesterov momentum 0.85 (its learning rate and decay
+    // change nothing in the time).
+    let nesterov = || Sgd::<B>::new(0.01).momentum(0.85).nesterov(true).weight_decay(5e-4);
+    let gpu_only: Vec<(&'static str, Run)> = if gpu {
+        vec![("airbench94_b1024_sgd", { let dev = d(); Box::new(move |i| workload(&dev, "airbench94_b1024_sgd", 1024, i, airbench, nesterov())) })]
+    } else {
+        Vec::new()
+    };
+    let mut all: Vec<(&'static str, Run)> = vec![
         ("model_a_mnist_b100_sgd", { let dev = d(); Box::new(move |i| workload(&dev, "model_a_mnist_b100_sgd", 100, i, ModelA::new, sgd())) }),
         ("model_c_mnist_b100_sgd", { let dev = d(); Box::new(move |i| workload(&dev, "model_c_mnist_b100_sgd", 100, i, ModelC::new, sgd())) }),
         ("net_seq_mnist_b64_adam", { let dev = d(); Box::new(move |i| workload(&dev, "net_seq_mnist_b64_adam", 64, i, NetSeq::new, adam())) }),
@@ -204,7 +271,9 @@ fn workloads<B: Backend>(dev: &B) -> Vec<(&'static str, Run)> {
         ("cifar_cnn_b128_adam", { let dev = d(); Box::new(move |i| workload(&dev, "cifar_cnn_b128_adam", 128, i, CifarCnn::new, adam())) }),
         ("alexnet_224_b4_sgd", { let dev = d(); Box::new(move |i| workload(&dev, "alexnet_224_b4_sgd", 4, i, AlexNet::new, sgd())) }),
         ("mobilenet_v2_cifar_b128_sgd", { let dev = d(); Box::new(move |i| workload(&dev, "mobilenet_v2_cifar_b128_sgd", 128, i, MobileNetV2Cifar::new, sgd())) }),
-    ]
+    ];
+    all.extend(gpu_only);
+    all
 }
 
 fn main() -> std::process::ExitCode {
@@ -218,9 +287,9 @@ fn main() -> std::process::ExitCode {
         }
         let threads = staticnet::num_threads();
         let all = match device.as_str() {
-            "cpu" => workloads(&Cpu),
+            "cpu" => workloads(&Cpu, false),
             #[cfg(feature = "cuda")]
-            "cuda" => workloads(&staticnet::Cuda::new(0)?),
+            "cuda" => workloads(&staticnet::Cuda::new(0)?, true),
             other => return Err(staticnet::Error::BadInput(format!("--device {other}: expected cpu or cuda (cuda needs --features cuda)"))),
         };
         let gpu = device != "cpu";
@@ -293,9 +362,10 @@ fn main() -> std::process::ExitCode {
         if json {
             let mut s = String::from("{\n");
             for t in &results {
-                let _ = writeln!(s, " \"{}\": {{\"train_step_ms\": {:.3}, \"forward_ms\": {:.3}, \"forward_b1_ms\": {:.4}, \"batch\": {}, \"threads\": {threads}}},", t.name, t.train_ms, t.forward_ms, t.forward_b1_ms, t.batch);
+                let _ = writeln!(s, " \"{}\": {{\"train_step_ms\": {:.3}, \"forward_ms\": {:.3}, \"forward_b1_ms\": {:.4}, \"batch\": {}, \"params\": {}, \"threads\": {threads}}},", t.name, t.train_ms, t.forward_ms, t.forward_b1_ms, t.batch, t.params);
             }
-            let _ = write!(s, " \"isa\": \"{}\",\n \"fma_peak_gflops\": {peak:.1},\n \"conv_layers_one_thread_gflops\": {{", staticnet::ops::isa::isa().name());
+            let step = if gpu && std::env::var_os("STATICNET_EAGER").is_none() { "one CUDA graph" } else { "eager" };
+            let _ = write!(s, " \"train_step\": \"{step}\",\n \"isa\": \"{}\",\n \"fma_peak_gflops\": {peak:.1},\n \"conv_layers_one_thread_gflops\": {{", staticnet::ops::isa::isa().name());
             let rows: Vec<String> = layer_rows.iter().map(|(n, g)| format!("\n  \"{n}\": {{\"forward\": {:.1}, \"backward_data\": {:.1}, \"backward_filter\": {:.1}}}", g[0], g[1], g[2])).collect();
             let _ = write!(s, "{}\n }}\n}}", rows.join(","));
             println!("{s}");

@@ -4,10 +4,12 @@
 # repository's root.
 #
 #   scripts/gpu-check.sh build          # here: CUDA test binaries, bench and mnist into devbin/
-#   scripts/gpu-check.sh run tests      # there: NVRTC, per-op GPU-vs-CPU and every parity test,
-#                                       #   a missing GPU or NVRTC failing instead of skipping
+#   scripts/gpu-check.sh run tests      # there: NVRTC, per-op GPU-vs-CPU, every parity test and the
+#                                       #   graphed train step against the eager one, a missing GPU
+#                                       #   or NVRTC failing instead of skipping
 #   scripts/gpu-check.sh run mnist      # there: the mnist example with --device cuda
-#   scripts/gpu-check.sh run bench      # there: bench/compare.py --device cuda (PyTorch eager)
+#   scripts/gpu-check.sh run bench      # there: bench/compare.py --device cuda (PyTorch eager), and
+#                                       #   our train steps eager (STATICNET_EAGER=1) beside the graphed
 #   scripts/gpu-check.sh run compile    # there: the same against torch.compile
 #
 # The binaries read the fixtures and the bundled MNIST under the path they were built in, so
@@ -23,7 +25,7 @@ build() {
     cargo test --release --features cuda --workspace --no-run --message-format=json \
         | python3 -c '
 import json, shutil, sys
-want = {"parity", "backends", "nvrtc"}
+want = {"parity", "backends", "nvrtc", "graph"}
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in want and "test" in m["target"]["kind"]:
@@ -35,7 +37,7 @@ if want:
     cargo build --release --features cuda --example bench --example mnist
     cp target/release/examples/bench target/release/examples/mnist devbin/
     # Debug line tables make them 20 MB each; the device tool carries 64 MB in all.
-    strip --strip-debug devbin/parity devbin/backends devbin/nvrtc devbin/bench devbin/mnist
+    strip --strip-debug devbin/parity devbin/backends devbin/nvrtc devbin/graph devbin/bench devbin/mnist
     echo "$root" > devbin/BUILT_IN
     echo "built in $root: $(cd devbin && ls | tr '\n' ' ')(carry devbin to the GPU machine)"
 }
@@ -56,9 +58,12 @@ run() {
     export LD_LIBRARY_PATH="$(dirname "$lib"):${LD_LIBRARY_PATH:-}"
     export STATICNET_REQUIRE_GPU=1 STATICNET_REQUIRE_NVRTC=1
     case "${1:-}" in
-        tests) for t in nvrtc backends parity; do echo "=== $t"; devbin/$t --test-threads=4; done ;;
+        tests) for t in nvrtc graph backends parity; do echo "=== $t"; devbin/$t --test-threads=4; done ;;
         mnist) devbin/mnist --device cuda && devbin/mnist ;;
-        bench) python3 bench/compare.py --device cuda --bench-bin devbin/bench ;;
+        bench)
+            echo "=== eager train steps (what the graphs save)"
+            STATICNET_EAGER=1 devbin/bench --no-layers --device cuda --iters 20
+            python3 bench/compare.py --device cuda --bench-bin devbin/bench ;;
         compile) python3 bench/compare.py --device cuda --compile --bench-bin devbin/bench ;;
         *) echo "run what? tests, mnist, bench or compile" >&2; exit 2 ;;
     esac

@@ -125,6 +125,52 @@ network! {
     }
 }
 
+network! {
+    /// airbench94's ConvGroup (github.com/KellerJordan/cifar10-airbench): a 3 × 3 convolution
+    /// without bias, max pooling, then batch norm and GELU around a second convolution. Its
+    /// batch norms are `BatchNorm(momentum=0.6, eps=1e-12)`, which subclasses nn.BatchNorm2d
+    /// with PyTorch's momentum 1 − 0.6.
+    block ConvGroup(channels_in, channels_out) {
+        conv1: Conv2d(channels_in, channels_out, 3, padding = 1, bias = false),
+        pool: MaxPool2d(2),
+        norm1: BatchNorm2d(channels_out, eps = 1e-12, momentum = 0.4),
+        GELU,
+        conv2: Conv2d(channels_out, channels_out, 3, padding = 1, bias = false),
+        norm2: BatchNorm2d(channels_out, eps = 1e-12, momentum = 0.4),
+        GELU,
+    }
+
+    /// airbench94's network for CIFAR-10 (widths 64, 256, 256): a 2 × 2 whitening convolution,
+    /// three ConvGroups, max pooling to 1 × 1 and a linear classifier without bias: 8 layers
+    /// with weights. airbench multiplies the logits by 1/9 at the end (its `Mul` module, which
+    /// PyTorch does not have); that scale is left out here and in bench/compare.py's twin.
+    /// airbench trains with the whitening weights and the batch norms' weights frozen
+    /// (`requires_grad = False`): see `freeze_like_airbench`.
+    pub struct Airbench94 {
+        input: [3, 32, 32],
+        whiten: Conv2d(3, 24, 2, padding = 0),
+        GELU,
+        block1: ConvGroup(24, 64),
+        block2: ConvGroup(64, 256),
+        block3: ConvGroup(256, 256),
+        MaxPool2d(3),
+        Flatten,
+        head: Linear(256, 10, bias = false),
+    }
+}
+
+/// Freezes what airbench94 trains without: the whitening convolution's weight and every batch
+/// norm's weight (their biases train).
+pub fn freeze_like_airbench<B: staticnet::Backend>(net: &mut Airbench94<B>) -> staticnet::Result<()> {
+    net.freeze("whiten.weight")?;
+    for block in ["block1", "block2", "block3"] {
+        for norm in ["norm1", "norm2"] {
+            net.freeze(&format!("{block}.{norm}.weight"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Uniform values in [0, 1) and labels in 0..10, as `torch.rand` and `torch.randint` give.
 pub fn batch<I: Batch>(n: usize, seed: u64) -> (I, Vec<usize>) {
     let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;

@@ -5,6 +5,7 @@
 //! - [`network`]: the `Network` trait every generated type implements, its state and tables;
 //! - [`batch`]: batches typed by their sample shape (`Images<1, 28, 28>`);
 //! - [`loss`] and [`optim`]: cross-entropy, MSE, SGD, Adam, AdamW, schedules;
+//! - `graph` (feature `cuda`): a whole train step replayed from one CUDA graph;
 //! - [`distributed`]: data-parallel training across processes (MPI, NCCL), as PyTorch's DDP.
 //!
 //! Users depend on the `staticnet` crate, which re-exports all of this.
@@ -18,6 +19,8 @@ pub mod data;
 mod device;
 pub mod distributed;
 mod error;
+#[cfg(feature = "cuda")]
+pub mod graph;
 pub mod io;
 pub mod loss;
 pub mod network;

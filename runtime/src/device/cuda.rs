@@ -10,7 +10,10 @@
 //!
 //! Everything runs in order on one stream of the device; only the copies between host and device
 //! (whose host memory may be freed once they return), the losses (which return a number) and
-//! [`Backend::synchronize`](crate::backend::Backend::synchronize) wait for it. Kernels are compiled for
+//! [`Backend::synchronize`](crate::backend::Backend::synchronize) wait for it. Values that change
+//! from step to step (a learning rate, a dropout key) reach kernels through device memory
+//! (`Cuda::step_scalars`), so that a train step captured as a CUDA graph (`crate::graph`) stays
+//! valid when replayed. Kernels are compiled for
 //! the device's own architecture into a CUBIN, not PTX: a CUBIN from a newer NVRTC loads on an
 //! older driver of the same major version, where PTX would be refused.
 //!
@@ -22,9 +25,10 @@ use std::ffi::{CStr, CString, c_char};
 use std::marker::PhantomData;
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, result};
+use cudarc::driver::{CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, result, sys};
 use cudarc::nvrtc::{self, Ptx};
 
 use crate::{Error, Result};
@@ -142,6 +146,67 @@ struct Inner {
     reduce: Mutex<CudaBuf<u8>>,
     /// The partial sums of GEMMs split along k.
     split: Mutex<CudaBuf<f32>>,
+    /// How work is issued now (an [`Issue`] as its discriminant).
+    issue: AtomicU8,
+    /// Kernels and graphs launched on the device since it was opened.
+    launches: AtomicU64,
+    /// The per-step scalars and the loss totals of captured train steps.
+    step: Mutex<StepScalars>,
+}
+
+/// How the stream's work is issued. A train step replayed from a CUDA graph (`crate::graph`)
+/// is captured once, then each step only rewrites its per-step scalars on the host and
+/// launches the graph: the host runs the same code with every launch skipped ([`Issue::Replay`]),
+/// so that each launcher writes its scalars where the captured kernel reads them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Issue {
+    /// Launched as they come.
+    Eager = 0,
+    /// Recorded into the graph being captured, not run.
+    Capture = 1,
+    /// Neither: the step's graph is launched afterwards.
+    Replay = 2,
+}
+
+/// Bytes of per-step scalars one train step may hold (16 per launcher that takes them).
+pub(crate) const STEP_SCALAR_BYTES: usize = 4096;
+const SCALAR_ALIGN: usize = 16;
+
+/// Per-step scalars (a learning rate, Adam's bias corrections, a dropout key, a batch norm's
+/// averaging factor) that kernels read from device memory instead of taking by value, so that
+/// a graph captured once stays right at every later step.
+struct StepScalars {
+    /// What the kernels read.
+    device: CudaBuf<u8>,
+    /// The next free byte of `device`; an eager step wraps around (each value is copied in
+    /// stream order, after the kernels that read the last one there).
+    cursor: usize,
+    /// While capturing or replaying: the pinned host memory the graph's first node copies into
+    /// `device` (`STEP_SCALAR_BYTES` long, owned by the graphed step, alive while it is set).
+    host: Option<*mut u8>,
+    /// Launches counted while capturing or replaying, to check a replay matches its capture.
+    recorded: usize,
+    /// The loss totals of captured steps (see [`LossTotals`]), summed on the device.
+    totals: CudaBuf<u8>,
+}
+
+// SAFETY: `host` points to pinned memory only while the graphed step that owns it holds the
+// device (it clears it before the memory is freed); every access is under the mutex.
+unsafe impl Send for StepScalars {}
+
+/// The running totals of the losses of captured steps, in device memory until read: the sum
+/// of each step's mean loss, how many samples were right, samples and steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C)]
+pub struct LossTotals {
+    /// Σ over steps of the step's mean loss.
+    pub loss_sum: f64,
+    /// Samples classified right.
+    pub correct: u64,
+    /// Samples seen.
+    pub samples: u64,
+    /// Steps counted.
+    pub steps: u64,
 }
 
 impl std::fmt::Debug for Cuda {
@@ -180,7 +245,15 @@ impl Cuda {
             kernels.insert(name, f);
         }
         let (reduce, split) = (Mutex::new(CudaBuf::new(&stream, 0)?), Mutex::new(CudaBuf::new(&stream, 0)?));
-        Ok(Cuda { inner: Arc::new(Inner { name: format!("cuda:{ordinal} ({gpu})"), ctx, stream, kernels, reduce, split }) })
+        let step = StepScalars {
+            device: CudaBuf::new(&stream, STEP_SCALAR_BYTES)?,
+            cursor: 0,
+            host: None,
+            recorded: 0,
+            totals: CudaBuf::new(&stream, size_of::<LossTotals>())?,
+        };
+        let (issue, launches, step) = (AtomicU8::new(Issue::Eager as u8), AtomicU64::new(0), Mutex::new(step));
+        Ok(Cuda { inner: Arc::new(Inner { name: format!("cuda:{ordinal} ({gpu})"), ctx, stream, kernels, reduce, split, issue, launches, step }) })
     }
 
     pub(crate) fn stream(&self) -> &Arc<CudaStream> {
@@ -214,6 +287,7 @@ impl Cuda {
         if dst.is_empty() {
             return Ok(());
         }
+        self.eager("reading device memory back")?;
         self.bind()?;
         // SAFETY: `src` points at at least `dst.len()` elements of device memory (the caller
         // cut it from a buffer with a bounds check); the stream is synchronised before `dst`
@@ -238,7 +312,8 @@ pub(crate) fn per_channel(c: usize) -> LaunchConfig {
 }
 
 /// Launches kernel `$name` of `$dev` with `$cfg`, each argument passed by value as the kernel's
-/// parameter in the same position.
+/// parameter in the same position. While a captured step is replayed the launch is skipped (the
+/// graph holds it), but the arguments are still evaluated and the launch counted.
 macro_rules! launch {
     ($dev:expr, $name:ident, $cfg:expr, $($arg:expr),+ $(,)?) => {{
         let dev: &$crate::device::cuda::Cuda = $dev;
@@ -249,10 +324,14 @@ macro_rules! launch {
             let arg = $arg;
             cudarc::driver::PushKernelArg::arg(&mut builder, &arg);
         )+
-        // SAFETY: the arguments match the kernel's parameters in number, order and type (see its
-        // signature in the `.cu` source); every pointer is a view cut from a live buffer and
-        // checked to hold what the kernel touches, or null where the kernel tests for null.
-        unsafe { builder.launch(cfg) }.map(|_| ()).map_err(|e| $crate::device::cuda::driver_error(concat!("launching ", stringify!($name)), e))
+        if dev.take_launch() {
+            // SAFETY: the arguments match the kernel's parameters in number, order and type (see
+            // its signature in the `.cu` source); every pointer is a view cut from a live buffer
+            // and checked to hold what the kernel touches, or null where the kernel tests for null.
+            unsafe { builder.launch(cfg) }.map(|_| ()).map_err(|e| $crate::device::cuda::driver_error(concat!("launching ", stringify!($name)), e))
+        } else {
+            Ok(())
+        }
     }};
 }
 pub(crate) use launch;
@@ -340,6 +419,7 @@ impl Cuda {
     pub(crate) fn with_reduce<T>(&self, bytes: usize, f: impl FnOnce(&CudaBuf<u8>) -> Result<T>) -> Result<T> {
         let mut buf = self.inner.reduce.lock().unwrap_or_else(PoisonError::into_inner);
         if buf.len < bytes {
+            self.eager("growing the loss workspace")?;
             *buf = CudaBuf::new(self.stream(), bytes.next_power_of_two())?;
         }
         f(&buf)
@@ -350,8 +430,208 @@ impl Cuda {
     pub(crate) fn split_workspace(&self, len: usize) -> Result<MutexGuard<'_, CudaBuf<f32>>> {
         let mut ws = self.inner.split.lock().unwrap_or_else(PoisonError::into_inner);
         if ws.len < len {
+            self.eager("growing the GEMM workspace")?;
             *ws = CudaBuf::new(self.stream(), len.next_power_of_two())?;
         }
         Ok(ws)
+    }
+}
+
+/// What a captured or replayed step issued: bytes of per-step scalars and launches. A replay
+/// must issue what its capture did, or the graph would run another step than the host's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StepShape {
+    pub scalar_bytes: usize,
+    pub launches: usize,
+}
+
+impl Cuda {
+    pub(crate) fn issue(&self) -> Issue {
+        match self.inner.issue.load(Ordering::Relaxed) {
+            0 => Issue::Eager,
+            1 => Issue::Capture,
+            _ => Issue::Replay,
+        }
+    }
+
+    fn set_issue(&self, issue: Issue) {
+        self.inner.issue.store(issue as u8, Ordering::Relaxed);
+    }
+
+    /// Counts a kernel launch (`launch!`) and says whether to make it: not while a step is
+    /// replayed, whose graph holds it.
+    pub(crate) fn take_launch(&self) -> bool {
+        match self.issue() {
+            Issue::Eager => {
+                self.inner.launches.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            issue => {
+                self.step().recorded += 1;
+                issue == Issue::Capture
+            }
+        }
+    }
+
+    /// An error naming `what` unless work is issued as it comes: a captured step may neither
+    /// wait for the device, read from it nor allocate (the graph would not hold it).
+    pub(crate) fn eager(&self, what: &str) -> Result<()> {
+        match self.issue() {
+            Issue::Eager => Ok(()),
+            _ => Err(Error::Backend(format!("CUDA: {what} inside a captured train step, which cannot wait for the device, read from it or allocate"))),
+        }
+    }
+
+    /// Kernels and CUDA graphs launched on this device so far (all clones together); a train
+    /// step replayed from its graph counts one.
+    pub fn launches(&self) -> u64 {
+        self.inner.launches.load(Ordering::Relaxed)
+    }
+
+    fn step(&self) -> MutexGuard<'_, StepScalars> {
+        self.inner.step.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes `words`, scalars of the current step (f32 as `to_bits`, u64 as two words, low
+    /// first), where a kernel reads them, and returns their device address: copied now in
+    /// stream order, or, in a captured step, into the pinned memory the graph copies from.
+    pub(crate) fn step_scalars(&self, words: &[u32]) -> Result<Ptr> {
+        let issue = self.issue();
+        let mut step = self.step();
+        let bytes = 4 * words.len();
+        let mut at = step.cursor;
+        if at + bytes > STEP_SCALAR_BYTES {
+            if issue != Issue::Eager {
+                return Err(Error::Backend(format!("CUDA: a captured train step needs more than {STEP_SCALAR_BYTES} bytes of per-step scalars")));
+            }
+            at = 0;
+        }
+        step.cursor = (at + bytes).next_multiple_of(SCALAR_ALIGN);
+        let ptr = step.device.at(at);
+        match (issue, step.host) {
+            (Issue::Eager, _) => {
+                drop(step);
+                self.bind()?;
+                // SAFETY: `ptr` is `bytes` inside the scalar buffer; a copy from pageable memory
+                // has read `words` when it returns.
+                unsafe { result::memcpy_htod_async(ptr, words, self.stream().cu_stream()) }.map_err(|e| driver_error("copying step scalars", e))?;
+            }
+            (_, Some(host)) => {
+                // SAFETY: `host` is STEP_SCALAR_BYTES of pinned memory, alive while set (see
+                // `StepScalars::host`), and `at + bytes` lies inside it.
+                unsafe { std::ptr::copy_nonoverlapping(words.as_ptr().cast::<u8>(), host.add(at), bytes) };
+            }
+            (_, None) => unreachable!("a captured step sets its host scalars"),
+        }
+        Ok(ptr)
+    }
+
+    /// Where captured steps sum their losses (a [`LossTotals`]).
+    pub(crate) fn totals_ptr(&self) -> Ptr {
+        self.step().totals.ptr
+    }
+
+    /// The loss totals of every captured step so far (waits for the device).
+    pub fn loss_totals(&self) -> Result<LossTotals> {
+        let mut raw = [0u64; 4];
+        let ptr = self.totals_ptr();
+        self.read_back(ptr, &mut raw)?;
+        Ok(LossTotals { loss_sum: f64::from_bits(raw[0]), correct: raw[1], samples: raw[2], steps: raw[3] })
+    }
+
+    /// Starts capturing the stream's work into a graph whose first node copies the step's
+    /// scalars from `host` (STEP_SCALAR_BYTES of pinned memory, which must outlive the graph).
+    pub(crate) fn begin_capture(&self, host: *mut u8) -> Result<()> {
+        self.eager("starting a capture")?;
+        self.bind()?;
+        self.stream().begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(|e| driver_error("starting a graph capture", e))?;
+        {
+            let mut step = self.step();
+            (step.host, step.cursor, step.recorded) = (Some(host), 0, 0);
+        }
+        self.set_issue(Issue::Capture);
+        let device = self.step().device.ptr;
+        // SAFETY: both sides are STEP_SCALAR_BYTES long; `host` is pinned, so the captured copy
+        // reads it when the graph runs, not now.
+        let copied = unsafe { result::memcpy_htod_async(device, std::slice::from_raw_parts(host, STEP_SCALAR_BYTES), self.stream().cu_stream()) };
+        if let Err(e) = copied {
+            self.abort_capture();
+            return Err(driver_error("capturing the step scalars' copy", e));
+        }
+        Ok(())
+    }
+
+    /// Ends the capture begun by [`Cuda::begin_capture`]: the executable graph, and what it issued.
+    pub(crate) fn end_capture(&self) -> Result<(CudaGraph, StepShape)> {
+        let shape = self.finish_graph_issue();
+        let graph = self.stream().end_capture(sys::CUgraphInstantiate_flags(0)).map_err(|e| driver_error("ending a graph capture", e))?;
+        let graph = graph.ok_or_else(|| Error::Backend("CUDA: the captured train step holds no work".into()))?;
+        Ok((graph, shape))
+    }
+
+    /// Ends a capture that failed part-way, dropping what it recorded, so the stream runs
+    /// eagerly again.
+    pub(crate) fn abort_capture(&self) {
+        self.finish_graph_issue();
+        let _ = self.stream().end_capture(sys::CUgraphInstantiate_flags(0));
+    }
+
+    /// Starts replaying a captured step on the host: launches are skipped and counted, and the
+    /// step's scalars go to `host`, the pinned memory its graph copies from.
+    pub(crate) fn begin_replay(&self, host: *mut u8) {
+        {
+            let mut step = self.step();
+            (step.host, step.cursor, step.recorded) = (Some(host), 0, 0);
+        }
+        self.set_issue(Issue::Replay);
+    }
+
+    /// Ends a replay: what it issued, to compare with the capture.
+    pub(crate) fn end_replay(&self) -> StepShape {
+        self.finish_graph_issue()
+    }
+
+    fn finish_graph_issue(&self) -> StepShape {
+        self.set_issue(Issue::Eager);
+        let mut step = self.step();
+        step.host = None;
+        let shape = StepShape { scalar_bytes: step.cursor, launches: step.recorded };
+        step.cursor = 0;
+        shape
+    }
+
+    /// Copies `src` (pinned host memory that outlives the graph) to device memory at `dst` as a
+    /// node of the graph being captured; nothing when replaying (the node is there).
+    pub(crate) fn copy_in_graph(&self, dst: Ptr, src: &[u8]) -> Result<()> {
+        match self.issue() {
+            Issue::Eager => Err(Error::Backend("CUDA: a graph copy outside a captured step".into())),
+            Issue::Replay => Ok(()),
+            Issue::Capture => {
+                // SAFETY: the caller cut `dst` from a buffer holding `src.len()` bytes; `src` is
+                // pinned and read when the graph runs.
+                unsafe { result::memcpy_htod_async(dst, src, self.stream().cu_stream()) }.map_err(|e| driver_error("capturing a copy to the device", e))
+            }
+        }
+    }
+
+    /// Launches a captured step's graph (counted as one launch).
+    pub(crate) fn launch_graph(&self, graph: &CudaGraph) -> Result<()> {
+        self.eager("launching a graph")?;
+        graph.launch().map_err(|e| driver_error("launching the step's graph", e))?;
+        self.inner.launches.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Pinned host memory of `len` bytes (page-locked, so a graph's copies read it when they run).
+    pub(crate) fn alloc_pinned(&self, len: usize) -> Result<cudarc::driver::PinnedHostSlice<u8>> {
+        self.eager("allocating pinned memory")?;
+        // SAFETY: the memory is uninitialised until written; every user writes before a graph
+        // copies it (the scalars at replay, the batch before each launch).
+        unsafe { self.inner.ctx.alloc_pinned_with_flags::<u8>(len.max(1), 0) }.map_err(|e| driver_error(&format!("allocating {len} bytes of pinned host memory"), e))
+    }
+
+    /// An event on this device (timing disabled), to wait for a point of the stream.
+    pub(crate) fn new_event(&self) -> Result<cudarc::driver::CudaEvent> {
+        self.inner.ctx.new_event(None).map_err(|e| driver_error("creating an event", e))
     }
 }

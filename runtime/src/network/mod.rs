@@ -389,7 +389,7 @@ pub(crate) fn argmax(row: &[f32]) -> usize {
 
 /// The loss kernel for `criterion`; NLLLoss only on log-probabilities (a network ending in
 /// LogSoftmax), since −output[label] of raw scores has no lower bound and training on it diverges.
-fn criterion_op(spec: &NetSpec, criterion: Criterion, classes: usize) -> Result<CrossEntropy> {
+pub(crate) fn criterion_op(spec: &NetSpec, criterion: Criterion, classes: usize) -> Result<CrossEntropy> {
     if let Criterion::Nll(_) = criterion {
         match spec.layers.last() {
             Some(l) if matches!(l.op, Op::Softmax(s) if s.log) => {}

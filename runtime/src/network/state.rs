@@ -380,7 +380,7 @@ impl<B: Backend> NetState<B> {
     }
 
     /// Checks a batch of `n` samples of `x` before it reaches a kernel.
-    fn check_input(&self, n: usize, x: &[f32]) -> Result<()> {
+    pub(crate) fn check_input(&self, n: usize, x: &[f32]) -> Result<()> {
         let spec = self.spec;
         if n == 0 {
             return Err(Error::bad_input(format!("{}: the batch is empty (0 samples)", spec.name)));
@@ -426,6 +426,23 @@ impl<B: Backend> NetState<B> {
         self.reserve(n)?;
         let slot = self.spec.input_slot;
         self.dev.upload(&mut self.ws.act, slot.offset * n, x)?;
+        match self.depth_first_chunk(n) {
+            Some(chunk) => {
+                // Eval mode only, where the step does not move.
+                let step = self.step;
+                self.pack_weights()?;
+                self.forward_depth_first(n, x, chunk, step, forward)?;
+                self.last = Some(LastForward { n, training: false, step, params_version: self.params_version, recompute: Some(forward) });
+                Ok(())
+            }
+            None => self.forward_in_place(n, forward),
+        }
+    }
+
+    /// [`NetState::forward`] of the batch of `n` already in the input slot, layer by layer: what
+    /// a train step captured into a CUDA graph runs after its graph copied the batch there
+    /// (`crate::graph`), the checks and the upload done before.
+    pub(crate) fn forward_in_place(&mut self, n: usize, forward: PassFn<B>) -> Result<()> {
         let training = self.training;
         if training {
             // Wrapping: the step only keys the dropout masks, and a checkpoint may hold any u64.
@@ -433,19 +450,20 @@ impl<B: Backend> NetState<B> {
         }
         let step = self.step;
         self.pack_weights()?;
-        let recompute = match self.depth_first_chunk(n) {
-            Some(chunk) => {
-                self.forward_depth_first(n, x, chunk, step, forward)?;
-                Some(forward)
-            }
-            None => {
-                forward(Pass { fuse: !training, ..self.pass(n, training, step) })?;
-                // Layers fused into one kernel left their inner activations unwritten.
-                (!training && self.fuses_any()).then_some(forward)
-            }
-        };
+        forward(Pass { fuse: !training, ..self.pass(n, training, step) })?;
+        // Layers fused into one kernel left their inner activations unwritten.
+        let recompute = (!training && self.fuses_any()).then_some(forward);
         self.last = Some(LastForward { n, training, step, params_version: self.params_version, recompute });
         Ok(())
+    }
+
+    /// Where a batch of `n` goes on the device (reserved first): the input slot of the
+    /// activations and the labels. A captured train step's graph copies its batch there.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn batch_views(&mut self, n: usize) -> Result<(B::Dst<'_, f32>, B::Dst<'_, u32>)> {
+        self.reserve(n)?;
+        let slot = self.spec.input_slot;
+        Ok((B::dst(&mut self.ws.act, slot.at(n)), B::dst(&mut self.ws.labels, 0..n)))
     }
 
     /// Whether an eval forward on this backend runs some of the network's layers as one kernel
@@ -689,6 +707,13 @@ impl<B: Backend> NetState<B> {
         let last = self.last_forward("a loss")?;
         self.check_labels(last.n, labels, op.classes)?;
         self.upload_labels(labels)?;
+        self.cross_entropy_in_place(op, backward)
+    }
+
+    /// [`NetState::cross_entropy`] against the labels already on the device (a captured train
+    /// step's graph copied them there).
+    pub(crate) fn cross_entropy_in_place(&mut self, op: &CrossEntropy, backward: bool) -> Result<LossOutput> {
+        let last = self.last_forward("a loss")?;
         let (out, grad) = (self.spec.output_slot, self.spec.output_grad_slot);
         let n = last.n;
         let dlogits = if backward { Some(B::dst(&mut self.ws.grad, grad.at(n))) } else { None };
@@ -718,7 +743,7 @@ impl<B: Backend> NetState<B> {
         self.dev.mse(n * out.len, B::src(&self.ws.act, out.at(n)), B::src(&self.ws.target, 0..target.len()), dy)
     }
 
-    fn check_labels(&self, n: usize, labels: &[usize], classes: usize) -> Result<()> {
+    pub(crate) fn check_labels(&self, n: usize, labels: &[usize], classes: usize) -> Result<()> {
         if labels.len() != n {
             return Err(Error::bad_input(format!("{}: {} labels for a batch of {n} samples", self.spec.name, labels.len())));
         }

@@ -20,6 +20,7 @@ pub fn step(dev: &Cuda, op: &AdamStep, p: CudaDst<'_, f32>, g: CudaSrc<'_, f32>,
     // The bias corrections as the CPU computes them.
     let o = *op;
     let crate::ops::adam::AdamScalars { step_size, bc2_sqrt, decay } = o.scalars();
+    let step = dev.step_scalars(&[step_size.to_bits(), bc2_sqrt.to_bits(), decay.to_bits()])?;
     launch!(
         dev,
         adam_step_f32,
@@ -35,8 +36,6 @@ pub fn step(dev: &Cuda, op: &AdamStep, p: CudaDst<'_, f32>, g: CudaSrc<'_, f32>,
         o.eps,
         o.weight_decay,
         o.decoupled as i32,
-        step_size,
-        bc2_sqrt,
-        decay
+        step
     )
 }

@@ -5,9 +5,10 @@
 // null; saved (4c): mean, inverse std, then the backward's Σ dy and Σ dy·x̂.
 
 // Training statistics of channel blockIdx.x: saved mean and invstd written; running updated with
-// weight `factor` (the variance unbiased) when not null.
+// weight `*factor` (the variance unbiased) when not null. The factor is read from device memory
+// (see `Cuda::step_scalars`): with momentum=None it is 1/t, new at every step.
 extern "C" __global__ void __launch_bounds__(REDUCE_THREADS) batch_norm_stats_f32(float* saved, float* running, const float* x, u32 n, u32 c,
-                                                                                  u32 s, float eps, float factor) {
+                                                                                  u32 s, float eps, const float* factor) {
     u32 ch = blockIdx.x;
     u64 count = (u64)n * s;
     double sum = 0.0;
@@ -23,7 +24,7 @@ extern "C" __global__ void __launch_bounds__(REDUCE_THREADS) batch_norm_stats_f3
         saved[ch] = (float)mu;
         saved[c + ch] = (float)(1.0 / sqrt(var + (double)eps));
         if (running) {
-            double f = factor, unbias = (double)count / fmax((double)count - 1.0, 1.0);
+            double f = *factor, unbias = (double)count / fmax((double)count - 1.0, 1.0);
             running[ch] = (float)((1.0 - f) * running[ch] + f * mu);
             running[c + ch] = (float)((1.0 - f) * running[c + ch] + f * var * unbias);
         }

@@ -24,6 +24,8 @@ pub fn forward_train(
     need(y.len, n * op.x_len(), "batch_norm y");
     need(saved.len, op.saved_len(), "batch_norm saved");
     let running = ptr_of_dst(&running);
+    // Unread without running statistics.
+    let factor = if running != 0 { dev.step_scalars(&[factor.to_bits()])? } else { 0 };
     launch!(dev, batch_norm_stats_f32, per_channel(op.c), saved.ptr, running, x.ptr, n as u32, c, s, op.eps, factor)?;
     launch!(dev, batch_norm_fwd_f32, elementwise(n * op.x_len()), y.ptr, x.ptr, ptr_of_src(wb), saved.ptr, n as u32, c, s)
 }

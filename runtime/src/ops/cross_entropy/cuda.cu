@@ -38,3 +38,28 @@ extern "C" __global__ void cross_entropy_fwd_bwd_f32(float* dlogits, double* row
         }
     }
 }
+
+// A captured train step's loss, summed on the device until the host asks (no copy back per
+// step): one block adds the mean of `row_loss` (n), the count of `row_correct`, n and one step
+// to `totals` (Σ mean loss, correct, samples, steps: `LossTotals` in device/cuda.rs). The rows
+// are summed in a fixed order for a given n, so the totals do not depend on scheduling.
+struct LossTotals {
+    double loss_sum;
+    u64 correct, samples, steps;
+};
+
+extern "C" __global__ void __launch_bounds__(REDUCE_THREADS) loss_accumulate(LossTotals* totals, const double* row_loss, const u32* row_correct, u32 n) {
+    double loss = 0.0, correct = 0.0;
+    for (u32 b = threadIdx.x; b < n; b += blockDim.x) {
+        loss += row_loss[b];
+        correct += row_correct[b];
+    }
+    loss = block_sum(loss);
+    correct = block_sum(correct);
+    if (threadIdx.x == 0) {
+        totals->loss_sum += loss / n;
+        totals->correct += (u64)correct;
+        totals->samples += n;
+        totals->steps += 1;
+    }
+}

@@ -3,11 +3,13 @@
 
 use super::CrossEntropy;
 use crate::Result;
-use crate::device::cuda::{Cuda, CudaDst, CudaSrc, Source, elementwise, launch, need, ptr_of_dst};
+use cudarc::driver::LaunchConfig;
+
+use crate::device::cuda::{Cuda, CudaDst, CudaSrc, Issue, Source, THREADS, elementwise, launch, need, ptr_of_dst};
 use crate::ops::LossOutput;
 
 /// This folder's kernel source and the kernels launched from here.
-pub const SOURCE: Source = Source { path: "ops/cross_entropy/cuda.cu", text: include_str!("cuda.cu"), kernels: &["cross_entropy_fwd_bwd_f32"] };
+pub const SOURCE: Source = Source { path: "ops/cross_entropy/cuda.cu", text: include_str!("cuda.cu"), kernels: &["cross_entropy_fwd_bwd_f32", "loss_accumulate"] };
 
 pub fn forward_backward(dev: &Cuda, op: &CrossEntropy, n: usize, logits: CudaSrc<'_, f32>, labels: CudaSrc<'_, u32>, dlogits: Option<CudaDst<'_, f32>>) -> Result<LossOutput> {
     let c = op.classes;
@@ -17,13 +19,22 @@ pub fn forward_backward(dev: &Cuda, op: &CrossEntropy, n: usize, logits: CudaSrc
         need(d.len, n * c, "cross_entropy dlogits");
     }
     // Per row, its loss (f64) then whether it was right (u32): read back in one copy.
-    let mut rows = vec![0u8; n * 12];
-    dev.with_reduce(rows.len(), |buf| {
+    let mut rows = vec![0u8; if dev.issue() == Issue::Eager { n * 12 } else { 0 }];
+    let summed_on_device = dev.with_reduce(n * 12, |buf| {
         let (row_loss, row_correct) = (buf.ptr, buf.ptr + 8 * n as u64);
         let eps = op.label_smoothing as f64;
         launch!(dev, cross_entropy_fwd_bwd_f32, elementwise(n), ptr_of_dst(&dlogits), row_loss, row_correct, logits.ptr, labels.ptr, n as u32, c as u32, eps, op.log_probs as i32)?;
-        dev.read_back(buf.ptr, &mut rows)
+        if dev.issue() != Issue::Eager {
+            // A captured step: the loss is added to the device's totals, read when asked.
+            let one_block = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
+            launch!(dev, loss_accumulate, one_block, dev.totals_ptr(), row_loss, row_correct, n as u32)?;
+            return Ok(true);
+        }
+        dev.read_back(buf.ptr, &mut rows).map(|()| false)
     })?;
+    if summed_on_device {
+        return Ok(LossOutput { loss: f32::NAN, correct: 0 });
+    }
     let (loss, correct) = rows.split_at(n * 8);
     let sum: f64 = loss.chunks_exact(8).map(|b| f64::from_ne_bytes(b.try_into().expect("8 bytes"))).sum();
     let correct = correct.chunks_exact(4).map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes")) as usize).sum();

@@ -17,11 +17,13 @@ __device__ void dropout_apply(float* dst, const float* src, u64 len, u64 plane, 
 }
 
 // y (n·len) = x·mask/(1−p), written. `threshold` = p·2^24, `scale` = 1/(1−p), both from the host.
-extern "C" __global__ void dropout_fwd_f32(float* y, const float* x, u64 len, u64 plane, u64 key, float threshold, float scale) {
-    dropout_apply(y, x, len, plane, key, threshold, scale);
+// The key changes every step, so it is read from device memory (see `Cuda::step_scalars`): a
+// captured graph of the step draws a new mask at each replay.
+extern "C" __global__ void dropout_fwd_f32(float* y, const float* x, u64 len, u64 plane, const u64* key, float threshold, float scale) {
+    dropout_apply(y, x, len, plane, *key, threshold, scale);
 }
 
 // dx = dy·mask/(1−p), written, with the mask of the forward that had the same key.
-extern "C" __global__ void dropout_bwd_f32(float* dx, const float* dy, u64 len, u64 plane, u64 key, float threshold, float scale) {
-    dropout_apply(dx, dy, len, plane, key, threshold, scale);
+extern "C" __global__ void dropout_bwd_f32(float* dx, const float* dy, u64 len, u64 plane, const u64* key, float threshold, float scale) {
+    dropout_apply(dx, dy, len, plane, *key, threshold, scale);
 }

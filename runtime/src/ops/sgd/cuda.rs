@@ -18,5 +18,6 @@ pub fn step(dev: &Cuda, op: &SgdStep, p: CudaDst<'_, f32>, g: CudaSrc<'_, f32>, 
         return Ok(());
     }
     let o = *op;
-    launch!(dev, sgd_step_f32, elementwise(len), p.ptr, momentum.ptr, g.ptr, len as u64, o.lr, o.momentum, o.dampening, o.weight_decay, o.nesterov as i32, o.first as i32)
+    let step = dev.step_scalars(&[o.lr.to_bits(), o.first as u32])?;
+    launch!(dev, sgd_step_f32, elementwise(len), p.ptr, momentum.ptr, g.ptr, len as u64, step, o.momentum, o.dampening, o.weight_decay, o.nesterov as i32)
 }
