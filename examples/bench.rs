@@ -116,13 +116,32 @@ impl TrainTimer for Cpu {
 
 /// On the GPU, the step replayed from one CUDA graph (`staticnet::graph`); the loss is read back
 /// at every step, as PyTorch's `loss.item()` does, so that the time includes the device's work.
-/// With STATICNET_EAGER=1, `train_step` as on the CPU (to see what the graph saves).
+/// With STATICNET_EAGER=1, `train_step` as on the CPU (to see what the graph saves). With
+/// STATICNET_CUDA_PROFILE=1, first prints where an eager step's time goes, kernel by kernel.
 #[cfg(feature = "cuda")]
 impl TrainTimer for staticnet::Cuda {
     fn train_ms<N: Network<Self>, O: Optimizer<Self>>(mut net: N, mut opt: O, x: &N::Input, y: &[usize], iters: usize) -> staticnet::Result<(f64, N)>
     where
         N::Output: Logits,
     {
+        if std::env::var_os("STATICNET_CUDA_PROFILE").is_some() {
+            // Where an eager step's time goes, kernel by kernel (before the timing, which the
+            // profiling's waits would slow).
+            let dev = net.device().clone();
+            net.train_step(x, y, &mut opt)?;
+            dev.set_profiling(true);
+            let steps = 5;
+            for _ in 0..steps {
+                net.train_step(x, y, &mut opt)?;
+            }
+            let rows = dev.take_profile();
+            dev.set_profiling(false);
+            let total: f64 = rows.iter().map(|r| r.2).sum::<f64>() / steps as f64;
+            eprintln!("{}: eager train step, {total:.3} ms in kernels (launch to finish, one at a time):", N::SPEC.name);
+            for (name, count, ms) in rows.iter().take(12) {
+                eprintln!("  {name:32} {:4} launches {:8.3} ms  {:5.1}%", count / steps, ms / steps as f64, 100.0 * ms / steps as f64 / total);
+            }
+        }
         let mut err = Ok(());
         if std::env::var_os("STATICNET_EAGER").is_some() {
             let ms = time(iters, || {

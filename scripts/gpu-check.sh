@@ -61,8 +61,8 @@ run() {
         tests) for t in nvrtc graph backends parity; do echo "=== $t"; devbin/$t --test-threads=4; done ;;
         mnist) devbin/mnist --device cuda && devbin/mnist ;;
         bench)
-            echo "=== eager train steps (what the graphs save)"
-            STATICNET_EAGER=1 devbin/bench --no-layers --device cuda --iters 20
+            echo "=== eager train steps (what the graphs save), and where their time goes"
+            STATICNET_EAGER=1 STATICNET_CUDA_PROFILE=1 devbin/bench --no-layers --device cuda --iters 20
             python3 bench/compare.py --device cuda --bench-bin devbin/bench ;;
         compile) python3 bench/compare.py --device cuda --compile --bench-bin devbin/bench ;;
         *) echo "run what? tests, mnist, bench or compile" >&2; exit 2 ;;

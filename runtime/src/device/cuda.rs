@@ -152,6 +152,8 @@ struct Inner {
     launches: AtomicU64,
     /// The per-step scalars and the loss totals of captured train steps.
     step: Mutex<StepScalars>,
+    /// Per kernel: launches and seconds, while profiling (see [`Cuda::set_profiling`]).
+    profile: Mutex<Option<HashMap<&'static str, (u64, f64)>>>,
 }
 
 /// How the stream's work is issued. A train step replayed from a CUDA graph (`crate::graph`)
@@ -253,7 +255,8 @@ impl Cuda {
             totals: CudaBuf::new(&stream, size_of::<LossTotals>())?,
         };
         let (issue, launches, step) = (AtomicU8::new(Issue::Eager as u8), AtomicU64::new(0), Mutex::new(step));
-        Ok(Cuda { inner: Arc::new(Inner { name: format!("cuda:{ordinal} ({gpu})"), ctx, stream, kernels, reduce, split, issue, launches, step }) })
+        let profile = Mutex::new(None);
+        Ok(Cuda { inner: Arc::new(Inner { name: format!("cuda:{ordinal} ({gpu})"), ctx, stream, kernels, reduce, split, issue, launches, step, profile }) })
     }
 
     pub(crate) fn stream(&self) -> &Arc<CudaStream> {
@@ -325,10 +328,12 @@ macro_rules! launch {
             cudarc::driver::PushKernelArg::arg(&mut builder, &arg);
         )+
         if dev.take_launch() {
+            let profiled = dev.profile_start();
             // SAFETY: the arguments match the kernel's parameters in number, order and type (see
             // its signature in the `.cu` source); every pointer is a view cut from a live buffer
             // and checked to hold what the kernel touches, or null where the kernel tests for null.
-            unsafe { builder.launch(cfg) }.map(|_| ()).map_err(|e| $crate::device::cuda::driver_error(concat!("launching ", stringify!($name)), e))
+            unsafe { builder.launch(cfg) }.map(|_| ()).map_err(|e| $crate::device::cuda::driver_error(concat!("launching ", stringify!($name)), e))?;
+            dev.profile_end(stringify!($name), profiled)
         } else {
             Ok(())
         }
@@ -633,5 +638,42 @@ impl Cuda {
     /// An event on this device (timing disabled), to wait for a point of the stream.
     pub(crate) fn new_event(&self) -> Result<cudarc::driver::CudaEvent> {
         self.inner.ctx.new_event(None).map_err(|e| driver_error("creating an event", e))
+    }
+}
+
+impl Cuda {
+    /// Profiling on: each eager kernel launch then waits for the kernel, and its time (launch
+    /// included, as a step pays it) is added up per kernel name until [`Cuda::take_profile`].
+    /// For finding where a step's time goes (`bench --device cuda --profile`), not for timing.
+    pub fn set_profiling(&self, on: bool) {
+        *self.inner.profile.lock().unwrap_or_else(PoisonError::into_inner) = on.then(HashMap::new);
+    }
+
+    /// The profile since profiling was turned on or last taken: per kernel, its launches and
+    /// milliseconds, the slowest first.
+    pub fn take_profile(&self) -> Vec<(&'static str, u64, f64)> {
+        let mut guard = self.inner.profile.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(map) = guard.as_mut() else { return Vec::new() };
+        let mut rows: Vec<_> = map.drain().map(|(name, (count, seconds))| (name, count, seconds * 1e3)).collect();
+        rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+        rows
+    }
+
+    /// The start of a profiled launch (None when not profiling).
+    pub(crate) fn profile_start(&self) -> Option<std::time::Instant> {
+        let profiling = self.inner.profile.lock().unwrap_or_else(PoisonError::into_inner).is_some();
+        (profiling && self.issue() == Issue::Eager).then(std::time::Instant::now)
+    }
+
+    /// Waits for a profiled launch and adds its time to kernel `name`.
+    pub(crate) fn profile_end(&self, name: &'static str, start: Option<std::time::Instant>) -> Result<()> {
+        let Some(start) = start else { return Ok(()) };
+        self.stream().synchronize().map_err(|e| driver_error("waiting for a profiled kernel", e))?;
+        let seconds = start.elapsed().as_secs_f64();
+        if let Some(map) = self.inner.profile.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+            let entry = map.entry(name).or_insert((0, 0.0));
+            *entry = (entry.0 + 1, entry.1 + seconds);
+        }
+        Ok(())
     }
 }
