@@ -305,10 +305,12 @@ fn main() -> std::process::ExitCode {
             staticnet::set_flush_denormal(true);
         }
         let threads = staticnet::num_threads();
+        #[cfg(feature = "cuda")]
+        let cuda = if device == "cuda" { Some(staticnet::Cuda::new(0)?) } else { None };
         let all = match device.as_str() {
             "cpu" => workloads(&Cpu, false),
             #[cfg(feature = "cuda")]
-            "cuda" => workloads(&staticnet::Cuda::new(0)?, true),
+            "cuda" => workloads(cuda.as_ref().expect("opened above"), true),
             other => return Err(staticnet::Error::BadInput(format!("--device {other}: expected cpu or cuda (cuda needs --features cuda)"))),
         };
         let gpu = device != "cpu";
@@ -319,6 +321,14 @@ fn main() -> std::process::ExitCode {
                 println!("{name:28} train_step {:9.3} ms   forward {:9.3} ms   forward of one {:8.3} ms   ({:8.0} img/s train)", t.train_ms, t.forward_ms, t.forward_b1_ms, t.batch as f64 * 1000.0 / t.train_ms);
             }
             results.push(t);
+        }
+        // What the first steps chose between cuDNN and our kernels, per convolution and pass.
+        #[cfg(feature = "cuda")]
+        if let Some(cuda) = &cuda {
+            eprintln!("convolutions, cuDNN or ours (timed once per shape at the first step):");
+            for line in cuda.tuning_report() {
+                eprintln!("  {line}");
+            }
         }
         // The largest convolutions of the CIFAR network and of AlexNet, on one thread.
         let layers: Vec<(&str, Conv2d, usize)> = if args.flag("no-layers") || gpu {

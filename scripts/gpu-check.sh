@@ -56,9 +56,22 @@ run() {
     [ -n "$lib" ] || lib=$(echo "$nvrtc" | head -1)
     [ -n "$lib" ] || { echo "no libnvrtc found" >&2; exit 1; }
     export LD_LIBRARY_PATH="$(dirname "$lib"):${LD_LIBRARY_PATH:-}"
+    # cuDNN: the system's, or the one PyTorch's wheels bring; without it our kernels run alone.
+    cudnn=$(find / -xdev -name 'libcudnn.so.9*' -not -path '/proc/*' 2>/dev/null | head -1 || true)
+    if [ -n "$cudnn" ]; then
+        export LD_LIBRARY_PATH="$(dirname "$cudnn"):$LD_LIBRARY_PATH"
+        echo "cuDNN: $cudnn"
+    else
+        echo "cuDNN: none found (convolutions run on our kernels)"
+    fi
     export STATICNET_REQUIRE_GPU=1 STATICNET_REQUIRE_NVRTC=1
     case "${1:-}" in
-        tests) for t in nvrtc graph backends parity; do echo "=== $t"; devbin/$t --test-threads=4; done ;;
+        tests)
+            for t in nvrtc graph backends parity; do echo "=== $t"; devbin/$t --test-threads=4; done
+            # Each convolution path alone: cuDNN wherever it has an algorithm, and ours.
+            for conv in cudnn ours; do
+                for t in backends parity graph; do echo "=== $t, STATICNET_CONV=$conv"; STATICNET_CONV=$conv devbin/$t --test-threads=4 -q; done
+            done ;;
         mnist) devbin/mnist --device cuda && devbin/mnist ;;
         bench)
             echo "=== eager train steps (what the graphs save), and where their time goes"

@@ -154,7 +154,28 @@ struct Inner {
     step: Mutex<StepScalars>,
     /// Per kernel: launches and seconds, while profiling (see [`Cuda::set_profiling`]).
     profile: Mutex<Option<HashMap<&'static str, (u64, f64)>>>,
+    /// cuDNN, and what the launchers chose per shape between it and our kernels.
+    vendor: Mutex<Vendor>,
 }
+
+/// The vendor library (cuDNN) on this device's stream, and the choices made by timing.
+struct Vendor {
+    /// None until first asked; then the handle, or why there is none.
+    cudnn: Option<std::result::Result<CudnnHandle, String>>,
+    /// Per key (an op's hash of its shape and pass): what timing chose, −1 for our kernels, else
+    /// the library's algorithm number, and a line saying so.
+    tuned: HashMap<u64, (i64, String)>,
+    /// The library algorithms' workspace, grown by eager steps.
+    workspace: CudaBuf<u8>,
+}
+
+/// A cuDNN handle. It is never destroyed: it lives as long as the device, whose context goes
+/// first when the device drops, and a process opens a device once.
+#[derive(Clone, Copy)]
+struct CudnnHandle(cudarc::cudnn::sys::cudnnHandle_t);
+
+// SAFETY: the handle is used only under the `vendor` mutex or on the device's one stream, in order.
+unsafe impl Send for CudnnHandle {}
 
 /// How the stream's work is issued. A train step replayed from a CUDA graph (`crate::graph`)
 /// is captured once, then each step only rewrites its per-step scalars on the host and
@@ -256,7 +277,8 @@ impl Cuda {
         };
         let (issue, launches, step) = (AtomicU8::new(Issue::Eager as u8), AtomicU64::new(0), Mutex::new(step));
         let profile = Mutex::new(None);
-        Ok(Cuda { inner: Arc::new(Inner { name: format!("cuda:{ordinal} ({gpu})"), ctx, stream, kernels, reduce, split, issue, launches, step, profile }) })
+        let vendor = Mutex::new(Vendor { cudnn: None, tuned: HashMap::new(), workspace: CudaBuf::new(&stream, 0)? });
+        Ok(Cuda { inner: Arc::new(Inner { name: format!("cuda:{ordinal} ({gpu})"), ctx, stream, kernels, reduce, split, issue, launches, step, profile, vendor }) })
     }
 
     pub(crate) fn stream(&self) -> &Arc<CudaStream> {
@@ -675,5 +697,103 @@ impl Cuda {
             *entry = (entry.0 + 1, entry.1 + seconds);
         }
         Ok(())
+    }
+}
+
+/// Which convolutions the launchers may run through cuDNN: `STATICNET_CONV=ours` never, `cudnn`
+/// always where it has an algorithm (the tests of that path), anything else or unset: whichever
+/// is faster for the shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum VendorPolicy {
+    Ours,
+    Vendor,
+    Fastest,
+}
+
+impl Cuda {
+    pub(crate) fn vendor_policy() -> VendorPolicy {
+        match std::env::var("STATICNET_CONV").as_deref() {
+            Ok("ours") => VendorPolicy::Ours,
+            Ok("cudnn") => VendorPolicy::Vendor,
+            _ => VendorPolicy::Fastest,
+        }
+    }
+
+    fn vendor(&self) -> MutexGuard<'_, Vendor> {
+        self.inner.vendor.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// cuDNN's handle on this device's stream, opened at the first call; None when libcudnn
+    /// cannot be loaded or refuses (said once on stderr: our kernels then run everything).
+    pub(crate) fn cudnn(&self) -> Option<cudarc::cudnn::sys::cudnnHandle_t> {
+        let mut vendor = self.vendor();
+        let opened = vendor.cudnn.get_or_insert_with(|| {
+            let stream = self.stream().cu_stream();
+            let opened = self.bind().map_err(|e| e.to_string()).and_then(|()| {
+                probe("cuDNN (libcudnn)", || -> std::result::Result<CudnnHandle, cudarc::cudnn::result::CudnnError> {
+                    let handle = cudarc::cudnn::result::create_handle()?;
+                    // SAFETY: a live handle and this device's stream.
+                    unsafe { cudarc::cudnn::result::set_stream(handle, stream as _) }?;
+                    Ok(CudnnHandle(handle))
+                })
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| format!("cuDNN: {e:?}")))
+            });
+            if let Err(why) = &opened {
+                eprintln!("staticnet: {}: convolutions run on staticnet's kernels only ({why})", self.name());
+            }
+            opened
+        });
+        opened.as_ref().ok().map(|h| h.0)
+    }
+
+    /// What timing chose for `key` (see `Vendor::tuned`), if it was timed.
+    pub(crate) fn tuned(&self, key: u64) -> Option<i64> {
+        self.vendor().tuned.get(&key).map(|t| t.0)
+    }
+
+    pub(crate) fn set_tuned(&self, key: u64, choice: i64, line: String) {
+        self.vendor().tuned.insert(key, (choice, line));
+    }
+
+    /// The vendor workspace, at least `bytes` long (grown only by an eager step: a capture runs
+    /// with what the eager step sized).
+    pub(crate) fn vendor_workspace(&self, bytes: usize) -> Result<Ptr> {
+        let mut vendor = self.vendor();
+        if vendor.workspace.len < bytes {
+            self.eager("growing the cuDNN workspace")?;
+            vendor.workspace = CudaBuf::new(self.stream(), bytes.next_power_of_two())?;
+        }
+        Ok(vendor.workspace.ptr)
+    }
+
+    /// Milliseconds per call of `f` on the device: one call to warm up, then the mean of three
+    /// between two events (for choosing between implementations at an eager step).
+    pub(crate) fn time_ms(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f32> {
+        self.eager("timing kernels")?;
+        f()?;
+        let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.inner.ctx.new_event(flags).map_err(|e| driver_error("creating an event", e))?;
+        let end = self.inner.ctx.new_event(flags).map_err(|e| driver_error("creating an event", e))?;
+        start.record(self.stream()).map_err(|e| driver_error("recording an event", e))?;
+        for _ in 0..3 {
+            f()?;
+        }
+        end.record(self.stream()).map_err(|e| driver_error("recording an event", e))?;
+        end.synchronize().map_err(|e| driver_error("waiting for an event", e))?;
+        Ok(start.elapsed_ms(&end).map_err(|e| driver_error("reading an event's time", e))? / 3.0)
+    }
+
+    /// Counts a vendor library call and says whether to make it, as `launch!` does for ours.
+    pub(crate) fn take_vendor_call(&self) -> bool {
+        self.take_launch()
+    }
+
+    /// What timing chose so far between cuDNN and our kernels, one line per shape and pass
+    /// (sorted), as `bench --device cuda` prints them.
+    pub fn tuning_report(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self.vendor().tuned.values().map(|t| t.1.clone()).collect();
+        lines.sort();
+        lines
     }
 }

@@ -58,6 +58,16 @@ extern "C" __global__ void conv2d_relu_mask_f32(float* dst, const float* dy, con
     GRID_STRIDE(i, len) dst[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
+// The epilogue of a convolution cuDNN ran (ops/conv2d/cudnn.rs): y (len = n·c·hw) += bias[ch]
+// when bias is not null, then ReLU when `relu`, in place.
+extern "C" __global__ void conv2d_bias_relu_f32(float* y, const float* bias, u64 len, u32 c, u32 hw, int relu) {
+    GRID_STRIDE(i, len) {
+        float v = y[i];
+        if (bias) v += bias[(i / hw) % c];
+        y[i] = relu ? fmaxf(v, 0.0f) : v;
+    }
+}
+
 // Grouped convolutions (groups > 1: depthwise and the like) as direct loops, one thread per
 // output element (no im2col: a group's taps are too few to make a GEMM pay). Output channel co
 // reads the cin_g = c_in/groups inputs of group co / cout_g; w (c_out, cin_g, kh, kw).

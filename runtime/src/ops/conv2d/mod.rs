@@ -13,13 +13,15 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
+#[cfg(feature = "cuda")]
+mod cudnn;
 mod depthwise;
 mod direct;
 
 use staticnet_shape::conv_out;
 
 /// A convolution with every size fixed: what `Conv2d(...)` in a `network!` listing becomes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conv2d {
     /// Input channels.
     pub c_in: usize,
