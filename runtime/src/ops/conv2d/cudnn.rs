@@ -5,7 +5,8 @@
 //! cuda` prints the choices (`Cuda::tuning_report`); `STATICNET_CONV=ours` or `=cudnn` forces
 //! one side (the tests of each path).
 //!
-//! Full f32 (`CUDNN_FMA_MATH`, no TF32), as our kernels and the PyTorch fixtures; NCHW and
+//! Full f32 (`CUDNN_FMA_MATH`, no TF32), as our kernels and the PyTorch fixtures; deterministic
+//! algorithms only (`torch.backends.cudnn.deterministic`); NCHW and
 //! PyTorch's weight layout (c_out, c_in/groups, kh, kw), which are cuDNN's own.
 
 use std::ffi::c_void;
@@ -133,27 +134,32 @@ impl Descriptors {
         Ok(d)
     }
 
-    /// cuDNN's first few algorithms for `pass`, by its own ranking, that it says run.
+    /// cuDNN's first few algorithms for `pass`, by its own ranking, that it says run and that
+    /// are deterministic (some sum with atomics: a result that changes from run to run would
+    /// break the rule that our results do not depend on scheduling, and the graphed step's
+    /// bit-for-bit test).
     fn candidates(&self, handle: sys::cudnnHandle_t, pass: Pass) -> std::result::Result<Vec<Algo>, CudnnError> {
         let mut count = 0;
-        let ok = |s: sys::cudnnStatus_t, memory: usize| s == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && memory <= MAX_WORKSPACE;
+        let ok = |s: sys::cudnnStatus_t, memory: usize, d: sys::cudnnDeterminism_t| {
+            s == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && memory <= MAX_WORKSPACE && d == sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC
+        };
         // SAFETY (each arm): live descriptors; the result array holds the count requested.
         let algos: Vec<Algo> = unsafe {
             match pass {
                 Pass::Forward => {
                     let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionFwdAlgoPerf_t>(); 8];
                     dnn::get_convolution_forward_algorithm(handle, self.x, self.w, self.conv, self.y, 8, &mut count, perf.as_mut_ptr())?;
-                    perf[..count.max(0) as usize].iter().filter(|p| ok(p.status, p.memory)).map(|p| Algo::Forward(p.algo)).collect()
+                    perf[..count.max(0) as usize].iter().filter(|p| ok(p.status, p.memory, p.determinism)).map(|p| Algo::Forward(p.algo)).collect()
                 }
                 Pass::Data => {
                     let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionBwdDataAlgoPerf_t>(); 6];
                     dnn::get_convolution_backward_data_algorithm(handle, self.w, self.y, self.conv, self.x, 6, &mut count, perf.as_mut_ptr())?;
-                    perf[..count.max(0) as usize].iter().filter(|p| ok(p.status, p.memory)).map(|p| Algo::Data(p.algo)).collect()
+                    perf[..count.max(0) as usize].iter().filter(|p| ok(p.status, p.memory, p.determinism)).map(|p| Algo::Data(p.algo)).collect()
                 }
                 Pass::Filter => {
                     let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionBwdFilterAlgoPerf_t>(); 7];
                     dnn::get_convolution_backward_filter_algorithm(handle, self.x, self.y, self.conv, self.w, 7, &mut count, perf.as_mut_ptr())?;
-                    perf[..count.max(0) as usize].iter().filter(|p| ok(p.status, p.memory)).map(|p| Algo::Filter(p.algo)).collect()
+                    perf[..count.max(0) as usize].iter().filter(|p| ok(p.status, p.memory, p.determinism)).map(|p| Algo::Filter(p.algo)).collect()
                 }
             }
         };
