@@ -33,6 +33,15 @@ network! {
 
 const BATCH: usize = 12;
 
+/// One test at a time on the device: a capture records whatever the device's stream is given,
+/// and the launch count is the device's.
+static DEVICE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn gpu(test: &str) -> Option<(Cuda, std::sync::MutexGuard<'static, ()>)> {
+    let gpu = common::gpu(test)?;
+    Some((gpu, DEVICE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)))
+}
+
 fn batch(step: usize) -> (Images<2, 10, 10>, Vec<usize>) {
     let x = random(BATCH * 200, 100 + step as u64);
     let labels = (0..BATCH).map(|i| (i * 7 + step * 3) % 5).collect();
@@ -53,7 +62,7 @@ fn values(net: &Small<Cuda>) -> Vec<(String, Vec<f32>)> {
 /// Steps `steps` batches eagerly and through a graphed step from the same start, the learning
 /// rate lowered at step 5, and compares what each left.
 fn same_as_eager<O: Optimizer<Cuda>>(test: &str, optimizer: impl Fn() -> O) {
-    let Some(gpu) = common::gpu(test) else { return };
+    let Some((gpu, _one_at_a_time)) = gpu(test) else { return };
     let steps = 9;
     let mut eager = Small::new(&gpu, 7).unwrap();
     let mut eager_opt = optimizer();
@@ -121,7 +130,7 @@ fn adamw_with_amsgrad_replays_the_eager_steps() {
 #[test]
 fn a_captured_step_is_one_launch() {
     let test = "a_captured_step_is_one_launch";
-    let Some(gpu) = common::gpu(test) else { return };
+    let Some((gpu, _one_at_a_time)) = gpu(test) else { return };
     let mut step = GraphedTrainStep::new(Small::new(&gpu, 1).unwrap(), Adam::new(1e-3), CrossEntropyLoss::new()).unwrap();
     // Eager, then the two graphs' captures.
     for s in 0..3 {
@@ -147,7 +156,7 @@ fn a_captured_step_is_one_launch() {
 #[test]
 fn borrowing_the_network_drops_the_graphs() {
     let test = "borrowing_the_network_drops_the_graphs";
-    let Some(gpu) = common::gpu(test) else { return };
+    let Some((gpu, _one_at_a_time)) = gpu(test) else { return };
     let mut step = GraphedTrainStep::new(Small::new(&gpu, 2).unwrap(), Sgd::new(0.01), CrossEntropyLoss::new()).unwrap();
     for s in 0..4 {
         let (x, labels) = batch(s);

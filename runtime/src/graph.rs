@@ -20,6 +20,10 @@
 //! Two graphs alternate, each with its own pinned memory: the host prepares step k + 1 while the
 //! device runs step k. It waits only before it reuses the memory of step k − 1.
 //!
+//! While a step is captured or replayed, nothing else may use the device (another thread's
+//! launches would go into the graph, or be skipped): train on one thread per device, as the
+//! `Trainer` does.
+//!
 //! The graphs hold the addresses of the network's and the optimizer's buffers, so the step owns
 //! both. Borrowing either mutably ([`GraphedTrainStep::net_mut`], [`GraphedTrainStep::optimizer_mut`])
 //! drops the graphs. A new batch size or mode does too. The next step then runs eagerly and
