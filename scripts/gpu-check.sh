@@ -10,7 +10,9 @@
 #   scripts/gpu-check.sh run mnist      # there: the mnist example with --device cuda
 #   scripts/gpu-check.sh run bench      # there: bench/compare.py --device cuda (PyTorch eager), and
 #                                       #   our train steps eager (STATICNET_EAGER=1) beside the graphed
-#   scripts/gpu-check.sh run compile    # there: the same against torch.compile
+#   scripts/gpu-check.sh run compile    # there: the same against torch.compile (each mode compiles
+#                                       #   every network: minutes; --only NAME narrows it)
+#   scripts/gpu-check.sh run all        # there: tests, mnist and bench in one go (one device call)
 #
 # The binaries read the fixtures and the bundled MNIST under the path they were built in, so
 # `run` links that path to this checkout when it is missing.
@@ -66,6 +68,7 @@ run() {
     fi
     export STATICNET_REQUIRE_GPU=1 STATICNET_REQUIRE_NVRTC=1
     case "${1:-}" in
+        all) for what in tests mnist bench; do echo "##### $what"; "$0" run "$what" || echo "##### $what FAILED"; done ;;
         tests)
             for t in nvrtc graph backends parity; do echo "=== $t"; devbin/$t --test-threads=4; done
             # Each convolution path alone: cuDNN wherever it has an algorithm, and ours.
@@ -77,13 +80,13 @@ run() {
             echo "=== eager train steps (what the graphs save), and where their time goes"
             STATICNET_EAGER=1 STATICNET_CUDA_PROFILE=1 devbin/bench --no-layers --device cuda --iters 20
             python3 bench/compare.py --device cuda --bench-bin devbin/bench ;;
-        compile) python3 bench/compare.py --device cuda --compile --bench-bin devbin/bench ;;
-        *) echo "run what? tests, mnist, bench or compile" >&2; exit 2 ;;
+        compile) shift; python3 bench/compare.py --device cuda --compile --bench-bin devbin/bench "$@" ;;
+        *) echo "run what? tests, mnist, bench, compile or all" >&2; exit 2 ;;
     esac
 }
 
 case "${1:-}" in
     build) build ;;
     run) shift; run "$@" ;;
-    *) sed -n '2,13p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,18p' "$0" >&2; exit 2 ;;
 esac
