@@ -485,8 +485,8 @@ impl Cuda {
         self.inner.issue.store(issue as u8, Ordering::Relaxed);
     }
 
-    /// Counts a kernel launch (`launch!`) and says whether to make it: not while a step is
-    /// replayed, whose graph holds it.
+    /// Counts a kernel launch (`launch!`, or a cuDNN call) and says whether to make it: not
+    /// while a step is replayed, whose graph holds it.
     pub(crate) fn take_launch(&self) -> bool {
         match self.issue() {
             Issue::Eager => {
@@ -782,11 +782,6 @@ impl Cuda {
         end.record(self.stream()).map_err(|e| driver_error("recording an event", e))?;
         end.synchronize().map_err(|e| driver_error("waiting for an event", e))?;
         Ok(start.elapsed_ms(&end).map_err(|e| driver_error("reading an event's time", e))? / 3.0)
-    }
-
-    /// Counts a vendor library call and says whether to make it, as `launch!` does for ours.
-    pub(crate) fn take_vendor_call(&self) -> bool {
-        self.take_launch()
     }
 
     /// What timing chose so far between cuDNN and our kernels, one line per shape and pass

@@ -272,7 +272,7 @@ pub(crate) fn run(dev: &Cuda, op: &Conv2d, n: usize, algo: Algo, a: Ptr, b: Ptr,
     let d = Descriptors::new(op, n).map_err(|e| cudnn_error("describing a convolution", e))?;
     let bytes = d.workspace_bytes(handle, algo).map_err(|e| cudnn_error("sizing a workspace", e))?;
     let ws = dev.vendor_workspace(bytes)?;
-    if dev.take_vendor_call() {
+    if dev.take_launch() {
         dev.bind()?;
         // SAFETY: the caller passes the pass's tensors; the workspace holds `bytes`.
         unsafe { d.run(handle, algo, ws, bytes, a, b, out, beta) }.map_err(|e| cudnn_error(&format!("{algo:?}"), e))?;
