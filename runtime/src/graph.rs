@@ -93,14 +93,14 @@ impl Drop for Pinned {
 }
 
 impl Pinned {
-    fn bytes(&self, k: usize) -> &[u8] {
+    fn bytes(&self, k: usize) -> Result<&[u8]> {
         // The memory's own event is never recorded (copies from it are ordered by `done`), so
         // this does not wait.
-        self.mem[k].as_slice().expect("an unrecorded event does not fail")
+        self.mem[k].as_slice().map_err(|e| Error::Backend(format!("CUDA: pinned memory: {e:?}")))
     }
 
-    fn bytes_mut(&mut self, k: usize) -> &mut [u8] {
-        self.mem[k].as_mut_slice().expect("an unrecorded event does not fail")
+    fn bytes_mut(&mut self, k: usize) -> Result<&mut [u8]> {
+        self.mem[k].as_mut_slice().map_err(|e| Error::Backend(format!("CUDA: pinned memory: {e:?}")))
     }
 }
 
@@ -178,7 +178,7 @@ where
         self.done[k].synchronize().map_err(|e| Error::Backend(format!("CUDA: waiting for a step's graph: {e:?}")))?;
         self.stage(k, x.as_slice(), labels)?;
         let dev = self.net.device().clone();
-        let host = self.pinned.bytes_mut(k).as_mut_ptr();
+        let host = self.pinned.bytes_mut(k)?.as_mut_ptr();
         match &self.graphs[k] {
             None => {
                 dev.begin_capture(host)?;
@@ -214,7 +214,7 @@ where
         let n = self.batch;
         let (x_bytes, label_bytes) = self.batch_bytes(n);
         let dev = self.net.device().clone();
-        let pinned = self.pinned.bytes(k);
+        let pinned = self.pinned.bytes(k)?;
         let state = self.net.state_mut();
         {
             let (x, labels) = state.batch_views(n)?;
@@ -242,7 +242,7 @@ where
             debug_assert!(self.graphs[k].is_none(), "a captured graph copies from this memory");
             self.pinned.mem[k] = self.net.device().alloc_pinned(len)?;
         }
-        let bytes = self.pinned.bytes_mut(k);
+        let bytes = self.pinned.bytes_mut(k)?;
         for (dst, v) in bytes[STEP_SCALAR_BYTES..].chunks_exact_mut(4).zip(x) {
             dst.copy_from_slice(&v.to_ne_bytes());
         }

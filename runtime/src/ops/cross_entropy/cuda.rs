@@ -18,21 +18,22 @@ pub fn forward_backward(dev: &Cuda, op: &CrossEntropy, n: usize, logits: CudaSrc
     if let Some(d) = &dlogits {
         need(d.len, n * c, "cross_entropy dlogits");
     }
-    // Per row, its loss (f64) then whether it was right (u32): read back in one copy.
-    let mut rows = vec![0u8; if dev.issue() == Issue::Eager { n * 12 } else { 0 }];
-    let summed_on_device = dev.with_reduce(n * 12, |buf| {
+    // A captured step adds its loss to the device's totals, read when asked; an eager one reads
+    // back, per row, its loss (f64) then whether it was right (u32), in one copy.
+    let captured = dev.issue() != Issue::Eager;
+    let mut rows = vec![0u8; if captured { 0 } else { n * 12 }];
+    dev.with_reduce(n * 12, |buf| {
         let (row_loss, row_correct) = (buf.ptr, buf.ptr + 8 * n as u64);
         let eps = op.label_smoothing as f64;
         launch!(dev, cross_entropy_fwd_bwd_f32, elementwise(n), ptr_of_dst(&dlogits), row_loss, row_correct, logits.ptr, labels.ptr, n as u32, c as u32, eps, op.log_probs as i32)?;
-        if dev.issue() != Issue::Eager {
-            // A captured step: the loss is added to the device's totals, read when asked.
+        if captured {
             let one_block = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
-            launch!(dev, loss_accumulate, one_block, dev.totals_ptr(), row_loss, row_correct, n as u32)?;
-            return Ok(true);
+            launch!(dev, loss_accumulate, one_block, dev.totals_ptr(), row_loss, row_correct, n as u32)
+        } else {
+            dev.read_back(buf.ptr, &mut rows)
         }
-        dev.read_back(buf.ptr, &mut rows).map(|()| false)
     })?;
-    if summed_on_device {
+    if captured {
         return Ok(LossOutput { loss: f32::NAN, correct: 0 });
     }
     let (loss, correct) = rows.split_at(n * 8);
