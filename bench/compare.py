@@ -3,13 +3,16 @@
 
 Needs: pip install torch torchvision   (and a Rust toolchain: it runs `cargo run --release --example bench`)
 
-Usage: python3 bench/compare.py [--threads 2] [--iters 20] [--only NAME] [--device cpu|cuda] [--compile]
-                              [--bench-bin PATH] [--no-ort]
+Usage: python3 bench/compare.py [--threads 2] [--iters 20] [--rounds 2] [--only NAME] [--device cpu|cuda]
+                              [--compile] [--bench-bin PATH] [--no-ort]
 
 Times each workload in PyTorch (eager, the median of --iters steps after 3 warm-up steps, as
-../shared/bench/torch_ref.py does), then runs staticnet's bench example twice with the same
-number of threads and keeps the faster of its two medians, and prints the ratios
-staticnet / PyTorch next to the goals of the CPU-speed issue. The networks, batch sizes and
+../shared/bench/torch_ref.py does) and in staticnet's bench example with the same number of
+threads, and prints the ratios staticnet / PyTorch next to the goals of the CPU-speed issue.
+The sides take turns, workload by workload, for --rounds rounds, and each side keeps its best
+median of the rounds: on a shared machine whose speed drifts for seconds at a time (a 2-core
+Zen 1 VM ran one convolution in 39 to 84 ms from one second to the next), a side timed in a
+slow spell then has another chance, and both sides have the same number of them. The networks, batch sizes and
 optimizers are the same on both sides (examples/common/course.rs holds staticnet's listings).
 
 On the CPU it also times the inference forward in ONNX Runtime (the same network exported with
@@ -203,50 +206,60 @@ def time_pytorch(args, make, shape, batch, opt, mode=None, fastest=False):
     return {"train_step_ms": train, "forward_ms": fwd, "params": sum(p.numel() for p in model.parameters())}
 
 
-def pytorch(args):
-    """Per workload: eager times, and on the GPU the best of the --compile modes and (FASTEST)
+def pytorch(args, name):
+    """One workload's eager times, and on the GPU the best of the --compile modes and (FASTEST)
     the channels_last bf16 times, each a dict of medians."""
-    torch.set_num_threads(args.threads)
-    if args.device == "cuda":
-        torch.backends.cudnn.benchmark = True
-    out = {}
-    for name, (make, shape, batch, opt, _, _) in workloads(args).items():
-        times = {"eager": time_pytorch(args, make, shape, batch, opt)}
-        if args.compile:
-            for mode in args.compile_modes.split(","):
-                times[f"compile:{mode}"] = time_pytorch(args, make, shape, batch, opt, mode=mode)
-        if args.device == "cuda" and name in FASTEST:
-            times["channels_last_bf16"] = time_pytorch(args, make, shape, batch, opt, fastest=True)
-        out[name] = times
-        for how, t in times.items():
-            print(f"  pytorch {name:26s} {how:22s} train {t['train_step_ms']:9.3f} ms  forward {t['forward_ms']:9.3f} ms", file=sys.stderr)
-    return out
+    make, shape, batch, opt, _, _ = WORKLOADS[name]
+    times = {"eager": time_pytorch(args, make, shape, batch, opt)}
+    if args.compile:
+        for mode in args.compile_modes.split(","):
+            times[f"compile:{mode}"] = time_pytorch(args, make, shape, batch, opt, mode=mode)
+    if args.device == "cuda" and name in FASTEST:
+        times["channels_last_bf16"] = time_pytorch(args, make, shape, batch, opt, fastest=True)
+    for how, t in times.items():
+        print(f"  pytorch {name:26s} {how:22s} train {t['train_step_ms']:9.3f} ms  forward {t['forward_ms']:9.3f} ms", file=sys.stderr)
+    return times
 
 
 # Inference goals against ONNX Runtime: the forward at the workload's batch and at batch 1.
 ORT_GOALS = {"model_a_mnist_b100_sgd": 1.0, "cifar_cnn_b128_adam": 1.0}
 
 
-def onnx_runtime(args):
-    """Forward medians in ONNX Runtime, at the workload's batch and at batch 1, in ms."""
+def onnx_session(args, name):
+    """The workload's network exported with torch.onnx.export, in an ONNX Runtime session on
+    --threads threads."""
     import onnxruntime as ort
     import tempfile
-    out = {}
-    for name, (make, shape, batch, _, _, _) in workloads(args).items():
-        model = make().eval()
-        path = os.path.join(tempfile.gettempdir(), f"staticnet-{name}.onnx")
-        torch.onnx.export(model, (torch.rand(batch, *shape),), path, input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = args.threads
-        so.inter_op_num_threads = 1
-        session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        times = {}
-        for key, n in (("forward_ms", batch), ("forward_b1_ms", 1)):
-            x = torch.rand(n, *shape).numpy()
-            times[key] = median_ms(lambda: session.run(None, {"x": x}), args.iters * (5 if n == 1 else 1), warmup=5)
-        out[name] = times
-        print(f"  onnxruntime {name:22s} forward {times['forward_ms']:9.3f} ms  batch 1 {times['forward_b1_ms']:7.3f} ms", file=sys.stderr)
-    return out
+    make, shape, batch, _, _, _ = WORKLOADS[name]
+    model = make().eval()
+    path = os.path.join(tempfile.gettempdir(), f"staticnet-{name}.onnx")
+    torch.onnx.export(model, (torch.rand(batch, *shape),), path, input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = args.threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def onnx_runtime(args, name, session):
+    """Forward medians in ONNX Runtime, at the workload's batch and at batch 1, in ms."""
+    _, shape, batch, _, _, _ = WORKLOADS[name]
+    times = {}
+    for key, n in (("forward_ms", batch), ("forward_b1_ms", 1)):
+        x = torch.rand(n, *shape).numpy()
+        times[key] = median_ms(lambda: session.run(None, {"x": x}), args.iters * (5 if n == 1 else 1), warmup=5)
+    print(f"  onnxruntime {name:22s} forward {times['forward_ms']:9.3f} ms  batch 1 {times['forward_b1_ms']:7.3f} ms", file=sys.stderr)
+    return times
+
+
+def keep_best(best, times):
+    """Merges one round's times into the best so far: the smaller of each median."""
+    for key, v in times.items():
+        if isinstance(v, dict):
+            keep_best(best.setdefault(key, {}), v)
+        elif key.endswith("_ms"):
+            best[key] = min(best.get(key, v), v)
+        else:
+            best.setdefault(key, v)
 
 
 def cpu_model():
@@ -267,21 +280,25 @@ def gpu_model():
             f"cuDNN {torch.backends.cudnn.version()}, PyTorch's TF32 for convolutions {torch.backends.cudnn.allow_tf32}")
 
 
-def staticnet(args):
+def staticnet(args, name):
+    """The bench example's JSON for one workload."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     features = ["--features", "cuda"] if args.device != "cpu" else []
     # A machine without a Rust toolchain (a GPU machine) runs a bench binary built elsewhere.
     bench = [args.bench_bin] if args.bench_bin else ["cargo", "run", "--quiet", "--release"] + features + ["--example", "bench", "--"]
-    cmd = (bench + ["--json", "--no-layers", "--iters", str(args.iters), "--device", args.device]
-           + (["--only", args.only] if args.only else []))
-    return json.loads(subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True, text=True).stdout)
+    cmd = bench + ["--json", "--no-layers", "--iters", str(args.iters), "--device", args.device, "--only", name]
+    out = json.loads(subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True, text=True).stdout)
+    t = out[name]
+    print(f"  staticnet {name:24s} train {t['train_step_ms']:9.3f} ms  forward {t['forward_ms']:9.3f} ms", file=sys.stderr)
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=2, help="turns each side takes at each workload; each keeps its best")
     ap.add_argument("--only", default="")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--compile", action="store_true", help="PyTorch also through torch.compile, in each of --compile-modes")
@@ -293,14 +310,27 @@ def main():
     args = ap.parse_args()
 
     where = f"{args.threads} threads each" if args.device == "cpu" else torch.cuda.get_device_name(0)
-    print(f"staticnet (twice) and PyTorch {torch.__version__}{' compiled' if args.compile else ''}, {where}...", file=sys.stderr)
-    ours = [staticnet(args), staticnet(args)]
-    theirs = pytorch(args)
-    ort_times = onnx_runtime(args) if args.device == "cpu" and not args.no_ort else {}
+    print(f"staticnet and PyTorch {torch.__version__}{' compiled' if args.compile else ''}, {where}, "
+          f"{args.rounds} rounds...", file=sys.stderr)
+    torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    names = list(workloads(args))
+    use_ort = args.device == "cpu" and not args.no_ort
+    sessions = {name: onnx_session(args, name) for name in names} if use_ort else {}
+    # Best medians per side: ours (the bench's JSON), theirs (PyTorch's), ort_times.
+    ours, theirs, ort_times = {}, {}, {}
+    for _ in range(args.rounds):
+        for name in names:
+            keep_best(theirs.setdefault(name, {}), pytorch(args, name))
+            if use_ort:
+                keep_best(ort_times.setdefault(name, {}), onnx_runtime(args, name, sessions[name]))
+            keep_best(ours, staticnet(args, name))
     if args.device == "cpu":
-        print(f"CPU: {cpu_model()}; staticnet's kernels: {ours[0].get('isa', 'unknown')}; {args.threads} threads each")
+        print(f"CPU: {cpu_model()}; staticnet's kernels: {ours.get('isa', 'unknown')}; {args.threads} threads each; "
+              f"the best of {args.rounds} rounds each")
     else:
-        print(f"GPU: {gpu_model()}; staticnet's train step: {ours[0].get('train_step', 'unknown')}")
+        print(f"GPU: {gpu_model()}; staticnet's train step: {ours.get('train_step', 'unknown')}")
 
     print(f"{'workload':26s} {'':6s} {'against':22s} {'staticnet ms':>12s} {'PyTorch ms':>11s} {'ratio':>6s} {'goal':>5s}")
     met = True
@@ -308,7 +338,7 @@ def main():
         if name not in theirs:
             continue
         times = theirs[name]
-        params = ours[0][name].get("params")
+        params = ours[name].get("params")
         if params is not None and params != times["eager"]["params"]:
             print(f"{name}: staticnet's network has {params} parameters, PyTorch's {times['eager']['params']}: not the same network")
             met = False
@@ -330,7 +360,7 @@ def main():
             for key, label, goal in [("train_step_ms", "train", goals[0]), ("forward_ms", "fwd", goals[1])]:
                 if key not in t:
                     continue
-                mine = min(run[name][key] for run in ours)
+                mine = ours[name][key]
                 ratio = mine / t[key]
                 ok = ratio <= goal
                 met &= ok
@@ -339,7 +369,7 @@ def main():
         print(f"\n{'forward against ONNX Runtime':34s} {'staticnet ms':>12s} {'ORT ms':>9s} {'ratio':>6s} {'goal':>5s}")
         for name, times in ort_times.items():
             for key, label in (("forward_ms", "batch"), ("forward_b1_ms", "batch 1")):
-                mine = min(run[name][key] for run in ours)
+                mine = ours[name][key]
                 ratio = mine / times[key]
                 goal = ORT_GOALS.get(name)
                 ok = goal is None or ratio <= goal
