@@ -27,7 +27,7 @@
 use rayon::prelude::*;
 
 use super::{Conv2d, depthwise, direct};
-use crate::ops::gemm::kernel::{CHANNEL_BLOCK, Indirect, MAX_INDIRECT_MR, MAX_INDIRECT_NR, select_blocked_for_channels, select_indirect_for_channels};
+use crate::ops::gemm::kernel::{CHANNEL_BLOCK, Indirect, MAX_INDIRECT_MR, MAX_INDIRECT_NR, select_blocked_for_channels, select_indirect_for_channels, select_indirect_for_windows};
 use crate::ops::gemm::{MatMut, MatRef, Parallelism, gemm};
 use crate::ops::transpose::{copy_row, zero_row};
 
@@ -61,10 +61,14 @@ fn forward_block(k: usize) -> usize {
 /// channels are whole blocks, else the indirect one; both have the same tile. Not for 1 × 1
 /// kernels: the indirect one reads their input in place, uncopied (see [`padded_input`]), and
 /// the blocked layout would need a copy again (not measured).
-fn forward_kernel(op: &Conv2d) -> (Indirect, bool) {
+///
+/// With `pool` (the epilogue pools 2 × 2), a kernel whose tiles are whole windows, four rows each
+/// (`select_indirect_for_windows`); the same columns, so the same weight panels.
+fn forward_kernel(op: &Conv2d, pool: bool) -> (Indirect, bool) {
     let blocked = (op.c_in % CHANNEL_BLOCK == 0 && op.kernel != [1, 1]).then(|| select_blocked_for_channels(op.c_out)).flatten();
     match blocked {
         Some(kernel) => (kernel, true),
+        None if pool => (select_indirect_for_windows(op.c_out), false),
         None => (select_indirect_for_channels(op.c_out), false),
     }
 }
@@ -132,13 +136,14 @@ impl Layout {
 }
 
 fn forward_layout(op: &Conv2d, n: usize) -> Layout {
-    let (ind, blocked) = forward_kernel(op);
+    let (ind, blocked) = forward_kernel(op, false);
     let k = op.patch_len();
     let co_pad = op.c_out.div_ceil(ind.nr) * ind.nr;
     Layout {
         xp: Padded::of(op).len(n),
         weights: co_pad * k,
-        taps: k.div_ceil(ind.mr) * ind.mr,
+        // Past k for any tile height (the pooling forward's kernel has other rows).
+        taps: k + MAX_INDIRECT_MR,
         rows: 0,
         cols: 0,
         partials: if k > forward_block_of(op, blocked) { threads() * stash_len(co_pad) } else { 0 },
@@ -261,11 +266,11 @@ fn direct_forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&
 
 /// Whether [`forward_relu_max_pool`] takes `op`: the direct path's shapes whose tiles are whole
 /// pairs of rows (`direct::pools`), and the indirect kernels' convolutions (not the grouped
-/// ones) whose tiles hold whole 2 × 2 windows, four rows each (AVX-512's 8-row tiles; AVX2's
-/// and the portable kernels' have 6). With `keep_relu` (the ReLU's output written too), only
-/// the direct path's.
+/// ones), whose pooling kernels' tiles hold whole 2 × 2 windows, four rows each
+/// (`select_indirect_for_windows`). With `keep_relu` (the ReLU's output written too), only the
+/// direct path's.
 pub fn fuses_relu_max_pool(op: &Conv2d, keep_relu: bool) -> bool {
-    op.groups == 1 && if direct::applies(op) { direct::pools(op) } else { !keep_relu && forward_kernel(op).0.mr % 4 == 0 }
+    op.groups == 1 && if direct::applies(op) { direct::pools(op) } else { !keep_relu && forward_kernel(op, true).0.mr % 4 == 0 }
 }
 
 /// y = max_pool2d(relu(conv(x, w) + b), 2, 2) in one pass (an eval forward's fusion; see
@@ -287,7 +292,7 @@ pub fn forward_relu_max_pool(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packe
 
 /// Floats of Wᵀ in panels of NR channels, for the indirect forward.
 fn panels_len(op: &Conv2d) -> usize {
-    let nr = forward_kernel(op).0.nr;
+    let nr = forward_kernel(op, false).0.nr;
     op.c_out.div_ceil(nr) * nr * op.patch_len()
 }
 
@@ -300,7 +305,7 @@ fn panels_len(op: &Conv2d) -> usize {
 /// For the channel-blocked kernel the rows are in its order, (block, ky, kx, channel in the
 /// block), instead of (channel, ky, kx).
 fn pack_panels(op: &Conv2d, w: &[f32], tap_at: Option<impl Fn(usize) -> (usize, usize) + Sync>, weights: &mut [f32]) {
-    let (ind, blocked) = forward_kernel(op);
+    let (ind, blocked) = forward_kernel(op, false);
     let nr = ind.nr;
     let (k, co) = (op.patch_len(), op.c_out);
     let window = op.kernel[0] * op.kernel[1];
@@ -525,7 +530,7 @@ fn indirect_forward(
     let l = forward_layout(op, n);
     let relu = epilogue == Epilogue::Relu;
     let pool = epilogue == Epilogue::ReluMaxPool;
-    let (ind, blocked) = forward_kernel(op);
+    let (ind, blocked) = forward_kernel(op, pool);
     let (mr, nr) = (ind.mr, ind.nr);
     let (k, co) = (op.patch_len(), op.c_out);
     let co_pad = co.div_ceil(nr) * nr;

@@ -65,11 +65,11 @@ pub(super) fn pack(op: &Conv2d, w: impl Fn(usize, usize) -> f32, wt: &mut [f32])
     }
 }
 
-/// Whether [`forward`] can pool its output too (ReLU, then 2 × 2 max pooling of stride 2):
-/// with AVX-512, rows of one or two runs of 16 (16 to 32 outputs, even) and an even number of
-/// rows, so that every tile is whole pairs of rows.
+/// Whether [`forward`] can pool its output too (ReLU, then 2 × 2 max pooling of stride 2): an
+/// even number of rows of an even width, so that every tile is whole pairs of rows and every
+/// run starts on an even column; with AVX-512, rows of one or two runs of 16 (16 to 32).
 pub(super) fn pools(op: &Conv2d) -> bool {
-    applies(op) && wide(op) && op.w_out <= 32 && op.w_out % 2 == 0 && op.h_out % 2 == 0
+    applies(op) && (!wide(op) || op.w_out <= 32) && op.w_out % 2 == 0 && op.h_out % 2 == 0
 }
 
 /// y = conv(xp) + bias, then ReLU when `relu`, where `xp` is the zero-padded input (cpu.rs's
@@ -118,6 +118,8 @@ pub(super) fn forward(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, w
         unsafe {
             if wide {
                 output_image_avx512(x, offs, &runs, wt, groups, co, bias, relu, pool, y, plane_out, keep)
+            } else if pool {
+                pooled_image(x, offs, &runs, wt, groups, co, bias, y, plane_out, keep)
             } else {
                 output_image(x, offs, &runs, wt, groups, co, bias, relu, y, plane_out)
             }
@@ -203,20 +205,8 @@ unsafe fn output_image(x: *const f32, offs: &[u32], runs: &Runs, wt: &[f32], gro
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile<const T: usize>(x: *const f32, offs: &[u32], xs: [usize; T], ys: [usize; T], w: &[f32], g: usize, co: usize, bias: Option<&[f32]>, relu: bool, y: *mut f32, plane: usize) {
     use std::arch::x86_64::*;
-    let mut acc = [[_mm256_setzero_ps(); T]; CT];
-    for (tap, &off) in offs.iter().enumerate() {
-        // SAFETY: as the caller promises.
-        unsafe {
-            let base = x.add(off as usize);
-            let xv: [__m256; T] = std::array::from_fn(|i| _mm256_loadu_ps(base.add(xs[i])));
-            for (c, acc) in acc.iter_mut().enumerate() {
-                let wv = _mm256_broadcast_ss(&w[tap * CT + c]);
-                for (a, &v) in acc.iter_mut().zip(&xv) {
-                    *a = _mm256_fmadd_ps(v, wv, *a);
-                }
-            }
-        }
-    }
+    // SAFETY: forwarded from the caller.
+    let acc = unsafe { tile_sums::<T>(x, offs, xs, w) };
     let zero = _mm256_setzero_ps();
     for (c, acc) in acc.iter().enumerate() {
         let ch = g * CT + c;
@@ -231,6 +221,80 @@ unsafe fn tile<const T: usize>(x: *const f32, offs: &[u32], xs: [usize; T], ys: 
             }
             // SAFETY: as the caller promises.
             unsafe { _mm256_storeu_ps(y.add(ch * plane + s), v) };
+        }
+    }
+}
+
+/// The sums of a tile of `CT` channels × `T` runs of 8 outputs, from input offsets `xs`.
+///
+/// # Safety
+/// As for [`output_image`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_sums<const T: usize>(x: *const f32, offs: &[u32], xs: [usize; T], w: &[f32]) -> [[std::arch::x86_64::__m256; T]; CT] {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_ps(); T]; CT];
+    for (tap, &off) in offs.iter().enumerate() {
+        // SAFETY: as the caller promises.
+        unsafe {
+            let base = x.add(off as usize);
+            let xv: [__m256; T] = std::array::from_fn(|i| _mm256_loadu_ps(base.add(xs[i])));
+            for (c, acc) in acc.iter_mut().enumerate() {
+                let wv = _mm256_broadcast_ss(&w[tap * CT + c]);
+                for (a, &v) in acc.iter_mut().zip(&xv) {
+                    *a = _mm256_fmadd_ps(v, wv, *a);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// [`output_image`] pooled (see [`pools`]): a tile is a run and the run under it, a row later,
+/// whose sums after bias and ReLU give 4 pooled outputs of each channel: the larger of each pair
+/// of rows, then of each pair of neighbours. `y` and `plane` are the pooled output's; `keep`,
+/// when given, receives the ReLU's output, in planes of 4 · `plane`.
+///
+/// # Safety
+/// As for [`output_image`], with `pools` true; `keep` holds `co` planes of 4 · `plane` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pooled_image(x: *const f32, offs: &[u32], runs: &Runs, wt: &[f32], groups: std::ops::Range<usize>, co: usize, bias: Option<&[f32]>, y: *mut f32, plane: usize, keep: Option<*mut f32>) {
+    use std::arch::x86_64::*;
+    let k = offs.len();
+    let zero = _mm256_setzero_ps();
+    let evens = _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0);
+    let h = runs.count / runs.starts.len();
+    for g in groups {
+        let w = &wt[g * k * CT..(g + 1) * k * CT];
+        for oy in (0..h).step_by(2) {
+            for i in 0..runs.starts.len() {
+                let ((x0, y0), (x1, y1)) = (runs.at((oy, i)), runs.at((oy + 1, i)));
+                // Where the run's 4 pooled outputs start in a pooled plane.
+                let pooled = oy / 2 * (runs.w_out / 2) + runs.starts[i] / 2;
+                // SAFETY: forwarded from the caller.
+                let acc = unsafe { tile_sums::<2>(x, offs, [x0, x1], w) };
+                for (c, acc) in acc.iter().enumerate() {
+                    let ch = g * CT + c;
+                    if ch >= co {
+                        break;
+                    }
+                    let b = _mm256_set1_ps(bias.map_or(0.0, |b| b[ch]));
+                    let (v0, v1) = (_mm256_max_ps(_mm256_add_ps(acc[0], b), zero), _mm256_max_ps(_mm256_add_ps(acc[1], b), zero));
+                    // SAFETY: as the caller promises, keep holds this image's unpooled output
+                    // and y its pooled output.
+                    unsafe {
+                        if let Some(keep) = keep {
+                            _mm256_storeu_ps(keep.add(ch * 4 * plane + y0), v0);
+                            _mm256_storeu_ps(keep.add(ch * 4 * plane + y1), v1);
+                        }
+                        let m = _mm256_max_ps(v0, v1);
+                        let m = _mm256_max_ps(m, _mm256_permute_ps::<0b1011_0001>(m));
+                        _mm_storeu_ps(y.add(ch * plane + pooled), _mm256_castps256_ps128(_mm256_permutevar8x32_ps(m, evens)));
+                    }
+                }
+            }
         }
     }
 }

@@ -242,9 +242,6 @@ mod tests {
     /// that too.
     #[test]
     fn forward_with_relu_and_max_pool_matches_the_composition() {
-        if !crate::ops::isa::avx512() {
-            return println!("SKIPPED: the fused pass needs tiles of whole windows (AVX-512's 8 rows; {} has 6)", crate::ops::isa::isa().name());
-        }
         let (mut fused, mut kept) = (0, 0);
         for (op, n) in cases().into_iter().flat_map(|op| [(op, 5), (op, 1)]) {
             if !cpu::fuses_relu_max_pool(&op, false) || op.h_out < 2 || op.w_out < 2 {
@@ -281,7 +278,10 @@ mod tests {
             }
         }
         assert!(fused >= 10, "only {fused} cases took the fused path");
-        assert!(kept >= 4, "only {kept} cases kept the ReLU's output");
+        // Only the direct path keeps it, and it has AVX2 and AVX-512 kernels only.
+        if crate::ops::isa::avx2() {
+            assert!(kept >= 4, "only {kept} cases kept the ReLU's output");
+        }
     }
 
     /// Conv2d → ReLU fused (ReLU in the forward's epilogue, its mask applied to dY inside the
