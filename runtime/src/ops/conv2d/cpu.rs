@@ -363,8 +363,8 @@ pub fn backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32], relu_y
 }
 
 /// Whether [`filter_grad_relu_max_pool`] takes `op` (a backward with no input gradient wanted:
-/// a network's first layer): the direct path's shapes with AVX-512 and an even output, so that
-/// every output pixel lies in one 2 × 2 window.
+/// a network's first layer): the direct path's shapes with an even output, so that every
+/// output pixel lies in one 2 × 2 window.
 pub fn fuses_relu_max_pool_backward(op: &Conv2d, dx: bool) -> bool {
     !dx && op.groups == 1 && direct::pools_backward(op)
 }

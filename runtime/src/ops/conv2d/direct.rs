@@ -407,9 +407,9 @@ unsafe fn tile_avx512<const T: usize>(x: *const f32, offs: &[u32], xs: [usize; T
 }
 
 /// Whether the filter gradient can take its dY from a 2 × 2 max pooling after the ReLU (see
-/// [`Dy::Pooled`]): runs of 16 (AVX-512) and an even output, every pixel in one window.
+/// [`Dy::Pooled`]): an even output, every pixel in one window.
 pub(super) fn pools_backward(op: &Conv2d) -> bool {
-    applies(op) && wide(op) && op.w_out % 2 == 0 && op.h_out % 2 == 0
+    applies(op) && op.w_out % 2 == 0 && op.h_out % 2 == 0
 }
 
 /// Where the filter gradient reads dY, the gradient of the convolution's output.
@@ -635,13 +635,72 @@ fn unpool(op: &Conv2d, relu_y: &[f32], pool_y: &[f32], pool_dy: &[f32], row: usi
     let (h, w) = (op.h_out, op.w_out);
     let (ph, pw) = (h / 2, w / 2);
     assert!(pools_backward(op) && relu_y.len() >= op.c_out * h * w && pool_y.len() >= op.c_out * ph * pw && pool_dy.len() >= op.c_out * ph * pw && dyi.len() >= op.c_out * h * row && row >= w);
-    // SAFETY: pools_backward() checked AVX-512; the sizes are asserted above.
+    // SAFETY: applies() checked AVX2, wide() AVX-512; the sizes are asserted above.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        unpool_avx512(op.c_out, h, w, relu_y, pool_y, pool_dy, row, dyi)
+        if wide(op) {
+            unpool_avx512(op.c_out, h, w, relu_y, pool_y, pool_dy, row, dyi)
+        } else {
+            unpool_avx2(op.c_out, h, w, relu_y, pool_y, pool_dy, row, dyi)
+        }
     };
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("applies() is false off x86-64");
+}
+
+/// One window of [`unpool`]: PyTorch's first maximum, the top row then the bottom one, left to
+/// right, receives the gradient where it is positive.
+#[allow(clippy::too_many_arguments)]
+fn unpool_window(relu_y: &[f32], top: usize, bottom: usize, m: f32, g: f32, dyi: &mut [f32], dtop: usize, dbottom: usize) {
+    let first = if m > 0.0 { [top, top + 1, bottom, bottom + 1].iter().position(|&k| relu_y[k] == m) } else { None };
+    for (d, o) in [dtop, dtop + 1, dbottom, dbottom + 1].into_iter().enumerate() {
+        dyi[o] = if first == Some(d) { g } else { 0.0 };
+    }
+}
+
+/// [`unpool`] four windows (8 pixels of a row pair) at a time, as [`unpool_avx512`] does with
+/// vector masks for its bit masks; the last windows of a row one by one.
+///
+/// # Safety
+/// AVX2; the sizes of [`unpool`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn unpool_avx2(c_out: usize, h: usize, w: usize, relu_y: &[f32], pool_y: &[f32], pool_dy: &[f32], row: usize, dyi: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let widen = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+    let zero = _mm256_setzero_ps();
+    let odd = _mm256_castsi256_ps(_mm256_setr_epi32(0, -1, 0, -1, 0, -1, 0, -1));
+    // Per window pair of lanes: the even lane where it matches, the odd one where it does and
+    // the even one does not.
+    let first = |m: __m256| _mm256_andnot_ps(_mm256_and_ps(_mm256_permute_ps::<0b1010_0000>(m), odd), m);
+    let either = |m: __m256| _mm256_or_ps(m, _mm256_permute_ps::<0b1011_0001>(m));
+    let (ph, pw) = (h / 2, w / 2);
+    for c in 0..c_out {
+        for i in 0..ph {
+            let (top, bottom) = ((c * h + 2 * i) * w, (c * h + 2 * i + 1) * w);
+            let (dtop, dbottom) = ((c * h + 2 * i) * row, (c * h + 2 * i + 1) * row);
+            let pooled = (c * ph + i) * pw;
+            let whole = pw / 4 * 4;
+            for j in (0..whole).step_by(4) {
+                // SAFETY: windows j .. j + 4 are inside the pooled row, pixels 2j .. 2j + 8 inside
+                // both rows of relu_y and of dyi (the caller's sizes).
+                unsafe {
+                    let m = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(pool_y.as_ptr().add(pooled + j))), widen);
+                    let g = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(pool_dy.as_ptr().add(pooled + j))), widen);
+                    let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(m, zero);
+                    let t = _mm256_and_ps(positive, _mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_loadu_ps(relu_y.as_ptr().add(top + 2 * j)), m));
+                    let b = _mm256_and_ps(positive, _mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_loadu_ps(relu_y.as_ptr().add(bottom + 2 * j)), m));
+                    let b = _mm256_andnot_ps(either(t), b);
+                    _mm256_storeu_ps(dyi.as_mut_ptr().add(dtop + 2 * j), _mm256_and_ps(first(t), g));
+                    _mm256_storeu_ps(dyi.as_mut_ptr().add(dbottom + 2 * j), _mm256_and_ps(first(b), g));
+                }
+            }
+            for j in whole..pw {
+                unpool_window(relu_y, top + 2 * j, bottom + 2 * j, pool_y[pooled + j], pool_dy[pooled + j], dyi, dtop + 2 * j, dbottom + 2 * j);
+            }
+        }
+    }
 }
 
 /// [`unpool`] eight windows (16 pixels of a row pair) at a time: a pooled value and gradient

@@ -314,8 +314,8 @@ mod tests {
     /// negatives and a NaN; rows of 14 windows (a partial run of 8) and of 16.
     #[test]
     fn filter_grad_from_max_pooling_matches_the_composition() {
-        if !crate::ops::isa::avx512() {
-            return println!("SKIPPED: the fused backward takes runs of 16 (AVX-512); {} has 8", crate::ops::isa::isa().name());
+        if !crate::ops::isa::avx2() {
+            return println!("SKIPPED: the fused backward is the direct path's, which has AVX2 and AVX-512 kernels only ({} here)", crate::ops::isa::isa().name());
         }
         for op in [cases()[0], cases()[17], Conv2d::new(3, 5, [4, 28], [3, 3], [1, 1], [1, 1], [1, 1], 1, false)] {
             assert!(cpu::fuses_relu_max_pool_backward(&op, false), "{op:?} not fused");
