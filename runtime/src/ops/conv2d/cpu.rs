@@ -54,8 +54,18 @@ const FILTER_CHUNK_BYTES: usize = 4 << 10;
 /// 16 × 16 plane padded): 135 GFLOP/s over 288 taps, 178 over 144. A second block costs a pass
 /// through the tile's partial sums, 1 KB, against 144 × 16 FMAs. In the CIFAR network's forward
 /// and train step that was 1–5% (paired runs; it was k whole up to 512 taps before).
+///
+/// With AVX2 the blocks are of at most 576 taps: the 6 × 16 tile holds fewer sums, so a block's
+/// pass through them costs more against its FMAs, and its 16-channel B panel is half as wide.
+/// On a Zen 1 EPYC (32 KB L1), one process trying 72, 96, 144, 200 and whole k in turn, best of
+/// 15 each, Model A's second layer and the CIFAR network's second and third (k = 400, 288 and
+/// 576) ran their forwards and data gradients fastest with k whole: 2–5% over 144 on one thread
+/// in the machine's fast spells (31.4–33.6 → 31.9–34.6 GFLOP/s), up to 20% on two.
+/// The unit tests take blocks of at most 48 taps there, so that their layers run through
+/// several blocks too.
 fn forward_block(k: usize) -> usize {
-    k.div_ceil(k.div_ceil(144))
+    let most = if crate::ops::isa::avx512() { 144 } else if cfg!(test) { 48 } else { 576 };
+    k.div_ceil(k.div_ceil(most))
 }
 /// The forward's kernel: the channel-blocked one where the instruction set has it and the input
 /// channels are whole blocks, else the indirect one; both have the same tile. Not for 1 × 1
