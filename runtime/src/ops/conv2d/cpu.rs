@@ -31,16 +31,24 @@ use crate::ops::gemm::kernel::{CHANNEL_BLOCK, Indirect, MAX_INDIRECT_MR, MAX_IND
 use crate::ops::gemm::{MatMut, MatRef, Parallelism, gemm};
 use crate::ops::transpose::{copy_row, zero_row};
 
-/// Pixels per block of the filter gradient: a B panel of KC·NR floats (16 KB with 32 channels)
+/// Pixels per block of the filter gradient: a B panel of block·NR floats (16 KB with 32 channels)
 /// stays in L1 beside the input lines its pixels read. The CIFAR network's train step, 2 threads,
-/// paired runs: 45.6 and 43.4 ms with 256, 41.7 and 41.8 with 128 (Model A's and AlexNet's
-/// within their noise).
-const KC: usize = 128;
+/// paired runs on the AVX-512 Xeon: 45.6 and 43.4 ms with 256, 41.7 and 41.8 with 128 (Model A's
+/// and AlexNet's within their noise).
+///
+/// With AVX2, 256: its 16-channel panel is half as wide, and its 6 × 16 tile's pass in and out
+/// of the partial sums costs more against its FMAs. On a Zen 1 EPYC, one process trying 128, 256
+/// and 512 in turn (best of 15 each), Model A's second layer and the CIFAR network's second and
+/// third took 2–4% less time with 256 than with 128, on one thread and on two (34.3 → 35.0,
+/// 33.7 → 34.5, 34.8 → 35.6 GFLOP/s on one); 512 was within 1% of 256.
+fn filter_block() -> usize {
+    if crate::ops::isa::avx512() { 128 } else { 256 }
+}
 
 /// Bytes of partial sums (dWᵀ rows) the filter gradient carries from one block of pixels to the
 /// next: the rows of taps are taken in chunks of at most this much, each chunk through all the
 /// pixels, so that its partial sums stay in L2. AlexNet's 3 × 3 layers have 2.4–3.5 MB of them,
-/// which went to memory and back on every block of KC pixels: AlexNet's 384 → 256 filter
+/// which went to memory and back on every block of pixels: AlexNet's 384 → 256 filter
 /// gradient, one thread, 135–141 → 150–154 GFLOP/s (the 192 → 384 one 144–154 → 154–159).
 /// The unit tests take chunks of 4 KiB, so that their small layers run through several.
 #[cfg(not(test))]
@@ -829,7 +837,8 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
     let (taps, dyt, cols) = (&*taps, &*dyt, &*cols);
     let part_len = line(k_pad * co_pad);
     // As many partials as the scratch holds: fewer than the threads if it was sized for fewer.
-    let t_count = threads().min(j_total.div_ceil(KC)).min(partials.len() / part_len).max(1);
+    let block = filter_block();
+    let t_count = threads().min(j_total.div_ceil(block)).min(partials.len() / part_len).max(1);
     let per = j_total.div_ceil(t_count);
     partials[..t_count * part_len].par_chunks_mut(part_len).enumerate().for_each(|(t, part)| {
         let js = (t * per).min(j_total)..((t + 1) * per).min(j_total);
@@ -837,8 +846,8 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
         let tiles = k_pad / mr;
         let per_chunk = (FILTER_CHUNK_BYTES / (mr * co_pad * size_of::<f32>())).clamp(1, tiles);
         for chunk in (0..tiles).step_by(per_chunk).map(|t0| t0..(t0 + per_chunk).min(tiles)) {
-            for (pb, jb) in js.clone().step_by(KC).enumerate() {
-                let kc = KC.min(js.end - jb);
+            for (pb, jb) in js.clone().step_by(block).enumerate() {
+                let kc = block.min(js.end - jb);
                 for q in 0..co_pad / nr {
                     let b = &dyt[(q * j_total + jb) * nr..];
                     for tile in chunk.clone() {
