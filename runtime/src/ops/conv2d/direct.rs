@@ -648,6 +648,14 @@ fn unpool(op: &Conv2d, relu_y: &[f32], pool_y: &[f32], pool_dy: &[f32], row: usi
     unreachable!("applies() is false off x86-64");
 }
 
+/// The pairs of rows [`unpool`] takes, channel after channel: where the top and bottom rows
+/// start in the ReLU's output (rows of `w`) and in the dY copy (rows of `row`), and where the
+/// pair's windows start in the pooled planes.
+fn row_pairs(c_out: usize, h: usize, w: usize, row: usize) -> impl Iterator<Item = ([usize; 2], [usize; 2], usize)> {
+    let (ph, pw) = (h / 2, w / 2);
+    (0..c_out).flat_map(move |c| (0..ph).map(move |i| ([(c * h + 2 * i) * w, (c * h + 2 * i + 1) * w], [(c * h + 2 * i) * row, (c * h + 2 * i + 1) * row], (c * ph + i) * pw)))
+}
+
 /// One window of [`unpool`]: PyTorch's first maximum, the top row then the bottom one, left to
 /// right, receives the gradient where it is positive.
 #[allow(clippy::too_many_arguments)]
@@ -675,30 +683,25 @@ unsafe fn unpool_avx2(c_out: usize, h: usize, w: usize, relu_y: &[f32], pool_y: 
     // the even one does not.
     let first = |m: __m256| _mm256_andnot_ps(_mm256_and_ps(_mm256_permute_ps::<0b1010_0000>(m), odd), m);
     let either = |m: __m256| _mm256_or_ps(m, _mm256_permute_ps::<0b1011_0001>(m));
-    let (ph, pw) = (h / 2, w / 2);
-    for c in 0..c_out {
-        for i in 0..ph {
-            let (top, bottom) = ((c * h + 2 * i) * w, (c * h + 2 * i + 1) * w);
-            let (dtop, dbottom) = ((c * h + 2 * i) * row, (c * h + 2 * i + 1) * row);
-            let pooled = (c * ph + i) * pw;
-            let whole = pw / 4 * 4;
-            for j in (0..whole).step_by(4) {
-                // SAFETY: windows j .. j + 4 are inside the pooled row, pixels 2j .. 2j + 8 inside
-                // both rows of relu_y and of dyi (the caller's sizes).
-                unsafe {
-                    let m = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(pool_y.as_ptr().add(pooled + j))), widen);
-                    let g = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(pool_dy.as_ptr().add(pooled + j))), widen);
-                    let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(m, zero);
-                    let t = _mm256_and_ps(positive, _mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_loadu_ps(relu_y.as_ptr().add(top + 2 * j)), m));
-                    let b = _mm256_and_ps(positive, _mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_loadu_ps(relu_y.as_ptr().add(bottom + 2 * j)), m));
-                    let b = _mm256_andnot_ps(either(t), b);
-                    _mm256_storeu_ps(dyi.as_mut_ptr().add(dtop + 2 * j), _mm256_and_ps(first(t), g));
-                    _mm256_storeu_ps(dyi.as_mut_ptr().add(dbottom + 2 * j), _mm256_and_ps(first(b), g));
-                }
+    let pw = w / 2;
+    let whole = pw / 4 * 4;
+    for ([top, bottom], [dtop, dbottom], pooled) in row_pairs(c_out, h, w, row) {
+        for j in (0..whole).step_by(4) {
+            // SAFETY: windows j .. j + 4 are inside the pooled row, pixels 2j .. 2j + 8 inside
+            // both rows of relu_y and of dyi (the caller's sizes).
+            unsafe {
+                let m = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(pool_y.as_ptr().add(pooled + j))), widen);
+                let g = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(pool_dy.as_ptr().add(pooled + j))), widen);
+                let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(m, zero);
+                let t = _mm256_and_ps(positive, _mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_loadu_ps(relu_y.as_ptr().add(top + 2 * j)), m));
+                let b = _mm256_and_ps(positive, _mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_loadu_ps(relu_y.as_ptr().add(bottom + 2 * j)), m));
+                let b = _mm256_andnot_ps(either(t), b);
+                _mm256_storeu_ps(dyi.as_mut_ptr().add(dtop + 2 * j), _mm256_and_ps(first(t), g));
+                _mm256_storeu_ps(dyi.as_mut_ptr().add(dbottom + 2 * j), _mm256_and_ps(first(b), g));
             }
-            for j in whole..pw {
-                unpool_window(relu_y, top + 2 * j, bottom + 2 * j, pool_y[pooled + j], pool_dy[pooled + j], dyi, dtop + 2 * j, dbottom + 2 * j);
-            }
+        }
+        for j in whole..pw {
+            unpool_window(relu_y, top + 2 * j, bottom + 2 * j, pool_y[pooled + j], pool_dy[pooled + j], dyi, dtop + 2 * j, dbottom + 2 * j);
         }
     }
 }
@@ -725,27 +728,22 @@ unsafe fn unpool_avx512(c_out: usize, h: usize, w: usize, relu_y: &[f32], pool_y
         let e = (m | (m >> 1)) & EVENS;
         e | (e << 1)
     };
-    let (ph, pw) = (h / 2, w / 2);
-    for c in 0..c_out {
-        for i in 0..ph {
-            let (top, bottom) = ((c * h + 2 * i) * w, (c * h + 2 * i + 1) * w);
-            let (dtop, dbottom) = ((c * h + 2 * i) * row, (c * h + 2 * i + 1) * row);
-            let pooled = (c * ph + i) * pw;
-            for j in (0..pw).step_by(8) {
-                let windows = (pw - j).min(8);
-                let (half, full) = (((1u32 << windows) - 1) as __mmask16, ((1u32 << (2 * windows)) - 1) as __mmask16);
-                // SAFETY: window j + windows − 1 is inside the pooled row, pixels 2j .. 2j + 2·windows
-                // inside both rows of relu_y and of dyi (the caller's sizes); masked lanes are not read
-                // or written.
-                unsafe {
-                    let m = _mm512_permutexvar_ps(widen, _mm512_maskz_loadu_ps(half, pool_y.as_ptr().add(pooled + j)));
-                    let g = _mm512_permutexvar_ps(widen, _mm512_maskz_loadu_ps(half, pool_dy.as_ptr().add(pooled + j)));
-                    let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m, zero);
-                    let t = _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(positive & full, _mm512_maskz_loadu_ps(full, relu_y.as_ptr().add(top + 2 * j)), m);
-                    let b = _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(positive & full & !either(t), _mm512_maskz_loadu_ps(full, relu_y.as_ptr().add(bottom + 2 * j)), m);
-                    _mm512_mask_storeu_ps(dyi.as_mut_ptr().add(dtop + 2 * j), full, _mm512_maskz_mov_ps(first(t), g));
-                    _mm512_mask_storeu_ps(dyi.as_mut_ptr().add(dbottom + 2 * j), full, _mm512_maskz_mov_ps(first(b), g));
-                }
+    let pw = w / 2;
+    for ([top, bottom], [dtop, dbottom], pooled) in row_pairs(c_out, h, w, row) {
+        for j in (0..pw).step_by(8) {
+            let windows = (pw - j).min(8);
+            let (half, full) = (((1u32 << windows) - 1) as __mmask16, ((1u32 << (2 * windows)) - 1) as __mmask16);
+            // SAFETY: window j + windows − 1 is inside the pooled row, pixels 2j .. 2j + 2·windows
+            // inside both rows of relu_y and of dyi (the caller's sizes); masked lanes are not read
+            // or written.
+            unsafe {
+                let m = _mm512_permutexvar_ps(widen, _mm512_maskz_loadu_ps(half, pool_y.as_ptr().add(pooled + j)));
+                let g = _mm512_permutexvar_ps(widen, _mm512_maskz_loadu_ps(half, pool_dy.as_ptr().add(pooled + j)));
+                let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m, zero);
+                let t = _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(positive & full, _mm512_maskz_loadu_ps(full, relu_y.as_ptr().add(top + 2 * j)), m);
+                let b = _mm512_mask_cmp_ps_mask::<_CMP_EQ_OQ>(positive & full & !either(t), _mm512_maskz_loadu_ps(full, relu_y.as_ptr().add(bottom + 2 * j)), m);
+                _mm512_mask_storeu_ps(dyi.as_mut_ptr().add(dtop + 2 * j), full, _mm512_maskz_mov_ps(first(t), g));
+                _mm512_mask_storeu_ps(dyi.as_mut_ptr().add(dbottom + 2 * j), full, _mm512_maskz_mov_ps(first(b), g));
             }
         }
     }
