@@ -62,10 +62,12 @@ mod tests {
     /// With odd sizes: features not a multiple of 8, outputs not a multiple of 2 or of a block.
     const CASES: [Linear; 4] = [Linear::new(7, 5, true), Linear::new(33, 2, false), Linear::new(1568, 10, true), Linear::new(300, 517, true)];
 
-    /// Batches of 9 (the GEMM), and of 1 to 8 (the streaming path for small batches).
+    /// Batches of 1 to 8 (the streaming path for small batches), and of 9 and 37: the GEMM for
+    /// 517 outputs, the streaming path in tasks of rows for up to 16 (37 rows: blocks of 16 and
+    /// a last tile of one row).
     #[test]
     fn forward_matches_definition() {
-        for (op, n) in CASES.into_iter().flat_map(|op| [(op, 9), (op, 1), (op, 3), (op, 4), (op, 7), (op, 8)]) {
+        for (op, n) in CASES.into_iter().flat_map(|op| [(op, 9), (op, 37), (op, 1), (op, 3), (op, 4), (op, 7), (op, 8)]) {
             let (x, wb) = (random(n * op.in_features, 1), random(op.param_len(), 2));
             let mut y = vec![f32::NAN; n * op.out_features];
             cpu::forward(&op, n, &x, &wb, &mut y);
