@@ -90,18 +90,18 @@ pub fn backward(op: &Linear, n: usize, x: &[f32], wb: &[f32], dy: &[f32], dx: Op
 
 /// A matrix as a raw pointer, so that tasks can write disjoint parts of it.
 #[derive(Clone, Copy)]
-struct Columns(*mut f32);
+struct Disjoint(*mut f32);
 
 // SAFETY: every task writes only its own block of columns or of rows (see the callers).
-unsafe impl Send for Columns {}
-unsafe impl Sync for Columns {}
+unsafe impl Send for Disjoint {}
+unsafe impl Sync for Disjoint {}
 
 /// Y = X·Wᵀ + b for n ≤ SMALL_BATCH: each task reads its block of W's rows once, two at a time,
 /// against up to 4 rows of X. With few outputs (and more rows), tasks of ROW_BLOCK rows of X
 /// instead, each taking 4 rows at a time against every pair of W's rows.
 fn forward_streaming(op: &Linear, n: usize, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
     let (fi, fo) = (op.in_features, op.out_features);
-    let out = Columns(y.as_mut_ptr());
+    let out = Disjoint(y.as_mut_ptr());
     // Y[r0 .. r0 + rows, o .. o + pair], rows ≤ 4 and pair ≤ 2.
     let tile = |o: usize, r0: usize| {
         let out = out;
@@ -197,7 +197,7 @@ unsafe fn dots<const R: usize, const P: usize>(w: *const f32, x: *const f32, fi:
 /// registers-to-L1 sized accumulators, and reads W's rows once over that block.
 fn data_grad_streaming(op: &Linear, n: usize, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let (fi, fo) = (op.in_features, op.out_features);
-    let out = Columns(dx.as_mut_ptr());
+    let out = Disjoint(dx.as_mut_ptr());
     (0..fi.div_ceil(DX_BLOCK)).into_par_iter().for_each(|blk| {
         let out = out;
         let cols = blk * DX_BLOCK..((blk + 1) * DX_BLOCK).min(fi);
