@@ -4,7 +4,7 @@
 Needs: pip install torch torchvision   (and a Rust toolchain: it runs `cargo run --release --example bench`)
 
 Usage: python3 bench/compare.py [--threads 2] [--iters 20] [--rounds 2] [--only NAME] [--device cpu|cuda]
-                              [--compile] [--bench-bin PATH] [--no-ort]
+                              [--precision f32|bf16] [--compile] [--bench-bin PATH] [--no-ort]
 
 Times each workload in PyTorch (eager, the median of --iters steps after 3 warm-up steps, as
 ../shared/bench/torch_ref.py does) and in staticnet's bench example with the same number of
@@ -23,7 +23,9 @@ forward over ONNX Runtime's; and it prints the CPU model and the instruction set
 With --device cuda both sides run on the GPU (ours built with --features cuda; PyTorch eager
 with cuDNN at its defaults, or with --compile through torch.compile). A GPU step ends with the
 loss on the host and a forward with the output on the host, on both sides, so that the times
-include the work queued on the device.
+include the work queued on the device. With --precision bf16 (GPU only) both sides train and infer
+in bf16 mixed precision: PyTorch eager and compiled under torch.autocast("cuda", torch.bfloat16),
+ours with `--precision bf16` (`Cuda::set_precision`).
 """
 import argparse
 import contextlib
@@ -167,7 +169,8 @@ def workloads(args):
 
 def time_pytorch(args, make, shape, batch, opt, mode=None, fastest=False):
     """Train-step and forward medians (ms) of one workload in PyTorch: eager, or compiled in
-    torch.compile `mode`, or (`fastest`) eager in channels_last with bf16 autocast."""
+    torch.compile `mode`, or (`fastest`) eager in channels_last with bf16 autocast; under bf16
+    autocast throughout with --precision bf16."""
     torch.manual_seed(0)
     dev = torch.device(args.device)
     gpu = args.device != "cpu"
@@ -180,7 +183,8 @@ def time_pytorch(args, make, shape, batch, opt, mode=None, fastest=False):
     crit = nn.CrossEntropyLoss()
     optim = optimizer(opt, model)
     run = model if mode is None else torch.compile(model, mode=None if mode == "default" else mode)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if fastest else contextlib.nullcontext
+    bf16 = fastest or args.precision == "bf16"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
     def step():
         optim.zero_grad()
@@ -288,6 +292,8 @@ def staticnet(args, name):
     # A machine without a Rust toolchain (a GPU machine) runs a bench binary built elsewhere.
     bench = [args.bench_bin] if args.bench_bin else ["cargo", "run", "--quiet", "--release"] + features + ["--example", "bench", "--"]
     cmd = bench + ["--json", "--no-layers", "--iters", str(args.iters), "--device", args.device, "--only", name]
+    if args.precision != "f32":
+        cmd += ["--precision", args.precision]
     out = json.loads(subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True, text=True).stdout)
     t = out[name]
     print(f"  staticnet {name:24s} train {t['train_step_ms']:9.3f} ms  forward {t['forward_ms']:9.3f} ms", file=sys.stderr)
@@ -301,6 +307,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="turns each side takes at each workload; each keeps its best")
     ap.add_argument("--only", default="")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--precision", default="f32", choices=["f32", "bf16"],
+                    help="bf16: both sides in bf16 mixed precision (autocast), on the GPU only")
     ap.add_argument("--compile", action="store_true", help="PyTorch also through torch.compile, in each of --compile-modes")
     ap.add_argument("--compile-modes", default="default,reduce-overhead",
                     help="torch.compile modes to time, comma-separated (max-autotune compiles for minutes per network)")
@@ -308,9 +316,11 @@ def main():
                     "(cargo build --release [--features cuda] --example bench; target/release/examples/bench)")
     ap.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime column")
     args = ap.parse_args()
+    if args.precision != "f32" and args.device == "cpu":
+        ap.error("--precision bf16 needs --device cuda: staticnet's CPU backend computes in f32")
 
     where = f"{args.threads} threads each" if args.device == "cpu" else torch.cuda.get_device_name(0)
-    print(f"staticnet and PyTorch {torch.__version__}{' compiled' if args.compile else ''}, {where}, "
+    print(f"staticnet and PyTorch {torch.__version__}{' compiled' if args.compile else ''}, {where}, {args.precision}, "
           f"{args.rounds} rounds...", file=sys.stderr)
     torch.set_num_threads(args.threads)
     if args.device == "cuda":
@@ -345,7 +355,8 @@ def main():
         # (what to compare with, its times, the goals for train and forward)
         rows = [("eager", times["eager"], (goal_train, goal_fwd))]
         if args.device != "cpu":
-            rows = [("eager (cuDNN benchmark)", times["eager"], (GPU_TRAIN_GOAL, 1.0))]
+            label = "eager (cuDNN benchmark)" if args.precision == "f32" else "eager bf16 autocast"
+            rows = [(label, times["eager"], (GPU_TRAIN_GOAL, 1.0))]
         compiled = {k: t for k, t in times.items() if k.startswith("compile:")}
         if compiled:
             for key in ("train_step_ms", "forward_ms"):

@@ -10,6 +10,7 @@
 //! Options: `--iters 20` timed repetitions, `--only NAME` workloads whose name contains NAME,
 //! `--no-layers` to skip the per-layer measurements, `--device cuda` to time the networks on the
 //! GPU (built with `--features cuda`; the per-layer measurements are the CPU's only),
+//! `--precision bf16` to train and infer there in bf16 mixed precision (`Cuda::set_precision`),
 //! `--flush-denormal` to time them with `staticnet::set_flush_denormal(true)`.
 
 mod common;
@@ -26,7 +27,7 @@ use staticnet::prelude::*;
 use course::{Airbench94, AlexNet, CifarCnn, MobileNetV2Cifar, ModelA, ModelC, NetBn, NetSeq, batch, freeze_like_airbench};
 use staticnet::{Logits, Optimizer};
 
-const USAGE: &str = "usage: bench [--json] [--iters 20] [--only NAME] [--no-layers] [--device cpu|cuda] [--flush-denormal]
+const USAGE: &str = "usage: bench [--json] [--iters 20] [--only NAME] [--no-layers] [--device cpu|cuda] [--precision f32|bf16] [--flush-denormal]
 
 Times a training step and an inference forward of each course network (the workloads of
 bench/compare.py), then the largest convolutions on one thread against the FMA peak.";
@@ -297,7 +298,7 @@ fn workloads<B: TrainTimer>(dev: &B, gpu: bool) -> Vec<(&'static str, Run)> {
 
 fn main() -> std::process::ExitCode {
     let args = common::Args::parse(USAGE);
-    args.check(&["json", "iters", "only", "no-layers", "device", "flush-denormal"]);
+    args.check(&["json", "iters", "only", "no-layers", "device", "precision", "flush-denormal"]);
     let (json, iters, only) = (args.flag("json"), args.get("iters", 20usize), args.opt("only").unwrap_or_default());
     let device = args.opt("device").unwrap_or_else(|| "cpu".into());
     common::run(|| {
@@ -305,8 +306,9 @@ fn main() -> std::process::ExitCode {
             staticnet::set_flush_denormal(true);
         }
         let threads = staticnet::num_threads();
+        common::precision(&args, &device)?;
         #[cfg(feature = "cuda")]
-        let cuda = if device == "cuda" { Some(staticnet::Cuda::new(0)?) } else { None };
+        let cuda = if device == "cuda" { Some(common::cuda(common::precision(&args, &device)?)?) } else { None };
         let all = match device.as_str() {
             "cpu" => workloads(&Cpu, false),
             #[cfg(feature = "cuda")]
@@ -325,7 +327,7 @@ fn main() -> std::process::ExitCode {
         // What the first steps chose between cuDNN and our kernels, per convolution and pass.
         #[cfg(feature = "cuda")]
         if let Some(cuda) = &cuda {
-            eprintln!("convolutions, cuDNN or ours (timed once per shape at the first step):");
+            eprintln!("convolutions and GEMMs, cuDNN or cuBLAS or ours (timed once per shape at the first step):");
             for line in cuda.tuning_report() {
                 eprintln!("  {line}");
             }

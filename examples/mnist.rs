@@ -6,6 +6,7 @@
 //!     cargo run --release --example mnist                  # the bundled 8,000 + 2,000 digits
 //!     cargo run --release --example mnist -- --data-dir ~/data/mnist   # the full MNIST
 //!     cargo run --release --features cuda --example mnist -- --device cuda   # on the GPU
+//!     cargo run --release --features cuda --example mnist -- --device cuda --precision bf16
 //!     cargo run --release --example mnist -- --csv mnist.csv --test-csv test.csv   # Kaggle's CSV
 //!     cargo run --release --example mnist -- --augment     # random crops (padding 2), ±10° turns
 //!     cargo build --release --features mpi --example mnist && mpirun -np 2 target/release/examples/mnist --batch-size 50
@@ -37,21 +38,24 @@ network! {
 
 const USAGE: &str = "usage: mnist [--data-dir DIR | --csv TRAIN.csv --test-csv TEST.csv] [--augment] [--workers 2]
              [--epochs 5] [--batch-size 100] [--lr 0.05] [--seed 0] [--out runs/mnist] [--device cpu|cuda]
+             [--precision f32|bf16]
 
 Trains the course's Model A on MNIST and prints the test accuracy. DIR holds the four MNIST
 files (train-images-idx3-ubyte[.gz], ...); by default the 10,000 digits bundled in data/mnist-10k.
 --csv and --test-csv read the Kaggle layout instead (a header, the label, 784 pixels; / 255).
 --augment trains on random crops (padding 2) turned by up to ±10°, made by --workers threads.
---device cuda trains on the first NVIDIA GPU (built with --features cuda).";
+--device cuda trains on the first NVIDIA GPU (built with --features cuda); --precision bf16 there
+convolves and multiplies in bf16 with f32 sums and f32 master weights (PyTorch's autocast).";
 
 fn main() -> std::process::ExitCode {
     let args = common::Args::parse(USAGE);
-    args.check(&["data-dir", "csv", "test-csv", "augment", "workers", "epochs", "batch-size", "lr", "seed", "out", "device"]);
-    common::run(|| match args.opt("device").as_deref().unwrap_or("cpu") {
-        "cpu" => train(&Cpu, &args),
+    args.check(&["data-dir", "csv", "test-csv", "augment", "workers", "epochs", "batch-size", "lr", "seed", "out", "device", "precision"]);
+    let device = args.opt("device").unwrap_or_else(|| "cpu".into());
+    common::run(|| match (device.as_str(), common::precision(&args, &device)?) {
+        ("cpu", _) => train(&Cpu, &args),
         #[cfg(feature = "cuda")]
-        "cuda" => train(&staticnet::Cuda::new(0)?, &args),
-        other => Err(staticnet::Error::BadInput(format!("--device {other}: expected cpu or cuda (cuda needs --features cuda)"))),
+        ("cuda", precision) => train(&common::cuda(precision)?, &args),
+        (other, _) => Err(staticnet::Error::BadInput(format!("--device {other}: expected cpu or cuda (cuda needs --features cuda)"))),
     })
 }
 

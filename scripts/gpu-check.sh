@@ -4,12 +4,14 @@
 # repository's root.
 #
 #   scripts/gpu-check.sh build          # here: CUDA test binaries, bench and mnist into devbin/
-#   scripts/gpu-check.sh run tests      # there: NVRTC, per-op GPU-vs-CPU, every parity test and the
-#                                       #   graphed train step against the eager one, a missing GPU
-#                                       #   or NVRTC failing instead of skipping
-#   scripts/gpu-check.sh run mnist      # there: the mnist example with --device cuda
-#   scripts/gpu-check.sh run bench      # there: bench/compare.py --device cuda (PyTorch eager), and
-#                                       #   our train steps eager (STATICNET_EAGER=1) beside the graphed
+#   scripts/gpu-check.sh run tests      # there: NVRTC, per-op GPU-vs-CPU, every parity test (and
+#                                       #   bf16's against autocast) and the graphed train step against
+#                                       #   the eager one, with cuDNN and cuBLAS and without; a missing
+#                                       #   GPU or NVRTC failing instead of skipping
+#   scripts/gpu-check.sh run mnist      # there: the mnist example with --device cuda, f32 and bf16
+#   scripts/gpu-check.sh run bench      # there: bench/compare.py --device cuda (PyTorch eager), f32
+#                                       #   and bf16, and our train steps eager (STATICNET_EAGER=1)
+#                                       #   beside the graphed
 #   scripts/gpu-check.sh run compile    # there: the same against torch.compile (each mode compiles
 #                                       #   every network: minutes; --only NAME narrows it)
 #   scripts/gpu-check.sh run all        # there: tests, mnist and bench in one go (one device call)
@@ -71,15 +73,21 @@ run() {
         all) for what in tests mnist bench; do echo "##### $what"; "$0" run "$what" || echo "##### $what FAILED"; done ;;
         tests)
             for t in nvrtc graph backends parity; do echo "=== $t"; devbin/$t --test-threads=4; done
-            # Each convolution path alone: cuDNN wherever it has an algorithm, and ours.
-            for conv in cudnn ours; do
-                for t in backends parity graph; do echo "=== $t, STATICNET_CONV=$conv"; STATICNET_CONV=$conv devbin/$t --test-threads=4 -q; done
+            # Each path alone: cuDNN and cuBLAS wherever they can, and ours only.
+            for vendor in "cudnn cublas" "ours ours"; do
+                set -- $vendor
+                for t in backends parity graph; do
+                    echo "=== $t, STATICNET_CONV=$1 STATICNET_GEMM=$2"
+                    STATICNET_CONV=$1 STATICNET_GEMM=$2 devbin/$t --test-threads=4 -q
+                done
             done ;;
-        mnist) devbin/mnist --device cuda && devbin/mnist ;;
+        mnist) devbin/mnist --device cuda && devbin/mnist --device cuda --precision bf16 && devbin/mnist ;;
         bench)
             echo "=== eager train steps (what the graphs save), and where their time goes"
             STATICNET_EAGER=1 STATICNET_CUDA_PROFILE=1 devbin/bench --no-layers --device cuda --iters 20
-            python3 bench/compare.py --device cuda --bench-bin devbin/bench ;;
+            python3 bench/compare.py --device cuda --bench-bin devbin/bench
+            echo "=== bf16 mixed precision, both sides (PyTorch under autocast)"
+            python3 bench/compare.py --device cuda --precision bf16 --rounds 1 --bench-bin devbin/bench ;;
         compile) shift; python3 bench/compare.py --device cuda --compile --bench-bin devbin/bench "$@" ;;
         *) echo "run what? tests, mnist, bench, compile or all" >&2; exit 2 ;;
     esac

@@ -12,7 +12,7 @@ mod common;
 use staticnet::backend::Backend;
 use staticnet::ops::{Activation, AdaptiveAvgPool2d, AdaptiveMaxPool2d, BatchNorm, Conv2d, CrossEntropy, Dropout, Linear, Pool2d, Softmax};
 use staticnet::ops::random_values as random;
-use staticnet::{Cpu, Cuda};
+use staticnet::{Cpu, Cuda, Precision};
 
 fn buf<B: Backend>(dev: &B, v: &[f32]) -> B::Buf<f32> {
     let mut b = dev.alloc(v.len()).unwrap();
@@ -52,8 +52,14 @@ macro_rules! on {
     };
 }
 
-fn conv<B: Backend>(dev: &B, op: Conv2d, n: usize, relu: bool) -> Vec<(&'static str, Vec<f32>)> {
-    let (x, wb, dy) = (buf(dev, &random(n * op.x_len(), 1)), buf(dev, &random(op.param_len(), 2)), buf(dev, &random(n * op.y_len(), 3)));
+/// The inputs as they are.
+fn same(v: Vec<f32>) -> Vec<f32> {
+    v
+}
+
+/// `conv2d_forward`, then `conv2d_backward` on random x, w, b and dy (each passed through `prep`).
+fn conv<B: Backend>(dev: &B, op: Conv2d, n: usize, relu: bool, prep: fn(Vec<f32>) -> Vec<f32>) -> Vec<(&'static str, Vec<f32>)> {
+    let (x, wb, dy) = (buf(dev, &prep(random(n * op.x_len(), 1))), buf(dev, &prep(random(op.param_len(), 2))), buf(dev, &prep(random(n * op.y_len(), 3))));
     let (mut y, mut dx, mut dwb) = (dev.alloc(n * op.y_len()).unwrap(), dev.alloc(n * op.x_len()).unwrap(), buf(dev, &vec![0.5; op.param_len()]));
     let mut scratch = dev.alloc(dev.scratch_len(&staticnet::network::Op::Conv2d(op), n)).unwrap();
     let s = B::len(&scratch);
@@ -67,7 +73,13 @@ fn conv<B: Backend>(dev: &B, op: Conv2d, n: usize, relu: bool) -> Vec<(&'static 
 
 #[test]
 fn conv2d() {
-    let cases = [
+    for (op, n, relu) in CONVS {
+        agree(&format!("conv2d {op:?} n={n} relu={relu}"), 1e-5, |w| on!(w, conv(op, n, relu, same)));
+    }
+}
+
+/// The convolutions of the tests (batch size, fused ReLU); the grouped ones last.
+const CONVS: [(Conv2d, usize, bool); 11] = [
         (Conv2d::new(3, 5, [29, 31], [3, 3], [2, 2], [1, 1], [1, 1], 1, true), 3, false),
         (Conv2d::new(2, 3, [11, 10], [3, 2], [1, 2], [0, 1], [2, 1], 1, false), 3, true),
         (Conv2d::new(6, 7, [5, 4], [1, 1], [1, 1], [0, 0], [1, 1], 1, true), 3, true),
@@ -82,15 +94,12 @@ fn conv2d() {
         (Conv2d::new(4, 4, [9, 9], [3, 3], [1, 1], [2, 2], [2, 2], 4, true), 2, true),
         (Conv2d::new(4, 8, [7, 9], [5, 5], [1, 1], [2, 2], [1, 1], 4, true), 2, false),
         (Conv2d::new(16, 8, [6, 6], [3, 3], [1, 2], [1, 1], [1, 1], 4, true), 3, true),
-    ];
-    for (op, n, relu) in cases {
-        agree(&format!("conv2d {op:?} n={n} relu={relu}"), 1e-5, |w| on!(w, conv(op, n, relu)));
-    }
-}
+];
 
-fn linear<B: Backend>(dev: &B, op: Linear, n: usize) -> Vec<(&'static str, Vec<f32>)> {
+/// `linear_forward`, then `linear_backward` on random x, w, b and dy (each passed through `prep`).
+fn linear<B: Backend>(dev: &B, op: Linear, n: usize, prep: fn(Vec<f32>) -> Vec<f32>) -> Vec<(&'static str, Vec<f32>)> {
     let (fi, fo) = (op.in_features, op.out_features);
-    let (x, wb, dy) = (buf(dev, &random(n * fi, 16)), buf(dev, &random(op.param_len(), 17)), buf(dev, &random(n * fo, 18)));
+    let (x, wb, dy) = (buf(dev, &prep(random(n * fi, 16))), buf(dev, &prep(random(op.param_len(), 17))), buf(dev, &prep(random(n * fo, 18))));
     let (mut y, mut dx, mut dwb) = (dev.alloc(n * fo).unwrap(), dev.alloc(n * fi).unwrap(), buf(dev, &vec![0.5; op.param_len()]));
     let (xs, ws) = (B::src(&x, 0..n * fi), B::src(&wb, 0..op.param_len()));
     dev.linear_forward(&op, n, xs, ws, B::dst(&mut y, 0..n * fo)).unwrap();
@@ -101,8 +110,59 @@ fn linear<B: Backend>(dev: &B, op: Linear, n: usize) -> Vec<(&'static str, Vec<f
 /// Small and large layers: the GEMMs of few tiles and a long k are split along k.
 #[test]
 fn linear_layers() {
-    for (op, n) in [(Linear::new(7, 5, true), 9), (Linear::new(1568, 10, true), 100), (Linear::new(9216, 40, false), 4), (Linear::new(300, 700, true), 130)] {
-        agree(&format!("linear {op:?} n={n}"), 1e-5, |w| on!(w, linear(op, n)));
+    for (op, n) in LINEARS {
+        agree(&format!("linear {op:?} n={n}"), 1e-5, |w| on!(w, linear(op, n, same)));
+    }
+}
+
+const LINEARS: [(Linear, usize); 4] = [(Linear::new(7, 5, true), 9), (Linear::new(1568, 10, true), 100), (Linear::new(9216, 40, false), 4), (Linear::new(300, 700, true), 130)];
+
+/// x rounded to the nearest bfloat16, ties to even, as `tensor.to(torch.bfloat16)`: of the two
+/// bf16 values around x (its top 16 bits, and those plus one unit), the nearer one.
+fn to_bf16(x: f32) -> f32 {
+    if !x.is_finite() {
+        return x;
+    }
+    let down = f32::from_bits(x.to_bits() & 0xffff_0000);
+    let up = f32::from_bits((x.to_bits() & 0xffff_0000) + 0x1_0000);
+    let (d, u) = ((x - down).abs(), (up - x).abs());
+    if d < u || (d == u && (down.to_bits() >> 16) % 2 == 0) { down } else { up }
+}
+
+fn bf16(v: Vec<f32>) -> Vec<f32> {
+    v.into_iter().map(to_bf16).collect()
+}
+
+/// bf16 mixed precision (`Cuda::set_precision(Precision::Bf16)`, PyTorch's autocast): each GEMM
+/// of a convolution or linear layer rounds its operands to bf16, sums the products in f32 and
+/// rounds its result to bf16. The reference is the CPU's f32 op on bf16-rounded x, w, b and dy,
+/// its outputs rounded to bf16: a product of two bf16 values is exact in f32, so the two differ
+/// by the order of f32 sums (a last-bf16-place flip here and there), by the 0.5 that the
+/// gradients accumulate onto (added after the GEMM's rounding on the GPU, before it here), and
+/// by the bias gradient, which sums dy unrounded on the GPU: within 5e-3, while an f32 result would differ from the bf16 one by about 1e-3 and the rounding
+/// of a wrong tensor-core fragment by 1e-1 or more. The GPU's f32 results must differ from its
+/// bf16 ones by more than f32's tolerance, so the test fails if bf16 is not applied.
+#[test]
+fn bf16_convolutions_and_linear_layers() {
+    if common::gpu("bf16_convolutions_and_linear_layers").is_none() {
+        return;
+    }
+    // A device of its own: the precision is the device's, and other tests share theirs.
+    let gpu = Cuda::new(0).unwrap();
+    gpu.set_precision(Precision::Bf16);
+    let convs = CONVS.into_iter().filter(|(op, _, _)| op.groups == 1).map(|(op, n, relu)| {
+        let bf = conv(&gpu, op, n, relu, same);
+        let reference = conv(&Cpu, op, n, relu, bf16);
+        let f32 = conv(&Cpu, op, n, relu, same);
+        (format!("conv2d {op:?} n={n} relu={relu}"), bf, reference, f32)
+    });
+    let linears = LINEARS.into_iter().map(|(op, n)| (format!("linear {op:?} n={n}"), linear(&gpu, op, n, same), linear(&Cpu, op, n, bf16), linear(&Cpu, op, n, same)));
+    for (what, bf, reference, f32) in convs.chain(linears) {
+        for (((name, got), (_, want)), (_, exact)) in bf.iter().zip(&reference).zip(&f32) {
+            common::assert_close(got, &bf16(want.clone()), 5e-3, &format!("{what}: {name} in bf16"));
+            let apart = common::rel_err(got, exact);
+            assert!(apart > 1e-4, "{what}: {name} in bf16 is within {apart:.1e} of f32: bf16 was not applied");
+        }
     }
 }
 

@@ -201,3 +201,78 @@ fn optimizer_steps<B: Backend, O: Optimizer<B>>(dev: &B, name: &str, mut opt: O)
         assert_close(&b, &want_b[2 * t..2 * t + 2], 1e-5, &format!("{name}: bias after step {}", t + 1));
     }
 }
+
+/// bf16 mixed precision (`Cuda::set_precision(Precision::Bf16)`) against PyTorch's autocast:
+/// tests/fixtures/NAME_bf16.safetensors holds NAME's logits, loss and gradients computed under
+/// `torch.autocast("cpu", dtype=torch.bfloat16)` from the same parameters and batch, by
+/// scripts/make_bf16_references.py. bf16 moves them far from the f32 fixture (logits by 3e-3 to
+/// 5e-3, gradients by up to 13%), so each of ours must be much nearer to autocast's than the f32
+/// fixture is: within 0.3 × the fixture's distance (plus 1e-4, the size of a last-bf16-place
+/// flip that another summation order can cause, for the loss, whose f32 distance is 3e-5), and
+/// within 2e-2. The script measured an emulation of our arithmetic at ratios up to 0.13 (0, bit
+/// for bit, for logits and loss; the rest is PyTorch's CPU kernels' own extra roundings), while
+/// a wrong max-pool tie rule gives 0.49 and a bias added after the rounding 0.9 and more. The
+/// last Linear's bias gradient is the exception: autocast sums a bf16 dy into bf16, ours sums
+/// dy in f32, each one rounding from the other (ratio 1.0 measured): within 2 × there.
+#[cfg(feature = "cuda")]
+mod bf16 {
+    use super::*;
+    use common::rel_err;
+    use staticnet::{Cuda, Precision};
+
+    const R: f64 = 0.3;
+    const R_LAST_BIAS: f64 = 2.0;
+    const SLACK: f64 = 1e-4;
+    const ABS: f64 = 2e-2;
+
+    fn against_autocast<N: Network<Cuda>>(name: &'static str, amp_name: &'static str, last_bias: &str, new: impl Fn(&Cuda, u64) -> staticnet::Result<N>)
+    where
+        N::Output: Logits,
+    {
+        if common::gpu(amp_name).is_none() {
+            return;
+        }
+        // A device of its own: the precision is the device's, and other tests share theirs.
+        let dev = Cuda::new(0).unwrap();
+        dev.set_precision(Precision::Bf16);
+        let (fx, amp) = (Fixture::load(name), Fixture::load(amp_name));
+        let mut net = fx.network(&dev, new);
+        let x: N::Input = fx.input();
+        let labels = fx.labels();
+        net.eval();
+        let mut ours = vec![("logits_eval".to_string(), net.forward(&x).unwrap().as_slice().to_vec())];
+        net.train();
+        ours.push(("logits_train".into(), net.forward(&x).unwrap().as_slice().to_vec()));
+        let step = net.loss_backward(&CrossEntropyLoss::default(), &labels).unwrap();
+        ours.push(("loss".into(), vec![step.loss]));
+        for t in N::SPEC.tensors {
+            let key = format!("grad.{}", t.name);
+            if amp.has(&key) {
+                ours.push((key, net.grad(t.name).unwrap().iter().copied().collect()));
+            }
+        }
+        assert!(ours.len() > 3, "{amp_name}: no gradient compared");
+        let mut failed = Vec::new();
+        for (key, v) in &ours {
+            let want = amp.f32(key);
+            let (e, f) = (rel_err(v, &want), rel_err(&fx.f32(key), &want));
+            let r = if *key == format!("grad.{last_bias}") { R_LAST_BIAS } else { R };
+            let ok = e <= r * f + SLACK && e <= ABS;
+            eprintln!("{amp_name} {key:24} ours {e:.1e}  f32 fixture {f:.1e}  ratio {:.2}  bound {r}{}", e / f, if ok { "" } else { "  FAILED" });
+            if !ok {
+                failed.push(key.clone());
+            }
+        }
+        assert!(failed.is_empty(), "{amp_name}: not near enough to autocast's values: {failed:?}");
+    }
+
+    #[test]
+    fn model_a_against_autocast() {
+        against_autocast("model_a", "model_a_bf16", "fc1.bias", ModelA::new);
+    }
+
+    #[test]
+    fn cifar_net_against_autocast() {
+        against_autocast("cifar_net", "cifar_net_bf16", "fc.bias", CifarNet::new);
+    }
+}

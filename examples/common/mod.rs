@@ -83,6 +83,25 @@ pub fn bundled_mnist() -> String {
 }
 
 /// Runs `f`, printing its error and exiting non-zero on failure.
+/// `--precision f32|bf16` (f32 when absent): bf16 is PyTorch's autocast, on the GPU only.
+#[allow(dead_code)]
+pub fn precision(args: &Args, device: &str) -> staticnet::Result<staticnet::Precision> {
+    let precision: staticnet::Precision = args.opt("precision").as_deref().unwrap_or("f32").parse()?;
+    if precision != staticnet::Precision::F32 && device != "cuda" {
+        return Err(staticnet::Error::BadInput(format!("--precision {precision} needs --device cuda: the CPU backend computes in f32")));
+    }
+    Ok(precision)
+}
+
+/// The first GPU, computing in `precision`.
+#[cfg(feature = "cuda")]
+#[allow(dead_code)]
+pub fn cuda(precision: staticnet::Precision) -> staticnet::Result<staticnet::Cuda> {
+    let dev = staticnet::Cuda::new(0)?;
+    dev.set_precision(precision);
+    Ok(dev)
+}
+
 pub fn run(f: impl FnOnce() -> staticnet::Result<()>) -> ExitCode {
     match f() {
         Ok(()) => ExitCode::SUCCESS,

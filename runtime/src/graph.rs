@@ -26,12 +26,12 @@
 //!
 //! The graphs hold the addresses of the network's and the optimizer's buffers, so the step owns
 //! both. Borrowing either mutably ([`GraphedTrainStep::net_mut`], [`GraphedTrainStep::optimizer_mut`])
-//! drops the graphs. A new batch size or mode does too. The next step then runs eagerly and
+//! drops the graphs. A new batch size, mode or precision ([`Cuda::set_precision`]) does too. The next step then runs eagerly and
 //! captures again.
 
 use cudarc::driver::{CudaEvent, CudaGraph, PinnedHostSlice};
 
-use crate::backend::{Backend, Cuda};
+use crate::backend::{Backend, Cuda, Precision};
 use crate::batch::{Batch, Logits};
 use crate::device::cuda::{LossTotals, STEP_SCALAR_BYTES, StepShape};
 use crate::loss::Criterion;
@@ -66,9 +66,10 @@ pub struct GraphedTrainStep<N: Network<Cuda>, O: Optimizer<Cuda>> {
     criterion: Criterion,
     /// The criterion's kernel settings.
     op: CrossEntropy,
-    /// The batch size and mode the graphs were captured for.
+    /// The batch size, mode and precision the graphs were captured for.
     batch: usize,
     training: bool,
+    precision: Precision,
     /// Whether the next step may be captured or replayed: an eager step ran since the graphs
     /// were last dropped.
     warm: bool,
@@ -133,7 +134,7 @@ where
         let criterion = criterion.into();
         let op = criterion_op(N::SPEC, criterion, N::Output::CLASSES)?;
         let dev = net.device().clone();
-        let training = net.is_training();
+        let (training, precision) = (net.is_training(), dev.precision());
         Ok(GraphedTrainStep {
             graphs: [None, None],
             pinned: Pinned { mem: [dev.alloc_pinned(STEP_SCALAR_BYTES)?, dev.alloc_pinned(STEP_SCALAR_BYTES)?], dev: dev.clone() },
@@ -144,6 +145,7 @@ where
             op,
             batch: 0,
             training,
+            precision,
             warm: false,
             next: 0,
             eager: LossTotals::default(),
@@ -159,9 +161,10 @@ where
         let state = self.net.state();
         state.check_input(n, x.as_slice())?;
         state.check_labels(n, labels, self.op.classes)?;
-        if n != self.batch || self.net.is_training() != self.training {
+        let precision = self.net.device().precision();
+        if n != self.batch || self.net.is_training() != self.training || precision != self.precision {
             self.drop_graphs()?;
-            (self.batch, self.training) = (n, self.net.is_training());
+            (self.batch, self.training, self.precision) = (n, self.net.is_training(), precision);
         }
         if !self.warm {
             // Sizes every workspace and creates the optimizer's state: a capture may not allocate.

@@ -34,7 +34,7 @@ pub mod viz;
 /// The n-dimensional arrays state dicts and batches convert to and from.
 pub use ndarray;
 
-pub use backend::{Backend, Cpu};
+pub use backend::{Backend, Cpu, Precision};
 #[cfg(feature = "cuda")]
 pub use backend::Cuda;
 pub use batch::{Batch, Images, Logits, Vectors};

@@ -14,6 +14,16 @@ typedef unsigned int u32;
 #define NEG_INF __int_as_float(0xff800000)
 #define QUIET_NAN __int_as_float(0x7fc00000)
 
+// x rounded to the nearest bf16 (ties to even), as PyTorch's float → bfloat16 conversion; NaN
+// stays NaN and ±inf stays ±inf (bf16 mixed precision: see ops/gemm/cuda.cu). Without
+// <cuda_bf16.h>: NVRTC has no headers by default.
+__device__ __forceinline__ float bf16_round(float x) {
+    u32 u = __float_as_uint(x);
+    if ((u & 0x7f800000u) == 0x7f800000u) return (u & 0x007fffffu) ? __uint_as_float(u | 0x00400000u) : x;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return __uint_as_float(u & 0xffff0000u);
+}
+
 // Threads per block of the reduction kernels (`block_sum`): a power of two.
 #define REDUCE_THREADS 256
 

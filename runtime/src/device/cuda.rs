@@ -21,7 +21,7 @@
 //! FMAs: no TF32, so results agree with the CPU backend and the PyTorch fixtures.
 
 use std::collections::HashMap;
-use std::ffi::{CStr, CString, c_char};
+use std::ffi::{CStr, CString, c_char, c_void};
 use std::marker::PhantomData;
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use cudarc::driver::{CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, result, sys};
 use cudarc::nvrtc::{self, Ptx};
 
+use crate::backend::Precision;
 use crate::{Error, Result};
 
 /// One kernel source of the program NVRTC compiles: its path under `runtime/src` (how compiler
@@ -154,14 +155,19 @@ struct Inner {
     step: Mutex<StepScalars>,
     /// Per kernel: launches and seconds, while profiling (see [`Cuda::set_profiling`]).
     profile: Mutex<Option<HashMap<&'static str, (u64, f64)>>>,
-    /// cuDNN, and what the launchers chose per shape between it and our kernels.
+    /// cuDNN and cuBLAS, and what the launchers chose per shape between them and our kernels.
     vendor: Mutex<Vendor>,
+    /// The [`Precision`] of convolutions and linear layers, as its discriminant.
+    precision: AtomicU8,
+    /// Whether the GPU has bf16 tensor cores (sm_80 and newer).
+    tensor_cores: bool,
 }
 
-/// The vendor library (cuDNN) on this device's stream, and the choices made by timing.
+/// The vendor libraries (cuDNN, cuBLAS) on this device's stream, and the choices made by timing.
 struct Vendor {
     /// None until first asked; then the handle, or why there is none.
     cudnn: Option<std::result::Result<CudnnHandle, String>>,
+    cublas: Option<std::result::Result<CublasHandle, String>>,
     /// Per key (an op's hash of its shape and pass): what timing chose, −1 for our kernels, else
     /// the library's algorithm number, and a line saying so.
     tuned: HashMap<u64, (i64, String)>,
@@ -176,6 +182,19 @@ struct CudnnHandle(cudarc::cudnn::sys::cudnnHandle_t);
 
 // SAFETY: the handle is used only under the `vendor` mutex or on the device's one stream, in order.
 unsafe impl Send for CudnnHandle {}
+
+/// A cuBLAS handle and the workspace it was given (never destroyed, as [`CudnnHandle`]). With its
+/// own workspace, cuBLAS allocates nothing while a step is captured into a graph.
+struct CublasHandle {
+    handle: cudarc::cublas::sys::cublasHandle_t,
+    _workspace: CudaBuf<u8>,
+}
+
+// SAFETY: as `CudnnHandle`'s.
+unsafe impl Send for CublasHandle {}
+
+/// cuBLAS's workspace: what NVIDIA recommends for Hopper (32 MiB), more than enough before.
+const CUBLAS_WORKSPACE: usize = 32 << 20;
 
 /// How the stream's work is issued. A train step replayed from a CUDA graph (`crate::graph`)
 /// is captured once, then each step only rewrites its per-step scalars on the host and
@@ -277,8 +296,10 @@ impl Cuda {
         };
         let (issue, launches, step) = (AtomicU8::new(Issue::Eager as u8), AtomicU64::new(0), Mutex::new(step));
         let profile = Mutex::new(None);
-        let vendor = Mutex::new(Vendor { cudnn: None, tuned: HashMap::new(), workspace: CudaBuf::new(&stream, 0)? });
-        Ok(Cuda { inner: Arc::new(Inner { name: format!("cuda:{ordinal} ({gpu})"), ctx, stream, kernels, reduce, split, issue, launches, step, profile, vendor }) })
+        let vendor = Mutex::new(Vendor { cudnn: None, cublas: None, tuned: HashMap::new(), workspace: CudaBuf::new(&stream, 0)? });
+        let (precision, tensor_cores) = (AtomicU8::new(Precision::F32 as u8), major >= 8);
+        let name = format!("cuda:{ordinal} ({gpu})");
+        Ok(Cuda { inner: Arc::new(Inner { name, ctx, stream, kernels, reduce, split, issue, launches, step, profile, vendor, precision, tensor_cores }) })
     }
 
     pub(crate) fn stream(&self) -> &Arc<CudaStream> {
@@ -700,9 +721,9 @@ impl Cuda {
     }
 }
 
-/// Which convolutions the launchers may run through cuDNN: `STATICNET_CONV=ours` never, `cudnn`
-/// always where it has an algorithm (the tests of that path), anything else or unset: whichever
-/// is faster for the shape.
+/// Which convolutions (GEMMs) the launchers may run through cuDNN (cuBLAS): `STATICNET_CONV`
+/// (`STATICNET_GEMM`) `=ours` never, `=cudnn` (`=cublas`) always where it can (the tests of that
+/// path), anything else or unset: whichever is faster for the shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum VendorPolicy {
     Ours,
@@ -711,12 +732,38 @@ pub(crate) enum VendorPolicy {
 }
 
 impl Cuda {
-    pub(crate) fn vendor_policy() -> VendorPolicy {
-        match std::env::var("STATICNET_CONV").as_deref() {
-            Ok("ours") => VendorPolicy::Ours,
-            Ok("cudnn") => VendorPolicy::Vendor,
+    /// The policy the environment variable `var` sets, `vendor` being the library's value.
+    pub(crate) fn vendor_policy(var: &str, vendor: &str) -> VendorPolicy {
+        match std::env::var(var) {
+            Ok(v) if v == "ours" => VendorPolicy::Ours,
+            Ok(v) if v == vendor => VendorPolicy::Vendor,
             _ => VendorPolicy::Fastest,
         }
+    }
+
+    /// Sets the arithmetic of convolutions and linear layers from now on (see [`Precision`]),
+    /// for every clone of this device: PyTorch's `torch.autocast("cuda", dtype=torch.bfloat16)`
+    /// around forward and backward. The optimizer's master weights and the other ops stay f32.
+    /// A [`GraphedTrainStep`](crate::graph::GraphedTrainStep) captures again when it changes.
+    ///
+    /// In `Bf16` every GEMM (those of convolutions without groups and of linear layers, forward
+    /// and backward) runs on our kernels, on tensor cores from sm_80 on; cuDNN and cuBLAS are
+    /// f32-only here. Grouped (depthwise) convolutions stay f32.
+    pub fn set_precision(&self, precision: Precision) {
+        self.inner.precision.store(precision as u8, Ordering::Relaxed);
+    }
+
+    /// The precision [`Cuda::set_precision`] set, `F32` by default.
+    pub fn precision(&self) -> Precision {
+        match self.inner.precision.load(Ordering::Relaxed) {
+            0 => Precision::F32,
+            _ => Precision::Bf16,
+        }
+    }
+
+    /// Whether bf16 GEMMs run on tensor cores (`mma.sync`, sm_80 and newer).
+    pub(crate) fn tensor_cores(&self) -> bool {
+        self.inner.tensor_cores
     }
 
     fn vendor(&self) -> MutexGuard<'_, Vendor> {
@@ -745,6 +792,41 @@ impl Cuda {
             opened
         });
         opened.as_ref().ok().map(|h| h.0)
+    }
+
+    /// cuBLAS's handle on this device's stream, with its own workspace and f32 math (no TF32),
+    /// opened at the first call; None when libcublas cannot be loaded or refuses (said once on
+    /// stderr: our GEMM kernels then run everything).
+    pub(crate) fn cublas(&self) -> Option<cudarc::cublas::sys::cublasHandle_t> {
+        use cudarc::cublas::{result as blas, sys as blas_sys};
+        let mut vendor = self.vendor();
+        let opened = vendor.cublas.get_or_insert_with(|| {
+            let stream = self.stream().cu_stream();
+            let opened = self.bind().map_err(|e| e.to_string()).and_then(|()| {
+                let workspace = CudaBuf::<u8>::new(self.stream(), CUBLAS_WORKSPACE).map_err(|e| e.to_string())?;
+                let ws = workspace.ptr;
+                probe("cuBLAS (libcublas)", || -> std::result::Result<blas_sys::cublasHandle_t, blas::CublasError> {
+                    let handle = blas::create_handle()?;
+                    // SAFETY: a live handle, this device's stream, and a workspace that lives as
+                    // long as the handle (both are kept until the device drops).
+                    unsafe {
+                        blas::set_stream(handle, stream as _)?;
+                        blas_sys::cublasSetWorkspace_v2(handle, ws as *mut c_void, CUBLAS_WORKSPACE).result()?;
+                        // Full f32: CUBLAS_DEFAULT_MATH never uses TF32 (the fixtures' precision).
+                        blas_sys::cublasSetMathMode(handle, blas_sys::cublasMath_t::CUBLAS_DEFAULT_MATH).result()?;
+                    }
+                    Ok(handle)
+                })
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| format!("cuBLAS: {e:?}")))
+                .map(|handle| CublasHandle { handle, _workspace: workspace })
+            });
+            if let Err(why) = &opened {
+                eprintln!("staticnet: {}: GEMMs run on staticnet's kernels only ({why})", self.name());
+            }
+            opened
+        });
+        opened.as_ref().ok().map(|h| h.handle)
     }
 
     /// What timing chose for `key` (see `Vendor::tuned`), if it was timed.
@@ -784,8 +866,8 @@ impl Cuda {
         Ok(start.elapsed_ms(&end).map_err(|e| driver_error("reading an event's time", e))? / 3.0)
     }
 
-    /// What timing chose so far between cuDNN and our kernels, one line per shape and pass
-    /// (sorted), as `bench --device cuda` prints them.
+    /// What timing chose so far between cuDNN or cuBLAS and our kernels, one line per shape and
+    /// pass (sorted), as `bench --device cuda` prints them.
     pub fn tuning_report(&self) -> Vec<String> {
         let mut lines: Vec<String> = self.vendor().tuned.values().map(|t| t.1.clone()).collect();
         lines.sort();

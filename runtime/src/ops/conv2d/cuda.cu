@@ -29,7 +29,7 @@ extern "C" __global__ void im2col_f32(float* col, const float* x, u32 n, Conv v)
 }
 
 // dx (n, c_in, h_in, w_in) written: the sum of dcol over every (tap, pixel) that read this input.
-extern "C" __global__ void col2im_f32(float* dx, const float* dcol, u32 n, Conv v) {
+extern "C" __global__ void col2im_f32(float* dx, const float* dcol, u32 n, Conv v, int bf16) {
     u64 p = (u64)v.h_out * v.w_out, taps = (u64)v.c_in * v.kh * v.kw, plane = (u64)v.h_in * v.w_in;
     GRID_STRIDE(i, n * v.c_in * plane) {
         u64 b = i / (v.c_in * plane);
@@ -49,7 +49,8 @@ extern "C" __global__ void col2im_f32(float* dx, const float* dcol, u32 n, Conv 
                 sum += dc[tap * p + oy * v.w_out + ox];
             }
         }
-        dx[i] = sum;
+        // In bf16 the GEMM left dcol unrounded: dX is rounded once, as autocast's would be.
+        dx[i] = bf16 ? bf16_round(sum) : sum;
     }
 }
 

@@ -8,7 +8,7 @@ use super::Conv2d;
 use crate::Result;
 use super::cudnn::{self, Pass};
 use crate::device::cuda::{Cuda, CudaDst, CudaSrc, Ptr, Source, elementwise, launch, need, per_channel};
-use crate::ops::gemm::cuda::{BUSY_BLOCKS, GEMM_TILE, GemmShape, bias_grad, gemm};
+use crate::ops::gemm::cuda::{BUSY_BLOCKS, GEMM_TILE, GemmShape, bias_grad, gemm, gemm_parts, parts_in_bf16};
 
 /// This folder's kernel source and the kernels launched from here.
 pub const SOURCE: Source = Source { path: "ops/conv2d/cuda.cu", text: include_str!("cuda.cu"), kernels: &["im2col_f32", "col2im_f32", "conv2d_relu_mask_f32", "conv2d_bias_relu_f32", "conv2d_grouped_fwd_f32", "conv2d_grouped_dx_f32", "conv2d_grouped_dw_f32"] };
@@ -228,9 +228,9 @@ fn filter_grad_ours(dev: &Cuda, op: &Conv2d, n: usize, x: Ptr, dy: Ptr, dwb: Ptr
     if parts == 1 {
         gemm(dev, dwb, dy, x_col, 0, g)?;
     } else {
-        gemm(dev, partial, dy, x_col, 0, g)?;
+        gemm_parts(dev, partial, dy, x_col, g)?;
         let len = op.weight_len();
-        launch!(dev, sum_parts_f32, elementwise(len), dwb, partial, len as u64, parts as u32)?;
+        launch!(dev, sum_parts_f32, elementwise(len), dwb, partial, len as u64, parts as u32, parts_in_bf16(dev))?;
     }
     if op.bias {
         bias_grad(dev, dwb + 4 * op.weight_len() as u64, dy, n, co, p)?;
@@ -262,9 +262,9 @@ fn data_grad_ours(dev: &Cuda, op: &Conv2d, n: usize, wb: Ptr, dy: Ptr, dx: Ptr, 
         c_b: (k * p) as i64,
         ..GemmShape::default()
     };
-    gemm(dev, target, wb, dy, 0, g)?;
-    if !op.is_pointwise() {
-        launch!(dev, col2im_f32, elementwise(n * op.x_len()), dx, col, n as u32, geometry)?;
+    if op.is_pointwise() {
+        return gemm(dev, target, wb, dy, 0, g);
     }
-    Ok(())
+    gemm_parts(dev, target, wb, dy, g)?;
+    launch!(dev, col2im_f32, elementwise(n * op.x_len()), dx, col, n as u32, geometry, parts_in_bf16(dev))
 }

@@ -16,6 +16,7 @@ use cudarc::cudnn::result::{self as dnn, CudnnError};
 use cudarc::cudnn::sys;
 
 use super::Conv2d;
+use crate::backend::Precision;
 use crate::device::cuda::{Cuda, CudaBuf, Issue, Ptr, VendorPolicy};
 use crate::{Error, Result};
 
@@ -213,6 +214,10 @@ fn key(op: &Conv2d, n: usize, pass: Pass) -> u64 {
 /// [`run`] takes them. A step being captured or replayed does not time: a shape that no eager
 /// step timed runs on ours.
 pub(crate) fn choose(dev: &Cuda, op: &Conv2d, n: usize, pass: Pass, a: Ptr, b: Ptr, out_len: usize, ours: &mut dyn FnMut(Ptr) -> Result<()>) -> Result<Option<Algo>> {
+    // cuDNN runs f32 here: bf16 mixed precision is our GEMM's.
+    if dev.precision() != Precision::F32 {
+        return Ok(None);
+    }
     let key = key(op, n, pass);
     if let Some(code) = dev.tuned(key) {
         return Ok(Algo::from_code(pass, code));
@@ -221,7 +226,7 @@ pub(crate) fn choose(dev: &Cuda, op: &Conv2d, n: usize, pass: Pass, a: Ptr, b: P
         "conv2d {}->{} {}x{} stride {} groups {} on {} of {}x{}x{}, {pass:?}",
         op.c_in, op.c_out, op.kernel[0], op.kernel[1], op.stride[0], op.groups, n, op.c_in, op.h_in, op.w_in
     );
-    let policy = Cuda::vendor_policy();
+    let policy = Cuda::vendor_policy("STATICNET_CONV", "cudnn");
     if dev.issue() != Issue::Eager {
         return Ok(None);
     }

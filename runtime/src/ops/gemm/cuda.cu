@@ -12,6 +12,13 @@
 // Each block computes a 64 × 64 tile of C with 256 threads, 4 × 4 elements each, from 16-deep
 // slices of A and B staged in shared memory. Products are plain f32 FMAs (no TF32), so results
 // agree with the CPU and PyTorch's fp32 to rounding.
+//
+// bf16 mixed precision (`Precision::Bf16`, PyTorch's autocast) rounds both operands to bf16 as
+// they are staged and sums the products in f32 (a product of two bf16 values is exact in f32),
+// then rounds the GEMM's own result to bf16, autocast's output dtype, before it is added to C
+// (`accumulate`: a gradient autocast computes in bf16 is added to an f32 .grad). Storage stays
+// f32. On sm_80 and newer `gemm_bf16_tc` does those products on tensor cores; `gemm_f32` with
+// `bf16_in` set is the same arithmetic for older GPUs.
 
 // `GemmShape` in ops/gemm/cuda.rs has the same layout. Strides are in elements.
 struct Gemm {
@@ -24,7 +31,31 @@ struct Gemm {
     int accumulate;  // C += … instead of C = …
     int bias_rows;   // bias[m] instead of bias[n]
     int relu;
+    int bf16_in;     // operands rounded to bf16 (products summed in f32)
+    int bf16_out;    // the result rounded to bf16 before it is added to C
 };
+
+// What a GEMM's result v for C[gm, gn] becomes, stored at `at`: rounded to bf16 (bf16_out), the
+// old value added (accumulate), the bias added and ReLU, in the order each precision's
+// reference does it. In f32 the order is the one the CPU backend's GEMM has always used.
+__device__ __forceinline__ void gemm_store(float* at, float v, const float* bias, u64 gm, u64 gn, const Gemm& g) {
+    if (g.bf16_out) {
+        // Autocast: y = bf16(x·w + bias) with the bias in bf16, then added to what C held.
+        if (bias) v += bf16_round(g.bias_rows ? bias[gm] : bias[gn]);
+        v = bf16_round(v);
+        if (g.accumulate) v += *at;
+    } else {
+        if (g.accumulate) v += *at;
+        if (bias) v += g.bias_rows ? bias[gm] : bias[gn];
+    }
+    if (g.relu) v = fmaxf(v, 0.0f);
+    *at = v;
+}
+
+// An operand as the GEMM stages it: itself, or rounded to bf16.
+__device__ __forceinline__ float gemm_operand(float x, const Gemm& g) {
+    return g.bf16_in ? bf16_round(x) : x;
+}
 
 #define TILE_M 64
 #define TILE_N 64
@@ -50,13 +81,13 @@ extern "C" __global__ void __launch_bounds__(256) gemm_f32(float* c, const float
                 u32 mm = g.a_k == 1 ? t / TILE_K : t % TILE_M;
                 u32 kk = g.a_k == 1 ? t % TILE_K : t / TILE_M;
                 u64 gm = m0 + mm, gk = k0 + kk;
-                as[kk][mm] = gm < g.m && gk < k_hi ? ab[gm * g.a_m + gk * g.a_k] : 0.0f;
+                as[kk][mm] = gm < g.m && gk < k_hi ? gemm_operand(ab[gm * g.a_m + gk * g.a_k], g) : 0.0f;
             }
             for (u32 t = threadIdx.x; t < TILE_N * TILE_K; t += 256) {
                 u32 nn = g.b_n == 1 ? t % TILE_N : t / TILE_K;
                 u32 kk = g.b_n == 1 ? t / TILE_N : t % TILE_K;
                 u64 gn = n0 + nn, gk = k0 + kk;
-                bs[kk][nn] = gn < g.n && gk < k_hi ? bb[gk * g.b_k + gn * g.b_n] : 0.0f;
+                bs[kk][nn] = gn < g.n && gk < k_hi ? gemm_operand(bb[gk * g.b_k + gn * g.b_n], g) : 0.0f;
             }
             __syncthreads();
 #pragma unroll
@@ -84,14 +115,96 @@ extern "C" __global__ void __launch_bounds__(256) gemm_f32(float* c, const float
         for (u32 j = 0; j < 4; j++) {
             u64 gn = n0 + tx + 16 * j;
             if (gn >= g.n) continue;
-            float* at = cb + gm * g.c_m + gn * g.c_n;
-            float v = acc[i][j];
-            if (g.accumulate) v += *at;
-            if (bias) v += g.bias_rows ? bias[gm] : bias[gn];
-            if (g.relu) v = fmaxf(v, 0.0f);
-            *at = v;
+            gemm_store(cb + gm * g.c_m + gn * g.c_n, acc[i][j], bias, gm, gn, g);
         }
     }
+}
+
+// bf16 operands, f32 sums on tensor cores (sm_80 and newer): the same C_z as `gemm_f32`, from the
+// same 64 × 64 tiles and 16-deep slices, with 4 warps of 32 × 32 each, as 2 × 4 `mma.sync`
+// m16n8k16 tiles. The operands are rounded to bf16 as they are staged, A as [m][k] and B as
+// [n][k], so that each thread's fragment is pairs of neighbouring k: one 32-bit load per pair.
+// Rows are padded to 24 halves (12 words), so a warp's fragment loads hit 32 different banks.
+#define TC_THREADS 128
+#define TC_ROW (TILE_K + 8)
+
+__device__ __forceinline__ unsigned short bf16_bits(float x) {
+    return (unsigned short)(__float_as_uint(bf16_round(x)) >> 16);
+}
+
+extern "C" __global__ void __launch_bounds__(TC_THREADS) gemm_bf16_tc(float* c, const float* a, const float* b, const float* bias, Gemm g) {
+#if __CUDA_ARCH__ >= 800
+    __shared__ __align__(16) unsigned short as[TILE_M][TC_ROW];
+    __shared__ __align__(16) unsigned short bs[TILE_N][TC_ROW];
+    // The PTX ISA's fragment layout of m16n8k16: lane = 4·group + thread-in-group.
+    u32 lane = threadIdx.x % 32, warp = threadIdx.x / 32, gid = lane / 4, tig = lane % 4;
+    u32 wm = (warp / 2) * 32, wn = (warp % 2) * 32;
+    u64 m0 = (u64)blockIdx.y * TILE_M, n0 = (u64)blockIdx.x * TILE_N;
+    float acc[2][4][4] = {};
+    u32 groups = (g.batches + g.group - 1) / g.group;
+    u32 first = (blockIdx.z % groups) * g.group, last = min(first + g.group, g.batches);
+    u64 k_lo = (u64)(blockIdx.z / groups) * g.k_chunk, k_hi = min(k_lo + g.k_chunk, (u64)g.k);
+    for (u32 batch = first; batch < last; batch++) {
+        const float* ab = a + batch * g.a_b;
+        const float* bb = b + batch * g.b_b;
+        for (u64 k0 = k_lo; k0 < k_hi; k0 += TILE_K) {
+            for (u32 t = threadIdx.x; t < TILE_M * TILE_K; t += TC_THREADS) {
+                u32 mm = g.a_k == 1 ? t / TILE_K : t % TILE_M;
+                u32 kk = g.a_k == 1 ? t % TILE_K : t / TILE_M;
+                u64 gm = m0 + mm, gk = k0 + kk;
+                as[mm][kk] = gm < g.m && gk < k_hi ? bf16_bits(ab[gm * g.a_m + gk * g.a_k]) : 0;
+            }
+            for (u32 t = threadIdx.x; t < TILE_N * TILE_K; t += TC_THREADS) {
+                u32 nn = g.b_n == 1 ? t % TILE_N : t / TILE_K;
+                u32 kk = g.b_n == 1 ? t / TILE_N : t % TILE_K;
+                u64 gn = n0 + nn, gk = k0 + kk;
+                bs[nn][kk] = gn < g.n && gk < k_hi ? bf16_bits(bb[gk * g.b_k + gn * g.b_n]) : 0;
+            }
+            __syncthreads();
+            // A fragment (16 × 16, rows gid and gid + 8, k pairs 2·tig and 2·tig + 8); B fragment
+            // (16 × 8, column gid, the same k pairs). The lower half of each word is the lower k.
+            u32 af[2][4], bf[4][2];
+#pragma unroll
+            for (u32 i = 0; i < 2; i++) {
+                u32 r = wm + 16 * i + gid;
+                af[i][0] = *(const u32*)&as[r][2 * tig];
+                af[i][1] = *(const u32*)&as[r + 8][2 * tig];
+                af[i][2] = *(const u32*)&as[r][2 * tig + 8];
+                af[i][3] = *(const u32*)&as[r + 8][2 * tig + 8];
+            }
+#pragma unroll
+            for (u32 j = 0; j < 4; j++) {
+                u32 col = wn + 8 * j + gid;
+                bf[j][0] = *(const u32*)&bs[col][2 * tig];
+                bf[j][1] = *(const u32*)&bs[col][2 * tig + 8];
+            }
+#pragma unroll
+            for (u32 i = 0; i < 2; i++)
+#pragma unroll
+                for (u32 j = 0; j < 4; j++) {
+                    float* d = acc[i][j];
+                    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                                 : "r"(af[i][0]), "r"(af[i][1]), "r"(af[i][2]), "r"(af[i][3]), "r"(bf[j][0]), "r"(bf[j][1]));
+                }
+            __syncthreads();
+        }
+    }
+    // Accumulator r of tile (i, j): row gid (+ 8 for r ≥ 2), column 2·tig (+ 1 for odd r).
+    float* cb = c + blockIdx.z * g.c_b;
+#pragma unroll
+    for (u32 i = 0; i < 2; i++)
+#pragma unroll
+        for (u32 j = 0; j < 4; j++)
+#pragma unroll
+            for (u32 r = 0; r < 4; r++) {
+                u64 gm = m0 + wm + 16 * i + gid + (r / 2) * 8, gn = n0 + wn + 8 * j + 2 * tig + r % 2;
+                if (gm < g.m && gn < g.n) gemm_store(cb + gm * g.c_m + gn * g.c_n, acc[i][j][r], bias, gm, gn, g);
+            }
+#else
+    // The launcher picks this kernel only on sm_80 and newer.
+    __trap();
+#endif
 }
 
 // The end of a GEMM split along k: C_z[m, n] (+)= Σ_s partial[s, z, m, n] in order, then bias and
@@ -103,8 +216,17 @@ extern "C" __global__ void gemm_sum_splits_f32(float* c, const float* partial, c
         u64 z = i / per, m = (i % per) / g.n, n = i % g.n;
         float v = 0.0f;
         for (u32 s = 0; s < splits; s++) v += partial[s * len + i];
+        gemm_store(c + z * g.c_b + m * g.c_m + n * g.c_n, v, bias, m, n, g);
+    }
+}
+
+// The epilogue of a GEMM cuBLAS computed into C (with `accumulate` as its beta): + bias, ReLU.
+extern "C" __global__ void gemm_epilogue_f32(float* c, const float* bias, Gemm g) {
+    u64 per = (u64)g.m * g.n, len = (u64)g.batches * per;
+    GRID_STRIDE(i, len) {
+        u64 z = i / per, m = (i % per) / g.n, n = i % g.n;
         float* at = c + z * g.c_b + m * g.c_m + n * g.c_n;
-        if (g.accumulate) v += *at;
+        float v = *at;
         if (bias) v += g.bias_rows ? bias[m] : bias[n];
         if (g.relu) v = fmaxf(v, 0.0f);
         *at = v;
@@ -123,11 +245,12 @@ extern "C" __global__ void __launch_bounds__(REDUCE_THREADS) bias_grad_f32(float
 }
 
 // dst (len) += Σ_z partial[z·len + i] over `parts` partial sums, in order (so the result does not
-// depend on scheduling): the reduction after a split GEMM.
-extern "C" __global__ void sum_parts_f32(float* dst, const float* partial, u64 len, u32 parts) {
+// depend on scheduling): the reduction after a split GEMM, whose total is rounded to bf16 when
+// `bf16` is set (the GEMM's partial sums were not: see `gemm_parts`).
+extern "C" __global__ void sum_parts_f32(float* dst, const float* partial, u64 len, u32 parts, int bf16) {
     GRID_STRIDE(i, len) {
         float sum = 0.0f;
         for (u32 z = 0; z < parts; z++) sum += partial[z * len + i];
-        dst[i] += sum;
+        dst[i] += bf16 ? bf16_round(sum) : sum;
     }
 }

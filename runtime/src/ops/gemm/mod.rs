@@ -17,6 +17,8 @@
 mod cpu;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
+#[cfg(feature = "cuda")]
+mod cublas;
 pub mod kernel;
 
 pub use cpu::{Gemm, gemm, run, run_with};
