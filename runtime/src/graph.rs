@@ -8,7 +8,10 @@
 //! launches that graph once per step.
 //!
 //! What changes from step to step lives in device memory, so the graph stays right:
-//! - The batch: written into pinned host memory, which the graph's first nodes copy from.
+//! - The batch: written into pinned host memory and uploaded on a second stream into a device
+//!   staging buffer while the step before runs; the graph's first nodes copy it from there into
+//!   the network's input (a device-to-device copy, microseconds), after an event says the upload
+//!   is done. So a step waits for its batch's upload only when the step before is shorter.
 //! - The per-step scalars: the learning rate, Adam's bias corrections, the dropout keys, and a
 //!   batch norm's averaging factor. The kernels read them from device memory
 //!   (`Cuda::step_scalars`). At each step the host runs the step's code with every launch
@@ -29,11 +32,13 @@
 //! drops the graphs. A new batch size, mode or precision ([`Cuda::set_precision`]) does too. The next step then runs eagerly and
 //! captures again.
 
-use cudarc::driver::{CudaEvent, CudaGraph, PinnedHostSlice};
+use std::sync::Arc;
+
+use cudarc::driver::{CudaEvent, CudaGraph, CudaStream, PinnedHostSlice};
 
 use crate::backend::{Backend, Cuda, Precision};
 use crate::batch::{Batch, Logits};
-use crate::device::cuda::{LossTotals, STEP_SCALAR_BYTES, StepShape};
+use crate::device::cuda::{CudaBuf, LossTotals, STEP_SCALAR_BYTES, StepShape};
 use crate::loss::Criterion;
 use crate::network::{Network, criterion_op};
 use crate::ops::CrossEntropy;
@@ -59,8 +64,15 @@ pub struct GraphedTrainStep<N: Network<Cuda>, O: Optimizer<Cuda>> {
     graphs: [Option<Captured>; 2],
     /// Per graph: the step scalars (STEP_SCALAR_BYTES), the batch's inputs, then its labels (u32).
     pinned: Pinned,
-    /// Recorded after each graph's last launch: its pinned memory is free once this has passed.
+    /// Recorded after each graph's last launch: its pinned memory and staging buffer are free
+    /// once this has passed.
     done: [CudaEvent; 2],
+    /// Per graph: the batch on the device (inputs, then labels), where the second stream
+    /// uploads it and the graph copies it from.
+    staging: [CudaBuf<u8>; 2],
+    /// Recorded on the second stream when each graph's batch is uploaded.
+    uploaded: [CudaEvent; 2],
+    side: Arc<CudaStream>,
     net: N,
     optimizer: O,
     criterion: Criterion,
@@ -139,6 +151,9 @@ where
             graphs: [None, None],
             pinned: Pinned { mem: [dev.alloc_pinned(STEP_SCALAR_BYTES)?, dev.alloc_pinned(STEP_SCALAR_BYTES)?], dev: dev.clone() },
             done: [dev.new_event()?, dev.new_event()?],
+            staging: [CudaBuf::new(dev.stream(), 0)?, CudaBuf::new(dev.stream(), 0)?],
+            uploaded: [dev.new_event()?, dev.new_event()?],
+            side: dev.side_stream()?,
             net,
             optimizer,
             criterion,
@@ -180,6 +195,7 @@ where
         self.next ^= 1;
         self.done[k].synchronize().map_err(|e| Error::Backend(format!("CUDA: waiting for a step's graph: {e:?}")))?;
         self.stage(k, x.as_slice(), labels)?;
+        self.upload(k)?;
         let dev = self.net.device().clone();
         let host = self.pinned.bytes_mut(k)?.as_mut_ptr();
         match &self.graphs[k] {
@@ -211,18 +227,18 @@ where
         self.done[k].record(dev.stream()).map_err(|e| Error::Backend(format!("CUDA: recording a step's event: {e:?}")))
     }
 
-    /// The step's work as the graph holds it: the batch copied in from pinned memory `k`, then
+    /// The step's work as the graph holds it: the batch copied in from staging buffer `k`, then
     /// `zero_grad`, forward, loss, backward and the optimizer's update.
     fn issue(&mut self, k: usize) -> Result<()> {
         let n = self.batch;
         let (x_bytes, label_bytes) = self.batch_bytes(n);
         let dev = self.net.device().clone();
-        let pinned = self.pinned.bytes(k)?;
+        let staging = self.staging[k].ptr;
         let state = self.net.state_mut();
         {
             let (x, labels) = state.batch_views(n)?;
-            dev.copy_in_graph(x.ptr, &pinned[STEP_SCALAR_BYTES..STEP_SCALAR_BYTES + x_bytes])?;
-            dev.copy_in_graph(labels.ptr, &pinned[STEP_SCALAR_BYTES + x_bytes..STEP_SCALAR_BYTES + x_bytes + label_bytes])?;
+            dev.copy_in_graph(x.ptr, staging, x_bytes)?;
+            dev.copy_in_graph(labels.ptr, staging + x_bytes as u64, label_bytes)?;
         }
         state.zero_grad()?;
         state.forward_in_place(n, N::forward_pass)?;
@@ -236,14 +252,21 @@ where
         (4 * n * <N::Input as Batch>::SAMPLE_LEN, 4 * n)
     }
 
-    /// Writes the batch into pinned memory `k` (grown if it is too small, which only happens
-    /// before that graph is captured: a new batch size drops the graphs).
+    /// Writes the batch into pinned memory `k` (grown, with staging buffer `k`, if it is too
+    /// small, which only happens before that graph is captured: a new batch size drops the graphs).
     fn stage(&mut self, k: usize, x: &[f32], labels: &[usize]) -> Result<()> {
         let (x_bytes, label_bytes) = self.batch_bytes(labels.len());
         let len = STEP_SCALAR_BYTES + x_bytes + label_bytes;
         if self.pinned.mem[k].len() < len {
             debug_assert!(self.graphs[k].is_none(), "a captured graph copies from this memory");
             self.pinned.mem[k] = self.net.device().alloc_pinned(len)?;
+        }
+        if self.staging[k].len < x_bytes + label_bytes {
+            debug_assert!(self.graphs[k].is_none(), "a captured graph copies from this buffer");
+            let dev = self.net.device();
+            self.staging[k] = CudaBuf::new(dev.stream(), x_bytes + label_bytes)?;
+            // Allocated in the device stream's order; the second stream writes it next.
+            dev.synchronize()?;
         }
         let bytes = self.pinned.bytes_mut(k)?;
         for (dst, v) in bytes[STEP_SCALAR_BYTES..].chunks_exact_mut(4).zip(x) {
@@ -254,6 +277,17 @@ where
             dst.copy_from_slice(&(l as u32).to_ne_bytes());
         }
         Ok(())
+    }
+
+    /// Uploads the batch in pinned memory `k` to staging buffer `k` on the second stream; the
+    /// device's stream waits for it before what is enqueued next (graph `k`).
+    fn upload(&mut self, k: usize) -> Result<()> {
+        let (x_bytes, label_bytes) = self.batch_bytes(self.batch);
+        let src = &self.pinned.bytes(k)?[STEP_SCALAR_BYTES..STEP_SCALAR_BYTES + x_bytes + label_bytes];
+        // SAFETY: staging `k` holds the batch (`stage` grew it); graph `k`, its only reader, has
+        // finished its previous step (`done[k]` was waited for), and pinned memory `k` is not
+        // written again before that graph's next step has run, which comes after this copy.
+        unsafe { self.net.device().upload_on(&self.side, self.staging[k].ptr, src, &self.uploaded[k]) }
     }
 
     /// The losses of the steps since the last call (or since the start): waits for the device.

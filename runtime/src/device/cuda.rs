@@ -648,18 +648,41 @@ impl Cuda {
         shape
     }
 
-    /// Copies `src` (pinned host memory that outlives the graph) to device memory at `dst` as a
+    /// Copies `bytes` of device memory from `src` (a buffer that outlives the graph) to `dst` as a
     /// node of the graph being captured; nothing when replaying (the node is there).
-    pub(crate) fn copy_in_graph(&self, dst: Ptr, src: &[u8]) -> Result<()> {
+    pub(crate) fn copy_in_graph(&self, dst: Ptr, src: Ptr, bytes: usize) -> Result<()> {
         match self.issue() {
             Issue::Eager => Err(Error::Backend("CUDA: a graph copy outside a captured step".into())),
             Issue::Replay => Ok(()),
             Issue::Capture => {
-                // SAFETY: the caller cut `dst` from a buffer holding `src.len()` bytes; `src` is
-                // pinned and read when the graph runs.
-                unsafe { result::memcpy_htod_async(dst, src, self.stream().cu_stream()) }.map_err(|e| driver_error("capturing a copy to the device", e))
+                // SAFETY: the caller cut both from buffers holding `bytes`; `src` is read when the
+                // graph runs.
+                unsafe { result::memcpy_dtod_async(dst, src, bytes, self.stream().cu_stream()) }.map_err(|e| driver_error("capturing a copy on the device", e))
             }
         }
+    }
+
+    /// A second stream on this device, for copies that overlap the work of its own stream (a
+    /// graphed step's next batch, uploaded while the step before runs). What runs on it is
+    /// ordered against the device's stream by events alone ([`Cuda::upload_on`]).
+    pub(crate) fn side_stream(&self) -> Result<Arc<CudaStream>> {
+        self.inner.ctx.new_stream().map_err(|e| driver_error("creating a second stream", e))
+    }
+
+    /// Copies `src` (pinned host memory) to `dst` on `side`, records `uploaded` there, and makes
+    /// the device's stream wait for it: work enqueued on the device after this call sees the
+    /// copy, work enqueued before runs alongside it.
+    ///
+    /// # Safety
+    /// `dst` holds `src.len()` bytes that no work on the device's stream uses until the copy is
+    /// done (its previous reader finished); `src` stays pinned and unchanged until then.
+    pub(crate) unsafe fn upload_on(&self, side: &CudaStream, dst: Ptr, src: &[u8], uploaded: &cudarc::driver::CudaEvent) -> Result<()> {
+        self.eager("uploading on the second stream")?;
+        self.bind()?;
+        // SAFETY: the caller's.
+        unsafe { result::memcpy_htod_async(dst, src, side.cu_stream()) }.map_err(|e| driver_error("uploading a batch on the second stream", e))?;
+        uploaded.record(side).map_err(|e| driver_error("recording an upload's event", e))?;
+        self.stream().wait(uploaded).map_err(|e| driver_error("ordering a step after its upload", e))
     }
 
     /// Launches a captured step's graph (counted as one launch).
