@@ -26,7 +26,7 @@
 
 use rayon::prelude::*;
 
-use super::{Conv2d, depthwise, direct};
+use super::{Conv2d, depthwise, direct, winograd};
 use crate::ops::gemm::kernel::{CHANNEL_BLOCK, Indirect, MAX_INDIRECT_MR, MAX_INDIRECT_NR, select_blocked_for_channels, select_indirect_for_channels, select_indirect_for_windows};
 use crate::ops::gemm::{MatMut, MatRef, Parallelism, gemm};
 use crate::ops::transpose::{copy_row, zero_row};
@@ -222,7 +222,18 @@ pub fn scratch_len(op: &Conv2d, n: usize) -> usize {
     }
     let data = if uses_full_conv(op) { forward_layout(&full_conv(op), n).total() } else { col2im_len(op, n) };
     let direct = if direct::applies(op) { Padded::of(op).len(n) + direct::TAIL + direct::filter_scratch_len(op, threads()) } else { 0 };
-    forward_layout(op, n).total().max(filter_layout(op, n).total()).max(data).max(direct)
+    let winograd = if uses_winograd(op) { winograd::scratch_len(op, threads()) } else { 0 };
+    forward_layout(op, n).total().max(filter_layout(op, n).total()).max(data).max(direct).max(winograd)
+}
+
+/// Whether the forward of `op` is Winograd's (`winograd.rs`): its 3 × 3 convolutions of stride 1
+/// with enough channels, where the direct path does not take them. `STATICNET_NO_WINOGRAD=1`
+/// leaves them to the indirect path, to compare the two (read once: the packed weights of a
+/// network must stay in the layout its forward reads).
+fn uses_winograd(op: &Conv2d) -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let off = *OFF.get_or_init(|| std::env::var_os("STATICNET_NO_WINOGRAD").is_some_and(|v| v != "0" && !v.is_empty()));
+    !off && !direct::applies(op) && winograd::applies(op)
 }
 
 /// Floats of the weights laid out for the forward (see [`pack`]): the direct path's groups of
@@ -232,6 +243,8 @@ pub fn packed_len(op: &Conv2d) -> usize {
         0
     } else if direct::applies(op) {
         direct::weights_len(op)
+    } else if uses_winograd(op) {
+        winograd::weights_len(op)
     } else {
         panels_len(op)
     }
@@ -244,6 +257,8 @@ pub fn pack(op: &Conv2d, wb: &[f32], packed: &mut [f32]) {
     if op.groups > 1 {
     } else if direct::applies(op) {
         direct::pack(op, |co, tap| w[co * k + tap], packed);
+    } else if uses_winograd(op) {
+        winograd::pack(op, w, packed);
     } else {
         pack_panels(op, w, None::<fn(usize) -> (usize, usize)>, packed);
     }
@@ -260,6 +275,9 @@ pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f3
         return direct_forward(op, n, x, wb, packed, relu, false, y, None, scratch);
     }
     let (w, b) = wb.split_at(op.weight_len());
+    if uses_winograd(op) {
+        return winograd::forward(op, n, x, w, packed, op.bias.then_some(b), relu, false, y, scratch, threads());
+    }
     let epilogue = if relu { Epilogue::Relu } else { Epilogue::Plain };
     indirect_forward(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, packed, op.bias.then_some(b), epilogue, y, scratch);
 }
@@ -288,7 +306,7 @@ fn direct_forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&
 /// (`select_indirect_for_windows`). With `keep_relu` (the ReLU's output written too), only the
 /// direct path's.
 pub fn fuses_relu_max_pool(op: &Conv2d, keep_relu: bool) -> bool {
-    op.groups == 1 && if direct::applies(op) { direct::pools(op) } else { !keep_relu && forward_kernel(op, true).0.mr % 4 == 0 }
+    op.groups == 1 && if direct::applies(op) { direct::pools(op) } else { !keep_relu && (uses_winograd(op) || forward_kernel(op, true).0.mr % 4 == 0) }
 }
 
 /// y = max_pool2d(relu(conv(x, w) + b), 2, 2) in one pass (an eval forward's fusion; see
@@ -305,6 +323,10 @@ pub fn forward_relu_max_pool(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packe
         return direct_forward(op, n, x, wb, packed, true, true, y, relu_y, scratch);
     }
     let (w, b) = wb.split_at(op.weight_len());
+    if uses_winograd(op) {
+        // Pooled as its 2 × 2 output tiles are finished: each tile is one window.
+        return winograd::forward(op, n, x, w, packed, op.bias.then_some(b), true, true, y, scratch, threads());
+    }
     indirect_forward(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, packed, op.bias.then_some(b), Epilogue::ReluMaxPool, y, scratch);
 }
 

@@ -17,6 +17,7 @@ pub(crate) mod cuda;
 mod cudnn;
 mod depthwise;
 mod direct;
+mod winograd;
 
 use staticnet_shape::conv_out;
 
@@ -170,7 +171,7 @@ mod tests {
         y
     }
 
-    fn cases() -> [Conv2d; 19] {
+    fn cases() -> [Conv2d; 21] {
         [
             // Model A's layers: whole register tiles of channels, k = 25 and k = 400 > KC
             Conv2d::new(1, 16, [28, 28], [5, 5], [1, 1], [2, 2], [1, 1], 1, true),
@@ -212,6 +213,11 @@ mod tests {
             // one, 3 and 6 channels: its pooled epilogue takes tiles of 1 and 2 pairs of rows
             Conv2d::new(3, 6, [6, 32], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
             Conv2d::new(2, 3, [10, 16], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
+            // Winograd's F(2 × 2, 3 × 3) (the cases of 24 and 48 input channels above take it too,
+            // with odd sizes): blocks of 4 images of 30 tiles (a partial last block in a batch of
+            // 8), and valid padding over odd sizes (partial tiles on both edges), no bias
+            Conv2d::new(16, 32, [12, 10], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
+            Conv2d::new(16, 24, [9, 7], [3, 3], [1, 1], [0, 0], [1, 1], 1, false),
         ]
     }
 
