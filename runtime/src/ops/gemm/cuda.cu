@@ -61,6 +61,33 @@ __device__ __forceinline__ float gemm_operand(float x, const Gemm& g) {
 #define TILE_N 64
 #define TILE_K 16
 
+// What one block of a GEMM computes (blockIdx.z picks it): batches first .. last summed, over
+// k_lo .. k_hi of the k range.
+struct GemmPart {
+    u32 first, last;
+    u64 k_lo, k_hi;
+};
+
+__device__ __forceinline__ GemmPart gemm_part(const Gemm& g) {
+    u32 groups = (g.batches + g.group - 1) / g.group;
+    u32 first = (blockIdx.z % groups) * g.group;
+    u64 k_lo = (u64)(blockIdx.z / groups) * g.k_chunk;
+    return GemmPart{first, min(first + g.group, g.batches), k_lo, min(k_lo + g.k_chunk, (u64)g.k)};
+}
+
+// The element of a tile's 16-deep slice of A (mm, kk) and of B (nn, kk) that staging thread step
+// t loads: neighbouring threads read neighbouring addresses, along k when the operand is
+// k-contiguous, along m (n) otherwise.
+__device__ __forceinline__ void a_coords(u32 t, const Gemm& g, u32& mm, u32& kk) {
+    mm = g.a_k == 1 ? t / TILE_K : t % TILE_M;
+    kk = g.a_k == 1 ? t % TILE_K : t / TILE_M;
+}
+
+__device__ __forceinline__ void b_coords(u32 t, const Gemm& g, u32& nn, u32& kk) {
+    nn = g.b_n == 1 ? t % TILE_N : t / TILE_K;
+    kk = g.b_n == 1 ? t / TILE_N : t % TILE_K;
+}
+
 // c (written, or accumulated with `accumulate`) from a, b and bias (null for none).
 extern "C" __global__ void __launch_bounds__(256) gemm_f32(float* c, const float* a, const float* b, const float* bias, Gemm g) {
     __shared__ float as[TILE_K][TILE_M + 1];
@@ -68,26 +95,22 @@ extern "C" __global__ void __launch_bounds__(256) gemm_f32(float* c, const float
     u32 tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     u64 m0 = (u64)blockIdx.y * TILE_M, n0 = (u64)blockIdx.x * TILE_N;
     float acc[4][4] = {};
-    u32 groups = (g.batches + g.group - 1) / g.group;
-    u32 first = (blockIdx.z % groups) * g.group, last = min(first + g.group, g.batches);
-    u64 k_lo = (u64)(blockIdx.z / groups) * g.k_chunk, k_hi = min(k_lo + g.k_chunk, (u64)g.k);
-    for (u32 batch = first; batch < last; batch++) {
+    GemmPart part = gemm_part(g);
+    for (u32 batch = part.first; batch < part.last; batch++) {
         const float* ab = a + batch * g.a_b;
         const float* bb = b + batch * g.b_b;
-        for (u64 k0 = k_lo; k0 < k_hi; k0 += TILE_K) {
-            // Neighbouring threads read neighbouring addresses: along k when A is k-contiguous,
-            // along m otherwise (and likewise for B).
+        for (u64 k0 = part.k_lo; k0 < part.k_hi; k0 += TILE_K) {
             for (u32 t = threadIdx.x; t < TILE_M * TILE_K; t += 256) {
-                u32 mm = g.a_k == 1 ? t / TILE_K : t % TILE_M;
-                u32 kk = g.a_k == 1 ? t % TILE_K : t / TILE_M;
+                u32 mm, kk;
+                a_coords(t, g, mm, kk);
                 u64 gm = m0 + mm, gk = k0 + kk;
-                as[kk][mm] = gm < g.m && gk < k_hi ? gemm_operand(ab[gm * g.a_m + gk * g.a_k], g) : 0.0f;
+                as[kk][mm] = gm < g.m && gk < part.k_hi ? gemm_operand(ab[gm * g.a_m + gk * g.a_k], g) : 0.0f;
             }
             for (u32 t = threadIdx.x; t < TILE_N * TILE_K; t += 256) {
-                u32 nn = g.b_n == 1 ? t % TILE_N : t / TILE_K;
-                u32 kk = g.b_n == 1 ? t / TILE_N : t % TILE_K;
+                u32 nn, kk;
+                b_coords(t, g, nn, kk);
                 u64 gn = n0 + nn, gk = k0 + kk;
-                bs[kk][nn] = gn < g.n && gk < k_hi ? gemm_operand(bb[gk * g.b_k + gn * g.b_n], g) : 0.0f;
+                bs[kk][nn] = gn < g.n && gk < part.k_hi ? gemm_operand(bb[gk * g.b_k + gn * g.b_n], g) : 0.0f;
             }
             __syncthreads();
 #pragma unroll
@@ -141,24 +164,22 @@ extern "C" __global__ void __launch_bounds__(TC_THREADS) gemm_bf16_tc(float* c, 
     u32 wm = (warp / 2) * 32, wn = (warp % 2) * 32;
     u64 m0 = (u64)blockIdx.y * TILE_M, n0 = (u64)blockIdx.x * TILE_N;
     float acc[2][4][4] = {};
-    u32 groups = (g.batches + g.group - 1) / g.group;
-    u32 first = (blockIdx.z % groups) * g.group, last = min(first + g.group, g.batches);
-    u64 k_lo = (u64)(blockIdx.z / groups) * g.k_chunk, k_hi = min(k_lo + g.k_chunk, (u64)g.k);
-    for (u32 batch = first; batch < last; batch++) {
+    GemmPart part = gemm_part(g);
+    for (u32 batch = part.first; batch < part.last; batch++) {
         const float* ab = a + batch * g.a_b;
         const float* bb = b + batch * g.b_b;
-        for (u64 k0 = k_lo; k0 < k_hi; k0 += TILE_K) {
+        for (u64 k0 = part.k_lo; k0 < part.k_hi; k0 += TILE_K) {
             for (u32 t = threadIdx.x; t < TILE_M * TILE_K; t += TC_THREADS) {
-                u32 mm = g.a_k == 1 ? t / TILE_K : t % TILE_M;
-                u32 kk = g.a_k == 1 ? t % TILE_K : t / TILE_M;
+                u32 mm, kk;
+                a_coords(t, g, mm, kk);
                 u64 gm = m0 + mm, gk = k0 + kk;
-                as[mm][kk] = gm < g.m && gk < k_hi ? bf16_bits(ab[gm * g.a_m + gk * g.a_k]) : 0;
+                as[mm][kk] = gm < g.m && gk < part.k_hi ? bf16_bits(ab[gm * g.a_m + gk * g.a_k]) : 0;
             }
             for (u32 t = threadIdx.x; t < TILE_N * TILE_K; t += TC_THREADS) {
-                u32 nn = g.b_n == 1 ? t % TILE_N : t / TILE_K;
-                u32 kk = g.b_n == 1 ? t / TILE_N : t % TILE_K;
+                u32 nn, kk;
+                b_coords(t, g, nn, kk);
                 u64 gn = n0 + nn, gk = k0 + kk;
-                bs[nn][kk] = gn < g.n && gk < k_hi ? bf16_bits(bb[gk * g.b_k + gn * g.b_n]) : 0;
+                bs[nn][kk] = gn < g.n && gk < part.k_hi ? bf16_bits(bb[gk * g.b_k + gn * g.b_n]) : 0;
             }
             __syncthreads();
             // A fragment (16 × 16, rows gid and gid + 8, k pairs 2·tig and 2·tig + 8); B fragment
