@@ -15,7 +15,6 @@
 pub mod backend;
 pub mod batch;
 pub mod data;
-#[cfg(feature = "cuda")]
 mod device;
 pub mod distributed;
 mod error;

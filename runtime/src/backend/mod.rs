@@ -19,44 +19,9 @@ use crate::ops::{
 };
 
 pub use cpu::Cpu;
+pub use crate::device::Precision;
 #[cfg(feature = "cuda")]
 pub use cuda::Cuda;
-
-/// The arithmetic of convolutions and linear layers, as PyTorch's autocast chooses it: `F32`
-/// everywhere, or `Bf16` mixed precision (`torch.autocast(device_type="cuda",
-/// dtype=torch.bfloat16)`): GEMM operands rounded to bf16, products summed in f32, each GEMM's
-/// result rounded to bf16; batch norm, losses, the optimizer and the master weights stay f32.
-/// Only the CUDA backend has `Bf16` ([`Cuda::set_precision`](crate::Cuda)).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Precision {
-    /// Full f32, as the fixtures (no TF32).
-    #[default]
-    F32,
-    /// bf16 operands with f32 sums, PyTorch autocast's bfloat16.
-    Bf16,
-}
-
-impl std::fmt::Display for Precision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Precision::F32 => "f32",
-            Precision::Bf16 => "bf16",
-        })
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = crate::Error;
-
-    /// `"f32"` (or `"float32"`) and `"bf16"` (or `"bfloat16"`), PyTorch's dtype names.
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "f32" | "float32" | "fp32" => Ok(Precision::F32),
-            "bf16" | "bfloat16" => Ok(Precision::Bf16),
-            other => Err(crate::Error::bad_input(format!("unknown precision {other:?}: expected f32 or bf16"))),
-        }
-    }
-}
 
 /// An element type a buffer can hold: `f32` for tensors, `u32` for labels and pooling indices.
 pub trait Elem: Copy + Default + Send + Sync + Debug + 'static {}

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use cudarc::driver::{CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, result, sys};
 use cudarc::nvrtc::{self, Ptx};
 
-use crate::backend::Precision;
+use super::Precision;
 use crate::{Error, Result};
 
 /// One kernel source of the program NVRTC compiles: its path under `runtime/src` (how compiler

@@ -16,7 +16,7 @@ use cudarc::cudnn::result::{self as dnn, CudnnError};
 use cudarc::cudnn::sys;
 
 use super::Conv2d;
-use crate::backend::Precision;
+use crate::device::Precision;
 use crate::device::cuda::{Cuda, CudaBuf, Issue, Ptr, VendorPolicy};
 use crate::{Error, Result};
 

@@ -7,7 +7,7 @@ use cudarc::driver::{DeviceRepr, LaunchConfig};
 
 use super::cublas;
 use crate::Result;
-use crate::backend::Precision;
+use crate::device::Precision;
 use crate::device::cuda::{Cuda, Ptr, Source, THREADS, elementwise, launch, per_channel};
 
 /// This folder's kernel source and the kernels launched from here.
