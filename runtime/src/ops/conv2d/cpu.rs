@@ -220,7 +220,13 @@ pub fn scratch_len(op: &Conv2d, n: usize) -> usize {
     if op.groups > 1 {
         return depthwise::scratch_len(op);
     }
-    let data = if uses_full_conv(op) { forward_layout(&full_conv(op), n).total() } else { col2im_len(op, n) };
+    let data = if uses_winograd_data(op) {
+        winograd::scratch_len(&full_conv(op), threads())
+    } else if uses_full_conv(op) {
+        forward_layout(&full_conv(op), n).total()
+    } else {
+        col2im_len(op, n)
+    };
     let direct = if direct::applies(op) { Padded::of(op).len(n) + direct::TAIL + direct::filter_scratch_len(op, threads()) } else { 0 };
     let winograd = if uses_winograd(op) { winograd::scratch_len(op, threads()) } else { 0 };
     forward_layout(op, n).total().max(filter_layout(op, n).total()).max(data).max(direct).max(winograd)
@@ -231,9 +237,26 @@ pub fn scratch_len(op: &Conv2d, n: usize) -> usize {
 /// leaves them to the indirect path, to compare the two (read once: the packed weights of a
 /// network must stay in the layout its forward reads).
 fn uses_winograd(op: &Conv2d) -> bool {
+    !winograd_off() && !direct::applies(op) && winograd::applies(op)
+}
+
+/// `STATICNET_NO_WINOGRAD=1`: no Winograd, forward or backward.
+fn winograd_off() -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let off = *OFF.get_or_init(|| std::env::var_os("STATICNET_NO_WINOGRAD").is_some_and(|v| v != "0" && !v.is_empty()));
-    !off && !direct::applies(op) && winograd::applies(op)
+    *OFF.get_or_init(|| std::env::var_os("STATICNET_NO_WINOGRAD").is_some_and(|v| v != "0" && !v.is_empty()))
+}
+
+/// Whether the data gradient of `op` is Winograd's: the full convolution of dY (stride 1)
+/// with a 3 × 3 or 5 × 5 kernel and enough channels (`winograd::applies`), whatever path the
+/// forward takes.
+fn uses_winograd_data(op: &Conv2d) -> bool {
+    !winograd_off() && uses_full_conv(op) && winograd::applies(&full_conv(op))
+}
+
+/// Tap `tap` of filter (co, ci) of `op`'s weights in PyTorch's layout.
+fn tap_of(op: &Conv2d, w: &[f32]) -> impl Fn(usize, usize, usize) -> f32 + Sync {
+    let k = op.kernel[0] * op.kernel[1];
+    move |co, ci, tap| w[(co * op.c_in + ci) * k + tap]
 }
 
 /// Floats of the weights laid out for the forward (see [`pack`]): the direct path's groups of
@@ -258,7 +281,7 @@ pub fn pack(op: &Conv2d, wb: &[f32], packed: &mut [f32]) {
     } else if direct::applies(op) {
         direct::pack(op, |co, tap| w[co * k + tap], packed);
     } else if uses_winograd(op) {
-        winograd::pack(op, w, packed);
+        winograd::pack(op, tap_of(op, w), packed);
     } else {
         pack_panels(op, w, None::<fn(usize) -> (usize, usize)>, packed);
     }
@@ -276,7 +299,7 @@ pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f3
     }
     let (w, b) = wb.split_at(op.weight_len());
     if uses_winograd(op) {
-        return winograd::forward(op, n, x, w, packed, op.bias.then_some(b), relu, false, y, scratch, threads());
+        return winograd::forward(op, n, x, None, tap_of(op, w), packed, op.bias.then_some(b), relu, false, y, scratch, threads());
     }
     let epilogue = if relu { Epilogue::Relu } else { Epilogue::Plain };
     indirect_forward(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, packed, op.bias.then_some(b), epilogue, y, scratch);
@@ -325,7 +348,7 @@ pub fn forward_relu_max_pool(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packe
     let (w, b) = wb.split_at(op.weight_len());
     if uses_winograd(op) {
         // Pooled as its 2 × 2 output tiles are finished: each tile is one window.
-        return winograd::forward(op, n, x, w, packed, op.bias.then_some(b), true, true, y, scratch, threads());
+        return winograd::forward(op, n, x, None, tap_of(op, w), packed, op.bias.then_some(b), true, true, y, scratch, threads());
     }
     indirect_forward(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, packed, op.bias.then_some(b), Epilogue::ReluMaxPool, y, scratch);
 }
@@ -387,7 +410,13 @@ pub fn backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32], relu_y
     }
     if let Some(dx) = dx {
         let w = &wb[..op.weight_len()];
-        if uses_full_conv(op) {
+        if uses_winograd_data(op) {
+            // The full convolution of dY with W flipped and transposed: filter (ci, co) of it is
+            // W[co, ci] turned by 180°, tap t being W[co, ci]'s tap kh·kw − 1 − t.
+            let k = op.kernel[0] * op.kernel[1];
+            let flipped = |ci: usize, co: usize, tap: usize| w[(co * op.c_in + ci) * k + k - 1 - tap];
+            winograd::forward(&full_conv(op), n, dy, relu_y, flipped, None, None, false, false, dx, scratch, threads());
+        } else if uses_full_conv(op) {
             // W flipped and transposed: element (ci, (co, ky, kx)) = W[co, ci, kh−1−ky, kw−1−kx],
             // at ((co·c_in)·kh + kh−1−ky)·kw + kw−1−kx + ci·kh·kw.
             let [kh, kw] = op.kernel;

@@ -1,79 +1,213 @@
-//! 3 × 3 convolutions of stride 1 by Winograd's minimal filtering F(2 × 2, 3 × 3) (Lavin and
-//! Gray, "Fast Algorithms for Convolutional Neural Networks", 2016), as cuDNN and NNPACK have it:
-//! 16 multiplies for a 2 × 2 tile of outputs where the direct way takes 36, so 2.25 times fewer.
+//! 3 × 3 and 5 × 5 convolutions of stride 1 by Winograd's minimal filtering F(2 × 2, r × r)
+//! (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016), as cuDNN and
+//! NNPACK have it: a 2 × 2 tile of outputs takes (r + 1)² multiplies where the direct way takes
+//! 4r², 2.25 times fewer for 3 × 3 (16 against 36) and 2.8 times for 5 × 5 (36 against 100).
 //!
-//! Per tile of 2 × 2 outputs, its 4 × 4 input patch d and each 3 × 3 filter g are transformed,
-//! V = Bᵀ·d·B and U = G·g·Gᵀ (both 4 × 4), the products are summed over input channels element
-//! by element, M[ξ] = Σ_ci U[ξ, co, ci]·V[ξ, ci] for each of the 16 positions ξ, and the tile's
-//! outputs are Y = Aᵀ·M·A. The sum over channels is 16 GEMMs (c_out × c_in)·(c_in × tiles) on the
-//! microkernel of `ops::gemm`, called directly: U is laid out in its A panels once (`pack`), and
-//! the input transform writes V straight into B panels, so nothing is packed per block (with
-//! k = c_in as short as 32, packing through the GEMM driver cost as much as the transforms).
-//! Tiles are taken a block of images at a time, so that a block's V and M stay in L2 between
-//! the transforms and the GEMMs; each thread takes whole blocks.
+//! Per tile of 2 × 2 outputs, its N × N input patch d (N = r + 1) and each r × r filter g are
+//! transformed, V = Bᵀ·d·B and U = G·g·Gᵀ (both N × N), the products are summed over input
+//! channels element by element, M[ξ] = Σ_ci U[ξ, co, ci]·V[ξ, ci] for each of the N² positions
+//! ξ, and the tile's outputs are Y = Aᵀ·M·A. The sum over channels is N² GEMMs
+//! (c_out × c_in)·(c_in × tiles) on the microkernel of `ops::gemm`, called directly: U is laid
+//! out in its A panels once (`pack`), and the input transform writes V straight into B panels,
+//! so nothing is packed per block (with k = c_in as short as 16, packing through the GEMM
+//! driver cost as much as the transforms). Tiles are taken a block of images at a time, so that
+//! a block's V and M stay in L2 between the transforms and the GEMMs; each thread takes whole
+//! blocks.
 //!
-//! The transforms' coefficients are 0, ±1 and ±½: the result differs from the direct sum by
-//! rounding only, a few units in the last place of f32 for these sizes (the parity tests hold
-//! it to PyTorch's values like every other path).
+//! The same forward computes a data gradient of stride 1: the convolution of dY (masked by a
+//! fused ReLU) with the filters flipped and transposed (`cpu::backward`).
+//!
+//! F(2, 3)'s coefficients are 0, ±1 and ±½, F(2, 5)'s up to 5 and down to 1/24 (its points are
+//! 0, ±1, ±2 and ∞): the result differs from the direct sum by rounding only, more of it for
+//! 5 × 5 (the unit tests hold both to 1e-5 of the sum in f64, and the parity tests to
+//! PyTorch's values like every other path).
 
-use std::ops::Range;
+use std::array::from_fn;
+use std::ops::{Add, Mul, Range, Sub};
 
 use rayon::prelude::*;
 
 use super::Conv2d;
 use crate::ops::gemm::kernel::{self, Micro};
 
-/// Positions of a transformed tile (4 × 4).
-const XI: usize = 16;
+/// Outputs a row at most (96 tiles): wider planes are left to the indirect path, whose scratch
+/// does not grow with the plane.
+const MAX_WIDTH: usize = 192;
 
-/// Most runs a row of tiles splits into in the B panels (of 16 or 32 tiles): at most
-/// `cols / 16 + 2`, so rows of up to 96 tiles (outputs 192 wide; [`applies`] leaves wider ones
-/// to the indirect path).
-const MAX_RUNS: usize = 8;
-
-/// Whether the forward of `op` runs here: a 3 × 3 kernel of stride and dilation 1 without groups,
-/// with enough channels on both sides for the GEMMs' k and rows (the first layer of a network,
-/// 3 channels in, is the direct path's).
+/// Whether `op` runs here: a 3 × 3 or 5 × 5 kernel of stride and dilation 1 without groups, with
+/// enough channels on both sides for the GEMMs' k and rows (the first layer of a network, 1 or 3
+/// channels in, is the direct path's).
 pub(super) fn applies(op: &Conv2d) -> bool {
-    let shape = op.groups == 1 && op.kernel == [3, 3] && op.stride == [1, 1] && op.dilation == [1, 1];
-    shape && op.c_in >= 16 && op.c_out >= 16 && op.w_out.div_ceil(2) <= (MAX_RUNS - 2) * 16
+    let shape = op.groups == 1 && matches!(op.kernel, [3, 3] | [5, 5]) && op.stride == [1, 1] && op.dilation == [1, 1];
+    shape && op.c_in >= 16 && op.c_out >= 16 && op.w_out <= MAX_WIDTH
 }
+
+/// One minimal filtering algorithm F(2, R) in one dimension, on N = R + 1 points: the 2-D
+/// transforms are these along the rows, then down the columns. `T` is one float or a vector of
+/// them (the tiles side by side).
+trait Minimal<const R: usize, const N: usize> {
+    /// G·g: a row of R taps to N.
+    fn filter(g: [f32; R]) -> [f32; N];
+    /// Bᵀ·d: a row of N inputs to N.
+    fn input<T: Lane>(d: [T; N]) -> [T; N];
+    /// Aᵀ·m: a row of N products to its 2 outputs.
+    fn output<T: Lane>(m: [T; N]) -> [T; 2];
+}
+
+/// F(2, 3) on the points 0, 1, −1, ∞.
+struct F23;
+
+impl Minimal<3, 4> for F23 {
+    /// G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
+    fn filter([g0, g1, g2]: [f32; 3]) -> [f32; 4] {
+        [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2]
+    }
+
+    /// Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]].
+    #[inline(always)]
+    fn input<T: Lane>([d0, d1, d2, d3]: [T; 4]) -> [T; 4] {
+        [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
+    }
+
+    /// Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]].
+    #[inline(always)]
+    fn output<T: Lane>([m0, m1, m2, m3]: [T; 4]) -> [T; 2] {
+        [m0 + m1 + m2, m1 - m2 - m3]
+    }
+}
+
+/// F(2, 5) on the points 0, 1, −1, 2, −2, ∞ (Toom–Cook; Bᵀ's rows scaled to integers, their
+/// factors moved into G).
+struct F25;
+
+impl Minimal<5, 6> for F25 {
+    /// G = [[¼, 0, 0, 0, 0], ⅙·[1, 1, 1, 1, 1], ⅙·[1, −1, 1, −1, 1],
+    /// [1/24, 1/12, ⅙, ⅓, ⅔], [1/24, −1/12, ⅙, −⅓, ⅔], [0, 0, 0, 0, 1]].
+    fn filter([g0, g1, g2, g3, g4]: [f32; 5]) -> [f32; 6] {
+        let (even, odd) = (g0 + g2 + g4, g1 + g3);
+        let (even2, odd2) = (g0 / 24.0 + g2 / 6.0 + g4 * (2.0 / 3.0), g1 / 12.0 + g3 / 3.0);
+        [g0 / 4.0, (even + odd) / 6.0, (even - odd) / 6.0, even2 + odd2, even2 - odd2, g4]
+    }
+
+    /// Bᵀ = [[4, 0, −5, 0, 1, 0], [0, 4, 4, −1, −1, 0], [0, −4, 4, 1, −1, 0],
+    /// [0, −2, −1, 2, 1, 0], [0, 2, −1, −2, 1, 0], [0, 4, 0, −5, 0, 1]].
+    #[inline(always)]
+    fn input<T: Lane>([d0, d1, d2, d3, d4, d5]: [T; 6]) -> [T; 6] {
+        let (a, b) = (d1 * 4.0 - d3, d2 * 4.0 - d4);
+        let (c, e) = ((d3 - d1) * 2.0, d4 - d2);
+        [d0 * 4.0 - d2 * 5.0 + d4, a + b, b - a, c + e, e - c, d1 * 4.0 - d3 * 5.0 + d5]
+    }
+
+    /// Aᵀ = [[1, 1, 1, 1, 1, 0], [0, 1, −1, 2, −2, 1]].
+    #[inline(always)]
+    fn output<T: Lane>([m0, m1, m2, m3, m4, m5]: [T; 6]) -> [T; 2] {
+        [m0 + m1 + m2 + m3 + m4, m1 - m2 + (m3 - m4) * 2.0 + m5]
+    }
+}
+
+/// The arithmetic the transforms need, on one float or on [`Lanes`].
+trait Lane: Copy + Add<Output = Self> + Sub<Output = Self> + Mul<f32, Output = Self> {}
+
+impl Lane for f32 {}
+
+/// Eight floats, one per tile: element-wise loops the compiler turns into one vector op each.
+#[derive(Clone, Copy)]
+struct Lanes([f32; 8]);
+
+impl Lane for Lanes {}
+
+impl Add for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn add(self, o: Lanes) -> Lanes {
+        let mut r = self.0;
+        for (r, o) in r.iter_mut().zip(o.0) {
+            *r += o;
+        }
+        Lanes(r)
+    }
+}
+
+impl Sub for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn sub(self, o: Lanes) -> Lanes {
+        let mut r = self.0;
+        for (r, o) in r.iter_mut().zip(o.0) {
+            *r -= o;
+        }
+        Lanes(r)
+    }
+}
+
+impl Mul<f32> for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn mul(self, c: f32) -> Lanes {
+        let mut r = self.0;
+        for r in r.iter_mut() {
+            *r *= c;
+        }
+        Lanes(r)
+    }
+}
+
+/// dst[to[j] + x] = Bᵀ·(src[from[0] + x], …, src[from[N − 1] + x])[j] for x in 0..n rounded
+/// up to 8, eight at a time as [`Lanes`]: the last eight read and write past `n` (see
+/// [`transform_input`] for why that is safe). Offsets into one slice each, rather than arrays
+/// of slices, and plain loops: `array::from_fn` and closures were not inlined here.
+#[inline(always)]
+fn input_lanes<const R: usize, const N: usize, W: Minimal<R, N>>(src: &[f32], from: [usize; N], dst: &mut [f32], to: [usize; N], n: usize) {
+    for x in (0..n).step_by(8) {
+        let mut d = [Lanes([0.0; 8]); N];
+        for (d, &f) in d.iter_mut().zip(&from) {
+            d.0.copy_from_slice(&src[f + x..f + x + 8]);
+        }
+        for (v, &t) in W::input(d).iter().zip(&to) {
+            dst[t + x..t + x + 8].copy_from_slice(&v.0);
+        }
+    }
+}
+
+/// Floats past the input transform's buffers that [`input_lanes`] may read and write.
+const SLACK: usize = 8;
 
 /// Output channels rounded up to whole A panels of the microkernel.
 fn rows_padded(op: &Conv2d, micro: &Micro) -> usize {
     op.c_out.next_multiple_of(micro.mr)
 }
 
+/// Positions of a transformed tile, (r + 1)².
+fn positions(op: &Conv2d) -> usize {
+    (op.kernel[0] + 1).pow(2)
+}
+
 /// Floats of the transformed weights U in the microkernel's A panels: per ξ, panels of MR output
 /// channels, each c_in steps of MR (rows past c_out zero).
 pub(super) fn weights_len(op: &Conv2d) -> usize {
-    XI * rows_padded(op, &kernel::select()) * op.c_in
+    positions(op) * rows_padded(op, &kernel::select()) * op.c_in
 }
 
-/// U[ξ] = G·g·Gᵀ for each filter g = w[co, ci] (3 × 3, PyTorch's layout), at
+/// U[ξ] = G·g·Gᵀ for each filter g (r × r) of `op`, tap t of (co, ci) being `w(co, ci, t)`, at
 /// `ξ·rows·c_in + (co / MR)·MR·c_in + ci·MR + co % MR`.
-pub(super) fn pack(op: &Conv2d, w: &[f32], u: &mut [f32]) {
+pub(super) fn pack(op: &Conv2d, w: impl Fn(usize, usize, usize) -> f32, u: &mut [f32]) {
+    match op.kernel[0] {
+        3 => pack_with::<3, 4, F23>(op, w, u),
+        _ => pack_with::<5, 6, F25>(op, w, u),
+    }
+}
+
+fn pack_with<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2d, w: impl Fn(usize, usize, usize) -> f32, u: &mut [f32]) {
     let (co_n, ci_n, mr) = (op.c_out, op.c_in, kernel::select().mr);
     let plane = rows_padded(op, &kernel::select()) * ci_n;
-    u[..XI * plane].fill(0.0);
+    u[..N * N * plane].fill(0.0);
     for co in 0..co_n {
         for ci in 0..ci_n {
-            let g = &w[(co * ci_n + ci) * 9..][..9];
-            // G·g (4 × 3), G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
-            let mut gg = [[0.0f32; 3]; 4];
-            for c in 0..3 {
-                let (g0, g1, g2) = (g[c], g[3 + c], g[6 + c]);
-                gg[0][c] = g0;
-                gg[1][c] = 0.5 * (g0 + g1 + g2);
-                gg[2][c] = 0.5 * (g0 - g1 + g2);
-                gg[3][c] = g2;
-            }
-            // (G·g)·Gᵀ (4 × 4).
-            for (r, row) in gg.iter().enumerate() {
-                let [a, b, c] = *row;
-                let out = [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
-                for (j, v) in out.into_iter().enumerate() {
-                    u[(r * 4 + j) * plane + (co / mr) * mr * ci_n + ci * mr + co % mr] = v;
+            // G·g, column by column (gg[kx][i] is its element (i, kx)), then (G·g)·Gᵀ row by row.
+            let gg: [[f32; N]; R] = from_fn(|kx| W::filter(from_fn(|ky| w(co, ci, ky * R + kx))));
+            for i in 0..N {
+                for (j, v) in W::filter(from_fn(|kx| gg[kx][i])).into_iter().enumerate() {
+                    u[(i * N + j) * plane + (co / mr) * mr * ci_n + ci * mr + co % mr] = v;
                 }
             }
         }
@@ -81,24 +215,35 @@ pub(super) fn pack(op: &Conv2d, w: &[f32], u: &mut [f32]) {
 }
 
 /// The tiling of one forward: tiles per image (rows × columns of 2 × 2 outputs), images per
-/// block, and the floats one worker needs.
+/// block, and the points of the transforms.
 struct Tiling {
     rows: usize,
     cols: usize,
     images: usize,
+    n: usize,
 }
 
 impl Tiling {
     fn of(op: &Conv2d) -> Self {
-        let (rows, cols) = (op.h_out.div_ceil(2), op.w_out.div_ceil(2));
-        // A block's V (16 × c_in × tiles) and M (16 × c_out × tiles) in 384 KB of the 512 KB
-        // (Zen 1) to 2 MB (Xeon) L2 a core has.
-        let tiles = (96 * 1024 / (XI * (op.c_in + op.c_out))).max(1);
-        Tiling { rows, cols, images: (tiles / (rows * cols)).max(1) }
+        let (rows, cols, xi) = (op.h_out.div_ceil(2), op.w_out.div_ceil(2), positions(op));
+        // A block's V (ξ × c_in × tiles) and M (ξ × c_out × tiles) in 768 KB, a little more
+        // than the 512 KB L2 a core of Zen 1 has (2 MB on a Xeon): the GEMMs stream through
+        // them one ξ at a time. In 384 KB, Model A's second layer took one image a block, 56
+        // tiles in 64 lanes of B panels; in 768 KB, two take 112 in 112, and its forward on
+        // one thread went from 16.0–16.5 to 13.8–14.0 ms (the CIFAR network's were the same).
+        let tiles = (192 * 1024 / (xi * (op.c_in + op.c_out))).max(1);
+        let per_image = (rows * cols).next_multiple_of(8);
+        Tiling { rows, cols, images: (tiles / per_image).max(1), n: op.kernel[0] + 1 }
+    }
+
+    /// An image's tiles, rows × cols rounded up to 8: the input transform's last eight lanes of
+    /// an image are whole (the GEMMs compute the few past it, which no output reads).
+    fn per_image(&self) -> usize {
+        (self.rows * self.cols).next_multiple_of(8)
     }
 
     fn tiles(&self) -> usize {
-        self.images * self.rows * self.cols
+        self.images * self.per_image()
     }
 
     /// Tiles of a block rounded up to whole B panels of the microkernel.
@@ -106,15 +251,33 @@ impl Tiling {
         self.tiles().next_multiple_of(micro.nr)
     }
 
-    /// Floats the input transform of one plane works in: its padded rows split into even and
-    /// odd columns, and their row transforms (4).
+    /// A padded plane as the input transform keeps it: its rows (2·rows + N − 2) split into
+    /// even and odd columns, rows `stride` floats apart (a tile's N columns are then
+    /// e[tx], o[tx], e[tx + 1], …, up to tx + N/2 − 1).
+    fn stride(&self) -> usize {
+        self.cols + self.n / 2 - 1
+    }
+
+    fn split_len(&self) -> usize {
+        (2 * self.rows + self.n - 2) * self.stride()
+    }
+
+    /// The row transform of one of the N columns of the tiles, its rows split into even and
+    /// odd, each half `cols` floats a row (rows + N/2 − 1 of them) and [`SLACK`] more.
+    fn half_len(&self) -> usize {
+        (self.rows + self.n / 2 - 1) * self.cols + SLACK
+    }
+
+    /// Floats the input transform of one plane works in: the even and odd columns, and their
+    /// row transforms (N columns of two halves).
     fn plane_len(&self) -> usize {
-        6 * (2 * self.rows + 2) * (self.cols + 1)
+        2 * self.split_len() + SLACK + 2 * self.n * self.half_len()
     }
 
     /// A worker's floats: V (in B panels) and M of a block, and the transforms' own.
     fn worker_len(&self, op: &Conv2d) -> usize {
-        XI * (op.c_in * self.tiles_padded(&kernel::select()) + op.c_out * self.tiles()) + self.plane_len().max(4 * self.tiles())
+        let xi = self.n * self.n;
+        xi * (op.c_in * self.tiles_padded(&kernel::select()) + op.c_out * self.tiles()) + self.plane_len().max(4 * self.tiles())
     }
 }
 
@@ -126,10 +289,11 @@ pub(super) fn scratch_len(op: &Conv2d, threads: usize) -> usize {
 
 /// y = conv(x, w) + b, then ReLU when `relu`; with `pool` (and `relu`), max-pooled 2 × 2 too
 /// (PyTorch's floor mode: the windows of an odd last row or column are dropped), so that the
-/// convolution's own output is never written. `u`: the weights as [`pack`] lays them out, or
-/// None to transform them into the scratch.
+/// convolution's own output is never written. `mask`: x taken only where it is positive (the
+/// output of a fused ReLU, when x is its gradient). `u`: the weights as [`pack`] lays them out,
+/// or None to transform `w` into the scratch.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn forward(op: &Conv2d, n: usize, x: &[f32], w: &[f32], u: Option<&[f32]>, b: Option<&[f32]>, relu: bool, pool: bool, y: &mut [f32], scratch: &mut [f32], threads: usize) {
+pub(super) fn forward(op: &Conv2d, n: usize, x: &[f32], mask: Option<&[f32]>, w: impl Fn(usize, usize, usize) -> f32, u: Option<&[f32]>, b: Option<&[f32]>, relu: bool, pool: bool, y: &mut [f32], scratch: &mut [f32], threads: usize) {
     let (u_own, scratch) = scratch.split_at_mut(weights_len(op));
     let u = match u {
         Some(u) => u,
@@ -161,14 +325,12 @@ pub(super) fn forward(op: &Conv2d, n: usize, x: &[f32], w: &[f32], u: Option<&[f
             let b0 = blk * t.images;
             let images = t.images.min(n - b0);
             let channels = (part * panels / parts * mr).min(op.c_out)..((part + 1) * panels / parts * mr).min(op.c_out);
-            let x = &x[b0 * op.x_len()..(b0 + images) * op.x_len()];
-            #[cfg(target_arch = "x86_64")]
-            if crate::ops::isa::avx2() {
-                // SAFETY: the processor has AVX2 and FMA.
-                unsafe { block_avx2(op, &t, x, images, u, b, relu, pool, &out, b0, channels, buf) };
-                continue;
+            let range = b0 * op.x_len()..(b0 + images) * op.x_len();
+            let block = Block { op, t: &t, x: &x[range.clone()], mask: mask.map(|m| &m[range]), images, u, bias: b, relu, pool, y: &out, b0, channels };
+            match op.kernel[0] {
+                3 => block.run::<3, 4, F23>(buf),
+                _ => block.run::<5, 6, F25>(buf),
             }
-            block(op, &t, x, images, u, b, relu, pool, &out, b0, channels, buf);
         }
     });
 }
@@ -194,65 +356,189 @@ impl Planes {
     }
 }
 
-/// [`block`] compiled for AVX2 and FMA: the transforms are loops over floats that the compiler
-/// vectorises, 8 lanes wide here instead of SSE's 4.
-///
-/// # Safety
-/// The processor has AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn block_avx2(op: &Conv2d, t: &Tiling, x: &[f32], images: usize, u: &[f32], bias: Option<&[f32]>, relu: bool, pool: bool, y: &Planes, b0: usize, channels: Range<usize>, buf: &mut [f32]) {
-    block(op, t, x, images, u, bias, relu, pool, y, b0, channels, buf)
+/// One task: `images` images from image `b0` on, for output channels `channels` (whole A
+/// panels).
+struct Block<'a> {
+    op: &'a Conv2d,
+    t: &'a Tiling,
+    x: &'a [f32],
+    mask: Option<&'a [f32]>,
+    images: usize,
+    u: &'a [f32],
+    bias: Option<&'a [f32]>,
+    relu: bool,
+    pool: bool,
+    y: &'a Planes,
+    b0: usize,
+    channels: Range<usize>,
 }
 
-/// One block of `images` images from image `b0` on, for output channels `channels` (whole A
-/// panels): their inputs transformed into V, the 16 GEMMs into M, and the outputs of M
-/// transformed into their planes of `y`.
-#[allow(clippy::too_many_arguments)]
+impl Block<'_> {
+    /// [`Block::compute`], compiled for AVX2 and FMA where the processor has them: the
+    /// transforms are vectors of 8 lanes there instead of SSE's 4 (with SSE they took twice as
+    /// long).
+    fn run<const R: usize, const N: usize, W: Minimal<R, N>>(&self, buf: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::ops::isa::avx2() {
+            // SAFETY: the processor has AVX2 and FMA.
+            return unsafe { self.compute_avx2::<R, N, W>(buf) };
+        }
+        self.compute::<R, N, W>(buf)
+    }
+
+    /// # Safety
+    /// The processor has AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn compute_avx2<const R: usize, const N: usize, W: Minimal<R, N>>(&self, buf: &mut [f32]) {
+        self.compute::<R, N, W>(buf)
+    }
+
+    /// The block's inputs transformed into V, the N² GEMMs into M, and the outputs of M
+    /// transformed into their planes of `y`.
+    #[inline(always)]
+    fn compute<const R: usize, const N: usize, W: Minimal<R, N>>(&self, buf: &mut [f32]) {
+        let (op, t) = (self.op, self.t);
+        let micro = kernel::select();
+        let (ci_n, co_n, mr, nr, xi_n) = (op.c_in, op.c_out, micro.mr, micro.nr, N * N);
+        let tiles = self.images * t.per_image();
+        let tiles_padded = tiles.next_multiple_of(nr);
+        let xi_len = ci_n * tiles_padded;
+        let (v, rest) = buf.split_at_mut(xi_n * xi_len);
+        let (m, rest) = rest.split_at_mut(xi_n * co_n * tiles);
+        if tiles < tiles_padded {
+            // The lanes past the last tile in each ξ's last panel: read by the kernel, never written.
+            for vi in v.chunks_exact_mut(xi_len) {
+                for lanes in vi[tiles / nr * nr * ci_n..][..nr * ci_n].chunks_exact_mut(nr) {
+                    lanes[tiles % nr..].fill(0.0);
+                }
+            }
+        }
+        debug_assert!(nr.is_power_of_two());
+        let panels = Panels { nr, ci: ci_n, xi_len };
+        let plane_len = op.h_in * op.w_in;
+        for img in 0..self.images {
+            for ci in 0..ci_n {
+                let at = (img * ci_n + ci) * plane_len;
+                let (plane, mask) = (&self.x[at..][..plane_len], self.mask.map(|m| &m[at..][..plane_len]));
+                transform_input::<R, N, W>(op, t, plane, mask, v, &panels, ci, img * t.per_image(), rest);
+            }
+        }
+        let (rows, a_panel, b_panel) = (rows_padded(op, &micro), mr * ci_n, nr * ci_n);
+        for xi in 0..xi_n {
+            let ui = &self.u[xi * rows * ci_n..][..rows * ci_n];
+            let vi = &v[xi * xi_len..][..ci_n * tiles_padded];
+            let mi = &mut m[xi * co_n * tiles..][..co_n * tiles];
+            for (jp, b) in vi.chunks_exact(b_panel).enumerate() {
+                let j0 = jp * nr;
+                for (ip, a) in ui.chunks_exact(a_panel).enumerate().skip(self.channels.start / mr).take(self.channels.len().div_ceil(mr)) {
+                    let i0 = ip * mr;
+                    let (rows, cols) = (mr.min(co_n - i0), nr.min(tiles - j0));
+                    let c = &mut mi[i0 * tiles + j0..];
+                    assert!(c.len() > (rows - 1) * tiles + cols - 1);
+                    // SAFETY: an A panel of MR·c_in and a B panel of NR·c_in floats, and the rows × cols
+                    // tile of M at row stride `tiles` inside `c` (asserted).
+                    unsafe { (micro.kernel)(ci_n, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), tiles, rows, cols, 0.0, std::ptr::null(), false) };
+                }
+            }
+        }
+        self.transform_output::<R, N, W>(m, tiles, rest);
+    }
+
+    /// The outputs of M (ξ, c_out, tiles): Y = Aᵀ·M·A per tile, plus the bias, ReLU and the
+    /// 2 × 2 max pool as asked, into the NCHW planes of the block's images. One loop over all the
+    /// block's tiles per channel (vectors), then their rows are stored.
+    #[inline(always)]
+    fn transform_output<const R: usize, const N: usize, W: Minimal<R, N>>(&self, m: &[f32], tiles: usize, tmp: &mut [f32]) {
+        let (op, t) = (self.op, self.t);
+        let (ho, wo, co_n, cols) = (op.h_out, op.w_out, op.c_out, t.cols);
+        let (hp, wp) = (ho / 2, wo / 2);
+        let mut quarters = tmp[..4 * tiles].chunks_exact_mut(tiles);
+        let mut ys: [&mut [f32]; 4] = from_fn(|_| quarters.next().expect("four quarters"));
+        for co in self.channels.clone() {
+            let bias = self.bias.map_or(0.0, |b| b[co]);
+            // The channel's products M[ξ = (i, j)] over the block's tiles.
+            let mut ms = [[&m[..0]; N]; N];
+            for (i, ms) in ms.iter_mut().enumerate() {
+                for (j, ms) in ms.iter_mut().enumerate() {
+                    *ms = &m[((i * N + j) * co_n + co) * tiles..][..tiles];
+                }
+            }
+            let finish = |y: f32| if self.relu { (y + bias).max(0.0) } else { y + bias };
+            let mut tile = 0;
+            while tile + 8 <= tiles {
+                let mut mm = [[Lanes([0.0; 8]); N]; N];
+                for (mm, ms) in mm.iter_mut().zip(&ms) {
+                    for (mm, src) in mm.iter_mut().zip(ms) {
+                        mm.0.copy_from_slice(&src[tile..tile + 8]);
+                    }
+                }
+                let out = tile_outputs::<R, N, W, Lanes>(mm);
+                for (dst, o) in ys.iter_mut().zip(out) {
+                    for (d, o) in dst[tile..tile + 8].iter_mut().zip(o.0) {
+                        *d = finish(o);
+                    }
+                }
+                tile += 8;
+            }
+            for tile in tile..tiles {
+                let mut mm = [[0.0; N]; N];
+                for (mm, ms) in mm.iter_mut().zip(&ms) {
+                    for (mm, src) in mm.iter_mut().zip(ms) {
+                        *mm = src[tile];
+                    }
+                }
+                let out = tile_outputs::<R, N, W, f32>(mm);
+                for (dst, o) in ys.iter_mut().zip(out) {
+                    dst[tile] = finish(o);
+                }
+            }
+            let [y00, y01, y10, y11] = [&*ys[0], &*ys[1], &*ys[2], &*ys[3]];
+            for img in 0..self.images {
+                // SAFETY: this task alone computes channel `co` of these images.
+                let plane = unsafe { self.y.plane(self.b0 + img, co) };
+                for ty in 0..t.rows {
+                    let first = img * t.per_image() + ty * cols;
+                    let (a0, a1, b0, b1) = (&y00[first..][..cols], &y01[first..][..cols], &y10[first..][..cols], &y11[first..][..cols]);
+                    if self.pool {
+                        if ty < hp {
+                            let dst = &mut plane[ty * wp..][..wp];
+                            for (px, d) in dst.iter_mut().enumerate() {
+                                *d = a0[px].max(a1[px]).max(b0[px].max(b1[px]));
+                            }
+                        }
+                        continue;
+                    }
+                    for (i, (a, b)) in [(a0, a1), (b0, b1)].into_iter().enumerate() {
+                        let oy = 2 * ty + i;
+                        if oy >= ho {
+                            break;
+                        }
+                        let dst = &mut plane[oy * wo..][..wo];
+                        for (pair, (&a, &b)) in dst.chunks_mut(2).zip(a.iter().zip(b)) {
+                            pair[0] = a;
+                            if let Some(d) = pair.get_mut(1) {
+                                *d = b;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Y = Aᵀ·M·A of a tile (or of eight side by side): its outputs (0, 0), (0, 1), (1, 0), (1, 1).
 #[inline(always)]
-fn block(op: &Conv2d, t: &Tiling, x: &[f32], images: usize, u: &[f32], bias: Option<&[f32]>, relu: bool, pool: bool, y: &Planes, b0: usize, channels: Range<usize>, buf: &mut [f32]) {
-    let micro = kernel::select();
-    let (ci_n, co_n, mr, nr) = (op.c_in, op.c_out, micro.mr, micro.nr);
-    let tiles = images * t.rows * t.cols;
-    let tiles_padded = tiles.next_multiple_of(nr);
-    let (v, rest) = buf.split_at_mut(XI * ci_n * tiles_padded);
-    let (m, rest) = rest.split_at_mut(XI * co_n * tiles);
-    if tiles < tiles_padded {
-        // The lanes past the last tile in each ξ's last panel: read by the kernel, never written.
-        for panel in v.chunks_exact_mut(nr * ci_n).skip(tiles / nr).step_by(tiles_padded / nr) {
-            for lanes in panel.chunks_exact_mut(nr) {
-                lanes[tiles % nr..].fill(0.0);
-            }
-        }
+fn tile_outputs<const R: usize, const N: usize, W: Minimal<R, N>, T: Lane>(m: [[T; N]; N]) -> [T; 4] {
+    // M·A along each row i: its two columns; then Aᵀ· down each of them.
+    let (mut left, mut right) = (m[0], m[0]);
+    for i in 0..N {
+        [left[i], right[i]] = W::output(m[i]);
     }
-    debug_assert!(nr.is_power_of_two());
-    let panels = Panels { nr, ci: ci_n, xi_len: ci_n * tiles_padded };
-    for img in 0..images {
-        for ci in 0..ci_n {
-            let plane = &x[(img * ci_n + ci) * op.h_in * op.w_in..][..op.h_in * op.w_in];
-            transform_input(op, t, plane, v, &panels, ci, img * t.rows * t.cols, rest);
-        }
-    }
-    let (rows, a_panel, b_panel) = (rows_padded(op, &micro), mr * ci_n, nr * ci_n);
-    for xi in 0..XI {
-        let ui = &u[xi * rows * ci_n..][..rows * ci_n];
-        let vi = &v[xi * ci_n * tiles_padded..][..ci_n * tiles_padded];
-        let mi = &mut m[xi * co_n * tiles..][..co_n * tiles];
-        for (jp, b) in vi.chunks_exact(b_panel).enumerate() {
-            let j0 = jp * nr;
-            for (ip, a) in ui.chunks_exact(a_panel).enumerate().skip(channels.start / mr).take(channels.len().div_ceil(mr)) {
-                let i0 = ip * mr;
-                let (rows, cols) = (mr.min(co_n - i0), nr.min(tiles - j0));
-                let c = &mut mi[i0 * tiles + j0..];
-                assert!(c.len() > (rows - 1) * tiles + cols - 1);
-                // SAFETY: an A panel of MR·c_in and a B panel of NR·c_in floats, and the rows × cols
-                // tile of M at row stride `tiles` inside `c` (asserted).
-                unsafe { (micro.kernel)(ci_n, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), tiles, rows, cols, 0.0, std::ptr::null(), false) };
-            }
-        }
-    }
-    transform_output(op, t, m, tiles, images, bias, relu, pool, y, b0, channels, rest);
+    let [y00, y10] = W::output(left);
+    let [y01, y11] = W::output(right);
+    [y00, y01, y10, y11]
 }
 
 /// Where V's elements go: per ξ (`xi_len` floats), B panels of `nr` tiles, each c_in steps of
@@ -264,180 +550,76 @@ struct Panels {
 }
 
 impl Panels {
-    /// The runs of V[ξ, ci, tile .. tile + count] that are contiguous (within one panel): each
-    /// as (its first float, its first tile − `tile`, its length).
-    fn runs(&self, xi: usize, ci: usize, tile: usize, count: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
-        let mut at = tile;
-        std::iter::from_fn(move || {
-            (at < tile + count).then(|| {
-                // NR is a power of two (16 or 32): no division.
-                let (panel, lane) = (at >> self.nr.trailing_zeros(), at & (self.nr - 1));
-                let len = (self.nr - lane).min(tile + count - at);
-                let run = (xi * self.xi_len + panel * self.nr * self.ci + ci * self.nr + lane, at - tile, len);
-                at += len;
-                run
-            })
-        })
+    /// Where V[0, ci, tile] is.
+    fn at(&self, ci: usize, tile: usize) -> usize {
+        // NR is a power of two (16 or 32): no division.
+        let (panel, lane) = (tile >> self.nr.trailing_zeros(), tile & (self.nr - 1));
+        panel * self.nr * self.ci + ci * self.nr + lane
     }
 }
 
 /// V[ξ, ci, at + tile] = (Bᵀ·d·B)[ξ] for every tile of one input plane (channel `ci`), into B
-/// panels. Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]].
+/// panels; with `mask`, d is the plane where the mask is positive, else 0.
 ///
-/// The planes are small (8 × 8 to 32 × 32) and a row holds few tiles, so each step is one loop
-/// over the whole padded plane, flat, rows `s` = cols + 1 floats apart, which vectorises: its
-/// columns split into even and odd (a tile's four columns are then e[tx], o[tx], e[tx + 1],
-/// o[tx + 1]), and the row transform d·B of every row; then Bᵀ·(d·B) down the columns from each
-/// even row, written into the panels. `tmp`: [`Tiling::plane_len`] floats.
+/// The planes are small (8 × 8 to 32 × 32) and a row holds few tiles (4 to 16), so the steps
+/// are loops over whole planes, flat, eight lanes at a time:
+/// - the padded plane, its columns split into even and odd (see [`Tiling::stride`]);
+/// - the row transform d·B of each row, N columns q[j] for the tiles of that row, its rows
+///   split into even and odd: tile (ty, tx)'s row k is then row ty + k/2 of half k % 2, and
+///   with `cols` floats a row, the tiles' rows k are one run over the whole plane;
+/// - Bᵀ·(d·B) down those runs, written into the panels: an image's tiles begin at a multiple
+///   of 8 (`at`, see [`Tiling::per_image`]) so that eight lanes never cross a panel.
+///
+/// The last eight lanes of a run reach past its end: into the next row of its half, which is
+/// written later (rows go in order), or into the [`SLACK`] after it; and in V, into the tiles
+/// past the image's, which no output reads. `tmp`: [`Tiling::plane_len`] floats.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn transform_input(op: &Conv2d, t: &Tiling, plane: &[f32], v: &mut [f32], panels: &Panels, ci: usize, at: usize, tmp: &mut [f32]) {
+fn transform_input<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2d, t: &Tiling, plane: &[f32], mask: Option<&[f32]>, v: &mut [f32], panels: &Panels, ci: usize, at: usize, tmp: &mut [f32]) {
     let (ph, pw) = (op.padding[0], op.padding[1]);
-    let (cols, s) = (t.cols, t.cols + 1);
-    let len = (2 * t.rows + 2) * s;
-    let (e, rest) = tmp.split_at_mut(len);
-    let (o, rest) = rest.split_at_mut(len);
-    let q = &mut rest[..4 * len];
-    e.fill(0.0);
-    o.fill(0.0);
+    let (rows, cols, s, len, half) = (t.rows, t.cols, t.stride(), t.split_len(), t.half_len());
+    let (eo, rest) = tmp.split_at_mut(2 * len + SLACK);
+    let q = &mut rest[..2 * N * half];
+    eo.fill(0.0);
+    let (e, o) = eo[..2 * len].split_at_mut(len);
     // Padded row R = iy + ph, column J = ix + pw: even J to e, odd J to o, at R·s + J / 2.
     for (iy, src) in plane.chunks_exact(op.w_in).take(op.h_in).enumerate() {
         let row = (iy + ph) * s;
         if row + s > len {
             break;
         }
+        let mask = mask.map(|m| &m[iy * op.w_in..][..op.w_in]);
+        let take = |ix: usize| mask.map_or(src[ix], |m| crate::ops::transpose::keep_if_positive(src[ix], m[ix]));
         // x[ix] goes to column (ix + pw) / 2 of e when ix + pw is even, of o when odd.
         let (to_e, to_o) = if pw % 2 == 0 { (&mut *e, &mut *o) } else { (&mut *o, &mut *e) };
-        let first = row + pw / 2;
-        for (d, &x) in to_e[first..row + s].iter_mut().zip(src.iter().step_by(2)) {
-            *d = x;
+        for (d, ix) in to_e[row + pw / 2..row + s].iter_mut().zip((0..op.w_in).step_by(2)) {
+            *d = take(ix);
         }
-        let first = row + (pw + 1) / 2;
-        for (d, &x) in to_o[first..row + s].iter_mut().zip(src.iter().skip(1).step_by(2)) {
-            *d = x;
+        for (d, ix) in to_o[row + (pw + 1) / 2..row + s].iter_mut().zip((1..op.w_in).step_by(2)) {
+            *d = take(ix);
         }
     }
-    // d·B along every row: q[c][f] for the tile whose first column is at f.
-    let f_len = len - 1;
-    let (q0, rest) = q.split_at_mut(len);
-    let (q1, rest) = rest.split_at_mut(len);
-    let (q2, q3) = rest.split_at_mut(len);
-    let (e0, e1, o0, o1) = (&e[..f_len], &e[1..=f_len], &o[..f_len], &o[1..=f_len]);
-    for f in 0..f_len {
-        q0[f] = e0[f] - e1[f];
-        q1[f] = o0[f] + e1[f];
-        q2[f] = e1[f] - o0[f];
-        q3[f] = o0[f] - o1[f];
-    }
-    // Bᵀ·(d·B) down the columns, from the even rows (a row of tiles each), straight into the
-    // panels: the runs of a row of tiles are the same for every ξ but for an offset.
-    for ty in 0..t.rows {
-        let mut runs = [(0usize, 0usize, 0usize); MAX_RUNS];
-        let mut count = 0;
-        for run in panels.runs(0, ci, at + ty * cols, cols) {
-            runs[count] = run;
-            count += 1;
+    // d·B along every padded row r: q[j] of its tiles, column k of tile tx being e (k even) or
+    // o (k odd) at r·s + tx + k / 2.
+    let (mut from, mut to) = ([0; N], [0; N]);
+    for r in 0..2 * rows + N - 2 {
+        for k in 0..N {
+            (from[k], to[k]) = ((k % 2) * len + r * s + k / 2, (2 * k + r % 2) * half + r / 2 * cols);
         }
-        let g = 2 * ty * s;
-        for (j, qj) in [&*q0, &*q1, &*q2, &*q3].into_iter().enumerate() {
-            let (r0, r1, r2, r3) = (&qj[g..g + cols], &qj[g + s..g + s + cols], &qj[g + 2 * s..g + 2 * s + cols], &qj[g + 3 * s..g + 3 * s + cols]);
-            for &(first, tx0, n) in &runs[..count] {
-                let (r0, r1, r2, r3) = (&r0[tx0..tx0 + n], &r1[tx0..tx0 + n], &r2[tx0..tx0 + n], &r3[tx0..tx0 + n]);
-                for i in 0..4 {
-                    let dst = &mut v[first + (4 * i + j) * panels.xi_len..][..n];
-                    match i {
-                        0 => (0..n).for_each(|x| dst[x] = r0[x] - r2[x]),
-                        1 => (0..n).for_each(|x| dst[x] = r1[x] + r2[x]),
-                        2 => (0..n).for_each(|x| dst[x] = r2[x] - r1[x]),
-                        _ => (0..n).for_each(|x| dst[x] = r1[x] - r3[x]),
-                    }
-                }
-            }
+        input_lanes::<R, N, W>(eo, from, q, to, cols);
+    }
+    // Bᵀ·(d·B) down the columns: for each j, the tiles' rows k of q[j] into V[(i, j)].
+    let first = panels.at(ci, at);
+    for j in 0..N {
+        for k in 0..N {
+            (from[k], to[k]) = ((2 * j + k % 2) * half + k / 2 * cols, first + (N * k + j) * panels.xi_len);
+        }
+        let tiles = rows * cols;
+        for x in (0..tiles).step_by(8) {
+            // Eight tiles, in one panel (`at` and the panels' NR are multiples of 8).
+            let lane = panels.at(ci, at + x) - first;
+            let to = to.map(|t| t + lane);
+            input_lanes::<R, N, W>(&q[x..], from, v, to, 8);
         }
     }
-}
-
-/// The outputs of M (ξ, c_out, tiles): Y = Aᵀ·M·A per tile, Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]],
-/// plus the bias, ReLU and the 2 × 2 max pool as asked, into the NCHW `y` of the block's images.
-/// One loop over all the block's tiles per channel (vectors), then their rows are stored.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn transform_output(op: &Conv2d, t: &Tiling, m: &[f32], tiles: usize, images: usize, bias: Option<&[f32]>, relu: bool, pool: bool, y: &Planes, b0: usize, channels: Range<usize>, tmp: &mut [f32]) {
-    let (ho, wo, co_n, cols) = (op.h_out, op.w_out, op.c_out, t.cols);
-    let (hp, wp) = (ho / 2, wo / 2);
-    let (o, _) = tmp.split_at_mut(4 * tiles);
-    let (o0, o1) = o.split_at_mut(2 * tiles);
-    let (y00, y01) = o0.split_at_mut(tiles);
-    let (y10, y11) = o1.split_at_mut(tiles);
-    for co in channels {
-        let bias = bias.map_or(0.0, |b| b[co]);
-        let ms: [&[f32]; XI] = std::array::from_fn(|xi| &m[(xi * co_n + co) * tiles..][..tiles]);
-        let mut put = |tile: usize, out: &[&[f32]; 4]| {
-            for (dst, src) in [&mut *y00, &mut *y01, &mut *y10, &mut *y11].into_iter().zip(out) {
-                dst[tile..tile + src.len()].copy_from_slice(src);
-            }
-        };
-        // Eight tiles at a time as arrays (vectors), then the rest one at a time.
-        let mut tile = 0;
-        while tile + 8 <= tiles {
-            let out = tile_outputs::<8>(&ms, tile, bias, relu);
-            put(tile, &[&out[0], &out[1], &out[2], &out[3]]);
-            tile += 8;
-        }
-        for tile in tile..tiles {
-            let out = tile_outputs::<1>(&ms, tile, bias, relu);
-            put(tile, &[&out[0], &out[1], &out[2], &out[3]]);
-        }
-        for img in 0..images {
-            // SAFETY: this task alone computes channel `co` of these images.
-            let plane = unsafe { y.plane(b0 + img, co) };
-            for ty in 0..t.rows {
-                let first = (img * t.rows + ty) * cols;
-                let (a0, a1, b0, b1) = (&y00[first..][..cols], &y01[first..][..cols], &y10[first..][..cols], &y11[first..][..cols]);
-                if pool {
-                    if ty < hp {
-                        let dst = &mut plane[ty * wp..][..wp];
-                        for (px, d) in dst.iter_mut().enumerate() {
-                            *d = a0[px].max(a1[px]).max(b0[px].max(b1[px]));
-                        }
-                    }
-                    continue;
-                }
-                for (i, (a, b)) in [(a0, a1), (b0, b1)].into_iter().enumerate() {
-                    let oy = 2 * ty + i;
-                    if oy >= ho {
-                        break;
-                    }
-                    let dst = &mut plane[oy * wo..][..wo];
-                    for (pair, (&a, &b)) in dst.chunks_mut(2).zip(a.iter().zip(b)) {
-                        pair[0] = a;
-                        if let Some(d) = pair.get_mut(1) {
-                            *d = b;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Y = Aᵀ·M·A (+ bias, ReLU) of the `L` tiles from `tile` on: the four outputs of each tile,
-/// (0, 0), (0, 1), (1, 0), (1, 1), as arrays over the tiles.
-#[inline(always)]
-fn tile_outputs<const L: usize>(ms: &[&[f32]; XI], tile: usize, bias: f32, relu: bool) -> [[f32; L]; 4] {
-    let mut m = [[0.0f32; L]; XI];
-    for (m, src) in m.iter_mut().zip(ms) {
-        m.copy_from_slice(&src[tile..tile + L]);
-    }
-    let mut out = [[0.0f32; L]; 4];
-    for l in 0..L {
-        // M·A along each row r of the tile: (m0 + m1 + m2, m1 − m2 − m3); then Aᵀ· down.
-        let row = |r: usize| (m[4 * r][l] + m[4 * r + 1][l] + m[4 * r + 2][l], m[4 * r + 1][l] - m[4 * r + 2][l] - m[4 * r + 3][l]);
-        let (s0, s1, s2, s3) = (row(0), row(1), row(2), row(3));
-        let y = [s0.0 + s1.0 + s2.0, s0.1 + s1.1 + s2.1, s1.0 - s2.0 - s3.0, s1.1 - s2.1 - s3.1];
-        for (o, y) in out.iter_mut().zip(y) {
-            o[l] = if relu { (y + bias).max(0.0) } else { y + bias };
-        }
-    }
-    out
 }
