@@ -93,28 +93,45 @@ impl Minimal<5, 6> for F25 {
     /// [0, −2, −1, 2, 1, 0], [0, 2, −1, −2, 1, 0], [0, 4, 0, −5, 0, 1]].
     #[inline(always)]
     fn input<T: Lane>([d0, d1, d2, d3, d4, d5]: [T; 6]) -> [T; 6] {
-        let (a, b) = (d1 * 4.0 - d3, d2 * 4.0 - d4);
+        let (a, b) = (d1.mul_add(4.0, d3 * -1.0), d2.mul_add(4.0, d4 * -1.0));
         let (c, e) = ((d3 - d1) * 2.0, d4 - d2);
-        [d0 * 4.0 - d2 * 5.0 + d4, a + b, b - a, c + e, e - c, d1 * 4.0 - d3 * 5.0 + d5]
+        [d0.mul_add(4.0, d2.mul_add(-5.0, d4)), a + b, b - a, c + e, e - c, d1.mul_add(4.0, d3.mul_add(-5.0, d5))]
     }
 
     /// Aᵀ = [[1, 1, 1, 1, 1, 0], [0, 1, −1, 2, −2, 1]].
     #[inline(always)]
     fn output<T: Lane>([m0, m1, m2, m3, m4, m5]: [T; 6]) -> [T; 2] {
-        [m0 + m1 + m2 + m3 + m4, m1 - m2 + (m3 - m4) * 2.0 + m5]
+        [m0 + m1 + m2 + m3 + m4, (m3 - m4).mul_add(2.0, m1 - m2 + m5)]
     }
 }
 
 /// The arithmetic the transforms need, on one float or on [`Lanes`].
-trait Lane: Copy + Add<Output = Self> + Sub<Output = Self> + Mul<f32, Output = Self> {}
+trait Lane: Copy + Add<Output = Self> + Sub<Output = Self> + Mul<f32, Output = Self> {
+    /// self·c + b, rounded once (one FMA where the processor has it).
+    fn mul_add(self, c: f32, b: Self) -> Self;
+}
 
-impl Lane for f32 {}
+impl Lane for f32 {
+    #[inline(always)]
+    fn mul_add(self, c: f32, b: f32) -> f32 {
+        f32::mul_add(self, c, b)
+    }
+}
 
 /// Eight floats, one per tile: element-wise loops the compiler turns into one vector op each.
 #[derive(Clone, Copy)]
 struct Lanes([f32; 8]);
 
-impl Lane for Lanes {}
+impl Lane for Lanes {
+    #[inline(always)]
+    fn mul_add(self, c: f32, b: Lanes) -> Lanes {
+        let mut r = self.0;
+        for (r, b) in r.iter_mut().zip(b.0) {
+            *r = r.mul_add(c, b);
+        }
+        Lanes(r)
+    }
+}
 
 impl Add for Lanes {
     type Output = Lanes;
