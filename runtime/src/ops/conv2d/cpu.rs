@@ -232,8 +232,8 @@ pub fn scratch_len(op: &Conv2d, n: usize) -> usize {
     forward_layout(op, n).total().max(filter_layout(op, n).total()).max(data).max(direct).max(winograd)
 }
 
-/// Whether the forward of `op` is Winograd's (`winograd.rs`): its 3 × 3 convolutions of stride 1
-/// with enough channels, where the direct path does not take them. `STATICNET_NO_WINOGRAD=1`
+/// Whether the forward of `op` is Winograd's (`winograd.rs`): its 3 × 3 and 5 × 5 convolutions
+/// of stride 1 with enough channels, where the direct path does not take them. `STATICNET_NO_WINOGRAD=1`
 /// leaves them to the indirect path, to compare the two (read once: the packed weights of a
 /// network must stay in the layout its forward reads).
 fn uses_winograd(op: &Conv2d) -> bool {

@@ -214,13 +214,16 @@ mod tests {
             Conv2d::new(3, 6, [6, 32], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
             Conv2d::new(2, 3, [10, 16], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
             // Winograd's F(2 × 2, 3 × 3) (the cases of 24 and 48 input channels above take it too,
-            // with odd sizes): blocks of 4 images of 30 tiles (a partial last block in a batch of
-            // 8), and valid padding over odd sizes (partial tiles on both edges), no bias
+            // with odd sizes): 30 tiles an image in 32 lanes (blocks of 8 images; a batch of 5 is
+            // one partial block), and valid padding over odd sizes (partial tiles on both edges),
+            // no bias
             Conv2d::new(16, 32, [12, 10], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
             Conv2d::new(16, 24, [9, 7], [3, 3], [1, 1], [0, 0], [1, 1], 1, false),
             // Winograd's F(2 × 2, 5 × 5) (Model A's second layer above takes it too): valid
             // padding over odd sizes (7 × 5 outputs, partial tiles; the data gradient's padding
-            // is 4), no bias; and padding 1 of a 5 × 5 kernel, 5 × 11 outputs
+            // is 4), no bias; and padding 1 of a 5 × 5 kernel, 5 × 11 outputs (blocks of 6
+            // images: a batch of 8 ends with a partial one, as Model A's layer, 2 a block, does
+            // in a batch of 5)
             Conv2d::new(16, 20, [11, 9], [5, 5], [1, 1], [0, 0], [1, 1], 1, false),
             Conv2d::new(20, 16, [7, 13], [5, 5], [1, 1], [1, 1], [1, 1], 1, true),
         ]

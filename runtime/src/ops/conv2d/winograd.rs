@@ -249,8 +249,9 @@ impl Tiling {
         // tiles in 64 lanes of B panels; in 768 KB, two take 112 in 112, and its forward on
         // one thread went from 16.0–16.5 to 13.8–14.0 ms (the CIFAR network's were the same).
         let tiles = (192 * 1024 / (xi * (op.c_in + op.c_out))).max(1);
-        let per_image = (rows * cols).next_multiple_of(8);
-        Tiling { rows, cols, images: (tiles / per_image).max(1), n: op.kernel[0] + 1 }
+        let mut t = Tiling { rows, cols, images: 1, n: op.kernel[0] + 1 };
+        t.images = (tiles / t.per_image()).max(1);
+        t
     }
 
     /// An image's tiles, rows × cols rounded up to 8: the input transform's last eight lanes of
@@ -644,8 +645,7 @@ fn transform_input<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2d
         for k in 0..N {
             (from[k], to[k]) = ((2 * j + k % 2) * half + k / 2 * cols, first + (N * k + j) * panels.xi_len);
         }
-        let tiles = rows * cols;
-        for x in (0..tiles).step_by(8) {
+        for x in (0..rows * cols).step_by(8) {
             // Eight tiles, in one panel (`at` and the panels' NR are multiples of 8).
             let lane = panels.at(ci, at + x) - first;
             let to = to.map(|t| t + lane);
