@@ -233,25 +233,32 @@ pub fn scratch_len(op: &Conv2d, n: usize) -> usize {
 }
 
 /// Whether the forward of `op` is Winograd's (`winograd.rs`): its 3 × 3 and 5 × 5 convolutions
-/// of stride 1 with enough channels, where the direct path does not take them, with AVX2 or
-/// portably (see [`winograd_off`]).
+/// of stride 1 with enough channels (`winograd::applies`: more of them with AVX-512), where the
+/// direct path does not take them. `STATICNET_NO_WINOGRAD=1` leaves them to the indirect path,
+/// to compare the two (read once: the packed weights of a network must stay in the layout its
+/// forward reads).
 fn uses_winograd(op: &Conv2d) -> bool {
     !winograd_off() && !direct::applies(op) && winograd::applies(op)
 }
 
-/// No Winograd, forward or backward: with AVX-512, or where `STATICNET_NO_WINOGRAD=1` leaves
-/// its layers to the indirect path, to compare the two (read once: the packed weights of a
-/// network must stay in the layout its forward reads).
-///
-/// With AVX-512 the channel-blocked indirect kernels (16 lanes, one cache line a tap) beat it
-/// on every network of `bench/compare.py`: on a Xeon (family 6 model 167, 2 threads,
-/// `cargo run --release --example bench`), Winograd on and off in turn, Model A's train step
-/// took 9.5–9.8 against 7.6–10.3 ms, its forward 3.1 against 2.0 ms (0.11 against 0.03 ms for
-/// one sample), the CIFAR network's step 36–37 against 35 ms and AlexNet's 192–199 against
-/// 161–166 ms. Its transforms are AVX2-wide; with AVX2 (Zen 1) it is the faster path.
+/// Whether a forward of `n` samples of `op` is Winograd's: one sample is left to the indirect
+/// path, whose weights are kept too (see [`packed_len`]). With one image the GEMMs are narrow
+/// (the CIFAR network's third layer: 16 tiles in a panel of 32) and the transforms' rounding
+/// and the threads' split weigh more: its forward of one took 0.138 against 0.124 ms on one
+/// thread of a Xeon (family 6 model 167), 0.104 against 0.085 ms on two.
+fn winograd_for(op: &Conv2d, n: usize) -> bool {
+    uses_winograd(op) && n > 1
+}
+
+/// The indirect path's part of `packed` (after Winograd's, where both are kept).
+fn indirect_packed<'a>(op: &Conv2d, packed: Option<&'a [f32]>) -> Option<&'a [f32]> {
+    packed.map(|p| if uses_winograd(op) { &p[winograd::weights_len(op)..] } else { p })
+}
+
+/// `STATICNET_NO_WINOGRAD=1`: no Winograd, forward or backward.
 fn winograd_off() -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    crate::ops::isa::avx512() || *OFF.get_or_init(|| std::env::var_os("STATICNET_NO_WINOGRAD").is_some_and(|v| v != "0" && !v.is_empty()))
+    *OFF.get_or_init(|| std::env::var_os("STATICNET_NO_WINOGRAD").is_some_and(|v| v != "0" && !v.is_empty()))
 }
 
 /// Whether the data gradient of `op` is Winograd's: the full convolution of dY (stride 1)
@@ -268,14 +275,16 @@ fn tap_of(op: &Conv2d, w: &[f32]) -> impl Fn(usize, usize, usize) -> f32 + Sync 
 }
 
 /// Floats of the weights laid out for the forward (see [`pack`]): the direct path's groups of
-/// channels or the indirect path's panels; a grouped convolution reads PyTorch's layout.
+/// channels, or the indirect path's panels, after Winograd's transformed weights where it
+/// applies (for batches of more than one, [`winograd_for`]); a grouped convolution reads
+/// PyTorch's layout.
 pub fn packed_len(op: &Conv2d) -> usize {
     if op.groups > 1 {
         0
     } else if direct::applies(op) {
         direct::weights_len(op)
     } else if uses_winograd(op) {
-        winograd::weights_len(op)
+        winograd::weights_len(op) + panels_len(op)
     } else {
         panels_len(op)
     }
@@ -289,7 +298,9 @@ pub fn pack(op: &Conv2d, wb: &[f32], packed: &mut [f32]) {
     } else if direct::applies(op) {
         direct::pack(op, |co, tap| w[co * k + tap], packed);
     } else if uses_winograd(op) {
-        winograd::pack(op, tap_of(op, w), packed);
+        let (u, panels) = packed.split_at_mut(winograd::weights_len(op));
+        winograd::pack(op, tap_of(op, w), u);
+        pack_panels(op, w, None::<fn(usize) -> (usize, usize)>, panels);
     } else {
         pack_panels(op, w, None::<fn(usize) -> (usize, usize)>, packed);
     }
@@ -306,11 +317,11 @@ pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f3
         return direct_forward(op, n, x, wb, packed, relu, false, y, None, scratch);
     }
     let (w, b) = wb.split_at(op.weight_len());
-    if uses_winograd(op) {
+    if winograd_for(op, n) {
         return winograd::forward(op, n, x, None, tap_of(op, w), packed, op.bias.then_some(b), relu, false, y, scratch, threads());
     }
     let epilogue = if relu { Epilogue::Relu } else { Epilogue::Plain };
-    indirect_forward(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, packed, op.bias.then_some(b), epilogue, y, scratch);
+    indirect_forward(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, indirect_packed(op, packed), op.bias.then_some(b), epilogue, y, scratch);
 }
 
 /// The direct path's forward: the input padded into the scratch, the weights laid out there
@@ -337,7 +348,7 @@ fn direct_forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&
 /// (`select_indirect_for_windows`). With `keep_relu` (the ReLU's output written too), only the
 /// direct path's.
 pub fn fuses_relu_max_pool(op: &Conv2d, keep_relu: bool) -> bool {
-    op.groups == 1 && if direct::applies(op) { direct::pools(op) } else { !keep_relu && (uses_winograd(op) || forward_kernel(op, true).0.mr % 4 == 0) }
+    op.groups == 1 && if direct::applies(op) { direct::pools(op) } else { !keep_relu && forward_kernel(op, true).0.mr % 4 == 0 }
 }
 
 /// y = max_pool2d(relu(conv(x, w) + b), 2, 2) in one pass (an eval forward's fusion; see
@@ -354,11 +365,11 @@ pub fn forward_relu_max_pool(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packe
         return direct_forward(op, n, x, wb, packed, true, true, y, relu_y, scratch);
     }
     let (w, b) = wb.split_at(op.weight_len());
-    if uses_winograd(op) {
+    if winograd_for(op, n) {
         // Pooled as its 2 × 2 output tiles are finished: each tile is one window.
         return winograd::forward(op, n, x, None, tap_of(op, w), packed, op.bias.then_some(b), true, true, y, scratch, threads());
     }
-    indirect_forward(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, packed, op.bias.then_some(b), Epilogue::ReluMaxPool, y, scratch);
+    indirect_forward(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, indirect_packed(op, packed), op.bias.then_some(b), Epilogue::ReluMaxPool, y, scratch);
 }
 
 /// Floats of Wᵀ in panels of NR channels, for the indirect forward.

@@ -171,7 +171,7 @@ mod tests {
         y
     }
 
-    fn cases() -> [Conv2d; 23] {
+    fn cases() -> [Conv2d; 25] {
         [
             // Model A's layers: whole register tiles of channels, k = 25 and k = 400 > KC
             Conv2d::new(1, 16, [28, 28], [5, 5], [1, 1], [2, 2], [1, 1], 1, true),
@@ -226,6 +226,10 @@ mod tests {
             // in a batch of 5)
             Conv2d::new(16, 20, [11, 9], [5, 5], [1, 1], [0, 0], [1, 1], 1, false),
             Conv2d::new(20, 16, [7, 13], [5, 5], [1, 1], [1, 1], [1, 1], 1, true),
+            // Winograd with AVX-512 too (32 channels and more on both sides): 40 output channels
+            // in A panels of 12 (a partial last one), 3 × 3 and 5 × 5, odd sizes
+            Conv2d::new(32, 40, [9, 11], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
+            Conv2d::new(36, 32, [7, 6], [5, 5], [1, 1], [2, 2], [1, 1], 1, true),
         ]
     }
 
@@ -302,7 +306,7 @@ mod tests {
     /// backward) gives what the two ops give one after the other.
     #[test]
     fn fused_relu_matches_the_composition() {
-        for op in [cases()[0], cases()[1], cases()[4], cases()[5], cases()[9], cases()[22]] {
+        for op in [cases()[0], cases()[1], cases()[4], cases()[5], cases()[9], cases()[22], cases()[23]] {
             let n = 3;
             let (x, wb, dy) = (random(n * op.x_len(), 7), random(op.param_len(), 8), random(n * op.y_len(), 9));
             let mut scratch = vec![0.0; cpu::scratch_len(&op, n)];

@@ -36,10 +36,15 @@ const MAX_WIDTH: usize = 192;
 
 /// Whether `op` runs here: a 3 × 3 or 5 × 5 kernel of stride and dilation 1 without groups, with
 /// enough channels on both sides for the GEMMs' k and rows (the first layer of a network, 1 or 3
-/// channels in, is the direct path's).
+/// channels in, is the direct path's): 16, or 32 with AVX-512. There the channel-blocked indirect
+/// kernels take 16 channels as one vector, and with 16 on either side they beat this one: one
+/// thread on a Xeon (family 6 model 167), Model A's second layer (16 → 32) took 110 against 157
+/// GFLOP/s forward and 90 against 128 for its data gradient (`bench`'s layer table), while the
+/// CIFAR network's and AlexNet's layers, 32 channels and more, ran 10–40% faster here.
 pub(super) fn applies(op: &Conv2d) -> bool {
     let shape = op.groups == 1 && matches!(op.kernel, [3, 3] | [5, 5]) && op.stride == [1, 1] && op.dilation == [1, 1];
-    shape && op.c_in >= 16 && op.c_out >= 16 && op.w_out <= MAX_WIDTH
+    let least = if crate::ops::isa::avx512() { 32 } else { 16 };
+    shape && op.c_in >= least && op.c_out >= least && op.w_out <= MAX_WIDTH
 }
 
 /// One minimal filtering algorithm F(2, R) in one dimension, on N = R + 1 points: the 2-D
@@ -59,6 +64,7 @@ struct F23;
 
 impl Minimal<3, 4> for F23 {
     /// G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
+    #[inline(always)]
     fn filter([g0, g1, g2]: [f32; 3]) -> [f32; 4] {
         [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2]
     }
@@ -83,6 +89,7 @@ struct F25;
 impl Minimal<5, 6> for F25 {
     /// G = [[¼, 0, 0, 0, 0], ⅙·[1, 1, 1, 1, 1], ⅙·[1, −1, 1, −1, 1],
     /// [1/24, 1/12, ⅙, ⅓, ⅔], [1/24, −1/12, ⅙, −⅓, ⅔], [0, 0, 0, 0, 1]].
+    #[inline(always)]
     fn filter([g0, g1, g2, g3, g4]: [f32; 5]) -> [f32; 6] {
         let (even, odd) = (g0 + g2 + g4, g1 + g3);
         let (even2, odd2) = (g0 / 24.0 + g2 / 6.0 + g4 * (2.0 / 3.0), g1 / 12.0 + g3 / 3.0);
@@ -186,6 +193,39 @@ fn input_lanes<const R: usize, const N: usize, W: Minimal<R, N>>(src: &[f32], fr
     }
 }
 
+/// a[i] = x[2i] and b[i] = x[2i + 1] as far as a and b reach; with `mask`, each only where the
+/// mask is positive, else 0. Eight inputs at a time as arrays, which the compiler turns into
+/// shuffles: rows are 8 to 32 floats, too short for its loop vectoriser, and one element at a
+/// time this was a quarter of the transforms' time.
+#[inline(always)]
+fn deinterleave(x: &[f32], mask: Option<&[f32]>, a: &mut [f32], b: &mut [f32]) {
+    use crate::ops::transpose::keep_if_positive as keep;
+    let take = |i: usize| mask.map_or(x[i], |m| keep(x[i], m[i]));
+    let mut i = 0;
+    while 2 * i + 8 <= x.len() && i + 4 <= a.len() && i + 4 <= b.len() {
+        let mut p = [0.0f32; 8];
+        p.copy_from_slice(&x[2 * i..2 * i + 8]);
+        if let Some(m) = mask {
+            for (p, &m) in p.iter_mut().zip(&m[2 * i..2 * i + 8]) {
+                *p = keep(*p, m);
+            }
+        }
+        let (a, b) = (&mut a[i..i + 4], &mut b[i..i + 4]);
+        for l in 0..4 {
+            (a[l], b[l]) = (p[2 * l], p[2 * l + 1]);
+        }
+        i += 4;
+    }
+    for i in i..x.len().div_ceil(2) {
+        if let Some(a) = a.get_mut(i) {
+            *a = take(2 * i);
+        }
+        if let Some(b) = b.get_mut(i).filter(|_| 2 * i + 1 < x.len()) {
+            *b = take(2 * i + 1);
+        }
+    }
+}
+
 /// Floats past the input transform's buffers that [`input_lanes`] may read and write.
 const SLACK: usize = 8;
 
@@ -217,16 +257,55 @@ pub(super) fn pack(op: &Conv2d, w: impl Fn(usize, usize, usize) -> f32, u: &mut 
 fn pack_with<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2d, w: impl Fn(usize, usize, usize) -> f32, u: &mut [f32]) {
     let (co_n, ci_n, mr) = (op.c_out, op.c_in, kernel::select().mr);
     let plane = rows_padded(op, &kernel::select()) * ci_n;
-    u[..N * N * plane].fill(0.0);
-    for co in 0..co_n {
-        for ci in 0..ci_n {
-            // G·g, column by column (gg[kx][i] is its element (i, kx)), then (G·g)·Gᵀ row by row.
-            let gg: [[f32; N]; R] = from_fn(|kx| W::filter(from_fn(|ky| w(co, ci, ky * R + kx))));
-            for i in 0..N {
-                for (j, v) in W::filter(from_fn(|kx| gg[kx][i])).into_iter().enumerate() {
-                    u[(i * N + j) * plane + (co / mr) * mr * ci_n + ci * mr + co % mr] = v;
+    // In the order U is laid out, a run of filters at a time into `runs`, then each ξ's run
+    // copied whole: the N² planes lie a multiple of 32 KB apart for most layers, so writing
+    // filter by filter to all of them at once thrashed one set of the caches (it took 43% of the
+    // data gradient of AlexNet's 192 → 384 layer at batch 4, one thread; now 17%). Loops, not `array::from_fn`,
+    // whose closures were not inlined here.
+    const RUN: usize = 64;
+    // A run of each of the N² (at most 36) positions.
+    let mut runs = [[0.0f32; RUN]; 36];
+    let (mut panel, mut ci, mut r) = (0, 0, 0);
+    for start in (0..plane).step_by(RUN) {
+        let len = RUN.min(plane - start);
+        for l in 0..len {
+            let co = panel * mr + r;
+            if co < co_n {
+                // G·g column by column (gg[kx][i] is its element (i, kx)), then (G·g)·Gᵀ row
+                // by row.
+                let mut gg = [[0.0; N]; R];
+                for (kx, gg) in gg.iter_mut().enumerate() {
+                    let mut col = [0.0; R];
+                    for (ky, c) in col.iter_mut().enumerate() {
+                        *c = w(co, ci, ky * R + kx);
+                    }
+                    *gg = W::filter(col);
+                }
+                for i in 0..N {
+                    let mut row = [0.0; R];
+                    for (kx, v) in row.iter_mut().enumerate() {
+                        *v = gg[kx][i];
+                    }
+                    for (j, v) in W::filter(row).into_iter().enumerate() {
+                        runs[i * N + j][l] = v;
+                    }
+                }
+            } else {
+                for run in &mut runs[..N * N] {
+                    run[l] = 0.0;
                 }
             }
+            // The next filter: position r of the panel, then the next input channel, then panel.
+            r += 1;
+            if r == mr {
+                (r, ci) = (0, ci + 1);
+                if ci == ci_n {
+                    (ci, panel) = (0, panel + 1);
+                }
+            }
+        }
+        for (xi, run) in runs[..N * N].iter().enumerate() {
+            u[xi * plane + start..][..len].copy_from_slice(&run[..len]);
         }
     }
 }
@@ -435,6 +514,9 @@ impl Block<'_> {
         debug_assert!(nr.is_power_of_two());
         let panels = Panels { nr, ci: ci_n, xi_len };
         let plane_len = op.h_in * op.w_in;
+        // The padded planes' zeros, once for the block: every plane writes the same places of
+        // them (a fill per plane was 5% of the CIFAR network's forward).
+        rest[..2 * t.split_len() + SLACK].fill(0.0);
         for img in 0..self.images {
             for ci in 0..ci_n {
                 let at = (img * ci_n + ci) * plane_len;
@@ -492,9 +574,17 @@ impl Block<'_> {
                     }
                 }
                 let out = tile_outputs::<R, N, W, Lanes>(mm);
-                for (dst, o) in ys.iter_mut().zip(out) {
-                    for (d, o) in dst[tile..tile + 8].iter_mut().zip(o.0) {
-                        *d = finish(o);
+                if self.pool {
+                    // A tile is a pooling window: its maximum, into the first quarter.
+                    let [a, b, c, d] = out;
+                    for (l, dst) in ys[0][tile..tile + 8].iter_mut().enumerate() {
+                        *dst = finish(a.0[l]).max(finish(b.0[l])).max(finish(c.0[l]).max(finish(d.0[l])));
+                    }
+                } else {
+                    for (dst, o) in ys.iter_mut().zip(out) {
+                        for (d, o) in dst[tile..tile + 8].iter_mut().zip(o.0) {
+                            *d = finish(o);
+                        }
                     }
                 }
                 tile += 8;
@@ -506,9 +596,16 @@ impl Block<'_> {
                         *mm = src[tile];
                     }
                 }
-                let out = tile_outputs::<R, N, W, f32>(mm);
-                for (dst, o) in ys.iter_mut().zip(out) {
-                    dst[tile] = finish(o);
+                let mut out = tile_outputs::<R, N, W, f32>(mm);
+                for o in out.iter_mut() {
+                    *o = finish(*o);
+                }
+                if self.pool {
+                    ys[0][tile] = out[0].max(out[1]).max(out[2].max(out[3]));
+                } else {
+                    for (dst, o) in ys.iter_mut().zip(out) {
+                        dst[tile] = o;
+                    }
                 }
             }
             let [y00, y01, y10, y11] = [&*ys[0], &*ys[1], &*ys[2], &*ys[3]];
@@ -518,12 +615,10 @@ impl Block<'_> {
                 for ty in 0..t.rows {
                     let first = img * t.per_image() + ty * cols;
                     if self.pool {
-                        let (a0, a1, b0, b1) = (&y00[first..][..cols], &y01[first..][..cols], &y10[first..][..cols], &y11[first..][..cols]);
+                        // The maxima of the row's whole windows (an odd last column's tile is
+                        // half a window, dropped).
                         if ty < hp {
-                            let dst = &mut plane[ty * wp..][..wp];
-                            for (px, d) in dst.iter_mut().enumerate() {
-                                *d = a0[px].max(a1[px]).max(b0[px].max(b1[px]));
-                            }
+                            plane[ty * wp..][..wp].copy_from_slice(&y00[first..][..wp]);
                         }
                         continue;
                     }
@@ -611,7 +706,6 @@ fn transform_input<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2d
     let (rows, cols, s, len, half) = (t.rows, t.cols, t.stride(), t.split_len(), t.half_len());
     let (eo, rest) = tmp.split_at_mut(2 * len + SLACK);
     let q = &mut rest[..2 * N * half];
-    eo.fill(0.0);
     let (e, o) = eo[..2 * len].split_at_mut(len);
     // Padded row R = iy + ph, column J = ix + pw: even J to e, odd J to o, at R·s + J / 2.
     for (iy, src) in plane.chunks_exact(op.w_in).take(op.h_in).enumerate() {
@@ -620,15 +714,9 @@ fn transform_input<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2d
             break;
         }
         let mask = mask.map(|m| &m[iy * op.w_in..][..op.w_in]);
-        let take = |ix: usize| mask.map_or(src[ix], |m| crate::ops::transpose::keep_if_positive(src[ix], m[ix]));
         // x[ix] goes to column (ix + pw) / 2 of e when ix + pw is even, of o when odd.
         let (to_e, to_o) = if pw % 2 == 0 { (&mut *e, &mut *o) } else { (&mut *o, &mut *e) };
-        for (d, ix) in to_e[row + pw / 2..row + s].iter_mut().zip((0..op.w_in).step_by(2)) {
-            *d = take(ix);
-        }
-        for (d, ix) in to_o[row + (pw + 1) / 2..row + s].iter_mut().zip((1..op.w_in).step_by(2)) {
-            *d = take(ix);
-        }
+        deinterleave(src, mask, &mut to_e[row + pw / 2..row + s], &mut to_o[row + (pw + 1) / 2..row + s]);
     }
     // d·B along every padded row r: q[j] of its tiles, column k of tile tx being e (k even) or
     // o (k odd) at r·s + tx + k / 2.
