@@ -276,7 +276,7 @@ fn tap_of(op: &Conv2d, w: &[f32]) -> impl Fn(usize, usize, usize) -> f32 + Sync 
 
 /// Floats of the weights laid out for the forward (see [`pack`]): the direct path's groups of
 /// channels, or the indirect path's panels, after Winograd's transformed weights where it
-/// applies (for batches of more than one, [`winograd_for`]); a grouped convolution reads
+/// applies (for batches of more than one, `winograd_for`); a grouped convolution reads
 /// PyTorch's layout.
 pub fn packed_len(op: &Conv2d) -> usize {
     if op.groups > 1 {
