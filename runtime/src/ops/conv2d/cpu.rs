@@ -250,6 +250,18 @@ fn winograd_for(op: &Conv2d, n: usize) -> bool {
     uses_winograd(op) && n > 1
 }
 
+/// Whether a data gradient of `n` samples of `op` has tiles enough for Winograd to pay: its
+/// transformed weights, flipped, are computed on every call, as long as a few hundred tiles'
+/// worth of its GEMMs. AlexNet's layers at batch 4 (196 and 784 tiles) made its train step
+/// 4–6% slower by Winograd's data gradients (a Xeon, AVX-512, 2 threads: 168 against 161–163
+/// ms, Winograd's forward alone; 174–177 with its data gradients); the CIFAR network's at batch
+/// 128 have 2048 and 8192. The unit tests' small batches take it from 2 tiles on, so that it
+/// is tested.
+fn enough_tiles(op: &Conv2d, n: usize) -> bool {
+    let least = if cfg!(test) { 2 } else { 1024 };
+    n * op.h_in.div_ceil(2) * op.w_in.div_ceil(2) >= least
+}
+
 /// The indirect path's part of `packed` (after Winograd's, where both are kept).
 fn indirect_packed<'a>(op: &Conv2d, packed: Option<&'a [f32]>) -> Option<&'a [f32]> {
     packed.map(|p| if uses_winograd(op) { &p[winograd::weights_len(op)..] } else { p })
@@ -429,7 +441,7 @@ pub fn backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32], relu_y
     }
     if let Some(dx) = dx {
         let w = &wb[..op.weight_len()];
-        if uses_winograd_data(op) {
+        if uses_winograd_data(op) && enough_tiles(op, n) {
             // The full convolution of dY with W flipped and transposed: filter (ci, co) of it is
             // W[co, ci] turned by 180°, tap t being W[co, ci]'s tap kh·kw − 1 − t.
             let k = op.kernel[0] * op.kernel[1];
