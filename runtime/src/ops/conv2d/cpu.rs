@@ -220,13 +220,10 @@ pub fn scratch_len(op: &Conv2d, n: usize) -> usize {
     if op.groups > 1 {
         return depthwise::scratch_len(op);
     }
-    let data = if uses_winograd_data(op) {
-        winograd::scratch_len(&full_conv(op), threads())
-    } else if uses_full_conv(op) {
-        forward_layout(&full_conv(op), n).total()
-    } else {
-        col2im_len(op, n)
-    };
+    // The data gradient: Winograd's or, for batches with too few tiles (`enough_tiles`), the
+    // indirect full convolution's; or col2im.
+    let data = if uses_full_conv(op) { forward_layout(&full_conv(op), n).total() } else { col2im_len(op, n) };
+    let data = if uses_winograd_data(op) { data.max(winograd::scratch_len(&full_conv(op), threads())) } else { data };
     let direct = if direct::applies(op) { Padded::of(op).len(n) + direct::TAIL + direct::filter_scratch_len(op, threads()) } else { 0 };
     let winograd = if uses_winograd(op) { winograd::scratch_len(op, threads()) } else { 0 };
     forward_layout(op, n).total().max(filter_layout(op, n).total()).max(data).max(direct).max(winograd)
@@ -273,9 +270,9 @@ fn winograd_off() -> bool {
     *OFF.get_or_init(|| std::env::var_os("STATICNET_NO_WINOGRAD").is_some_and(|v| v != "0" && !v.is_empty()))
 }
 
-/// Whether the data gradient of `op` is Winograd's: the full convolution of dY (stride 1)
-/// with a 3 × 3 or 5 × 5 kernel and enough channels (`winograd::applies`), whatever path the
-/// forward takes.
+/// Whether the data gradient of `op` is Winograd's, for batches with tiles enough
+/// ([`enough_tiles`]): the full convolution of dY (stride 1) with a 3 × 3 or 5 × 5 kernel and
+/// enough channels (`winograd::applies`), whatever path the forward takes.
 fn uses_winograd_data(op: &Conv2d) -> bool {
     !winograd_off() && uses_full_conv(op) && winograd::applies(&full_conv(op))
 }
