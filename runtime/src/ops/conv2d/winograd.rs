@@ -365,10 +365,16 @@ impl Tiling {
         (self.rows + self.n / 2 - 1) * self.cols + SLACK
     }
 
+    /// The even and odd columns of a padded plane and the [`SLACK`] after them: the first
+    /// floats of [`Tiling::plane_len`], whose padding stays zero from plane to plane.
+    fn padded_len(&self) -> usize {
+        2 * self.split_len() + SLACK
+    }
+
     /// Floats the input transform of one plane works in: the even and odd columns, and their
     /// row transforms (N columns of two halves).
     fn plane_len(&self) -> usize {
-        2 * self.split_len() + SLACK + 2 * self.n * self.half_len()
+        self.padded_len() + 2 * self.n * self.half_len()
     }
 
     /// A worker's floats: V (in B panels) and M of a block, and the transforms' own.
@@ -516,7 +522,7 @@ impl Block<'_> {
         let plane_len = op.h_in * op.w_in;
         // The padded planes' zeros, once for the block: every plane writes the same places of
         // them (a fill per plane was 5% of the CIFAR network's forward).
-        rest[..2 * t.split_len() + SLACK].fill(0.0);
+        rest[..t.padded_len()].fill(0.0);
         for img in 0..self.images {
             for ci in 0..ci_n {
                 let at = (img * ci_n + ci) * plane_len;
@@ -698,13 +704,15 @@ impl Panels {
 ///
 /// The last eight lanes of a run reach past its end: into the next row of its half, which is
 /// written later (rows go in order), or into the [`SLACK`] after it; and in V, into the tiles
-/// past the image's, which no output reads. `tmp`: [`Tiling::plane_len`] floats.
+/// past the image's, which no output reads. `tmp`: [`Tiling::plane_len`] floats, the first
+/// [`Tiling::padded_len`] of them zero wherever a plane is not written (the caller zeroes them
+/// once per block: every plane writes the same places).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn transform_input<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2d, t: &Tiling, plane: &[f32], mask: Option<&[f32]>, v: &mut [f32], panels: &Panels, ci: usize, at: usize, tmp: &mut [f32]) {
     let (ph, pw) = (op.padding[0], op.padding[1]);
     let (rows, cols, s, len, half) = (t.rows, t.cols, t.stride(), t.split_len(), t.half_len());
-    let (eo, rest) = tmp.split_at_mut(2 * len + SLACK);
+    let (eo, rest) = tmp.split_at_mut(t.padded_len());
     let q = &mut rest[..2 * N * half];
     let (e, o) = eo[..2 * len].split_at_mut(len);
     // Padded row R = iy + ph, column J = ix + pw: even J to e, odd J to o, at R·s + J / 2.
