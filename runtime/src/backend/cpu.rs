@@ -184,7 +184,7 @@ impl Backend for Cpu {
         op: &Conv2d,
         n: usize,
         x: &[f32],
-        _wb: &[f32],
+        wb: &[f32],
         relu_y: &[f32],
         pool_y: &[f32],
         pool_dy: &[f32],
@@ -195,9 +195,7 @@ impl Backend for Cpu {
         if !self.fuses_conv2d_relu_max_pool_backward(op, dx.is_some()) {
             return Err(crate::Error::Backend(format!("cpu: no fused backward of convolution, ReLU and max pooling for {op:?}")));
         }
-        if let Some(dwb) = dwb {
-            ops::conv2d::cpu::filter_grad_relu_max_pool(op, n, x, relu_y, pool_y, pool_dy, dwb, scratch);
-        }
+        ops::conv2d::cpu::relu_max_pool_backward(op, n, x, wb, relu_y, pool_y, pool_dy, dx, dwb, scratch);
         Ok(())
     }
 

@@ -26,7 +26,7 @@
 
 use rayon::prelude::*;
 
-use super::{Conv2d, depthwise, direct, winograd};
+use super::{Conv2d, depthwise, direct, routed, winograd};
 use crate::ops::gemm::kernel::{CHANNEL_BLOCK, Indirect, MAX_INDIRECT_MR, MAX_INDIRECT_NR, select_blocked_for_channels, select_indirect_for_channels, select_indirect_for_windows};
 use crate::ops::gemm::{MatMut, MatRef, Parallelism, gemm};
 use crate::ops::transpose::{copy_row, zero_row};
@@ -226,7 +226,8 @@ pub fn scratch_len(op: &Conv2d, n: usize) -> usize {
     let data = if uses_winograd_data(op) { data.max(winograd::scratch_len(&full_conv(op), threads())) } else { data };
     let direct = if direct::applies(op) { Padded::of(op).len(n) + direct::TAIL + direct::filter_scratch_len(op, threads()) } else { 0 };
     let winograd = if uses_winograd(op) { winograd::scratch_len(op, threads()) } else { 0 };
-    forward_layout(op, n).total().max(filter_layout(op, n).total()).max(data).max(direct).max(winograd)
+    let routed = if routed::applies(op) { routed::scratch_len(op, n, threads()) } else { 0 };
+    forward_layout(op, n).total().max(filter_layout(op, n).total()).max(data).max(direct).max(winograd).max(routed)
 }
 
 /// Whether the forward of `op` is Winograd's (`winograd.rs`): its 3 × 3 and 5 × 5 convolutions
@@ -459,11 +460,36 @@ pub fn backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32], relu_y
     }
 }
 
-/// Whether [`filter_grad_relu_max_pool`] takes `op` (a backward with no input gradient wanted:
-/// a network's first layer): the direct path's shapes with an even output, so that every
-/// output pixel lies in one 2 × 2 window.
+/// Whether [`relu_max_pool_backward`] takes `op`: with no input gradient wanted (a network's
+/// first layer), the direct path's shapes with an even output, so that every output pixel lies
+/// in one 2 × 2 window; else input channels in whole blocks of 16 (`routed::applies`).
 pub fn fuses_relu_max_pool_backward(op: &Conv2d, dx: bool) -> bool {
+    fuses_direct_backward(op, dx) || routed::applies(op)
+}
+
+/// Whether [`relu_max_pool_backward`] of `op` is the direct path's filter gradient.
+fn fuses_direct_backward(op: &Conv2d, dx: bool) -> bool {
     !dx && op.groups == 1 && direct::pools_backward(op)
+}
+
+/// The backward of Conv2d → ReLU → MaxPool2d(2, 2) from the pooling's output gradient
+/// `pool_dy` (see [`fuses_relu_max_pool_backward`]): as `pool2d::cpu::max_backward` (input
+/// `relu_y`, output `pool_y`) and then [`backward`] with `relu_y`, without the gradient of the
+/// convolution's output ever written whole. dx written, dwb accumulated.
+///
+/// A network's first layer on the direct path: [`filter_grad_relu_max_pool`]. Else along the
+/// pooling's routes (`routed.rs`): only the windows' maxima carry a gradient, so both
+/// gradients are sums over a quarter of the pixels at most.
+#[allow(clippy::too_many_arguments)]
+pub fn relu_max_pool_backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], relu_y: &[f32], pool_y: &[f32], pool_dy: &[f32], dx: Option<&mut [f32]>, dwb: Option<&mut [f32]>, scratch: &mut [f32]) {
+    assert!(fuses_relu_max_pool_backward(op, dx.is_some()), "no fused backward for {op:?}");
+    if fuses_direct_backward(op, dx.is_some()) {
+        if let Some(dwb) = dwb {
+            filter_grad_relu_max_pool(op, n, x, relu_y, pool_y, pool_dy, dwb, scratch);
+        }
+        return;
+    }
+    routed::backward(op, n, x, &wb[..op.weight_len()], relu_y, pool_y, pool_dy, dx, dwb, scratch, threads());
 }
 
 /// The filter gradient of Conv2d → ReLU → MaxPool2d(2, 2) from the pooling's output gradient:
@@ -547,7 +573,7 @@ fn blocked_tap_offsets(op: &Conv2d, taps: &mut [u32]) {
 /// x (n, c, h, w) into a zeroed, padded, channel-blocked buffer (n, c/16, hp, wp, 16), masked by
 /// `relu_y > 0` when given: per image and block of 16 channels, 8 × 8 blocks transposed in
 /// registers.
-fn pad_input_blocked(op: &Conv2d, n: usize, x: &[f32], relu_y: Option<&[f32]>, xp: &mut [f32]) {
+pub(super) fn pad_input_blocked(op: &Conv2d, n: usize, x: &[f32], relu_y: Option<&[f32]>, xp: &mut [f32]) {
     let pad = Padded::of(op);
     let (plane, block) = (op.h_in * op.w_in, CHANNEL_BLOCK * pad.hp * pad.wp);
     xp[..n * op.c_in * pad.hp * pad.wp].par_chunks_mut(block).enumerate().for_each(|(i, dst)| {

@@ -17,6 +17,7 @@ pub(crate) mod cuda;
 mod cudnn;
 mod depthwise;
 mod direct;
+mod routed;
 mod winograd;
 
 use staticnet_shape::conv_out;
@@ -325,11 +326,37 @@ mod tests {
         }
     }
 
-    /// The filter gradient of Conv2d → ReLU → MaxPool2d(2, 2) from the pooling's gradient equals
-    /// the filter gradient of dY built by definition: per window, its gradient to the first
-    /// element equal to the maximum (a NaN one's to the NaN), kept where that element is
-    /// positive. The ReLU outputs are in steps of 1/4 so that windows tie, and hold zeros,
-    /// negatives and a NaN; rows of 14 windows (a partial run of 8) and of 16.
+    /// A pooled training forward's tensors for `n` images of `op`, made up: the ReLU's output
+    /// (in steps of 1/4, so that windows tie, with zeros, negatives and a NaN), MaxPool2d(2, 2)'s
+    /// output of it and a gradient of that; and dY built from them by definition: per window,
+    /// its gradient to the first element equal to the maximum (a NaN one's to the NaN), kept
+    /// where that element is positive. Returns (relu_y, pool_y, pool_dy, dy).
+    fn pooled(op: &Conv2d, n: usize, seed: u64) -> [Vec<f32>; 4] {
+        let (h, w) = (op.h_out, op.w_out);
+        let (ph, pw) = (h / 2, w / 2);
+        let mut relu_y: Vec<f32> = random(n * op.y_len(), seed).iter().map(|v| (v * 4.0).round() / 4.0).collect();
+        relu_y[3 * w + 5] = f32::NAN;
+        let pool_dy = random(n * op.c_out * ph * pw, seed + 1);
+        let (mut pool_y, mut dy) = (vec![0.0; pool_dy.len()], vec![0.0; relu_y.len()]);
+        for plane in 0..n * op.c_out {
+            for (i, j) in (0..ph).flat_map(|i| (0..pw).map(move |j| (i, j))) {
+                let at: Vec<usize> = [(0, 0), (0, 1), (1, 0), (1, 1)].iter().map(|(a, b)| (plane * h + 2 * i + a) * w + 2 * j + b).collect();
+                let q = (plane * ph + i) * pw + j;
+                let nan = at.iter().rev().find(|&&k| relu_y[k].is_nan());
+                let m = at.iter().map(|&k| relu_y[k]).fold(f32::NEG_INFINITY, f32::max);
+                pool_y[q] = if nan.is_some() { f32::NAN } else { m };
+                let arg = nan.copied().unwrap_or_else(|| *at.iter().find(|&&k| relu_y[k] == m).unwrap());
+                if relu_y[arg] > 0.0 {
+                    dy[arg] = pool_dy[q];
+                }
+            }
+        }
+        [relu_y, pool_y, pool_dy, dy]
+    }
+
+    /// The filter gradient of Conv2d → ReLU → MaxPool2d(2, 2) from the pooling's gradient, on
+    /// the direct path (a first layer's), equals the filter gradient of dY built by definition
+    /// ([`pooled`]); rows of 14 windows (a partial run of 8) and of 16.
     #[test]
     fn filter_grad_from_max_pooling_matches_the_composition() {
         if !crate::ops::isa::avx2() {
@@ -338,32 +365,49 @@ mod tests {
         for op in [cases()[0], cases()[17], Conv2d::new(3, 5, [4, 28], [3, 3], [1, 1], [1, 1], [1, 1], 1, false)] {
             assert!(cpu::fuses_relu_max_pool_backward(&op, false), "{op:?} not fused");
             let n = 3;
-            let (h, w) = (op.h_out, op.w_out);
-            let (ph, pw) = (h / 2, w / 2);
             let x = random(n * op.x_len(), 31);
-            let mut relu_y: Vec<f32> = random(n * op.y_len(), 32).iter().map(|v| (v * 4.0).round() / 4.0).collect();
-            relu_y[3 * w + 5] = f32::NAN;
-            let pool_dy = random(n * op.c_out * ph * pw, 33);
-            let (mut pool_y, mut dy) = (vec![0.0; pool_dy.len()], vec![0.0; relu_y.len()]);
-            for plane in 0..n * op.c_out {
-                for (i, j) in (0..ph).flat_map(|i| (0..pw).map(move |j| (i, j))) {
-                    let at: Vec<usize> = [(0, 0), (0, 1), (1, 0), (1, 1)].iter().map(|(a, b)| (plane * h + 2 * i + a) * w + 2 * j + b).collect();
-                    let q = (plane * ph + i) * pw + j;
-                    let nan = at.iter().rev().find(|&&k| relu_y[k].is_nan());
-                    let m = at.iter().map(|&k| relu_y[k]).fold(f32::NEG_INFINITY, f32::max);
-                    pool_y[q] = if nan.is_some() { f32::NAN } else { m };
-                    let arg = nan.copied().unwrap_or_else(|| *at.iter().find(|&&k| relu_y[k] == m).unwrap());
-                    if relu_y[arg] > 0.0 {
-                        dy[arg] = pool_dy[q];
-                    }
-                }
-            }
+            let [relu_y, pool_y, pool_dy, dy] = pooled(&op, n, 32);
             let mut scratch = vec![f32::NAN; cpu::scratch_len(&op, n)];
             let (mut want, mut got) = (random(op.param_len(), 34), random(op.param_len(), 34));
             cpu::backward(&op, n, &x, &[], &dy, None, None, Some(&mut want), &mut scratch);
             scratch.fill(f32::NAN);
-            cpu::filter_grad_relu_max_pool(&op, n, &x, &relu_y, &pool_y, &pool_dy, &mut got, &mut scratch);
+            cpu::relu_max_pool_backward(&op, n, &x, &[], &relu_y, &pool_y, &pool_dy, None, Some(&mut got), &mut scratch);
             assert_eq!(got, want, "{op:?}");
+        }
+    }
+
+    /// Both gradients of Conv2d → ReLU → MaxPool2d(2, 2) from the pooling's gradient, along its
+    /// routes (`routed.rs`: input channels in blocks of 16), equal those of dY built by
+    /// definition ([`pooled`]) through the dense backward, within rounding (the same products
+    /// summed in another order): Model A's second layer (5 × 5, the AVX-512 kernels for fixed
+    /// sizes), odd outputs (a last row or column no window takes), stride 2, dilation 2 (the
+    /// kernels for any size), three blocks of input channels; either gradient alone too.
+    #[test]
+    fn backward_from_max_pooling_matches_the_composition() {
+        for op in [cases()[1], cases()[14], cases()[15], cases()[16], cases()[21], cases()[23]] {
+            assert!(cpu::fuses_relu_max_pool_backward(&op, true), "{op:?} not fused");
+            let n = 3;
+            let (x, wb) = (random(n * op.x_len(), 41), random(op.param_len(), 42));
+            let [relu_y, pool_y, pool_dy, dy] = pooled(&op, n, 43);
+            let mut scratch = vec![0.0; cpu::scratch_len(&op, n)];
+            let (mut dx, mut dwb) = (vec![0.0; x.len()], random(op.param_len(), 44));
+            cpu::backward(&op, n, &x, &wb, &dy, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
+            for (want_dx, want_dwb) in [(true, true), (true, false), (false, true)] {
+                scratch.fill(f32::NAN);
+                let (mut got_dx, mut got_dwb) = (vec![f32::NAN; x.len()], random(op.param_len(), 44));
+                let what = format!("{op:?}, dx {want_dx}, dwb {want_dwb}");
+                cpu::relu_max_pool_backward(&op, n, &x, &wb, &relu_y, &pool_y, &pool_dy, want_dx.then_some(&mut got_dx[..]), want_dwb.then_some(&mut got_dwb[..]), &mut scratch);
+                if want_dx {
+                    assert_close(&got_dx, &to_f64(&dx), 1e-5, &format!("dx of {what}"));
+                } else {
+                    assert!(got_dx.iter().all(|v| v.is_nan()), "dx of {what} written");
+                }
+                if want_dwb {
+                    assert_close(&got_dwb, &to_f64(&dwb), 1e-5, &format!("dwb of {what}"));
+                } else {
+                    assert_eq!(got_dwb, random(op.param_len(), 44), "dwb of {what} changed");
+                }
+            }
         }
     }
 
