@@ -262,6 +262,33 @@ fn layer_seconds(op: Conv2d, n: usize, threads: usize) -> [f64; 3] {
     })
 }
 
+/// Seconds (best of 5, one thread) of both gradients of `op` → ReLU → MaxPool2d(2, 2) from the
+/// pooling's output gradient, as a train step runs them (`relu_max_pool_backward`).
+fn pooled_backward_seconds(op: Conv2d, n: usize) -> f64 {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a thread pool");
+    pool.install(|| {
+        let (x, wb) = (ops::random_values(n * op.x_len(), 2), ops::random_values(op.param_len(), 3));
+        let mut scratch = AlignedVec::new(ops::conv2d::cpu::scratch_len(&op, n));
+        // The training forward's outputs the backward reads: the ReLU's and the pooling's.
+        let mut relu_y = AlignedVec::new(n * op.y_len());
+        ops::conv2d::cpu::forward(&op, n, &x, &wb, None, &mut relu_y, &mut scratch, true);
+        let max_pool = ops::Pool2d::max(op.c_out, [op.h_out, op.w_out], [2, 2], [2, 2], [0, 0], [1, 1], false);
+        let mut pool_y = AlignedVec::new(n * max_pool.y_len());
+        ops::pool2d::cpu::max_forward(&max_pool, n, &relu_y, &mut pool_y);
+        let pool_dy = ops::random_values(pool_y.len(), 4);
+        let (mut dx, mut dwb) = (AlignedVec::new(n * op.x_len()), AlignedVec::new(op.param_len()));
+        let mut run = || ops::conv2d::cpu::relu_max_pool_backward(&op, n, &x, &wb, &relu_y, &pool_y, &pool_dy, Some(&mut dx), Some(&mut dwb), &mut scratch);
+        run();
+        (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                run();
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min)
+    })
+}
+
 type Run = Box<dyn Fn(usize) -> staticnet::Result<Timing>>;
 
 /// The workloads of bench/compare.py on `dev`; with `gpu`, also airbench94's network at batch
@@ -334,18 +361,21 @@ fn main() -> std::process::ExitCode {
         }
         // The largest convolutions of the CIFAR network and of AlexNet, and Model A's second, on
         // one thread. Their GFLOP/s count the direct sum's multiply-adds, so Winograd's passes
-        // (fewer of them) can read above the peak.
-        let layers: Vec<(&str, Conv2d, usize)> = if args.flag("no-layers") || gpu {
+        // (fewer of them) can read above the peak. Those followed by ReLU and MaxPool2d(2, 2) in
+        // their network (`true`) are timed too as the train step runs their backward: both
+        // gradients from the pooling's (`relu_max_pool_backward`, along its routes), counted
+        // as the two direct sums it stands for.
+        let layers: Vec<(&str, Conv2d, usize, bool)> = if args.flag("no-layers") || gpu {
             Vec::new()
         } else {
             vec![
-                ("cifar_cnn.conv2", Conv2d::new(32, 64, [16, 16], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 128),
-                ("cifar_cnn.conv3", Conv2d::new(64, 128, [8, 8], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 128),
-                ("alexnet.features.3", Conv2d::new(64, 192, [27, 27], [5, 5], [1, 1], [2, 2], [1, 1], 1, true), 4),
-                ("alexnet.features.6", Conv2d::new(192, 384, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 4),
-                ("alexnet.features.8", Conv2d::new(384, 256, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 4),
-                ("alexnet.features.10", Conv2d::new(256, 256, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 4),
-                ("model_a.cnn2", Conv2d::new(16, 32, [14, 14], [5, 5], [1, 1], [2, 2], [1, 1], 1, true), 100),
+                ("cifar_cnn.conv2", Conv2d::new(32, 64, [16, 16], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 128, true),
+                ("cifar_cnn.conv3", Conv2d::new(64, 128, [8, 8], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 128, true),
+                ("alexnet.features.3", Conv2d::new(64, 192, [27, 27], [5, 5], [1, 1], [2, 2], [1, 1], 1, true), 4, false),
+                ("alexnet.features.6", Conv2d::new(192, 384, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 4, false),
+                ("alexnet.features.8", Conv2d::new(384, 256, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 4, false),
+                ("alexnet.features.10", Conv2d::new(256, 256, [13, 13], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 4, false),
+                ("model_a.cnn2", Conv2d::new(16, 32, [14, 14], [5, 5], [1, 1], [2, 2], [1, 1], 1, true), 100, true),
             ]
         };
         // Grouped convolutions (depthwise.rs): MobileNet-like depthwise layers and a grouped one.
@@ -370,15 +400,16 @@ fn main() -> std::process::ExitCode {
         let mut layer_rows = Vec::new();
         if !layers.is_empty() && !json {
             println!("\nkernels: {}; its FMA peak, one thread: {peak:.1} GFLOP/s", staticnet::ops::isa::isa().name());
-            println!("{:22} {:>16} {:>16} {:>16}   (one thread, GFLOP/s of the direct sum and % of peak)", "convolution", "forward", "backward-data", "backward-filter");
+            println!("{:22} {:>16} {:>16} {:>16} {:>16}   (one thread, GFLOP/s of the direct sum and % of peak)", "convolution", "forward", "backward-data", "backward-filter", "both, pooled");
         }
-        for (name, op, n) in layers {
+        for (name, op, n, pooled) in layers {
             let g = conv_layer(op, n);
+            let p = pooled.then(|| 2.0 * op.flops() as f64 * n as f64 / pooled_backward_seconds(op, n) / 1e9);
             if !json {
                 let cell = |v: f64| format!("{v:7.1} ({:3.0}%)", 100.0 * v / peak);
-                println!("{name:22} {:>16} {:>16} {:>16}", cell(g[0]), cell(g[1]), cell(g[2]));
+                println!("{name:22} {:>16} {:>16} {:>16} {:>16}", cell(g[0]), cell(g[1]), cell(g[2]), p.map_or(String::new(), cell));
             }
-            layer_rows.push((name, g));
+            layer_rows.push((name, g, p));
         }
         if !grouped.is_empty() && !json {
             println!("\n{:26} {:>22} {:>22} {:>22}   (ms and GB/s of x + y, one thread | {threads} threads)", "grouped convolution", "forward", "backward-data", "backward-filter");
@@ -400,7 +431,13 @@ fn main() -> std::process::ExitCode {
             }
             let step = if gpu && std::env::var_os("STATICNET_EAGER").is_none() { "one CUDA graph" } else { "eager" };
             let _ = write!(s, " \"train_step\": \"{step}\",\n \"isa\": \"{}\",\n \"fma_peak_gflops\": {peak:.1},\n \"conv_layers_one_thread_gflops\": {{", staticnet::ops::isa::isa().name());
-            let rows: Vec<String> = layer_rows.iter().map(|(n, g)| format!("\n  \"{n}\": {{\"forward\": {:.1}, \"backward_data\": {:.1}, \"backward_filter\": {:.1}}}", g[0], g[1], g[2])).collect();
+            let rows: Vec<String> = layer_rows
+                .iter()
+                .map(|(n, g, p)| {
+                    let pooled = p.map_or(String::new(), |p| format!(", \"backward_pooled\": {p:.1}"));
+                    format!("\n  \"{n}\": {{\"forward\": {:.1}, \"backward_data\": {:.1}, \"backward_filter\": {:.1}{pooled}}}", g[0], g[1], g[2])
+                })
+                .collect();
             let _ = write!(s, "{}\n }}\n}}", rows.join(","));
             println!("{s}");
         }

@@ -709,7 +709,11 @@ fn indirect_forward(
         let slot = rayon::current_thread_index().filter(|&t| (t + 1) * stash <= partial_len);
         let block = if slot.is_some() { forward_block_of(op, blocked) } else { k };
         let part = part.at(slot.unwrap_or(0) * stash);
-        let (task, share) = (task / parts, task % parts);
+        // Tasks in order of channel range, then rows: rayon's halving gives each thread whole
+        // ranges of panels, so that it reads only their weights (a forward of one of the CIFAR
+        // network's third layer: 295 KB of them, read whole by both threads when the halves
+        // were ranges of rows; 44 → 42.5 µs).
+        let (task, share) = (task % row_tasks, task / row_tasks);
         let panels = (share * per_part).min(panels)..((share + 1) * per_part).min(panels);
         let rows0 = task * rows_per_task;
         let rows_here = rows_per_task.min(j_total - rows0);
