@@ -217,8 +217,18 @@ fn accumulate(op: &Conv2d, geo: &Geo, xp: &[f32], routes: &[Route], sums: &mut [
         // SAFETY: AVX-512 is present (checked above); every route's patch lies in xp (see
         // `backward`), and sums holds whole blocks of the kernel's taps.
         match op.kernel {
-            [3, 3] => return unsafe { accumulate_avx512::<3, 3>(geo, xp, routes, sums) },
-            [5, 5] => return unsafe { accumulate_avx512::<5, 5>(geo, xp, routes, sums) },
+            [3, 3] => return unsafe { accumulate_fixed::<3, 3>(geo, xp, routes, sums) },
+            [5, 5] => return unsafe { accumulate_fixed::<5, 5>(geo, xp, routes, sums) },
+            _ => {}
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::ops::isa::avx2() && op.dilation == [1, 1] {
+        // SAFETY: AVX2 and FMA are present (checked above); every route's patch lies in xp (see
+        // `backward`), and sums holds whole blocks of the kernel's taps.
+        match op.kernel[1] {
+            3 => return unsafe { accumulate_rows_avx2::<3>(geo, op.kernel[0], xp, routes, sums) },
+            5 => return unsafe { accumulate_rows_avx2::<5>(geo, op.kernel[0], xp, routes, sums) },
             _ => {}
         }
     }
@@ -231,6 +241,43 @@ fn accumulate(op: &Conv2d, geo: &Geo, xp: &[f32], routes: &[Route], sums: &mut [
     accumulate_body::<false>(geo, xp, routes, sums)
 }
 
+/// [`accumulate`] with AVX2 for kernels KW wide, of dilation 1: row by row of the kernel, the
+/// row's sums (KW vectors of 16, two registers each: 16 registers hold no more) through all the
+/// routes.
+///
+/// # Safety
+/// AVX2 and FMA; every route's patch (kh rows) lies inside each block of `xp`; sums holds whole
+/// blocks of kh · KW taps.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn accumulate_rows_avx2<const KW: usize>(geo: &Geo, kh: usize, xp: &[f32], routes: &[Route], sums: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let row = geo.wp * L;
+    for (b, sums) in sums.chunks_exact_mut(kh * KW * L).enumerate() {
+        let x = xp[b * geo.plane * L..].as_ptr();
+        for (ky, sums) in sums.chunks_exact_mut(KW * L).enumerate() {
+            // SAFETY: sums holds KW vectors of 16; as the caller promises for xp.
+            unsafe {
+                let mut acc: [[__m256; 2]; KW] = std::array::from_fn(|kx| std::array::from_fn(|h| _mm256_loadu_ps(sums.as_ptr().add(kx * L + 8 * h))));
+                for r in routes {
+                    let g = _mm256_set1_ps(r.g);
+                    let at = x.add(r.corner as usize * L + ky * row);
+                    for (kx, acc) in acc.iter_mut().enumerate() {
+                        for (h, acc) in acc.iter_mut().enumerate() {
+                            *acc = _mm256_fmadd_ps(g, _mm256_loadu_ps(at.add(kx * L + 8 * h)), *acc);
+                        }
+                    }
+                }
+                for (kx, acc) in acc.iter().enumerate() {
+                    for (h, &acc) in acc.iter().enumerate() {
+                        _mm256_storeu_ps(sums.as_mut_ptr().add(kx * L + 8 * h), acc);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// [`accumulate`] for a KH × KW kernel of dilation 1: a block's sums in KH·KW registers through
 /// all the routes (one load and one FMA per tap), its taps KW floats' pixels apart in a row.
 ///
@@ -238,7 +285,7 @@ fn accumulate(op: &Conv2d, geo: &Geo, xp: &[f32], routes: &[Route], sums: &mut [
 /// AVX-512F; every route's patch lies inside each block of `xp`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn accumulate_avx512<const KH: usize, const KW: usize>(geo: &Geo, xp: &[f32], routes: &[Route], sums: &mut [f32]) {
+unsafe fn accumulate_fixed<const KH: usize, const KW: usize>(geo: &Geo, xp: &[f32], routes: &[Route], sums: &mut [f32]) {
     use std::arch::x86_64::*;
     let row = geo.wp * L;
     for (b, sums) in sums.chunks_exact_mut(KH * KW * L).enumerate() {
@@ -343,6 +390,16 @@ fn spread(op: &Conv2d, geo: &Geo, w: &[f32], routes: &[Route], dxp: &mut [f32]) 
         }
     }
     #[cfg(target_arch = "x86_64")]
+    if crate::ops::isa::avx2() && op.dilation == [1, 1] {
+        // SAFETY: AVX2 and FMA are present (checked above); every route's patch lies in dxp
+        // (see `backward`), and w holds whole blocks of the kernel's taps.
+        match op.kernel[1] {
+            3 => return unsafe { spread_rows_avx2::<3>(geo, op.kernel[0], w, routes, dxp) },
+            5 => return unsafe { spread_rows_avx2::<5>(geo, op.kernel[0], w, routes, dxp) },
+            _ => {}
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
     if crate::ops::isa::avx512() {
         // SAFETY: AVX-512 is present (checked above).
         return unsafe { spread_avx512(geo, w, routes, dxp) };
@@ -354,6 +411,38 @@ fn spread(op: &Conv2d, geo: &Geo, w: &[f32], routes: &[Route], dxp: &mut [f32]) 
     }
     let _ = op;
     spread_body::<false>(geo, w, routes, dxp)
+}
+
+/// [`spread`] with AVX2 for kernels KW wide, of dilation 1: row by row of the kernel, the row's
+/// weights (KW vectors of 16, two registers each) through all the routes.
+///
+/// # Safety
+/// AVX2 and FMA; every route's patch (kh rows) lies inside each block of `dxp`; w holds whole
+/// blocks of kh · KW taps.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn spread_rows_avx2<const KW: usize>(geo: &Geo, kh: usize, w: &[f32], routes: &[Route], dxp: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let row = geo.wp * L;
+    for (b, w) in w.chunks_exact(kh * KW * L).enumerate() {
+        let d = dxp[b * geo.plane * L..].as_mut_ptr();
+        for (ky, w) in w.chunks_exact(KW * L).enumerate() {
+            // SAFETY: w holds KW vectors of 16; as the caller promises for dxp.
+            unsafe {
+                let wv: [[__m256; 2]; KW] = std::array::from_fn(|kx| std::array::from_fn(|h| _mm256_loadu_ps(w.as_ptr().add(kx * L + 8 * h))));
+                for r in routes {
+                    let g = _mm256_set1_ps(r.g);
+                    let at = d.add(r.corner as usize * L + ky * row);
+                    for (kx, wv) in wv.iter().enumerate() {
+                        for (h, &wv) in wv.iter().enumerate() {
+                            let p = at.add(kx * L + 8 * h);
+                            _mm256_storeu_ps(p, _mm256_fmadd_ps(g, wv, _mm256_loadu_ps(p)));
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// [`spread`] for a KH × KW kernel of dilation 1: a block's weights in KH·KW registers through
