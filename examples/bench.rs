@@ -242,22 +242,12 @@ fn layer_seconds(op: Conv2d, n: usize, threads: usize) -> [f64; 3] {
         let (x, wb) = (aligned(&ops::random_values(n * op.x_len(), 2)), aligned(&ops::random_values(op.param_len(), 3)));
         let (mut y, mut dx, mut dwb) = (AlignedVec::new(n * op.y_len()), AlignedVec::new(n * op.x_len()), AlignedVec::new(op.param_len()));
         let mut scratch = AlignedVec::new(ops::conv2d::cpu::scratch_len(&op, n));
-        let best = |f: &mut dyn FnMut()| {
-            f();
-            (0..5)
-                .map(|_| {
-                    let t = Instant::now();
-                    f();
-                    t.elapsed().as_secs_f64()
-                })
-                .fold(f64::MAX, f64::min)
-        };
         // The weights laid out once, as a network keeps them between forwards.
         let mut packed = AlignedVec::new(ops::conv2d::cpu::packed_len(&op));
         ops::conv2d::cpu::pack(&op, &wb, &mut packed);
-        let fwd = best(&mut || ops::conv2d::cpu::forward(&op, n, &x, &wb, Some(&packed[..]).filter(|p| !p.is_empty()), &mut y, &mut scratch, false));
-        let data = best(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, &y, None, Some(&mut dx), None, &mut scratch));
-        let filter = best(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, &y, None, None, Some(&mut dwb), &mut scratch));
+        let fwd = best_of_5(&mut || ops::conv2d::cpu::forward(&op, n, &x, &wb, Some(&packed[..]).filter(|p| !p.is_empty()), &mut y, &mut scratch, false));
+        let data = best_of_5(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, &y, None, Some(&mut dx), None, &mut scratch));
+        let filter = best_of_5(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, &y, None, None, Some(&mut dwb), &mut scratch));
         [fwd, data, filter]
     })
 }
@@ -277,16 +267,20 @@ fn pooled_backward_seconds(op: Conv2d, n: usize) -> f64 {
         ops::pool2d::cpu::max_forward(&max_pool, n, &relu_y, &mut pool_y);
         let pool_dy = ops::random_values(pool_y.len(), 4);
         let (mut dx, mut dwb) = (AlignedVec::new(n * op.x_len()), AlignedVec::new(op.param_len()));
-        let mut run = || ops::conv2d::cpu::relu_max_pool_backward(&op, n, &x, &wb, &relu_y, &pool_y, &pool_dy, Some(&mut dx), Some(&mut dwb), &mut scratch);
-        run();
-        (0..5)
-            .map(|_| {
-                let t = Instant::now();
-                run();
-                t.elapsed().as_secs_f64()
-            })
-            .fold(f64::MAX, f64::min)
+        best_of_5(&mut || ops::conv2d::cpu::relu_max_pool_backward(&op, n, &x, &wb, &relu_y, &pool_y, &pool_dy, Some(&mut dx), Some(&mut dwb), &mut scratch))
     })
+}
+
+/// Seconds of the fastest of 5 calls of `f`, after one to warm up.
+fn best_of_5(f: &mut dyn FnMut()) -> f64 {
+    f();
+    (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min)
 }
 
 type Run = Box<dyn Fn(usize) -> staticnet::Result<Timing>>;

@@ -23,6 +23,10 @@
 //! A ReLU fused after the convolution costs nothing extra either way: forward it is the
 //! epilogue; backward, dY (the gradient of the ReLU's output) is masked by `y > 0` while it is
 //! copied anyway (transposed for the filter gradient, padded for the data gradient).
+//!
+//! A ReLU and a 2 × 2 max pooling after it: the forward pools in the epilogue
+//! ([`forward_relu_max_pool`]), and the backward starts from the pooling's gradient
+//! ([`relu_max_pool_backward`]), where only the windows' maxima carry one (`routed.rs`).
 
 use rayon::prelude::*;
 
