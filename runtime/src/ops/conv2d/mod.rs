@@ -381,10 +381,13 @@ mod tests {
     /// definition ([`pooled`]) through the dense backward, within rounding (the same products
     /// summed in another order): Model A's second layer (5 × 5, the AVX-512 kernels for fixed
     /// sizes), odd outputs (a last row or column no window takes), stride 2, dilation 2 (the
-    /// kernels for any size), three blocks of input channels; either gradient alone too.
+    /// kernels for any size), three blocks of input channels, long rows of windows; either
+    /// gradient alone too.
     #[test]
     fn backward_from_max_pooling_matches_the_composition() {
-        for op in [cases()[1], cases()[14], cases()[15], cases()[16], cases()[21], cases()[23]] {
+        // Rows of 19 windows (16 at a time, then 3) and of 12 (AVX-512 lists them 16 at a time).
+        let wide = [Conv2d::new(16, 8, [5, 38], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), Conv2d::new(16, 8, [4, 24], [3, 3], [1, 1], [1, 1], [1, 1], 1, false)];
+        for op in [cases()[1], cases()[14], cases()[15], cases()[16], cases()[21], cases()[23]].into_iter().chain(wide) {
             assert!(cpu::fuses_relu_max_pool_backward(&op, true), "{op:?} not fused");
             let n = 3;
             let (x, wb) = (random(n * op.x_len(), 41), random(op.param_len(), 42));
@@ -408,6 +411,12 @@ mod tests {
                     assert_eq!(got_dwb, random(op.param_len(), 44), "dwb of {what} changed");
                 }
             }
+            // In a larger pool than the scratch was sized for: the same gradients.
+            let wider = rayon::ThreadPoolBuilder::new().num_threads(rayon::current_num_threads() + 2).build().expect("a thread pool");
+            let (mut got_dx, mut got_dwb) = (vec![f32::NAN; x.len()], random(op.param_len(), 44));
+            wider.install(|| cpu::relu_max_pool_backward(&op, n, &x, &wb, &relu_y, &pool_y, &pool_dy, Some(&mut got_dx), Some(&mut got_dwb), &mut scratch));
+            assert_close(&got_dx, &to_f64(&dx), 1e-5, &format!("dx of {op:?} in a wider pool"));
+            assert_close(&got_dwb, &to_f64(&dwb), 1e-5, &format!("dwb of {op:?} in a wider pool"));
         }
     }
 
