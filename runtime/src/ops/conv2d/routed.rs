@@ -215,6 +215,9 @@ unsafe fn row_routes_avx512(corners: PixelCorner, py: usize, top: &[f32], bottom
 #[allow(clippy::too_many_arguments)]
 pub(super) fn backward(op: &Conv2d, n: usize, x: &[f32], w: &[f32], relu_y: &[f32], pool_y: &[f32], pool_dy: &[f32], dx: Option<&mut [f32]>, dwb: Option<&mut [f32]>, scratch: &mut [f32], threads: usize) {
     assert!(applies(op), "{op:?}: no routed backward");
+    if n == 0 {
+        return;
+    }
     // Every output pixel's patch lies inside the padded input, so the kernels read and write
     // a route's patch (corner + tap offsets) unchecked.
     let fits = |a: usize| ([op.h_out, op.w_out][a] - 1) * op.stride[a] + op.kernel[a].saturating_sub(1) * op.dilation[a] < [op.h_in, op.w_in][a] + 2 * op.padding[a];
