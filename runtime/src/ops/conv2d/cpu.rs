@@ -314,9 +314,9 @@ pub fn pack(op: &Conv2d, wb: &[f32], packed: &mut [f32]) {
     } else if uses_winograd(op) {
         let (u, panels) = packed.split_at_mut(winograd::weights_len(op));
         winograd::pack(op, tap_of(op, w), u);
-        pack_panels(op, w, None::<fn(usize) -> (usize, usize)>, panels);
+        pack_panels(op, w, false, panels);
     } else {
-        pack_panels(op, w, None::<fn(usize) -> (usize, usize)>, packed);
+        pack_panels(op, w, false, packed);
     }
 }
 
@@ -335,7 +335,7 @@ pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f3
         return winograd::forward(op, n, x, None, tap_of(op, w), packed, op.bias.then_some(b), relu, false, y, scratch, threads());
     }
     let epilogue = if relu { Epilogue::Relu } else { Epilogue::Plain };
-    indirect_forward(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, indirect_packed(op, packed), op.bias.then_some(b), epilogue, y, scratch);
+    indirect_forward(op, n, x, None, w, false, indirect_packed(op, packed), op.bias.then_some(b), epilogue, y, scratch);
 }
 
 /// The direct path's forward: the input padded into the scratch, the weights laid out there
@@ -383,7 +383,7 @@ pub fn forward_relu_max_pool(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packe
         // Pooled as its 2 × 2 output tiles are finished: each tile is one window.
         return winograd::forward(op, n, x, None, tap_of(op, w), packed, op.bias.then_some(b), true, true, y, scratch, threads());
     }
-    indirect_forward(op, n, x, None, w, None::<fn(usize) -> (usize, usize)>, indirect_packed(op, packed), op.bias.then_some(b), Epilogue::ReluMaxPool, y, scratch);
+    indirect_forward(op, n, x, None, w, false, indirect_packed(op, packed), op.bias.then_some(b), Epilogue::ReluMaxPool, y, scratch);
 }
 
 /// Floats of Wᵀ in panels of NR channels, for the indirect forward.
@@ -394,38 +394,45 @@ fn panels_len(op: &Conv2d) -> usize {
 
 /// Wᵀ in panels of NR channels: weights[(q·K + tap)·NR + lane] = weight of channel q·NR + lane
 /// (zero past the last channel). The weight of channel co at a tap is `w[co·K + tap]`
-/// (PyTorch's layout), or with `tap_at`, `w[base + co·stride]` where `(base, stride) =
-/// tap_at(tap)`: index arithmetic once per tap, not once per weight (the data gradient's
-/// flipped weights need divisions to find).
+/// (PyTorch's layout), or with `flipped` (`op` being [`full_conv`] of a layer whose weights `w`
+/// are), that layer's W[tap's channel, co, kh−1−ky, kw−1−kx]: its data gradient's weights.
 ///
 /// For the channel-blocked kernel the rows are in its order, (block, ky, kx, channel in the
 /// block), instead of (channel, ky, kx).
-fn pack_panels(op: &Conv2d, w: &[f32], tap_at: Option<impl Fn(usize) -> (usize, usize) + Sync>, weights: &mut [f32]) {
+fn pack_panels(op: &Conv2d, w: &[f32], flipped: bool, weights: &mut [f32]) {
     let (ind, blocked) = forward_kernel(op, false);
     let nr = ind.nr;
     let (k, co) = (op.patch_len(), op.c_out);
     let window = op.kernel[0] * op.kernel[1];
-    // The tap of panel row r: the same, or with channel blocks, from (group, channel in its
-    // block) where group = (block, position in the window).
-    let tap_of = |r: usize| {
-        if !blocked {
-            return r;
-        }
-        let (group, ic) = (r / CHANNEL_BLOCK, r % CHANNEL_BLOCK);
-        (group / window * CHANNEL_BLOCK + ic) * window + group % window
-    };
+    // The panel row of tap (channel c, position pos in the window).
+    let row_of = |c: usize, pos: usize| if blocked { ((c / CHANNEL_BLOCK) * window + pos) * CHANNEL_BLOCK + c % CHANNEL_BLOCK } else { c * window + pos };
     weights[..panels_len(op)].par_chunks_mut(k * nr).enumerate().for_each(|(q, panel)| {
-        if tap_at.is_none() && !blocked {
+        let (c0, lanes) = (q * nr, nr.min(co - q * nr));
+        if flipped {
+            // The layer's W[c, c0 .. c0 + lanes] is one run of lanes · window floats: each
+            // read once, in order, into its row (the layer's channel c is this tap's).
+            for c in 0..op.c_in {
+                let src = &w[(c * co + c0) * window..][..lanes * window];
+                for pos in 0..window {
+                    let row = &mut panel[row_of(c, pos) * nr..][..nr];
+                    for (v, lane) in row.iter_mut().zip(src.chunks_exact(window)) {
+                        *v = lane[window - 1 - pos];
+                    }
+                    row[lanes..].fill(0.0);
+                }
+            }
+        } else if !blocked {
             // PyTorch's layout: a panel is the transpose of NR rows of W (zeros past the last).
-            let (c0, rows) = (q * nr, nr.min(co - q * nr));
-            return crate::ops::transpose::masked_transpose(&w[c0 * k..(c0 + rows) * k], None, rows, k, panel, nr);
-        }
-        for (r, row) in panel.chunks_exact_mut(nr).enumerate() {
-            let tap = tap_of(r);
-            let (base, stride) = tap_at.as_ref().map_or((tap, k), |tap_at| tap_at(tap));
-            for (lane, v) in row.iter_mut().enumerate() {
-                let c = q * nr + lane;
-                *v = if c < co { w[base + c * stride] } else { 0.0 };
+            crate::ops::transpose::masked_transpose(&w[c0 * k..(c0 + lanes) * k], None, lanes, k, panel, nr);
+        } else {
+            for c in 0..op.c_in {
+                for pos in 0..window {
+                    let row = &mut panel[row_of(c, pos) * nr..][..nr];
+                    for (lane, v) in row[..lanes].iter_mut().enumerate() {
+                        *v = w[(c0 + lane) * k + c * window + pos];
+                    }
+                    row[lanes..].fill(0.0);
+                }
             }
         }
     });
@@ -450,14 +457,8 @@ pub fn backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32], relu_y
             let flipped = |ci: usize, co: usize, tap: usize| w[(co * op.c_in + ci) * k + k - 1 - tap];
             winograd::forward(&full_conv(op), n, dy, relu_y, flipped, None, None, false, false, dx, scratch, threads());
         } else if uses_full_conv(op) {
-            // W flipped and transposed: element (ci, (co, ky, kx)) = W[co, ci, kh−1−ky, kw−1−kx],
-            // at ((co·c_in)·kh + kh−1−ky)·kw + kw−1−kx + ci·kh·kw.
-            let [kh, kw] = op.kernel;
-            let flipped = |tap: usize| {
-                let (co, ky, kx) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
-                (((co * op.c_in) * kh + kh - 1 - ky) * kw + kw - 1 - kx, kh * kw)
-            };
-            indirect_forward(&full_conv(op), n, dy, relu_y, w, Some(flipped), None, None, Epilogue::Plain, dx, scratch);
+            // W flipped and transposed: element (ci, (co, ky, kx)) = W[co, ci, kh−1−ky, kw−1−kx].
+            indirect_forward(&full_conv(op), n, dy, relu_y, w, true, None, None, Epilogue::Plain, dx, scratch);
         } else {
             data_grad_col2im(op, n, w, dy, relu_y, dx, scratch);
         }
@@ -638,8 +639,9 @@ enum Epilogue {
     ReluMaxPool,
 }
 
-/// Y = conv(x ⊙ [x_mask > 0]) with weights `w` (read as [`pack_panels`] reads them, or already
-/// laid out in `packed`), then `+ bias[co]` and the epilogue, into NCHW `y`.
+/// Y = conv(x ⊙ [x_mask > 0]) with weights `w` (read as [`pack_panels`] reads them, `flipped`
+/// for a data gradient's, or already laid out in `packed`), then `+ bias[co]` and the epilogue,
+/// into NCHW `y`.
 #[allow(clippy::too_many_arguments)]
 fn indirect_forward(
     op: &Conv2d,
@@ -647,7 +649,7 @@ fn indirect_forward(
     x: &[f32],
     x_mask: Option<&[f32]>,
     w: &[f32],
-    tap_at: Option<impl Fn(usize) -> (usize, usize) + Sync>,
+    flipped: bool,
     packed: Option<&[f32]>,
     bias: Option<&[f32]>,
     epilogue: Epilogue,
@@ -678,7 +680,7 @@ fn indirect_forward(
     let weights: &[f32] = match packed {
         Some(packed) => &packed[..panels_len(op)],
         None => {
-            pack_panels(op, w, tap_at, weights);
+            pack_panels(op, w, flipped, weights);
             weights
         }
     };
