@@ -482,7 +482,7 @@ fn fuses_direct_backward(op: &Conv2d, dx: bool) -> bool {
 /// `relu_y`, output `pool_y`) and then [`backward`] with `relu_y`, without the gradient of the
 /// convolution's output ever written whole. dx written, dwb accumulated.
 ///
-/// A network's first layer on the direct path: [`filter_grad_relu_max_pool`]. Else along the
+/// A network's first layer on the direct path: `filter_grad_relu_max_pool`. Else along the
 /// pooling's routes (`routed.rs`): only the windows' maxima carry a gradient, so both
 /// gradients are sums over a quarter of the pixels at most.
 #[allow(clippy::too_many_arguments)]
@@ -502,7 +502,7 @@ pub fn relu_max_pool_backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], relu
 /// pooling's input) where the filter gradient copies it anyway, instead of being written whole
 /// by the pooling's backward and read back (that pass was 7% of Model A's train step).
 #[allow(clippy::too_many_arguments)]
-pub fn filter_grad_relu_max_pool(op: &Conv2d, n: usize, x: &[f32], relu_y: &[f32], pool_y: &[f32], pool_dy: &[f32], dwb: &mut [f32], scratch: &mut [f32]) {
+fn filter_grad_relu_max_pool(op: &Conv2d, n: usize, x: &[f32], relu_y: &[f32], pool_y: &[f32], pool_dy: &[f32], dwb: &mut [f32], scratch: &mut [f32]) {
     assert!(fuses_relu_max_pool_backward(op, false), "no fused backward for {op:?}");
     direct_filter_grad(op, n, x, direct::Dy::Pooled { relu_y, pool_y, pool_dy }, dwb, scratch);
 }

@@ -255,11 +255,7 @@ pub(super) fn backward(op: &Conv2d, n: usize, x: &[f32], w: &[f32], relu_y: &[f3
 /// + lane, t].
 fn block_weights(op: &Conv2d, taps: usize, w: &[f32], wt: &mut [f32]) {
     for (src, dst) in w[..op.weight_len()].chunks_exact(L * taps).zip(wt.chunks_exact_mut(L * taps)) {
-        for (t, lanes) in dst.chunks_exact_mut(L).enumerate() {
-            for (lane, v) in lanes.iter_mut().enumerate() {
-                *v = src[lane * taps + t];
-            }
-        }
+        crate::ops::transpose::masked_transpose(src, None, L, taps, dst, L);
     }
 }
 
@@ -492,11 +488,6 @@ fn spread(op: &Conv2d, geo: &Geo, w: &[f32], routes: &[Route], dxp: &mut [f32]) 
         }
     }
     #[cfg(target_arch = "x86_64")]
-    if crate::ops::isa::avx512() {
-        // SAFETY: AVX-512 is present (checked above).
-        return unsafe { spread_avx512(geo, w, routes, dxp) };
-    }
-    #[cfg(target_arch = "x86_64")]
     if crate::ops::isa::avx2() {
         // SAFETY: AVX2 and FMA are present (checked above).
         return unsafe { spread_avx2(geo, w, routes, dxp) };
@@ -564,12 +555,6 @@ unsafe fn spread_fixed<const KH: usize, const KW: usize>(geo: &Geo, w: &[f32], r
             }
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,fma")]
-fn spread_avx512(geo: &Geo, w: &[f32], routes: &[Route], dxp: &mut [f32]) {
-    spread_body::<true>(geo, w, routes, dxp)
 }
 
 #[cfg(target_arch = "x86_64")]
