@@ -117,16 +117,19 @@ unsafe fn strided_avx2(src: &[f32], mask: Option<&[f32]>, r8: usize, cols: usize
     }
 }
 
-/// `dst[c · rows + r] += src[r · ld + c]` for `r < rows`, `c < cols`: a row-major rows × cols
-/// matrix (leading dimension `ld`) added, transposed, to a cols × rows one. In tasks of 8 rows
+/// `dst[c · dst_ld + r] += src[r · ld + c]` for `r < rows`, `c < cols`: a row-major rows × cols
+/// matrix (leading dimension `ld`) added, transposed, to the first `rows` columns of a cols ×
+/// dst_ld one (`dst_ld ≥ rows`; `dst` starts at the first of those columns). In tasks of 8 rows
 /// of `dst`, each 8 × 8 block transposed in registers where AVX2 is there: element by element
 /// down a column of `src`, every read was a cache miss once `src` outgrew the cache (AlexNet's
 /// 384 → 256 filter gradient spent 40% of its time here).
-pub fn add_transposed(src: &[f32], rows: usize, cols: usize, ld: usize, dst: &mut [f32]) {
-    if rows == 0 {
+pub fn add_transposed(src: &[f32], rows: usize, cols: usize, ld: usize, dst: &mut [f32], dst_ld: usize) {
+    if rows == 0 || cols == 0 {
         return;
     }
-    dst[..rows * cols].par_chunks_mut(8 * rows).enumerate().for_each(|(t, dst)| {
+    assert!(dst_ld >= rows && dst.len() >= (cols - 1) * dst_ld + rows, "add_transposed: {rows} × {cols} into {} floats of rows {dst_ld}", dst.len());
+    let dst = &mut dst[..(cols - 1) * dst_ld + rows];
+    dst.par_chunks_mut(8 * dst_ld).enumerate().for_each(|(t, dst)| {
         let c0 = 8 * t;
         let width = (cols - c0).min(8);
         let mut r0 = 0;
@@ -135,12 +138,12 @@ pub fn add_transposed(src: &[f32], rows: usize, cols: usize, ld: usize, dst: &mu
             assert!(src.len() >= (rows - 1) * ld + c0 + 8);
             r0 = rows / 8 * 8;
             // SAFETY: AVX2 is present (checked above); rows below r0 have 8 floats at c0
-            // (asserted above) and dst holds 8 rows of `rows` floats.
-            unsafe { add_transposed_avx2(src, r0, rows, ld, c0, dst) };
+            // (asserted above) and dst holds 7 rows of `dst_ld` floats and one of `rows`.
+            unsafe { add_transposed_avx2(src, r0, ld, c0, dst, dst_ld) };
         }
         for c in 0..width {
             for r in r0..rows {
-                dst[c * rows + r] += src[r * ld + c0 + c];
+                dst[c * dst_ld + r] += src[r * ld + c0 + c];
             }
         }
     });
@@ -177,13 +180,13 @@ unsafe fn masked_block8(src: &[f32], mask: Option<&[f32]>, at: usize, stride: us
 /// AVX2; as asserted by the caller.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn add_transposed_avx2(src: &[f32], r8: usize, rows: usize, ld: usize, c0: usize, dst: &mut [f32]) {
+unsafe fn add_transposed_avx2(src: &[f32], r8: usize, ld: usize, c0: usize, dst: &mut [f32], dst_ld: usize) {
     use std::arch::x86_64::*;
     for r in (0..r8).step_by(8) {
         // SAFETY (all three): as the caller promises.
         let v: [__m256; 8] = std::array::from_fn(|i| unsafe { _mm256_loadu_ps(src.as_ptr().add((r + i) * ld + c0)) });
         for (c, t) in transpose8(v).iter().enumerate() {
-            let d = unsafe { dst.as_mut_ptr().add(c * rows + r) };
+            let d = unsafe { dst.as_mut_ptr().add(c * dst_ld + r) };
             unsafe { _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), *t)) };
         }
     }
@@ -351,14 +354,16 @@ mod tests {
 
     #[test]
     fn adds_the_transpose() {
-        for &(rows, cols, ld) in &[(3456, 256, 256), (19, 13, 16), (8, 8, 8), (7, 20, 32), (0, 5, 8)] {
+        // (rows, cols, ld, dst_ld, at): into columns at..at + rows of rows dst_ld long.
+        for &(rows, cols, ld, dst_ld, at) in &[(3456, 256, 256, 3456, 0), (19, 13, 16, 19, 0), (8, 8, 8, 8, 0), (7, 20, 32, 7, 0), (0, 5, 8, 0, 0), (64, 32, 64, 200, 72), (19, 13, 16, 40, 21), (16, 9, 32, 16, 0)] {
             let src: Vec<f32> = (0..rows * ld).map(|i| (i % 1000) as f32).collect();
-            let mut dst: Vec<f32> = (0..rows * cols).map(|i| 0.5 * i as f32).collect();
+            let mut dst: Vec<f32> = (0..dst_ld * cols).map(|i| 0.5 * i as f32).collect();
             let before = dst.clone();
-            add_transposed(&src, rows, cols, ld, &mut dst);
+            add_transposed(&src, rows, cols, ld, &mut dst[at..], dst_ld);
             for c in 0..cols {
-                for r in 0..rows {
-                    assert_eq!(dst[c * rows + r], before[c * rows + r] + src[r * ld + c], "{rows}x{cols} ld {ld} at ({r}, {c})");
+                for r in 0..dst_ld {
+                    let added = if (at..at + rows).contains(&r) { src[(r - at) * ld + c] } else { 0.0 };
+                    assert_eq!(dst[c * dst_ld + r], before[c * dst_ld + r] + added, "{rows}x{cols} ld {ld} into rows {dst_ld} at {at}: ({r}, {c})");
                 }
             }
         }

@@ -392,6 +392,10 @@ fn panels_len(op: &Conv2d) -> usize {
     op.c_out.div_ceil(nr) * nr * op.patch_len()
 }
 
+/// The largest window whose flipped weights [`pack_panels`] transposes through a buffer on the
+/// stack (7 × 7).
+const FLIPPED_WINDOW: usize = 49;
+
 /// Wᵀ in panels of NR channels: weights[(q·K + tap)·NR + lane] = weight of channel q·NR + lane
 /// (zero past the last channel). The weight of channel co at a tap is `w[co·K + tap]`
 /// (PyTorch's layout), or with `flipped` (`op` being [`full_conv`] of a layer whose weights `w`
@@ -408,9 +412,21 @@ fn pack_panels(op: &Conv2d, w: &[f32], flipped: bool, weights: &mut [f32]) {
     let row_of = |c: usize, pos: usize| if blocked { ((c / CHANNEL_BLOCK) * window + pos) * CHANNEL_BLOCK + c % CHANNEL_BLOCK } else { c * window + pos };
     weights[..panels_len(op)].par_chunks_mut(k * nr).enumerate().for_each(|(q, panel)| {
         let (c0, lanes) = (q * nr, nr.min(co - q * nr));
-        if flipped {
-            // The layer's W[c, c0 .. c0 + lanes] is one run of lanes · window floats: each
-            // read once, in order, into its row (the layer's channel c is this tap's).
+        if flipped && window <= FLIPPED_WINDOW {
+            // The layer's W[c, c0 .. c0 + lanes] is one run of lanes · window floats: it is
+            // transposed at once (8 × 8 blocks in registers) into `rows`, whose row pos holds
+            // the window's tap pos of every lane, and each row is then copied to its flipped
+            // tap (the layer's channel c is this tap's).
+            let mut rows = [0.0f32; FLIPPED_WINDOW * MAX_INDIRECT_NR];
+            for c in 0..op.c_in {
+                let src = &w[(c * co + c0) * window..][..lanes * window];
+                crate::ops::transpose::masked_transpose(src, None, lanes, window, &mut rows, nr);
+                for pos in 0..window {
+                    panel[row_of(c, pos) * nr..][..nr].copy_from_slice(&rows[(window - 1 - pos) * nr..][..nr]);
+                }
+            }
+        } else if flipped {
+            // Larger windows, tap by tap.
             for c in 0..op.c_in {
                 let src = &w[(c * co + c0) * window..][..lanes * window];
                 for pos in 0..window {
@@ -986,41 +1002,75 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
     let sums = &*sums;
     let (taps, dyt, cols) = (&*taps, &*dyt, &*cols);
     let part_len = line(k_pad * co_pad);
-    // As many partials as the scratch holds: fewer than the threads if it was sized for fewer.
     let block = filter_block();
-    let t_count = threads().min(j_total.div_ceil(block)).min(partials.len() / part_len).max(1);
-    let per = j_total.div_ceil(t_count);
-    partials[..t_count * part_len].par_chunks_mut(part_len).enumerate().for_each(|(t, part)| {
-        let js = (t * per).min(j_total)..((t + 1) * per).min(j_total);
-        let dwt = &mut part[..k_pad * co_pad];
-        let tiles = k_pad / mr;
-        let per_chunk = (FILTER_CHUNK_BYTES / (mr * co_pad * size_of::<f32>())).clamp(1, tiles);
-        for chunk in (0..tiles).step_by(per_chunk).map(|t0| t0..(t0 + per_chunk).min(tiles)) {
-            for (pb, jb) in js.clone().step_by(block).enumerate() {
-                let kc = block.min(js.end - jb);
-                for q in 0..co_pad / nr {
-                    let b = &dyt[(q * j_total + jb) * nr..];
-                    for tile in chunk.clone() {
-                        let c = dwt[(tile * mr) * co_pad + q * nr..].as_mut_ptr();
-                        let tile_in = if pb == 0 { std::ptr::null() } else { c as *const f32 };
-                        // SAFETY: as in the forward, every offset sum lies inside xp; b holds kc·NR
-                        // floats; the tile is MR × NR inside this thread's partial.
-                        unsafe { (ind.kernel)(kc, xp.as_ptr(), taps[tile * mr..].as_ptr(), cols[jb..].as_ptr(), b.as_ptr(), tile_in, co_pad, c, co_pad) };
-                    }
+    let tiles = k_pad / mr;
+    let (dw, db) = dwb.split_at_mut(op.weight_len());
+    // The tiles of dWᵀ rows `chunk` and channel panels `qs` over pixels `js`, into `part` (rows
+    // `ld` apart, the chunk's first tile at its start), overwritten by the first block of pixels.
+    let sweep = |chunk: std::ops::Range<usize>, qs: std::ops::Range<usize>, js: std::ops::Range<usize>, part: &mut [f32], ld: usize| {
+        assert!(qs.len() * nr <= ld && chunk.len() * mr * ld <= part.len(), "filter_grad: tiles past their part");
+        for (pb, jb) in js.clone().step_by(block).enumerate() {
+            let kc = block.min(js.end - jb);
+            for q in qs.clone() {
+                let b = &dyt[(q * j_total + jb) * nr..];
+                for tile in chunk.clone() {
+                    let c = part[(tile - chunk.start) * mr * ld + (q - qs.start) * nr..].as_mut_ptr();
+                    let tile_in = if pb == 0 { std::ptr::null() } else { c as *const f32 };
+                    // SAFETY: as in the forward, every offset sum lies inside xp; b holds kc·NR
+                    // floats; the tile is MR × NR inside this thread's part.
+                    unsafe { (ind.kernel)(kc, xp.as_ptr(), taps[tile * mr..].as_ptr(), cols[jb..].as_ptr(), b.as_ptr(), tile_in, ld, c, ld) };
                 }
             }
         }
-        if js.is_empty() {
-            dwt.fill(0.0);
+    };
+    // Tiles per chunk: the rows of taps are taken in chunks of partial sums of at most
+    // FILTER_CHUNK_BYTES, each through all the pixels, so that they stay in L2.
+    let per_chunk = |width: usize| (FILTER_CHUNK_BYTES / (mr * width * size_of::<f32>())).clamp(1, tiles);
+    let panels = co_pad / nr;
+    let by_channels = panels >= threads() && k_pad * co_pad * size_of::<f32>() > FILTER_CHUNK_BYTES;
+    if by_channels {
+        // Partial sums of more than one chunk (AlexNet's 3 × 3 layers: 2.4–3.5 MB), and panels
+        // for every thread: each thread takes a range of panels through all the pixels, so its
+        // sums are final, and adds each chunk of them into its own rows of dW while they are
+        // in L2. Split by pixels, the threads' partials were summed and then added to dW, all
+        // from memory (AlexNet's 384 → 256 filter gradient: 10% of its time in add_transposed).
+        let t_count = threads().min(partials.len() / part_len).max(1);
+        let per = panels.div_ceil(t_count);
+        dw.par_chunks_mut(per * nr * k).zip(partials.par_chunks_mut(part_len)).enumerate().for_each(|(t, (dw, part))| {
+            let qs = t * per..((t + 1) * per).min(panels);
+            let width = qs.len() * nr;
+            let per_chunk = per_chunk(width);
+            for t0 in (0..tiles).step_by(per_chunk) {
+                let chunk = t0..(t0 + per_chunk).min(tiles);
+                sweep(chunk.clone(), qs.clone(), 0..j_total, part, width);
+                // The chunk's taps (those past k are padding) into their columns of dW.
+                let rows = (chunk.end * mr).min(k) - t0 * mr;
+                crate::ops::transpose::add_transposed(part, rows, dw.len() / k, width, &mut dw[t0 * mr..], k);
+            }
+        });
+    } else {
+        // As many partials as the scratch holds: fewer than the threads if it was sized for fewer.
+        let t_count = threads().min(j_total.div_ceil(block)).min(partials.len() / part_len).max(1);
+        let per = j_total.div_ceil(t_count);
+        partials[..t_count * part_len].par_chunks_mut(part_len).enumerate().for_each(|(t, part)| {
+            let js = (t * per).min(j_total)..((t + 1) * per).min(j_total);
+            let dwt = &mut part[..k_pad * co_pad];
+            let per_chunk = per_chunk(co_pad);
+            for t0 in (0..tiles).step_by(per_chunk) {
+                let chunk = t0..(t0 + per_chunk).min(tiles);
+                sweep(chunk, 0..panels, js.clone(), &mut dwt[t0 * mr * co_pad..], co_pad);
+            }
+            if js.is_empty() {
+                dwt.fill(0.0);
+            }
+        });
+        // The threads' partials summed into the first, in a fixed order; then dWᵀ added to dW.
+        let (first, rest) = partials[..t_count * part_len].split_at_mut(part_len);
+        for part in rest.chunks_exact(part_len) {
+            first.par_chunks_mut(1 << 14).zip(part.par_chunks(1 << 14)).for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a += b));
         }
-    });
-    // The threads' partials summed into the first, in a fixed order; then dWᵀ added to dW.
-    let (dw, db) = dwb.split_at_mut(op.weight_len());
-    let (first, rest) = partials[..t_count * part_len].split_at_mut(part_len);
-    for part in rest.chunks_exact(part_len) {
-        first.par_chunks_mut(1 << 14).zip(part.par_chunks(1 << 14)).for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a += b));
+        crate::ops::transpose::add_transposed(&first[..k_pad * co_pad], k, co, co_pad, dw, k);
     }
-    crate::ops::transpose::add_transposed(&first[..k_pad * co_pad], k, co, co_pad, dw);
     // db: the chunks' sums, image after image (a fixed order, whatever the threads).
     if op.bias {
         for (c, g) in db.iter_mut().enumerate() {
