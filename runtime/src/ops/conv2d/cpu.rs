@@ -157,12 +157,14 @@ impl Layout {
     }
 }
 
-fn forward_layout(op: &Conv2d, n: usize) -> Layout {
+/// The forward's scratch: with `copies`, a padded input per thread (see [`Copies`]) instead of
+/// one for all.
+fn forward_layout(op: &Conv2d, n: usize, copies: bool) -> Layout {
     let (ind, blocked) = forward_kernel(op, false);
     let k = op.patch_len();
     let co_pad = op.c_out.div_ceil(ind.nr) * ind.nr;
     Layout {
-        xp: Padded::of(op).len(n),
+        xp: if copies { threads() * copy_len(op, n) } else { Padded::of(op).len(n) },
         weights: co_pad * k,
         // Past k for any tile height (the pooling forward's kernel has other rows).
         taps: k + MAX_INDIRECT_MR,
@@ -226,12 +228,12 @@ pub fn scratch_len(op: &Conv2d, n: usize) -> usize {
     }
     // The data gradient: Winograd's or, for batches with too few tiles (`enough_tiles`), the
     // indirect full convolution's; or col2im.
-    let data = if uses_full_conv(op) { forward_layout(&full_conv(op), n).total() } else { col2im_len(op, n) };
+    let data = if uses_full_conv(op) { forward_layout(&full_conv(op), n, copies_pay(n)).total() } else { col2im_len(op, n) };
     let data = if uses_winograd_data(op) { data.max(winograd::scratch_len(&full_conv(op), threads())) } else { data };
     let direct = if direct::applies(op) { Padded::of(op).len(n) + direct::TAIL + direct::filter_scratch_len(op, threads()) } else { 0 };
     let winograd = if uses_winograd(op) { winograd::scratch_len(op, threads()) } else { 0 };
     let routed = if routed::applies(op) { routed::scratch_len(op, n, threads()) } else { 0 };
-    forward_layout(op, n).total().max(filter_layout(op, n).total()).max(data).max(direct).max(winograd).max(routed)
+    forward_layout(op, n, copies_pay(n)).total().max(filter_layout(op, n).total()).max(data).max(direct).max(winograd).max(routed)
 }
 
 /// Whether the forward of `op` is Winograd's (`winograd.rs`): its 3 × 3 and 5 × 5 convolutions
@@ -343,8 +345,19 @@ pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f3
 #[allow(clippy::too_many_arguments)]
 fn direct_forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f32]>, relu: bool, pool: bool, y: &mut [f32], relu_y: Option<&mut [f32]>, scratch: &mut [f32]) {
     let (w, b) = wb.split_at(op.weight_len());
-    let [xp, weights, ..] = split(scratch, &forward_layout(op, n));
-    pad_input(op, n, x, None, xp);
+    let (l, copies) = forward_layout_in(op, n, scratch.len());
+    let [xp, weights, ..] = split(scratch, &l);
+    let pad_all = |xp: &mut [f32]| {
+        for (src, dst) in x[..n * op.x_len()].chunks(op.h_in * op.w_in).zip(xp.chunks_mut(Padded::of(op).hp * Padded::of(op).wp)) {
+            pad_plane(op, src, None, dst);
+        }
+    };
+    let xp = if copies {
+        Input::PerThread(Copies::new(xp, copy_len(op, n)), &pad_all)
+    } else {
+        pad_input(op, n, x, None, xp);
+        Input::Shared(xp)
+    };
     let pad = Padded::of(op);
     let wt = match packed {
         Some(packed) => packed,
@@ -353,7 +366,7 @@ fn direct_forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&
             weights
         }
     };
-    direct::forward(op, n, xp, pad.hp, pad.wp, wt, op.bias.then_some(b), relu, pool, y, relu_y);
+    direct::forward(op, n, &xp, pad.hp, pad.wp, wt, op.bias.then_some(b), relu, pool, y, relu_y);
 }
 
 /// Whether [`forward_relu_max_pool`] takes `op`: the direct path's shapes whose tiles are whole
@@ -559,19 +572,24 @@ fn padded_input<'a>(op: &Conv2d, n: usize, x: &'a [f32], mask: Option<&[f32]>, b
 /// `relu_y > 0` when given.
 fn pad_input(op: &Conv2d, n: usize, x: &[f32], relu_y: Option<&[f32]>, xp: &mut [f32]) {
     let pad = Padded::of(op);
-    let (ph, pw) = (op.padding[0], op.padding[1]);
     let plane = op.h_in * op.w_in;
     xp.par_chunks_mut(pad.hp * pad.wp).zip(x[..n * op.x_len()].par_chunks(plane)).enumerate().for_each(|(i, (dst, src))| {
-        dst[..ph * pad.wp].fill(0.0);
-        dst[(ph + op.h_in) * pad.wp..].fill(0.0);
-        let mask = relu_y.map(|y| &y[i * plane..(i + 1) * plane]);
-        for (r, (d, s)) in dst[ph * pad.wp..(ph + op.h_in) * pad.wp].chunks_exact_mut(pad.wp).zip(src.chunks_exact(op.w_in)).enumerate() {
-            // The whole row zeroed, then the data over its middle: both in L1, and cheaper than
-            // calls to memset for the two edges of a few floats.
-            zero_row(d);
-            copy_row(&mut d[pw..pw + op.w_in], s, mask.map(|m| &m[r * op.w_in..]));
-        }
+        pad_plane(op, src, relu_y.map(|y| &y[i * plane..(i + 1) * plane]), dst);
     });
+}
+
+/// One plane of [`pad_input`].
+fn pad_plane(op: &Conv2d, src: &[f32], mask: Option<&[f32]>, dst: &mut [f32]) {
+    let pad = Padded::of(op);
+    let (ph, pw) = (op.padding[0], op.padding[1]);
+    dst[..ph * pad.wp].fill(0.0);
+    dst[(ph + op.h_in) * pad.wp..].fill(0.0);
+    for (r, (d, s)) in dst[ph * pad.wp..(ph + op.h_in) * pad.wp].chunks_exact_mut(pad.wp).zip(src.chunks_exact(op.w_in)).enumerate() {
+        // The whole row zeroed, then the data over its middle: both in L1, and cheaper than
+        // calls to memset for the two edges of a few floats.
+        zero_row(d);
+        copy_row(&mut d[pw..pw + op.w_in], s, mask.map(|m| &m[r * op.w_in..]));
+    }
 }
 
 /// The offset of each tap (ci, ky, kx) from a window's corner in the padded input, padded to a
@@ -608,24 +626,123 @@ pub(super) fn pad_input_blocked(op: &Conv2d, n: usize, x: &[f32], relu_y: Option
     let pad = Padded::of(op);
     let (plane, block) = (op.h_in * op.w_in, CHANNEL_BLOCK * pad.hp * pad.wp);
     xp[..n * op.c_in * pad.hp * pad.wp].par_chunks_mut(block).enumerate().for_each(|(i, dst)| {
-        let src = &x[i * CHANNEL_BLOCK * plane..(i + 1) * CHANNEL_BLOCK * plane];
-        let mask = relu_y.map(|y| &y[i * CHANNEL_BLOCK * plane..(i + 1) * CHANNEL_BLOCK * plane]);
-        // The borders, row by row: the top and bottom padding rows whole, then the left and
-        // right padding of each row in between.
-        let row = pad.wp * CHANNEL_BLOCK;
-        let (ph, pw) = (op.padding[0], op.padding[1]);
-        dst[..ph * row].fill(0.0);
-        dst[(ph + op.h_in) * row..].fill(0.0);
-        for r in ph..ph + op.h_in {
-            dst[r * row..(r * pad.wp + pw) * CHANNEL_BLOCK].fill(0.0);
-            dst[(r * pad.wp + pw + op.w_in) * CHANNEL_BLOCK..(r + 1) * row].fill(0.0);
-        }
-        for y in 0..op.h_in {
-            let at = ((y + ph) * pad.wp + pw) * CHANNEL_BLOCK;
-            let mask = mask.map(|m| &m[y * op.w_in..]);
-            crate::ops::transpose::masked_transpose_strided(&src[y * op.w_in..], mask, CHANNEL_BLOCK, op.w_in, plane, &mut dst[at..at + op.w_in * CHANNEL_BLOCK]);
-        }
+        let at = i * CHANNEL_BLOCK * plane..(i + 1) * CHANNEL_BLOCK * plane;
+        pad_block(op, &x[at.clone()], relu_y.map(|y| &y[at]), dst);
     });
+}
+
+/// One block of 16 channels of one image of [`pad_input_blocked`].
+fn pad_block(op: &Conv2d, src: &[f32], mask: Option<&[f32]>, dst: &mut [f32]) {
+    let pad = Padded::of(op);
+    let plane = op.h_in * op.w_in;
+    // The borders, row by row: the top and bottom padding rows whole, then the left and
+    // right padding of each row in between.
+    let row = pad.wp * CHANNEL_BLOCK;
+    let (ph, pw) = (op.padding[0], op.padding[1]);
+    dst[..ph * row].fill(0.0);
+    dst[(ph + op.h_in) * row..].fill(0.0);
+    for r in ph..ph + op.h_in {
+        dst[r * row..(r * pad.wp + pw) * CHANNEL_BLOCK].fill(0.0);
+        dst[(r * pad.wp + pw + op.w_in) * CHANNEL_BLOCK..(r + 1) * row].fill(0.0);
+    }
+    for y in 0..op.h_in {
+        let at = ((y + ph) * pad.wp + pw) * CHANNEL_BLOCK;
+        let mask = mask.map(|m| &m[y * op.w_in..]);
+        crate::ops::transpose::masked_transpose_strided(&src[y * op.w_in..], mask, CHANNEL_BLOCK, op.w_in, plane, &mut dst[at..at + op.w_in * CHANNEL_BLOCK]);
+    }
+}
+
+/// Whether a forward of `n` images pads its input into a copy per thread ([`Copies`]): with
+/// fewer images than threads.
+fn copies_pay(n: usize) -> bool {
+    n < threads()
+}
+
+/// The forward's layout of a scratch of `len` floats, and whether it has a padded input per
+/// thread: where they pay, if the scratch holds them (it may have been sized for fewer threads),
+/// and if the caller is a thread of the pool. (From outside, rayon runs a loop it does not
+/// split on the calling thread, which has no copy of its own.)
+fn forward_layout_in(op: &Conv2d, n: usize, len: usize) -> (Layout, bool) {
+    let copies = copies_pay(n) && rayon::current_thread_index().is_some() && forward_layout(op, n, true).total() <= len;
+    (forward_layout(op, n, copies), copies)
+}
+
+/// Floats of one thread's copy of the padded input of `n` images (see [`Copies`]): the copy,
+/// then a line whose first float is 0 until the thread has padded it in the current call.
+fn copy_len(op: &Conv2d, n: usize) -> usize {
+    line(Padded::of(op).len(n)) + 16
+}
+
+/// The padded input of a forward's tasks.
+pub(super) enum Input<'a> {
+    /// Padded once, before the tasks.
+    Shared(&'a [f32]),
+    /// Padded by each thread into its own copy at its first task, by the function given.
+    PerThread(Copies, &'a (dyn Fn(&mut [f32]) + Sync)),
+}
+
+impl Input<'_> {
+    /// The input, for a task of the pool (padded first if this is its thread's first).
+    pub(super) fn get(&self) -> &[f32] {
+        match self {
+            Input::Shared(xp) => xp,
+            Input::PerThread(copies, pad) => copies.mine(pad),
+        }
+    }
+}
+
+/// One padded input per thread of the pool, in the scratch, `len` floats apart (see
+/// [`copy_len`]): with fewer images than threads (a forward of one sample), whose tasks split
+/// every image between the threads, so that every task reads the whole input.
+///
+/// Padded once for all, in a parallel pass before the tasks, each thread read half of it from
+/// the other's cache, and had written lines that the other had read in the last call, which
+/// that cache had to give up first. That pass took 3.5–5 µs on two threads against 1.3–1.8 on
+/// one (the CIFAR network's second and third layers on a Xeon of family 6 model 167); each
+/// thread padding the whole input for itself, in its first task, takes the time of one.
+#[derive(Clone, Copy)]
+pub(super) struct Copies {
+    at: SendPtr,
+    len: usize,
+}
+
+impl Copies {
+    /// The copies in `scratch`, one per thread of the pool, each marked not yet padded.
+    fn new(scratch: &mut [f32], len: usize) -> Copies {
+        assert!(scratch.len() >= threads() * len, "scratch for {} copies of {len} floats: {}", threads(), scratch.len());
+        for copy in scratch.chunks_exact_mut(len).take(threads()) {
+            copy[len - 16] = 0.0;
+        }
+        Copies { at: SendPtr(scratch.as_mut_ptr()), len }
+    }
+
+    /// This thread's copy, padded by `pad` (which must not call into rayon) if it is not yet.
+    fn mine(&self, pad: &dyn Fn(&mut [f32])) -> &[f32] {
+        let t = rayon::current_thread_index().expect("called from the pool (`forward_layout_in`), tasks run on its threads");
+        assert!(t < threads(), "thread {t} of a pool of {}", threads());
+        // SAFETY: the scratch holds a copy for every thread of the pool (`new`), and only
+        // thread t touches copy t. It is written only here, before its flag is set, by `pad`,
+        // which cannot let this thread run another task meanwhile; after that only read.
+        let copy = unsafe { std::slice::from_raw_parts_mut(self.at.at(t * self.len), self.len) };
+        let (xp, flag) = copy.split_at_mut(self.len - 16);
+        if flag[0] == 0.0 {
+            pad(xp);
+            flag[0] = 1.0;
+        }
+        xp
+    }
+}
+
+/// The input padded for the indirect forward's kernel (channel-blocked or not, masked by
+/// `mask > 0` when given) on the calling thread alone, into `xp`.
+fn pad_here(op: &Conv2d, n: usize, x: &[f32], mask: Option<&[f32]>, blocked: bool, xp: &mut [f32]) {
+    let pad = Padded::of(op);
+    let (unit, plane) = if blocked { (CHANNEL_BLOCK, op.h_in * op.w_in) } else { (1, op.h_in * op.w_in) };
+    let (src, dst) = (x[..n * op.x_len()].chunks(unit * plane), xp[..pad.len(n)].chunks_mut(unit * pad.hp * pad.wp));
+    for (i, (src, dst)) in src.zip(dst).enumerate() {
+        let mask = mask.map(|m| &m[i * unit * plane..(i + 1) * unit * plane]);
+        if blocked { pad_block(op, src, mask, dst) } else { pad_plane(op, src, mask, dst) }
+    }
 }
 
 /// The corner of output pixel j's window in the padded input.
@@ -682,7 +799,7 @@ fn indirect_forward(
     y: &mut [f32],
     scratch: &mut [f32],
 ) {
-    let l = forward_layout(op, n);
+    let (l, copies) = forward_layout_in(op, n, scratch.len());
     let relu = epilogue == Epilogue::Relu;
     let pool = epilogue == Epilogue::ReluMaxPool;
     let (ind, blocked) = forward_kernel(op, pool);
@@ -697,11 +814,15 @@ fn indirect_forward(
     let [xp, weights, taps, _, _, partial] = split(scratch, &l);
     // The channel-blocked kernel's step is a group of 16 taps, one offset for all of them.
     let unit = if blocked { CHANNEL_BLOCK } else { 1 };
-    let xp: &[f32] = if blocked {
+    let pad_mine = |xp: &mut [f32]| pad_here(op, n, x, x_mask, blocked, xp);
+    // A 1 × 1 convolution without padding or mask reads x itself (`padded_input`).
+    let xp = if copies && (blocked || op.padding != [0, 0] || x_mask.is_some()) {
+        Input::PerThread(Copies::new(xp, copy_len(op, n)), &pad_mine)
+    } else if blocked {
         pad_input_blocked(op, n, x, x_mask, xp);
-        xp
+        Input::Shared(xp)
     } else {
-        padded_input(op, n, x, x_mask, xp)
+        Input::Shared(padded_input(op, n, x, x_mask, xp))
     };
     let weights: &[f32] = match packed {
         Some(packed) => &packed[..panels_len(op)],
@@ -793,6 +914,7 @@ fn indirect_forward(
         // The finished tile, before the epilogue scatters it (once per task: the kernel writes all
         // of it every time, and zeroing 576 bytes per tile showed as memset in perf).
         let mut local = [0.0f32; MAX_INDIRECT_MR * MAX_INDIRECT_NR];
+        let xp = xp.get();
         for kb in (0..k).step_by(block) {
             let kc = block.min(k - kb);
             let last = kb + kc == k;

@@ -72,12 +72,13 @@ pub(super) fn pools(op: &Conv2d) -> bool {
     applies(op) && (!wide(op) || op.w_out <= 32) && op.w_out % 2 == 0 && op.h_out % 2 == 0
 }
 
-/// y = conv(xp) + bias, then ReLU when `relu`, where `xp` is the zero-padded input (cpu.rs's
-/// `pad_input`) of row width `wp` and plane height `hp`, and `wt` the weights laid out by [`pack`].
+/// y = conv(xp) + bias, then ReLU when `relu`, where `input` gives the zero-padded input xp
+/// (cpu.rs's `pad_input`, once or per thread) of row width `wp` and plane height `hp`, and `wt`
+/// the weights laid out by [`pack`].
 /// With `pool` (where [`pools`] allows; `relu` too), y is the 2 × 2 max pooling of that, and
 /// `relu_y`, when given, the ReLU's output.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn forward(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, wt: &[f32], bias: Option<&[f32]>, relu: bool, pool: bool, y: &mut [f32], relu_y: Option<&mut [f32]>) {
+pub(super) fn forward(op: &Conv2d, n: usize, input: &super::cpu::Input, hp: usize, wp: usize, wt: &[f32], bias: Option<&[f32]>, relu: bool, pool: bool, y: &mut [f32], relu_y: Option<&mut [f32]>) {
     assert!(!pool || (pools(op) && relu), "direct convolution: no pooling for {op:?}");
     assert!(pool || relu_y.is_none(), "direct convolution: the ReLU's output is y itself without pooling");
     let (k, co) = (op.patch_len(), op.c_out);
@@ -95,7 +96,7 @@ pub(super) fn forward(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, w
     let runs = Runs { starts: &starts[..per_row], wp, w_out: op.w_out, count: per_row * op.h_out };
     let (offs, wt) = (&offs[..k], &wt[..weights_len(op)]);
     let (plane_in, plane_out) = (op.c_in * hp * wp, if pool { op.h_out * op.w_out / 4 } else { op.h_out * op.w_out });
-    assert!(xp.len() >= n * plane_in && y.len() >= n * co * plane_out, "direct convolution: buffers too small");
+    assert!(y.len() >= n * co * plane_out, "direct convolution: y too small");
     let plane_full = op.h_out * op.w_out;
     assert!(relu_y.as_ref().is_none_or(|r| r.len() >= n * co * plane_full), "direct convolution: relu_y too small");
     let keep = relu_y.map(|r| super::cpu::SendPtr(r.as_mut_ptr()));
@@ -108,6 +109,8 @@ pub(super) fn forward(op: &Conv2d, n: usize, xp: &[f32], hp: usize, wp: usize, w
     (0..n * parts).into_par_iter().for_each(|task| {
         let (img, part) = (task / parts, task % parts);
         let groups = (part * per).min(groups)..((part + 1) * per).min(groups);
+        let xp = input.get();
+        assert!(xp.len() >= n * plane_in, "direct convolution: input too small");
         let (x, y) = (xp[img * plane_in..].as_ptr(), out.at(img * co * plane_out));
         let keep = keep.map(|k| k.at(img * co * plane_full));
         // SAFETY: applies() checked AVX2 and FMA, wide() AVX-512; every tap offset plus every

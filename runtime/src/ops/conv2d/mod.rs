@@ -573,7 +573,7 @@ mod tests {
     fn grouped_results_do_not_depend_on_threads() {
         // Padded planes, and small ones (eight channels a task; 20 leave a partial block).
         for op in [Conv2d::new(12, 12, [9, 9], [3, 3], [2, 2], [1, 1], [1, 1], 12, true), Conv2d::new(20, 20, [4, 4], [3, 3], [1, 1], [1, 1], [1, 1], 20, true)] {
-            results_do_not_depend_on_threads(op, true);
+            results_do_not_depend_on_threads(op, 5, true);
         }
     }
 
@@ -587,30 +587,39 @@ mod tests {
     /// there its sums are ordered differently and only close.
     #[test]
     fn results_do_not_depend_on_threads_beyond_the_scratch() {
-        results_do_not_depend_on_threads(Conv2d::new(24, 8, [6, 7], [5, 5], [1, 1], [2, 2], [1, 1], 1, true), true);
-        results_do_not_depend_on_threads(Conv2d::new(16, 32, [14, 14], [5, 5], [1, 1], [2, 2], [1, 1], 1, true), false);
+        results_do_not_depend_on_threads(Conv2d::new(24, 8, [6, 7], [5, 5], [1, 1], [2, 2], [1, 1], 1, true), 5, true);
+        results_do_not_depend_on_threads(Conv2d::new(16, 32, [14, 14], [5, 5], [1, 1], [2, 2], [1, 1], 1, true), 5, false);
+        // A forward of one, on three threads: each pads its own copy of the input, or with the
+        // scratch of one thread, they share one. The indirect path (channel-blocked with
+        // AVX-512) and the direct one.
+        results_do_not_depend_on_threads(Conv2d::new(32, 40, [9, 11], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 1, false);
+        results_do_not_depend_on_threads(Conv2d::new(3, 6, [6, 32], [3, 3], [1, 1], [1, 1], [1, 1], 1, true), 1, false);
     }
 
-    fn results_do_not_depend_on_threads(op: Conv2d, exact_dw: bool) {
-        let n = 5;
+    fn results_do_not_depend_on_threads(op: Conv2d, n: usize, exact_dw: bool) {
         let (x, wb, dy) = (random(n * op.x_len(), 21), random(op.param_len(), 22), random(n * op.y_len(), 23));
         let pool = |t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
         // Scratch sized for one thread, then used by three: they share it, none is left out.
-        let small = pool(1).install(|| cpu::scratch_len(&op, n));
-        let run = || {
-            let mut scratch = vec![0.0; small];
+        // And sized for three.
+        let (small, large) = (pool(1).install(|| cpu::scratch_len(&op, n)), pool(3).install(|| cpu::scratch_len(&op, n)));
+        let run = |len: usize| {
+            let mut scratch = vec![0.0; len];
             let (mut y, mut dx, mut dwb) = (vec![0.0; dy.len()], vec![0.0; x.len()], vec![0.0; wb.len()]);
             cpu::forward(&op, n, &x, &wb, None, &mut y, &mut scratch, false);
             cpu::backward(&op, n, &x, &wb, &dy, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
             (y, dx, dwb)
         };
-        let (one, three) = (pool(1).install(run), pool(3).install(run));
-        assert!(one.0 == three.0, "{op:?}: y differs between 1 and 3 threads");
-        assert!(one.1 == three.1, "{op:?}: dx differs between 1 and 3 threads");
-        if exact_dw {
-            assert!(one.2 == three.2, "{op:?}: dw differs between 1 and 3 threads");
-        } else {
-            assert_close(&three.2, &to_f64(&one.2), 1e-6, &format!("{op:?}: dw on 3 threads"));
+        let one = pool(1).install(|| run(small));
+        for len in [small, large] {
+            let three = pool(3).install(|| run(len));
+            assert!(one.0 == three.0, "{op:?}, batch {n}: y differs between 1 and 3 threads (scratch {len})");
+            assert!(one.1 == three.1, "{op:?}, batch {n}: dx differs between 1 and 3 threads (scratch {len})");
+            // With the scratch of one thread, the filter gradient has one partial sum.
+            if exact_dw && len == small {
+                assert!(one.2 == three.2, "{op:?}, batch {n}: dw differs between 1 and 3 threads");
+            } else {
+                assert_close(&three.2, &to_f64(&one.2), 1e-6, &format!("{op:?}, batch {n}: dw on 3 threads"));
+            }
         }
     }
 }
