@@ -107,8 +107,18 @@ fn forward_block_of(op: &Conv2d, blocked: bool) -> usize {
     }
 }
 
-/// Output rows (pixels) per task of the forward.
-const ROWS_PER_TASK: usize = 96;
+/// Output rows (pixels) per task of the forward: 96, or 192 where the weight panels are over
+/// 1 MB. A task reads all of its panels' weights once per 8 rows of a tile times its tiles,
+/// so weights that L2 cannot keep beside the task's input come from L3 once per task:
+/// AlexNet's 3 × 3 data gradients (2.4–3.5 MB of flipped weights, batch 4: 676 rows), one
+/// thread on a Xeon of family 6 model 167, the runs in turn: 160–169 → 168–175 GFLOP/s
+/// (384 → 256), about 2% for the others.
+fn rows_per_task(op: &Conv2d) -> usize {
+    if panels_len(op) * size_of::<f32>() > 1 << 20 { MAX_ROWS_PER_TASK } else { 96 }
+}
+
+/// The most of [`rows_per_task`].
+const MAX_ROWS_PER_TASK: usize = 192;
 
 /// The geometry of a padded convolution input: channels and padded height and width.
 #[derive(Clone, Copy)]
@@ -170,18 +180,18 @@ fn forward_layout(op: &Conv2d, n: usize, copies: bool) -> Layout {
         taps: k + MAX_INDIRECT_MR,
         rows: 0,
         cols: 0,
-        partials: if k > forward_block_of(op, blocked) { threads() * stash_len(co_pad) } else { 0 },
+        partials: if k > forward_block_of(op, blocked) { threads() * stash_len(op, co_pad) } else { 0 },
     }
 }
 
 /// Floats of one thread's partial sums in the forward: a task's rows (at most
-/// [`ROWS_PER_TASK`], rounded up to whole tiles) by `co_pad` channels. Per thread rather than
+/// [`rows_per_task`], rounded up to whole tiles) by `co_pad` channels. Per thread rather than
 /// per pixel of the batch, the next block of taps finds them in L1 or L2: a buffer of the whole
 /// output's size (8 MB for the CIFAR network's second layer at batch 128) went to memory and
 /// back. The CIFAR network's second layer, one thread, paired runs in two rounds: forward
 /// 106–119 → 122–150 GFLOP/s, data gradient 120–155 → 130–164.
-fn stash_len(co_pad: usize) -> usize {
-    line((ROWS_PER_TASK + MAX_INDIRECT_MR) * co_pad)
+fn stash_len(op: &Conv2d, co_pad: usize) -> usize {
+    line((rows_per_task(op) + MAX_INDIRECT_MR) * co_pad)
 }
 
 fn filter_layout(op: &Conv2d, n: usize) -> Layout {
@@ -841,19 +851,19 @@ fn indirect_forward(
     let pad = Padded::of(op);
     let out = SendPtr(y.as_mut_ptr());
     let (part, partial_len) = (SendPtr(partial.as_mut_ptr()), partial.len());
-    // Tasks of at most ROWS_PER_TASK pixels, in whole tiles; with fewer of them than two a
+    // Tasks of at most `rows_per_task` pixels, in whole tiles; with fewer of them than two a
     // thread (a forward of one), as many as a multiple of the threads, of equal size, and each
     // split over ranges of channel panels too, so that every thread has as much work. (The
     // CIFAR network's second layer, batch 1: three tasks of 96, 96 and 64 pixels, each in two
     // ranges, left one thread 288 pixels and the other 224.)
     let want = 2 * threads();
-    let row_tasks = j_total.div_ceil(ROWS_PER_TASK);
+    let row_tasks = j_total.div_ceil(rows_per_task(op));
     let row_tasks = if row_tasks < want { row_tasks.next_multiple_of(threads()) } else { row_tasks };
     let rows_per_task = j_total.div_ceil(row_tasks).next_multiple_of(mr);
     let (row_tasks, panels) = (j_total.div_ceil(rows_per_task), co_pad / nr);
     let parts = if row_tasks >= want { 1 } else { want.div_ceil(row_tasks).min(panels) };
     let per_part = panels.div_ceil(parts);
-    let stash = stash_len(co_pad);
+    let stash = stash_len(op, co_pad);
     (0..row_tasks * parts).into_par_iter().for_each(|task| {
         // This thread's partial sums. Rayon's halving keeps a thread on neighbouring tasks (one
         // atomic counter handing them out in turn made Model A's step 8% slower). A thread past
@@ -872,8 +882,8 @@ fn indirect_forward(
         let rows_here = rows_per_task.min(j_total - rows0);
         let tiles = rows_here.div_ceil(mr);
         // Per tile row: its window corner in xp, and where its pixel starts in y.
-        let mut bases = [0u32; ROWS_PER_TASK + MAX_INDIRECT_MR];
-        let mut outs = [0usize; ROWS_PER_TASK + MAX_INDIRECT_MR];
+        let mut bases = [0u32; MAX_ROWS_PER_TASK + MAX_INDIRECT_MR];
+        let mut outs = [0usize; MAX_ROWS_PER_TASK + MAX_INDIRECT_MR];
         let corner = |img: usize, oy: usize, ox: usize| {
             // The same pixel in channel blocks: its 16 channels are 16 floats at 16× the offset
             // within a block of planes.

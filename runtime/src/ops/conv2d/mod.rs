@@ -255,6 +255,35 @@ mod tests {
         }
     }
 
+    /// Weights of over 1 MB laid out take tasks of 192 rows instead of 96 (`rows_per_task`):
+    /// a 7 × 7 convolution (not Winograd's) of 1.2 MB of weights both ways, over 420 output
+    /// pixels (four tasks of 112 on two threads), forward and data gradient from their
+    /// definitions. The data gradient by
+    /// definition: each dY[co] times W[co, ci] added to the input patch it came from.
+    #[test]
+    fn tasks_of_large_weights_match_definition() {
+        let (op, n) = (Conv2d::new(64, 96, [5, 6], [7, 7], [1, 1], [3, 3], [1, 1], 1, true), 14);
+        let (x, wb, dy) = (random(n * op.x_len(), 31), random(op.param_len(), 32), random(n * op.y_len(), 33));
+        let mut scratch = vec![0.0; cpu::scratch_len(&op, n)];
+        let mut y = vec![f32::NAN; n * op.y_len()];
+        cpu::forward(&op, n, &x, &wb, None, &mut y, &mut scratch, false);
+        assert_close(&y, &naive(&op, n, &to_f64(&x), &to_f64(&wb)), 1e-5, "forward");
+        let mut dx = vec![f32::NAN; n * op.x_len()];
+        cpu::backward(&op, n, &x, &wb, &dy, None, Some(&mut dx), None, &mut scratch);
+        let mut want = vec![0.0f64; dx.len()];
+        let ([kh, kw], [ph, pw]) = (op.kernel, op.padding);
+        for (b, co, oy, ox) in (0..n).flat_map(|b| (0..op.c_out).flat_map(move |co| (0..op.h_out).flat_map(move |oy| (0..op.w_out).map(move |ox| (b, co, oy, ox))))) {
+            let g = dy[b * op.y_len() + (co * op.h_out + oy) * op.w_out + ox] as f64;
+            for (ci, ky, kx) in (0..op.c_in).flat_map(|ci| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| (ci, ky, kx)))) {
+                let (iy, ix) = ((oy + ky).wrapping_sub(ph), (ox + kx).wrapping_sub(pw));
+                if iy < op.h_in && ix < op.w_in {
+                    want[b * op.x_len() + (ci * op.h_in + iy) * op.w_in + ix] += g * wb[((co * op.c_in + ci) * kh + ky) * kw + kx] as f64;
+                }
+            }
+        }
+        assert_close(&dx, &want, 1e-5, "data gradient");
+    }
+
     /// Conv2d → ReLU → MaxPool2d(2, 2) in one pass equals the three of them one after the other
     /// (the convolution from its definition), odd sizes (a last row or column no window takes)
     /// and batches of one included; where the ReLU's output can be kept (a training forward),
