@@ -357,11 +357,7 @@ fn direct_forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&
     let (w, b) = wb.split_at(op.weight_len());
     let (l, copies) = forward_layout_in(op, n, scratch.len());
     let [xp, weights, ..] = split(scratch, &l);
-    let pad_all = |xp: &mut [f32]| {
-        for (src, dst) in x[..n * op.x_len()].chunks(op.h_in * op.w_in).zip(xp.chunks_mut(Padded::of(op).hp * Padded::of(op).wp)) {
-            pad_plane(op, src, None, dst);
-        }
-    };
+    let pad_all = |xp: &mut [f32]| pad_here(op, n, x, None, false, xp);
     let xp = if copies {
         Input::PerThread(Copies::new(xp, copy_len(op, n)), &pad_all)
     } else {
@@ -707,7 +703,7 @@ impl Input<'_> {
 ///
 /// Padded once for all, in a parallel pass before the tasks, each thread read half of it from
 /// the other's cache, and had written lines that the other had read in the last call, which
-/// that cache had to give up first. That pass took 3.5–5 µs on two threads against 1.3–1.8 on
+/// that cache had to give up first. That pass took 3.5–5.3 µs on two threads against 1.3–1.8 on
 /// one (the CIFAR network's second and third layers on a Xeon of family 6 model 167); each
 /// thread padding the whole input for itself, in its first task, takes the time of one.
 #[derive(Clone, Copy)]
@@ -743,11 +739,11 @@ impl Copies {
     }
 }
 
-/// The input padded for the indirect forward's kernel (channel-blocked or not, masked by
-/// `mask > 0` when given) on the calling thread alone, into `xp`.
+/// The input padded for the forward's kernels (channel-blocked or not, masked by `mask > 0`
+/// when given) on the calling thread alone, into `xp`.
 fn pad_here(op: &Conv2d, n: usize, x: &[f32], mask: Option<&[f32]>, blocked: bool, xp: &mut [f32]) {
     let pad = Padded::of(op);
-    let (unit, plane) = if blocked { (CHANNEL_BLOCK, op.h_in * op.w_in) } else { (1, op.h_in * op.w_in) };
+    let (unit, plane) = (if blocked { CHANNEL_BLOCK } else { 1 }, op.h_in * op.w_in);
     let (src, dst) = (x[..n * op.x_len()].chunks(unit * plane), xp[..pad.len(n)].chunks_mut(unit * pad.hp * pad.wp));
     for (i, (src, dst)) in src.zip(dst).enumerate() {
         let mask = mask.map(|m| &m[i * unit * plane..(i + 1) * unit * plane]);
