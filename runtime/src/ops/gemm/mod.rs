@@ -228,6 +228,7 @@ mod tests {
         let b_ref = if tb { MatRef::transposed(&b, k) } else { MatRef::rows(&b, n) };
         let c_rs = n + 3; // a padded row stride
         let mut c = random(m * c_rs, 3);
+        let c0 = c.clone();
         let expected = naive(m, n, k, a_ref, b_ref, beta, &c, c_rs);
         let out = StridedOut::new(MatMut { data: &mut c, rs: c_rs, cs: 1 }, m, n);
         run_with(&Gemm { m, n, k, a: &Strided::a(a_ref), b: &Strided::b(b_ref), c: &out, beta, bias: None, relu: false }, par, micro);
@@ -237,6 +238,8 @@ mod tests {
                 let tol = 1e-5 * (k as f64).sqrt() * (1.0 + want.abs());
                 assert!((got - want).abs() < tol, "{isa}: m{m} n{n} k{k} ta{ta} tb{tb} at ({i},{j}): {got} vs {want}");
             }
+            // The row's padding past n is not C's: untouched.
+            assert_eq!(c[i * c_rs + n..(i + 1) * c_rs], c0[i * c_rs + n..(i + 1) * c_rs], "{isa}: m{m} n{n} k{k}: row {i} written past n");
         }
     }
 
