@@ -19,8 +19,27 @@ pub fn copy_row(dst: &mut [f32], src: &[f32], mask: Option<&[f32]>) {
     let n = src.len();
     let dst = &mut dst[..n];
     if n < 8 {
-        for (i, (d, &s)) in dst.iter_mut().zip(src).enumerate() {
-            *d = mask.map_or(s, |m| keep_if_positive(s, m[i]));
+        match mask {
+            Some(m) => {
+                for (i, (d, &s)) in dst.iter_mut().zip(src).enumerate() {
+                    *d = keep_if_positive(s, m[i]);
+                }
+            }
+            // Two moves of 4 or 2 floats, overlapping: LLVM made a plain loop a call to memcpy
+            // (2% of the CIFAR network's forward at batch 128, for its pooled rows of 4).
+            None if n >= 4 => {
+                for at in [0, n - 4] {
+                    let s: [f32; 4] = src[at..at + 4].try_into().expect("4 floats");
+                    dst[at..at + 4].copy_from_slice(&s);
+                }
+            }
+            None if n >= 2 => {
+                for at in [0, n - 2] {
+                    let s: [f32; 2] = src[at..at + 2].try_into().expect("2 floats");
+                    dst[at..at + 2].copy_from_slice(&s);
+                }
+            }
+            None => dst.copy_from_slice(src),
         }
         return;
     }
@@ -371,7 +390,7 @@ mod tests {
 
     #[test]
     fn copies_and_zeroes_rows_of_every_length() {
-        for n in [0usize, 1, 7, 8, 9, 14, 16, 28, 33] {
+        for n in [0usize, 1, 2, 3, 4, 5, 7, 8, 9, 14, 16, 28, 33] {
             let src: Vec<f32> = (0..n).map(|i| i as f32 + 1.0).collect();
             let mask: Vec<f32> = (0..n).map(|i| if i % 3 == 0 { 0.0 } else { 2.0 }).collect();
             for m in [None, Some(&mask[..])] {
