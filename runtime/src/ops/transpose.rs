@@ -70,15 +70,22 @@ pub fn zero_row(dst: &mut [f32]) {
     }
 }
 
-/// `dst[c · ld + r] = src[r · cols + c]` (masked by `mask[r · cols + c] > 0` when given) for
-/// `r < rows`, `c < cols`; lanes `rows..ld` of every `dst` row are zeroed.
-pub fn masked_transpose(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, dst: &mut [f32], ld: usize) {
+/// `dst[c · ld + r] = src[r · stride + c]` (masked by `mask[r · stride + c] > 0` when given)
+/// for `r < rows`, `c < cols`; lanes `rows..ld` of every `dst` row are zeroed. `stride` is
+/// `cols` for a whole matrix, more for columns of a wider one.
+pub fn masked_transpose(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, stride: usize, dst: &mut [f32], ld: usize) {
+    let end = if rows == 0 || cols == 0 { 0 } else { (rows - 1) * stride + cols };
+    assert!(
+        stride >= cols && rows <= ld && src.len() >= end && mask.is_none_or(|m| m.len() >= end) && dst.len() >= cols * ld,
+        "masked_transpose: {rows} × {cols} (stride {stride}) into rows of {ld}: out of its slices"
+    );
     #[cfg(target_arch = "x86_64")]
     if crate::ops::isa::avx2() {
-        // SAFETY: AVX2 is present (checked above).
-        return unsafe { avx2(src, mask, rows, cols, dst, ld) };
+        // SAFETY: AVX2 is present (checked above); the rows and columns are inside the slices
+        // (asserted above).
+        return unsafe { avx2(src, mask, rows, cols, stride, dst, ld) };
     }
-    scalar(src, mask, rows, cols, dst, ld);
+    scalar(src, mask, rows, cols, stride, dst, ld);
 }
 
 /// `dst[c · rows + r] = src[r · stride + c]` (masked by `mask[r · stride + c] > 0` when given)
@@ -212,12 +219,12 @@ unsafe fn add_transposed_avx2(src: &[f32], r8: usize, ld: usize, c0: usize, dst:
 }
 
 /// One element at a time.
-fn scalar(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, dst: &mut [f32], ld: usize) {
+fn scalar(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, stride: usize, dst: &mut [f32], ld: usize) {
     for c in 0..cols {
         for r in 0..ld {
             dst[c * ld + r] = if r < rows {
-                let v = src[r * cols + c];
-                mask.map_or(v, |m| keep_if_positive(v, m[r * cols + c]))
+                let v = src[r * stride + c];
+                mask.map_or(v, |m| keep_if_positive(v, m[r * stride + c]))
             } else {
                 0.0
             };
@@ -226,15 +233,18 @@ fn scalar(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, dst: &mut
 }
 
 /// 8 × 8 blocks transposed in registers; the ragged edges element by element.
+///
+/// # Safety
+/// AVX2; as [`masked_transpose`] asserts.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn avx2(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, dst: &mut [f32], ld: usize) {
+unsafe fn avx2(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, stride: usize, dst: &mut [f32], ld: usize) {
     use std::arch::x86_64::*;
     let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
     for r0 in (0..r8).step_by(8) {
         for c0 in (0..c8).step_by(8) {
             // SAFETY: rows r0..r0+8 and columns c0..c0+8 are inside src (and mask).
-            let t = unsafe { masked_block8(src, mask, r0 * cols + c0, cols) };
+            let t = unsafe { masked_block8(src, mask, r0 * stride + c0, stride) };
             for (j, t) in t.iter().enumerate() {
                 // SAFETY: dst row c0 + j has ld ≥ rows ≥ r0 + 8 lanes.
                 unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add((c0 + j) * ld + r0), *t) };
@@ -245,14 +255,14 @@ fn avx2(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, dst: &mut [
     // the block columns; then the padding lanes.
     for c in c8..cols {
         for r in 0..rows {
-            let v = src[r * cols + c];
-            dst[c * ld + r] = mask.map_or(v, |m| keep_if_positive(v, m[r * cols + c]));
+            let v = src[r * stride + c];
+            dst[c * ld + r] = mask.map_or(v, |m| keep_if_positive(v, m[r * stride + c]));
         }
     }
     for c in 0..c8 {
         for r in r8..rows {
-            let v = src[r * cols + c];
-            dst[c * ld + r] = mask.map_or(v, |m| keep_if_positive(v, m[r * cols + c]));
+            let v = src[r * stride + c];
+            dst[c * ld + r] = mask.map_or(v, |m| keep_if_positive(v, m[r * stride + c]));
         }
     }
     if rows < ld {
@@ -334,7 +344,7 @@ mod tests {
             let mask: Vec<f32> = (0..rows * cols).map(|i| if i % 3 == 0 { -1.0 } else { 2.0 }).collect();
             for m in [None, Some(&mask[..])] {
                 let mut dst = vec![f32::NAN; cols * ld];
-                masked_transpose(&src, m, rows, cols, &mut dst, ld);
+                masked_transpose(&src, m, rows, cols, cols, &mut dst, ld);
                 for c in 0..cols {
                     for r in 0..ld {
                         let want = if r >= rows {

@@ -60,6 +60,14 @@ const FILTER_CHUNK_BYTES: usize = 512 << 10;
 #[cfg(test)]
 const FILTER_CHUNK_BYTES: usize = 4 << 10;
 
+/// Bytes of a group of images the filter gradient split by pixels pads and transposes at a
+/// time, to sweep them from L2 (with the partial sums, within a 512 KB L2). The unit tests take
+/// groups of 16 KiB: one image of their larger layers, several of the smaller.
+#[cfg(not(test))]
+const FILTER_GROUP_BYTES: usize = 256 << 10;
+#[cfg(test)]
+const FILTER_GROUP_BYTES: usize = 16 << 10;
+
 /// Taps per block of the forward: as equal blocks of at most 144 (16 input channels of a 3 × 3
 /// kernel), so that a block's B panel (18 KB with 32 channels) and the input lines its taps read
 /// stay in a 48 KB L1 together. The microkernel alone on this Xeon, taps 324 floats apart (a
@@ -194,21 +202,6 @@ fn stash_len(op: &Conv2d, co_pad: usize) -> usize {
     line((rows_per_task(op) + MAX_INDIRECT_MR) * co_pad)
 }
 
-fn filter_layout(op: &Conv2d, n: usize) -> Layout {
-    let ind = select_indirect_for_channels(op.c_out);
-    let (k, j) = (op.patch_len(), n * op.out_pixels());
-    let co_pad = op.c_out.div_ceil(ind.nr) * ind.nr;
-    let k_pad = k.div_ceil(ind.mr) * ind.mr;
-    Layout {
-        xp: Padded::of(op).len(n),
-        weights: n * co_pad,
-        taps: k_pad,
-        rows: co_pad * j,
-        cols: j,
-        partials: threads() * line(k_pad * co_pad),
-    }
-}
-
 /// The convolution whose forward is the data gradient of `op` (stride 1): over dY, padded by
 /// dilation·(k − 1) − padding, from c_out channels to c_in.
 fn full_conv(op: &Conv2d) -> Conv2d {
@@ -243,7 +236,7 @@ pub fn scratch_len(op: &Conv2d, n: usize) -> usize {
     let direct = if direct::applies(op) { Padded::of(op).len(n) + direct::TAIL + direct::filter_scratch_len(op, threads()) } else { 0 };
     let winograd = if uses_winograd(op) { winograd::scratch_len(op, threads()) } else { 0 };
     let routed = if routed::applies(op) { routed::scratch_len(op, n, threads()) } else { 0 };
-    forward_layout(op, n, copies_pay(n)).total().max(filter_layout(op, n).total()).max(data).max(direct).max(winograd).max(routed)
+    forward_layout(op, n, copies_pay(n)).total().max(filter_scratch_len(op, n)).max(data).max(direct).max(winograd).max(routed)
 }
 
 /// Whether the forward of `op` is Winograd's (`winograd.rs`): its 3 × 3 and 5 × 5 convolutions
@@ -449,7 +442,7 @@ fn pack_panels(op: &Conv2d, w: &[f32], flipped: bool, weights: &mut [f32]) {
                         unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast()) };
                     }
                 }
-                crate::ops::transpose::masked_transpose(src, None, lanes, window, &mut rows, nr);
+                crate::ops::transpose::masked_transpose(src, None, lanes, window, window, &mut rows, nr);
                 for pos in 0..window {
                     copy_row(&mut panel[row_of(c, pos) * nr..][..nr], &rows[(window - 1 - pos) * nr..][..nr], None);
                 }
@@ -468,7 +461,7 @@ fn pack_panels(op: &Conv2d, w: &[f32], flipped: bool, weights: &mut [f32]) {
             }
         } else if !blocked {
             // PyTorch's layout: a panel is the transpose of NR rows of W (zeros past the last).
-            crate::ops::transpose::masked_transpose(&w[c0 * k..(c0 + lanes) * k], None, lanes, k, panel, nr);
+            crate::ops::transpose::masked_transpose(&w[c0 * k..(c0 + lanes) * k], None, lanes, k, k, panel, nr);
         } else {
             for c in 0..op.c_in {
                 for pos in 0..window {
@@ -1103,60 +1096,49 @@ unsafe fn scatter_avx2(tile: &[f32], first: usize, rows: usize, nr: usize, c0: u
     }
 }
 
-/// dW += Σ over the batch of (X̂ · dYᵀ)ᵀ and db += Σ dY. The pixels are split in one range per
-/// thread, each into its own partial, summed in a fixed order at the end (so the result does
-/// not depend on timing).
+/// dW += Σ over the batch of (X̂ · dYᵀ)ᵀ and db += Σ dY. Two ways ([`filter_by_channels`]):
+/// - the pixels split in one range per thread, each thread padding and transposing its own
+///   images a group at a time ([`filter_group`]) into its part of the scratch and summing them
+///   into its own partial; the partials summed in a fixed order at the end (so the result does
+///   not depend on timing);
+/// - or the channel panels split between the threads, each through all the pixels, the input
+///   padded and dY transposed for the whole batch first.
 fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f32]>, dwb: &mut [f32], scratch: &mut [f32]) {
     if direct::applies(op) {
         return direct_filter_grad(op, n, x, direct::Dy::Dense { dy, relu_y }, dwb, scratch);
     }
-    let l = filter_layout(op, n);
+    let by_channels = filter_by_channels(op, n, scratch.len());
+    let l = if by_channels { filter_layout_by_channels(op, n) } else { filter_layout_by_pixels(op, n, threads()) };
     let ind = select_indirect_for_channels(op.c_out);
     let (mr, nr) = (ind.mr, ind.nr);
     let (k, p, co) = (op.patch_len(), op.out_pixels(), op.c_out);
     let (co_pad, k_pad) = (co.div_ceil(nr) * nr, k.div_ceil(mr) * mr);
-    let j_total = n * p;
+    let (j_total, panels, tiles) = (n * p, co_pad / nr, k_pad / mr);
     let [xp, sums, taps, dyt, cols, partials] = split(scratch, &l);
-    let xp = padded_input(op, n, x, None, xp);
     let taps = as_u32(taps);
     tap_offsets(op, taps);
     let pad = Padded::of(op);
     let cols = as_u32(cols);
     cols.par_iter_mut().enumerate().for_each(|(j, c)| *c = pixel_base(op, pad, j));
-    // dYᵀ in panels of NR channels: dyt[(q·J + j)·NR + lane] = dY[img, q·NR + lane, pixel].
-    // With a bias, each chunk's column sums too, while it is in L1 (summed from dYᵀ afterwards,
-    // the whole of it read back from memory was 6% of the CIFAR network's second filter
-    // gradient).
-    dyt.par_chunks_mut(nr * p).zip(sums.par_chunks_mut(nr)).enumerate().for_each(|(chunk, (dst, sums))| {
-        let (q, img) = (chunk / n, chunk % n);
-        let channels = q * nr..((q + 1) * nr).min(co);
-        let src = &dy[(img * co + channels.start) * p..(img * co + channels.end) * p];
-        let mask = relu_y.map(|y| &y[(img * co + channels.start) * p..(img * co + channels.end) * p]);
-        crate::ops::transpose::masked_transpose(src, mask, channels.len(), p, dst, nr);
-        if op.bias {
-            sums.copy_from_slice(&column_sums(dst, nr)[..nr]);
-        }
-    });
-    let sums = &*sums;
-    let (taps, dyt, cols) = (&*taps, &*dyt, &*cols);
+    let taps = &*taps;
     let part_len = line(k_pad * co_pad);
     let block = filter_block();
-    let tiles = k_pad / mr;
     let (dw, db) = dwb.split_at_mut(op.weight_len());
-    // The tiles of dWᵀ rows `chunk` and channel panels `qs` over pixels `js`, into `part` (rows
-    // `ld` apart, the chunk's first tile at its start), overwritten by the first block of pixels.
-    let sweep = |chunk: std::ops::Range<usize>, qs: std::ops::Range<usize>, js: std::ops::Range<usize>, part: &mut [f32], ld: usize| {
+    // The tiles of dWᵀ rows `chunk` and channel panels `qs` over pixels `js` of `from` (`from.cols`
+    // offsets its first pixel), into `part` (rows `ld` apart, the chunk's first tile at its start),
+    // overwritten by the first block of pixels if `first`.
+    let sweep = |chunk: std::ops::Range<usize>, qs: std::ops::Range<usize>, js: std::ops::Range<usize>, from: &Pixels, part: &mut [f32], ld: usize, first: bool| {
         assert!(qs.len() * nr <= ld && chunk.len() * mr * ld <= part.len(), "filter_grad: tiles past their part");
         for (pb, jb) in js.clone().step_by(block).enumerate() {
             let kc = block.min(js.end - jb);
             for q in qs.clone() {
-                let b = &dyt[(q * j_total + jb) * nr..];
+                let b = &from.dyt[(q * from.len + jb) * nr..][..kc * nr];
                 for tile in chunk.clone() {
                     let c = part[(tile - chunk.start) * mr * ld + (q - qs.start) * nr..].as_mut_ptr();
-                    let tile_in = if pb == 0 { std::ptr::null() } else { c as *const f32 };
+                    let tile_in = if first && pb == 0 { std::ptr::null() } else { c as *const f32 };
                     // SAFETY: as in the forward, every offset sum lies inside xp; b holds kc·NR
                     // floats; the tile is MR × NR inside this thread's part.
-                    unsafe { (ind.kernel)(kc, xp.as_ptr(), taps[tile * mr..].as_ptr(), cols[jb..].as_ptr(), b.as_ptr(), tile_in, ld, c, ld) };
+                    unsafe { (ind.kernel)(kc, from.xp.as_ptr(), taps[tile * mr..].as_ptr(), from.cols[jb..].as_ptr(), b.as_ptr(), tile_in, ld, c, ld) };
                 }
             }
         }
@@ -1164,14 +1146,23 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
     // Tiles per chunk: the rows of taps are taken in chunks of partial sums of at most
     // FILTER_CHUNK_BYTES, each through all the pixels, so that they stay in L2.
     let per_chunk = |width: usize| (FILTER_CHUNK_BYTES / (mr * width * size_of::<f32>())).clamp(1, tiles);
-    let panels = co_pad / nr;
-    let by_channels = panels >= threads() && k_pad * co_pad * size_of::<f32>() > FILTER_CHUNK_BYTES;
     if by_channels {
         // Partial sums of more than one chunk (AlexNet's 3 × 3 layers: 2.4–3.5 MB), and panels
         // for every thread: each thread takes a range of panels through all the pixels, so its
         // sums are final, and adds each chunk of them into its own rows of dW while they are
         // in L2. Split by pixels, the threads' partials were summed and then added to dW, all
         // from memory (AlexNet's 384 → 256 filter gradient: 10% of its time in add_transposed).
+        let xp = padded_input(op, n, x, None, xp);
+        // dYᵀ in panels of NR channels: dyt[(q·J + j)·NR + lane] = dY[img, q·NR + lane, pixel].
+        // With a bias, each chunk's column sums too, while it is in L1.
+        dyt.par_chunks_mut(nr * p).zip(sums.par_chunks_mut(nr)).enumerate().for_each(|(chunk, (dst, sums))| {
+            let (q, img) = (chunk / n, chunk % n);
+            transpose_dy(op, dy, relu_y, img, q * nr..((q + 1) * nr).min(co), 0..p, dst, nr);
+            if op.bias {
+                sums.copy_from_slice(&column_sums(dst, nr)[..nr]);
+            }
+        });
+        let from = Pixels { xp, dyt, len: j_total, cols };
         let t_count = threads().min(partials.len() / part_len).max(1);
         let per = panels.div_ceil(t_count);
         dw.par_chunks_mut(per * nr * k).zip(partials.par_chunks_mut(part_len)).enumerate().for_each(|(t, (dw, part))| {
@@ -1180,42 +1171,164 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
             let per_chunk = per_chunk(width);
             for t0 in (0..tiles).step_by(per_chunk) {
                 let chunk = t0..(t0 + per_chunk).min(tiles);
-                sweep(chunk.clone(), qs.clone(), 0..j_total, part, width);
+                sweep(chunk.clone(), qs.clone(), 0..j_total, &from, part, width, true);
                 // The chunk's taps (those past k are padding) into their columns of dW.
                 let rows = (chunk.end * mr).min(k) - t0 * mr;
                 crate::ops::transpose::add_transposed(part, rows, dw.len() / k, width, &mut dw[t0 * mr..], k);
             }
         });
-    } else {
-        // As many partials as the scratch holds: fewer than the threads if it was sized for fewer.
-        let t_count = threads().min(j_total.div_ceil(block)).min(partials.len() / part_len).max(1);
-        let per = j_total.div_ceil(t_count);
-        partials[..t_count * part_len].par_chunks_mut(part_len).enumerate().for_each(|(t, part)| {
-            let js = (t * per).min(j_total)..((t + 1) * per).min(j_total);
-            let dwt = &mut part[..k_pad * co_pad];
-            let per_chunk = per_chunk(co_pad);
+        // db: the chunks' sums, image after image (a fixed order, whatever the threads).
+        if op.bias {
+            for (c, g) in db.iter_mut().enumerate() {
+                let (q, lane) = (c / nr, c % nr);
+                *g += (0..n).map(|img| sums[(q * n + img) * nr + lane]).sum::<f32>();
+            }
+        }
+        return;
+    }
+    // Split by pixels: per thread, its partial dWᵀ, its group of images padded, their dYᵀ, and
+    // its sums of dY. As many threads as the scratch holds: fewer if it was sized for fewer.
+    let (group, slot_len) = (filter_group(op, n), filter_slot_len(op, n));
+    let (xp_len, dyt_len) = (line(group * pad.len(1)), line(co_pad * group * p));
+    let t_count = threads().min(j_total.div_ceil(block)).min(partials.len() / slot_len).max(1);
+    let per = j_total.div_ceil(t_count);
+    let cols = &*cols;
+    partials[..t_count * slot_len].par_chunks_mut(slot_len).enumerate().for_each(|(t, slot)| {
+        let js = (t * per).min(j_total)..((t + 1) * per).min(j_total);
+        let (dwt, rest) = slot.split_at_mut(part_len);
+        let (xp, rest) = rest.split_at_mut(xp_len);
+        let (dyt, sums) = rest.split_at_mut(dyt_len);
+        let per_chunk = per_chunk(co_pad);
+        sums.fill(0.0);
+        // The thread's pixels a group of images at a time: padded and transposed into L2 just
+        // before they are swept (for the whole batch first, both went to memory and back: 14%
+        // of the CIFAR network's second filter gradient).
+        let mut j0 = js.start;
+        while j0 < js.end {
+            let img0 = j0 / p;
+            let img1 = (img0 + group).min((js.end - 1) / p + 1);
+            let j1 = js.end.min(img1 * p);
+            let len = j1 - j0;
+            let images = &x[img0 * op.x_len()..img1 * op.x_len()];
+            let xp = padded_input(op, img1 - img0, images, None, xp);
+            for q in 0..panels {
+                for img in img0..img1 {
+                    let pixels = j0.max(img * p) - img * p..j1.min((img + 1) * p) - img * p;
+                    let dst = &mut dyt[(q * len + img * p + pixels.start - j0) * nr..][..pixels.len() * nr];
+                    transpose_dy(op, dy, relu_y, img, q * nr..((q + 1) * nr).min(co), pixels, dst, nr);
+                    if op.bias {
+                        sums[q * nr..(q + 1) * nr].iter_mut().zip(column_sums(dst, nr)).for_each(|(s, c)| *s += c);
+                    }
+                }
+            }
+            let from = Pixels { xp, dyt, len, cols: &cols[j0 - img0 * p..] };
             for t0 in (0..tiles).step_by(per_chunk) {
                 let chunk = t0..(t0 + per_chunk).min(tiles);
-                sweep(chunk, 0..panels, js.clone(), &mut dwt[t0 * mr * co_pad..], co_pad);
+                sweep(chunk, 0..panels, 0..len, &from, &mut dwt[t0 * mr * co_pad..], co_pad, j0 == js.start);
             }
-            if js.is_empty() {
-                dwt.fill(0.0);
-            }
-        });
-        // The threads' partials summed into the first, in a fixed order; then dWᵀ added to dW.
-        let (first, rest) = partials[..t_count * part_len].split_at_mut(part_len);
-        for part in rest.chunks_exact(part_len) {
-            first.par_chunks_mut(1 << 14).zip(part.par_chunks(1 << 14)).for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a += b));
+            j0 = j1;
         }
-        crate::ops::transpose::add_transposed(&first[..k_pad * co_pad], k, co, co_pad, dw, k);
+        if js.is_empty() {
+            dwt[..k_pad * co_pad].fill(0.0);
+        }
+    });
+    // The threads' partials summed into the first, in a fixed order; then dWᵀ added to dW.
+    let (first, rest) = partials[..t_count * slot_len].split_at_mut(slot_len);
+    for part in rest.chunks_exact(slot_len) {
+        first[..part_len].par_chunks_mut(1 << 14).zip(part[..part_len].par_chunks(1 << 14)).for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a += b));
     }
-    // db: the chunks' sums, image after image (a fixed order, whatever the threads).
+    crate::ops::transpose::add_transposed(&first[..k_pad * co_pad], k, co, co_pad, dw, k);
+    // db: the threads' sums in order.
     if op.bias {
         for (c, g) in db.iter_mut().enumerate() {
-            let (q, lane) = (c / nr, c % nr);
-            *g += (0..n).map(|img| sums[(q * n + img) * nr + lane]).sum::<f32>();
+            *g += (0..t_count).map(|t| partials[(t + 1) * slot_len - co_pad + c]).sum::<f32>();
         }
     }
+}
+
+/// What [`filter_grad`]'s kernels read for a range of pixels: the padded input, dYᵀ in
+/// panels of `len` pixels, and the pixels' window corners in `xp`.
+struct Pixels<'a> {
+    xp: &'a [f32],
+    dyt: &'a [f32],
+    len: usize,
+    cols: &'a [u32],
+}
+
+/// dYᵀ of image `img`'s `channels` (at most NR) and `pixels` into `dst`, a row of `nr` per
+/// pixel (lanes past the channels zeroed), masked by `relu_y > 0` when given.
+#[allow(clippy::too_many_arguments)]
+fn transpose_dy(op: &Conv2d, dy: &[f32], relu_y: Option<&[f32]>, img: usize, channels: std::ops::Range<usize>, pixels: std::ops::Range<usize>, dst: &mut [f32], nr: usize) {
+    let p = op.out_pixels();
+    let at = (img * op.c_out + channels.start) * p + pixels.start;
+    let end = (img * op.c_out + channels.end - 1) * p + pixels.end;
+    let mask = relu_y.map(|y| &y[at..end]);
+    crate::ops::transpose::masked_transpose(&dy[at..end], mask, channels.len(), pixels.len(), p, dst, nr);
+}
+
+/// Whether [`filter_grad`] splits the channel panels between the threads rather than the
+/// pixels: where the partial sums outgrow a chunk (`FILTER_CHUNK_BYTES`), as a partial per
+/// thread would go to memory, and there are panels for every thread (two at least, so that
+/// a scratch sized for one thread is split by pixels on any number of them, into one partial:
+/// the same sums), and the scratch (of `len` floats) holds the whole batch padded and
+/// transposed.
+fn filter_by_channels(op: &Conv2d, n: usize, len: usize) -> bool {
+    let ind = select_indirect_for_channels(op.c_out);
+    let (co_pad, k_pad) = (op.c_out.div_ceil(ind.nr) * ind.nr, op.patch_len().div_ceil(ind.mr) * ind.mr);
+    let panels = co_pad / ind.nr;
+    panels >= threads().max(2) && k_pad * co_pad * size_of::<f32>() > FILTER_CHUNK_BYTES && len >= filter_layout_by_channels(op, n).total()
+}
+
+/// Images per group of the filter gradient split by pixels: as many as keep a group's padded
+/// input and dYᵀ within `FILTER_GROUP_BYTES` (at least one).
+fn filter_group(op: &Conv2d, n: usize) -> usize {
+    let ind = select_indirect_for_channels(op.c_out);
+    let image = Padded::of(op).len(1) + op.c_out.div_ceil(ind.nr) * ind.nr * op.out_pixels();
+    (FILTER_GROUP_BYTES / (image * size_of::<f32>())).clamp(1, n.max(1))
+}
+
+/// Scratch floats of the filter gradient: the larger of its two ways' where it may split by
+/// channels (the way is chosen by what the scratch holds).
+fn filter_scratch_len(op: &Conv2d, n: usize) -> usize {
+    let by_pixels = filter_layout_by_pixels(op, n, threads()).total();
+    if filter_by_channels(op, n, usize::MAX) { by_pixels.max(filter_layout_by_channels(op, n).total()) } else { by_pixels }
+}
+
+/// The scratch of the filter gradient split by channel panels: the whole batch padded and
+/// dYᵀ, and each thread's partial sums.
+fn filter_layout_by_channels(op: &Conv2d, n: usize) -> Layout {
+    let ind = select_indirect_for_channels(op.c_out);
+    let (k, j) = (op.patch_len(), n * op.out_pixels());
+    let co_pad = op.c_out.div_ceil(ind.nr) * ind.nr;
+    let k_pad = k.div_ceil(ind.mr) * ind.mr;
+    Layout {
+        xp: Padded::of(op).len(n),
+        weights: n * co_pad,
+        taps: k_pad,
+        rows: co_pad * j,
+        cols: j,
+        partials: threads() * line(k_pad * co_pad),
+    }
+}
+
+/// The scratch of the filter gradient split by pixels on `threads`: a slot per thread
+/// ([`filter_slot_len`]) after the offsets.
+fn filter_layout_by_pixels(op: &Conv2d, n: usize, threads: usize) -> Layout {
+    let ind = select_indirect_for_channels(op.c_out);
+    let k_pad = op.patch_len().div_ceil(ind.mr) * ind.mr;
+    Layout { xp: 0, weights: 0, taps: k_pad, rows: 0, cols: filter_group(op, n) * op.out_pixels(), partials: threads * filter_slot_len(op, n) }
+}
+
+/// Floats of one thread's slot of the filter gradient split by pixels: its partial sums, a
+/// group of images ([`filter_group`]) padded and their dYᵀ, and its sums of dY (the last
+/// `co_pad`). Only the slots depend on the threads, so that a scratch sized for fewer has the
+/// same offsets.
+fn filter_slot_len(op: &Conv2d, n: usize) -> usize {
+    let ind = select_indirect_for_channels(op.c_out);
+    let (group, p) = (filter_group(op, n), op.out_pixels());
+    let co_pad = op.c_out.div_ceil(ind.nr) * ind.nr;
+    let k_pad = op.patch_len().div_ceil(ind.mr) * ind.mr;
+    line(k_pad * co_pad) + line(group * Padded::of(op).len(1)) + line(co_pad * group * p) + co_pad
 }
 
 /// The sums of the `nr` columns of a row-major matrix of `nr` columns, its rows added

@@ -477,6 +477,69 @@ mod tests {
         }
     }
 
+    /// dW and db of the definition, in f64: Σ over the batch of dY (masked by `relu_y > 0`)
+    /// times the input each weight meets.
+    fn naive_filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f32]>) -> Vec<f64> {
+        let (kh, kw) = (op.kernel[0], op.kernel[1]);
+        let mut dwb = vec![0.0; op.param_len()];
+        for b in 0..n {
+            for co in 0..op.c_out {
+                for oy in 0..op.h_out {
+                    for ox in 0..op.w_out {
+                        let at = b * op.y_len() + (co * op.h_out + oy) * op.w_out + ox;
+                        let g = if relu_y.is_some_and(|y| y[at] <= 0.0) { 0.0 } else { dy[at] as f64 };
+                        if op.bias {
+                            dwb[op.weight_len() + co] += g;
+                        }
+                        for ci in 0..op.c_in {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy = (oy * op.stride[0] + ky * op.dilation[0]) as isize - op.padding[0] as isize;
+                                    let ix = (ox * op.stride[1] + kx * op.dilation[1]) as isize - op.padding[1] as isize;
+                                    if iy >= 0 && ix >= 0 && iy < op.h_in as isize && ix < op.w_in as isize {
+                                        let xv = x[b * op.x_len() + (ci * op.h_in + iy as usize) * op.w_in + ix as usize] as f64;
+                                        dwb[((co * op.c_in + ci) * kh + ky) * kw + kx] += g * xv;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dwb
+    }
+
+    #[test]
+    fn filter_gradient_on_any_threads_matches_definition() {
+        // Split by pixels (in the tests, groups of 16 KiB of images): one image a group, and up
+        // to five; on three threads a thread's range starts and ends inside images. 40 channels
+        // in two panels on one or two threads is split by channel panels instead. A 1 × 1
+        // convolution reads its input unpadded.
+        let ops = [
+            Conv2d::new(16, 40, [6, 5], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
+            Conv2d::new(3, 5, [7, 6], [3, 3], [2, 2], [1, 1], [1, 1], 1, true),
+            Conv2d::new(6, 7, [5, 4], [1, 1], [1, 1], [0, 0], [1, 1], 1, false),
+        ];
+        let n = 5;
+        for op in ops {
+            let (x, dy, relu_y) = (random(n * op.x_len(), 61), random(n * op.y_len(), 62), random(n * op.y_len(), 63));
+            for mask in [None, Some(&relu_y[..])] {
+                // Parameter gradients accumulate: start from 1 and expect 1 + the gradient.
+                let want: Vec<f64> = naive_filter_grad(&op, n, &x, &dy, mask).iter().map(|g| g + 1.0).collect();
+                for threads in [1, 2, 3] {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+                    let mut dwb = vec![1.0; op.param_len()];
+                    pool.install(|| {
+                        let mut scratch = vec![f32::NAN; cpu::scratch_len(&op, n)];
+                        cpu::backward(&op, n, &x, &vec![0.0; op.param_len()], &dy, mask, None, Some(&mut dwb), &mut scratch);
+                    });
+                    assert_close(&dwb, &want, 1e-5, &format!("dwb of {op:?} on {threads} threads, masked {}", mask.is_some()));
+                }
+            }
+        }
+    }
+
     /// Grouped convolutions (depthwise.rs): depthwise ones of every stride, dilation and
     /// kernel, odd sizes; groups of several channels; a channel multiplier; with and without
     /// bias.

@@ -255,7 +255,7 @@ pub(super) fn backward(op: &Conv2d, n: usize, x: &[f32], w: &[f32], relu_y: &[f3
 /// + lane, t].
 fn block_weights(op: &Conv2d, taps: usize, w: &[f32], wt: &mut [f32]) {
     for (src, dst) in w[..op.weight_len()].chunks_exact(L * taps).zip(wt.chunks_exact_mut(L * taps)) {
-        crate::ops::transpose::masked_transpose(src, None, L, taps, dst, L);
+        crate::ops::transpose::masked_transpose(src, None, L, taps, taps, dst, L);
     }
 }
 
