@@ -1189,7 +1189,7 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
     // Split by pixels: per thread, its partial dWᵀ, its group of images padded, their dYᵀ, and
     // its sums of dY. As many threads as the scratch holds: fewer if it was sized for fewer.
     let (group, slot_len) = (filter_group(op, n), filter_slot_len(op, n));
-    let (xp_len, dyt_len) = (line(group * pad.len(1)), line(co_pad * group * p));
+    let (xp_len, dyt_len) = (filter_group_xp_len(op, group), line(co_pad * group * p));
     let t_count = threads().min(j_total.div_ceil(block)).min(partials.len() / slot_len).max(1);
     let per = j_total.div_ceil(t_count);
     let cols = &*cols;
@@ -1328,7 +1328,13 @@ fn filter_slot_len(op: &Conv2d, n: usize) -> usize {
     let (group, p) = (filter_group(op, n), op.out_pixels());
     let co_pad = op.c_out.div_ceil(ind.nr) * ind.nr;
     let k_pad = op.patch_len().div_ceil(ind.mr) * ind.mr;
-    line(k_pad * co_pad) + line(group * Padded::of(op).len(1)) + line(co_pad * group * p) + co_pad
+    line(k_pad * co_pad) + filter_group_xp_len(op, group) + line(co_pad * group * p) + co_pad
+}
+
+/// Floats of a group of `group` images padded, in a slot of the filter gradient: none where
+/// the input is read as it is (no padding: `padded_input`).
+fn filter_group_xp_len(op: &Conv2d, group: usize) -> usize {
+    if op.padding == [0, 0] { 0 } else { line(group * Padded::of(op).len(1)) }
 }
 
 /// The sums of the `nr` columns of a row-major matrix of `nr` columns, its rows added
