@@ -678,15 +678,75 @@ pub(super) enum Input<'a> {
     Shared(&'a [f32]),
     /// Padded by each thread into its own copy at its first task, by the function given.
     PerThread(Copies, &'a (dyn Fn(&mut [f32]) + Sync)),
+    /// Each thread's last images, image `i` at place `i % images` of its own window, padded by
+    /// the function given (image, place) when a task first needs them (see [`Window`]).
+    Windowed(Window, &'a (dyn Fn(usize, &mut [f32]) + Sync)),
 }
 
 impl Input<'_> {
-    /// The input, for a task of the pool (padded first if this is its thread's first).
-    pub(super) fn get(&self) -> &[f32] {
+    /// The input of a task of the pool that reads `images` (padded first if this thread has not
+    /// yet padded them).
+    pub(super) fn get(&self, images: std::ops::Range<usize>) -> &[f32] {
         match self {
             Input::Shared(xp) => xp,
             Input::PerThread(copies, pad) => copies.mine(pad),
+            Input::Windowed(window, pad) => window.mine(images, pad),
         }
+    }
+}
+
+/// Per thread of the pool, a window of `images` padded images in the scratch, and which image
+/// each place holds: for forwards of a batch larger than a task, whose tasks each read one to
+/// three images (Model A's second layer: 96 rows of its 196 pixels an image). Padded for the
+/// whole batch before the tasks, the input went to memory and came back (dY of Model A's second
+/// layer at batch 100, padded for its data gradient: 4 MB); a thread's tasks take neighbouring
+/// rows, so it pads each image it needs about once, into its L2. That data gradient on a Xeon
+/// (family 6 model 167), the binaries in turn, medians: 126–127 → 130–131 GFLOP/s on one
+/// thread, 237 → 245–246 on two; the layer's forward the same within the noise.
+#[derive(Clone, Copy)]
+pub(super) struct Window {
+    at: SendPtr,
+    images: usize,
+    image_len: usize,
+}
+
+impl Window {
+    /// Floats of one thread's window of `images` images of `image_len` floats: the images, then
+    /// one line of which image each place holds per 16 places.
+    fn len(images: usize, image_len: usize) -> usize {
+        line(images * image_len) + line(images)
+    }
+
+    /// The windows in `scratch`, one per thread of the pool, every place marked empty.
+    fn new(scratch: &mut [f32], images: usize, image_len: usize) -> Window {
+        let len = Window::len(images, image_len);
+        assert!(scratch.len() >= threads() * len, "scratch for {} windows of {len} floats: {}", threads(), scratch.len());
+        for window in scratch.chunks_exact_mut(len).take(threads()) {
+            as_u32(&mut window[line(images * image_len)..]).fill(u32::MAX);
+        }
+        Window { at: SendPtr(scratch.as_mut_ptr()), images, image_len }
+    }
+
+    /// This thread's window, holding `wanted` (at most `images` of them) padded by `pad`
+    /// (which must not call into rayon) where it did not yet.
+    fn mine(&self, wanted: std::ops::Range<usize>, pad: &dyn Fn(usize, &mut [f32])) -> &[f32] {
+        let t = rayon::current_thread_index().expect("called from the pool, tasks run on its threads");
+        assert!(t < threads() && wanted.len() <= self.images, "thread {t} of {}, images {wanted:?} in a window of {}", threads(), self.images);
+        let len = Window::len(self.images, self.image_len);
+        // SAFETY: the scratch holds a window for every thread of the pool (`new`), and only
+        // thread t touches window t. Its images are written only here, by `pad`, which cannot
+        // let this thread run another task meanwhile; the task that asked reads them after.
+        let window = unsafe { std::slice::from_raw_parts_mut(self.at.at(t * len), len) };
+        let (xp, held) = window.split_at_mut(line(self.images * self.image_len));
+        let held = as_u32(held);
+        for image in wanted {
+            let place = image % self.images;
+            if held[place] != image as u32 {
+                pad(image, &mut xp[place * self.image_len..][..self.image_len]);
+                held[place] = image as u32;
+            }
+        }
+        xp
     }
 }
 
@@ -814,9 +874,30 @@ fn indirect_forward(
     // The channel-blocked kernel's step is a group of 16 taps, one offset for all of them.
     let unit = if blocked { CHANNEL_BLOCK } else { 1 };
     let pad_mine = |xp: &mut [f32]| pad_here(op, n, x, x_mask, blocked, xp);
+    let pad_image = |img: usize, xp: &mut [f32]| pad_here(op, 1, &x[img * op.x_len()..], x_mask.map(|m| &m[img * op.x_len()..]), blocked, xp);
+    // Tasks of at most `rows_per_task` pixels, in whole tiles; with fewer of them than two a
+    // thread (a forward of one), as many as a multiple of the threads, of equal size, and each
+    // split over ranges of channel panels too, so that every thread has as much work. (The
+    // CIFAR network's second layer, batch 1: three tasks of 96, 96 and 64 pixels, each in two
+    // ranges, left one thread 288 pixels and the other 224.)
+    let want = 2 * threads();
+    let row_tasks = j_total.div_ceil(rows_per_task(op));
+    let row_tasks = if row_tasks < want { row_tasks.next_multiple_of(threads()) } else { row_tasks };
+    let rows_per_task = j_total.div_ceil(row_tasks).next_multiple_of(mr);
+    // A task's rows span at most `window` images: a window of them per thread (see [`Window`])
+    // where the threads' windows are at most half the batch, and the scratch's padded input
+    // holds them. (AlexNet's batch of 4 on 2 threads, 3 images a window, padded some images
+    // twice for no gain: its train step 180 against 182–184 ms, within the noise.)
+    let rows_per_image = if pool { 4 * p } else { p };
+    let window = (rows_per_task - 1) / rows_per_image + 2;
+    let image_len = Padded::of(op).len(1);
     // A 1 × 1 convolution without padding or mask reads x itself (`padded_input`).
-    let xp = if copies && (blocked || op.padding != [0, 0] || x_mask.is_some()) {
+    let reads_x = !blocked && op.padding == [0, 0] && x_mask.is_none();
+    let windowed = !copies && !reads_x && 2 * threads() * window <= n && rayon::current_thread_index().is_some() && threads() * Window::len(window, image_len) <= xp.len();
+    let xp = if copies && !reads_x {
         Input::PerThread(Copies::new(xp, copy_len(op, n)), &pad_mine)
+    } else if windowed {
+        Input::Windowed(Window::new(xp, window, image_len), &pad_image)
     } else if blocked {
         pad_input_blocked(op, n, x, x_mask, xp);
         Input::Shared(xp)
@@ -840,15 +921,6 @@ fn indirect_forward(
     let pad = Padded::of(op);
     let out = SendPtr(y.as_mut_ptr());
     let (part, partial_len) = (SendPtr(partial.as_mut_ptr()), partial.len());
-    // Tasks of at most `rows_per_task` pixels, in whole tiles; with fewer of them than two a
-    // thread (a forward of one), as many as a multiple of the threads, of equal size, and each
-    // split over ranges of channel panels too, so that every thread has as much work. (The
-    // CIFAR network's second layer, batch 1: three tasks of 96, 96 and 64 pixels, each in two
-    // ranges, left one thread 288 pixels and the other 224.)
-    let want = 2 * threads();
-    let row_tasks = j_total.div_ceil(rows_per_task(op));
-    let row_tasks = if row_tasks < want { row_tasks.next_multiple_of(threads()) } else { row_tasks };
-    let rows_per_task = j_total.div_ceil(row_tasks).next_multiple_of(mr);
     let (row_tasks, panels) = (j_total.div_ceil(rows_per_task), co_pad / nr);
     let parts = if row_tasks >= want { 1 } else { want.div_ceil(row_tasks).min(panels) };
     let per_part = panels.div_ceil(parts);
@@ -877,6 +949,7 @@ fn indirect_forward(
             // The same pixel in channel blocks: its 16 channels are 16 floats at 16× the offset
             // within a block of planes.
             let at = (oy * op.stride[0]) * pad.wp + ox * op.stride[1];
+            let img = if windowed { img % window } else { img };
             ((img * pad.c) * pad.hp * pad.wp + at * unit) as u32
         };
         if pool {
@@ -913,7 +986,9 @@ fn indirect_forward(
         // The finished tile, before the epilogue scatters it (once per task: the kernel writes all
         // of it every time, and zeroing 576 bytes per tile showed as memset in perf).
         let mut local = [0.0f32; MAX_INDIRECT_MR * MAX_INDIRECT_NR];
-        let xp = xp.get();
+        // The images of the task's rows (whole windows of four rows when pooled).
+        let images = if pool { rows0 / 4 / p..((rows0 + rows_here) / 4 - 1) / p + 1 } else { rows0 / p..(rows0 + rows_here - 1) / p + 1 };
+        let xp = xp.get(images);
         for kb in (0..k).step_by(block) {
             let kc = block.min(k - kb);
             let last = kb + kc == k;

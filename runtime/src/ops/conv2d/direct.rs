@@ -109,7 +109,7 @@ pub(super) fn forward(op: &Conv2d, n: usize, input: &super::cpu::Input, hp: usiz
     (0..n * parts).into_par_iter().for_each(|task| {
         let (img, part) = (task / parts, task % parts);
         let groups = (part * per).min(groups)..((part + 1) * per).min(groups);
-        let xp = input.get();
+        let xp = input.get(img..img + 1);
         assert!(xp.len() >= n * plane_in, "direct convolution: input too small");
         let (x, y) = (xp[img * plane_in..].as_ptr(), out.at(img * co * plane_out));
         let keep = keep.map(|k| k.at(img * co * plane_full));
