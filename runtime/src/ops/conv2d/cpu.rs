@@ -888,8 +888,8 @@ fn indirect_forward(
     // where the threads' windows are at most half the batch, and the scratch's padded input
     // holds them. (AlexNet's batch of 4 on 2 threads, 3 images a window, padded some images
     // twice for no gain: its train step 180 against 182–184 ms, within the noise.)
-    let rows_per_image = if pool { 4 * p } else { p };
-    let window = (rows_per_task - 1) / rows_per_image + 2;
+    let rows_per_image = if pool { 4 * p } else { p }.max(1);
+    let window = rows_per_task.saturating_sub(1) / rows_per_image + 2;
     let image_len = Padded::of(op).len(1);
     // A 1 × 1 convolution without padding or mask reads x itself (`padded_input`).
     let reads_x = !blocked && op.padding == [0, 0] && x_mask.is_none();
