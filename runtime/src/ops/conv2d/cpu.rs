@@ -175,7 +175,7 @@ impl Layout {
     }
 }
 
-/// The forward's scratch: with `copies`, a padded input per thread (see [`Copies`]) instead of
+/// The forward's scratch: with `copies`, a padded input per thread (see [`Window`]) instead of
 /// one for all.
 fn forward_layout(op: &Conv2d, n: usize, copies: bool) -> Layout {
     let (ind, blocked) = forward_kernel(op, false);
@@ -350,9 +350,9 @@ fn direct_forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&
     let (w, b) = wb.split_at(op.weight_len());
     let (l, copies) = forward_layout_in(op, n, scratch.len());
     let [xp, weights, ..] = split(scratch, &l);
-    let pad_all = |xp: &mut [f32]| pad_here(op, n, x, None, false, xp);
+    let pad_all = |_: usize, xp: &mut [f32]| pad_here(op, n, x, None, false, xp);
     let xp = if copies {
-        Input::PerThread(Copies::new(xp, copy_len(op, n)), &pad_all)
+        Input::PerThread(Window::new(xp, 1, n, Padded::of(op).len(1)), &pad_all)
     } else {
         pad_input(op, n, x, None, xp);
         Input::Shared(xp)
@@ -651,8 +651,8 @@ fn pad_block(op: &Conv2d, src: &[f32], mask: Option<&[f32]>, dst: &mut [f32]) {
     }
 }
 
-/// Whether a forward of `n` images pads its input into a copy per thread ([`Copies`]): with
-/// fewer images than threads.
+/// Whether a forward of `n` images pads its input into a copy per thread (a [`Window`] of one
+/// place holding the whole batch): with fewer images than threads.
 fn copies_pay(n: usize) -> bool {
     n < threads()
 }
@@ -666,21 +666,19 @@ fn forward_layout_in(op: &Conv2d, n: usize, len: usize) -> (Layout, bool) {
     (forward_layout(op, n, copies), copies)
 }
 
-/// Floats of one thread's copy of the padded input of `n` images (see [`Copies`]): the copy,
-/// then a line whose first float is 0 until the thread has padded it in the current call.
+/// Floats of one thread's copy of the padded input of `n` images: a window of one place of
+/// `n` images.
 fn copy_len(op: &Conv2d, n: usize) -> usize {
-    line(Padded::of(op).len(n)) + 16
+    Window::len(1, n, Padded::of(op).len(1))
 }
 
 /// The padded input of a forward's tasks.
 pub(super) enum Input<'a> {
     /// Padded once, before the tasks.
     Shared(&'a [f32]),
-    /// Padded by each thread into its own copy at its first task, by the function given.
-    PerThread(Copies, &'a (dyn Fn(&mut [f32]) + Sync)),
-    /// Each thread's last images, image `i` at place `i % images` of its own window, padded by
-    /// the function given (image, place) when a task first needs them (see [`Window`]).
-    Windowed(Window, &'a (dyn Fn(usize, &mut [f32]) + Sync)),
+    /// Padded by each thread into its own [`Window`], by the function given (the first image
+    /// of a place, and the place), when a task first needs them.
+    PerThread(Window, &'a (dyn Fn(usize, &mut [f32]) + Sync)),
 }
 
 impl Input<'_> {
@@ -689,104 +687,88 @@ impl Input<'_> {
     pub(super) fn get(&self, images: std::ops::Range<usize>) -> &[f32] {
         match self {
             Input::Shared(xp) => xp,
-            Input::PerThread(copies, pad) => copies.mine(pad),
-            Input::Windowed(window, pad) => window.mine(images, pad),
+            Input::PerThread(window, pad) => window.mine(images, pad),
+        }
+    }
+
+    /// Where image `image` of the batch starts in [`Input::get`]'s input, in images.
+    pub(super) fn slot(&self, image: usize) -> usize {
+        match self {
+            Input::Shared(_) => image,
+            Input::PerThread(window, _) => window.slot(image),
         }
     }
 }
 
-/// Per thread of the pool, a window of `images` padded images in the scratch, and which image
-/// each place holds: for forwards of a batch larger than a task, whose tasks each read one to
-/// three images (Model A's second layer: 96 rows of its 196 pixels an image). Padded for the
-/// whole batch before the tasks, the input went to memory and came back (dY of Model A's second
-/// layer at batch 100, padded for its data gradient: 4 MB); a thread's tasks take neighbouring
-/// rows, so it pads each image it needs about once, into its L2. That data gradient on a Xeon
-/// (family 6 model 167), the binaries in turn, medians: 126–127 → 130–131 GFLOP/s on one
-/// thread, 237 → 245–246 on two; the layer's forward the same within the noise.
+/// Per thread of the pool, `places` places of `group` padded images each in the scratch (image
+/// `i` in place `i / group % places`), and which group each place holds. Two uses:
+///
+/// - **A copy of the whole input per thread** (one place of the whole batch), with fewer images
+///   than threads (a forward of one sample), whose tasks split every image between the threads,
+///   so that every task reads the whole input. Padded once for all, in a parallel pass before
+///   the tasks, each thread read half of it from the other's cache, and had written lines that
+///   the other had read in the last call, which that cache had to give up first. That pass took
+///   3.5–5.3 µs on two threads against 1.3–1.8 on one (the CIFAR network's second and third
+///   layers on a Xeon of family 6 model 167); each thread padding the whole input for itself,
+///   in its first task, takes the time of one.
+/// - **A window of a thread's last images** (places of one image), for forwards of a batch
+///   larger than a task, whose tasks each read one to three images (Model A's second layer: 96
+///   rows of its 196 pixels an image). Padded for the whole batch before the tasks, the input
+///   went to memory and came back (dY of Model A's second layer at batch 100, padded for its
+///   data gradient: 4 MB); a thread's tasks take neighbouring rows, so it pads each image it
+///   needs about once, into its L2. That data gradient on the same Xeon, the binaries in turn,
+///   medians: 126–127 → 130–131 GFLOP/s on one thread, 237 → 245–246 on two; the layer's
+///   forward the same within the noise.
 #[derive(Clone, Copy)]
 pub(super) struct Window {
     at: SendPtr,
-    images: usize,
+    places: usize,
+    group: usize,
     image_len: usize,
 }
 
 impl Window {
-    /// Floats of one thread's window of `images` images of `image_len` floats: the images, then
-    /// one line of which image each place holds per 16 places.
-    fn len(images: usize, image_len: usize) -> usize {
-        line(images * image_len) + line(images)
+    /// Floats of one thread's window of `places` places of `group` images of `image_len` floats:
+    /// the images, then one line of which group each place holds per 16 places.
+    fn len(places: usize, group: usize, image_len: usize) -> usize {
+        line(places * group * image_len) + line(places)
     }
 
     /// The windows in `scratch`, one per thread of the pool, every place marked empty.
-    fn new(scratch: &mut [f32], images: usize, image_len: usize) -> Window {
-        let len = Window::len(images, image_len);
+    fn new(scratch: &mut [f32], places: usize, group: usize, image_len: usize) -> Window {
+        let len = Window::len(places, group, image_len);
         assert!(scratch.len() >= threads() * len, "scratch for {} windows of {len} floats: {}", threads(), scratch.len());
         for window in scratch.chunks_exact_mut(len).take(threads()) {
-            as_u32(&mut window[line(images * image_len)..]).fill(u32::MAX);
+            as_u32(&mut window[line(places * group * image_len)..]).fill(u32::MAX);
         }
-        Window { at: SendPtr(scratch.as_mut_ptr()), images, image_len }
+        Window { at: SendPtr(scratch.as_mut_ptr()), places, group, image_len }
     }
 
-    /// This thread's window, holding `wanted` (at most `images` of them) padded by `pad`
-    /// (which must not call into rayon) where it did not yet.
+    /// Where image `image` is in a window, in images.
+    fn slot(&self, image: usize) -> usize {
+        (image / self.group % self.places) * self.group + image % self.group
+    }
+
+    /// This thread's window, holding the groups of `wanted` (at most `places` of them) padded
+    /// by `pad` (which must not call into rayon) where it did not yet.
     fn mine(&self, wanted: std::ops::Range<usize>, pad: &dyn Fn(usize, &mut [f32])) -> &[f32] {
-        let t = rayon::current_thread_index().expect("called from the pool, tasks run on its threads");
-        assert!(t < threads() && wanted.len() <= self.images, "thread {t} of {}, images {wanted:?} in a window of {}", threads(), self.images);
-        let len = Window::len(self.images, self.image_len);
+        let t = rayon::current_thread_index().expect("called from the pool (`forward_layout_in`), tasks run on its threads");
+        let groups = wanted.start / self.group..wanted.end.div_ceil(self.group);
+        assert!(t < threads() && groups.len() <= self.places, "thread {t} of {}, images {wanted:?} in {} places of {}", threads(), self.places, self.group);
+        let len = Window::len(self.places, self.group, self.image_len);
         // SAFETY: the scratch holds a window for every thread of the pool (`new`), and only
         // thread t touches window t. Its images are written only here, by `pad`, which cannot
         // let this thread run another task meanwhile; the task that asked reads them after.
         let window = unsafe { std::slice::from_raw_parts_mut(self.at.at(t * len), len) };
-        let (xp, held) = window.split_at_mut(line(self.images * self.image_len));
+        let place_len = self.group * self.image_len;
+        let (xp, held) = window.split_at_mut(line(self.places * place_len));
         let held = as_u32(held);
-        for image in wanted {
-            let place = image % self.images;
-            if held[place] != image as u32 {
-                pad(image, &mut xp[place * self.image_len..][..self.image_len]);
-                held[place] = image as u32;
+        for group in groups {
+            let place = group % self.places;
+            if held[place] != group as u32 {
+                pad(group * self.group, &mut xp[place * place_len..][..place_len]);
+                held[place] = group as u32;
             }
-        }
-        xp
-    }
-}
-
-/// One padded input per thread of the pool, in the scratch, `len` floats apart (see
-/// [`copy_len`]): with fewer images than threads (a forward of one sample), whose tasks split
-/// every image between the threads, so that every task reads the whole input.
-///
-/// Padded once for all, in a parallel pass before the tasks, each thread read half of it from
-/// the other's cache, and had written lines that the other had read in the last call, which
-/// that cache had to give up first. That pass took 3.5–5.3 µs on two threads against 1.3–1.8 on
-/// one (the CIFAR network's second and third layers on a Xeon of family 6 model 167); each
-/// thread padding the whole input for itself, in its first task, takes the time of one.
-#[derive(Clone, Copy)]
-pub(super) struct Copies {
-    at: SendPtr,
-    len: usize,
-}
-
-impl Copies {
-    /// The copies in `scratch`, one per thread of the pool, each marked not yet padded.
-    fn new(scratch: &mut [f32], len: usize) -> Copies {
-        assert!(scratch.len() >= threads() * len, "scratch for {} copies of {len} floats: {}", threads(), scratch.len());
-        for copy in scratch.chunks_exact_mut(len).take(threads()) {
-            copy[len - 16] = 0.0;
-        }
-        Copies { at: SendPtr(scratch.as_mut_ptr()), len }
-    }
-
-    /// This thread's copy, padded by `pad` (which must not call into rayon) if it is not yet.
-    fn mine(&self, pad: &dyn Fn(&mut [f32])) -> &[f32] {
-        let t = rayon::current_thread_index().expect("called from the pool (`forward_layout_in`), tasks run on its threads");
-        assert!(t < threads(), "thread {t} of a pool of {}", threads());
-        // SAFETY: the scratch holds a copy for every thread of the pool (`new`), and only
-        // thread t touches copy t. It is written only here, before its flag is set, by `pad`,
-        // which cannot let this thread run another task meanwhile; after that only read.
-        let copy = unsafe { std::slice::from_raw_parts_mut(self.at.at(t * self.len), self.len) };
-        let (xp, flag) = copy.split_at_mut(self.len - 16);
-        if flag[0] == 0.0 {
-            pad(xp);
-            flag[0] = 1.0;
         }
         xp
     }
@@ -873,8 +855,11 @@ fn indirect_forward(
     let [xp, weights, taps, _, _, partial] = split(scratch, &l);
     // The channel-blocked kernel's step is a group of 16 taps, one offset for all of them.
     let unit = if blocked { CHANNEL_BLOCK } else { 1 };
-    let pad_mine = |xp: &mut [f32]| pad_here(op, n, x, x_mask, blocked, xp);
-    let pad_image = |img: usize, xp: &mut [f32]| pad_here(op, 1, &x[img * op.x_len()..], x_mask.map(|m| &m[img * op.x_len()..]), blocked, xp);
+    // The images from `first` on that fill `xp`: the whole batch, or one of a window.
+    let pad_images = |first: usize, xp: &mut [f32]| {
+        let at = first * op.x_len();
+        pad_here(op, (n - first).min(xp.len() / Padded::of(op).len(1)), &x[at..], x_mask.map(|m| &m[at..]), blocked, xp)
+    };
     // Tasks of at most `rows_per_task` pixels, in whole tiles; with fewer of them than two a
     // thread (a forward of one), as many as a multiple of the threads, of equal size, and each
     // split over ranges of channel panels too, so that every thread has as much work. (The
@@ -893,11 +878,11 @@ fn indirect_forward(
     let image_len = Padded::of(op).len(1);
     // A 1 × 1 convolution without padding or mask reads x itself (`padded_input`).
     let reads_x = !blocked && op.padding == [0, 0] && x_mask.is_none();
-    let windowed = !copies && !reads_x && 2 * threads() * window <= n && rayon::current_thread_index().is_some() && threads() * Window::len(window, image_len) <= xp.len();
+    let windowed = !copies && !reads_x && 2 * threads() * window <= n && rayon::current_thread_index().is_some() && threads() * Window::len(window, 1, image_len) <= xp.len();
     let xp = if copies && !reads_x {
-        Input::PerThread(Copies::new(xp, copy_len(op, n)), &pad_mine)
+        Input::PerThread(Window::new(xp, 1, n, image_len), &pad_images)
     } else if windowed {
-        Input::Windowed(Window::new(xp, window, image_len), &pad_image)
+        Input::PerThread(Window::new(xp, window, 1, image_len), &pad_images)
     } else if blocked {
         pad_input_blocked(op, n, x, x_mask, xp);
         Input::Shared(xp)
@@ -949,7 +934,7 @@ fn indirect_forward(
             // The same pixel in channel blocks: its 16 channels are 16 floats at 16× the offset
             // within a block of planes.
             let at = (oy * op.stride[0]) * pad.wp + ox * op.stride[1];
-            let img = if windowed { img % window } else { img };
+            let img = xp.slot(img);
             ((img * pad.c) * pad.hp * pad.wp + at * unit) as u32
         };
         if pool {

@@ -109,9 +109,9 @@ pub(super) fn forward(op: &Conv2d, n: usize, input: &super::cpu::Input, hp: usiz
     (0..n * parts).into_par_iter().for_each(|task| {
         let (img, part) = (task / parts, task % parts);
         let groups = (part * per).min(groups)..((part + 1) * per).min(groups);
-        let xp = input.get(img..img + 1);
-        assert!(xp.len() >= n * plane_in, "direct convolution: input too small");
-        let (x, y) = (xp[img * plane_in..].as_ptr(), out.at(img * co * plane_out));
+        let (xp, slot) = (input.get(img..img + 1), input.slot(img));
+        assert!(xp.len() >= (slot + 1) * plane_in, "direct convolution: input too small");
+        let (x, y) = (xp[slot * plane_in..].as_ptr(), out.at(img * co * plane_out));
         let keep = keep.map(|k| k.at(img * co * plane_full));
         // SAFETY: applies() checked AVX2 and FMA, wide() AVX-512; every tap offset plus every
         // run (≤ w_out − width + width − 1 + kw − 1 < wp along a row, on rows < h_out + kh − 1 ≤
