@@ -1169,10 +1169,9 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
     }
     let by_channels = filter_by_channels(op, n, scratch.len());
     let l = if by_channels { filter_layout_by_channels(op, n) } else { filter_layout_by_pixels(op, n, threads()) };
-    let ind = select_indirect_for_channels(op.c_out);
+    let (ind, co_pad, k_pad) = filter_kernel(op);
     let (mr, nr) = (ind.mr, ind.nr);
     let (k, p, co) = (op.patch_len(), op.out_pixels(), op.c_out);
-    let (co_pad, k_pad) = (co.div_ceil(nr) * nr, k.div_ceil(mr) * mr);
     let (j_total, panels, tiles) = (n * p, co_pad / nr, k_pad / mr);
     let [xp, sums, taps, dyt, cols, partials] = split(scratch, &l);
     let taps = as_u32(taps);
@@ -1333,17 +1332,23 @@ fn transpose_dy(op: &Conv2d, dy: &[f32], relu_y: Option<&[f32]>, img: usize, cha
 /// the same sums), and the scratch (of `len` floats) holds the whole batch padded and
 /// transposed.
 fn filter_by_channels(op: &Conv2d, n: usize, len: usize) -> bool {
-    let ind = select_indirect_for_channels(op.c_out);
-    let (co_pad, k_pad) = (op.c_out.div_ceil(ind.nr) * ind.nr, op.patch_len().div_ceil(ind.mr) * ind.mr);
+    let (ind, co_pad, k_pad) = filter_kernel(op);
     let panels = co_pad / ind.nr;
     panels >= threads().max(2) && k_pad * co_pad * size_of::<f32>() > FILTER_CHUNK_BYTES && len >= filter_layout_by_channels(op, n).total()
+}
+
+/// The filter gradient's kernel, and the output channels and taps rounded up to its whole
+/// panels (NR) and tiles (MR).
+fn filter_kernel(op: &Conv2d) -> (Indirect, usize, usize) {
+    let ind = select_indirect_for_channels(op.c_out);
+    (ind, op.c_out.div_ceil(ind.nr) * ind.nr, op.patch_len().div_ceil(ind.mr) * ind.mr)
 }
 
 /// Images per group of the filter gradient split by pixels: as many as keep a group's padded
 /// input and dYᵀ within `FILTER_GROUP_BYTES` (at least one).
 fn filter_group(op: &Conv2d, n: usize) -> usize {
-    let ind = select_indirect_for_channels(op.c_out);
-    let image = Padded::of(op).len(1) + op.c_out.div_ceil(ind.nr) * ind.nr * op.out_pixels();
+    let (_, co_pad, _) = filter_kernel(op);
+    let image = Padded::of(op).len(1) + co_pad * op.out_pixels();
     (FILTER_GROUP_BYTES / (image * size_of::<f32>())).clamp(1, n.max(1))
 }
 
@@ -1357,10 +1362,7 @@ fn filter_scratch_len(op: &Conv2d, n: usize) -> usize {
 /// The scratch of the filter gradient split by channel panels: the whole batch padded and
 /// dYᵀ, and each thread's partial sums.
 fn filter_layout_by_channels(op: &Conv2d, n: usize) -> Layout {
-    let ind = select_indirect_for_channels(op.c_out);
-    let (k, j) = (op.patch_len(), n * op.out_pixels());
-    let co_pad = op.c_out.div_ceil(ind.nr) * ind.nr;
-    let k_pad = k.div_ceil(ind.mr) * ind.mr;
+    let ((_, co_pad, k_pad), j) = (filter_kernel(op), n * op.out_pixels());
     Layout {
         xp: Padded::of(op).len(n),
         weights: n * co_pad,
@@ -1374,8 +1376,7 @@ fn filter_layout_by_channels(op: &Conv2d, n: usize) -> Layout {
 /// The scratch of the filter gradient split by pixels on `threads`: a slot per thread
 /// ([`filter_slot_len`]) after the offsets.
 fn filter_layout_by_pixels(op: &Conv2d, n: usize, threads: usize) -> Layout {
-    let ind = select_indirect_for_channels(op.c_out);
-    let k_pad = op.patch_len().div_ceil(ind.mr) * ind.mr;
+    let (_, _, k_pad) = filter_kernel(op);
     Layout { xp: 0, weights: 0, taps: k_pad, rows: 0, cols: filter_group(op, n) * op.out_pixels(), partials: threads * filter_slot_len(op, n) }
 }
 
@@ -1384,10 +1385,7 @@ fn filter_layout_by_pixels(op: &Conv2d, n: usize, threads: usize) -> Layout {
 /// `co_pad`). Only the slots depend on the threads, so that a scratch sized for fewer has the
 /// same offsets.
 fn filter_slot_len(op: &Conv2d, n: usize) -> usize {
-    let ind = select_indirect_for_channels(op.c_out);
-    let (group, p) = (filter_group(op, n), op.out_pixels());
-    let co_pad = op.c_out.div_ceil(ind.nr) * ind.nr;
-    let k_pad = op.patch_len().div_ceil(ind.mr) * ind.mr;
+    let ((_, co_pad, k_pad), group, p) = (filter_kernel(op), filter_group(op, n), op.out_pixels());
     line(k_pad * co_pad) + filter_group_xp_len(op, group) + line(co_pad * group * p) + co_pad
 }
 
