@@ -88,61 +88,6 @@ pub fn masked_transpose(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: us
     scalar(src, mask, rows, cols, stride, dst, ld);
 }
 
-/// `dst[c · rows + r] = src[r · stride + c]` (masked by `mask[r · stride + c] > 0` when given)
-/// for `r < rows`, `c < cols`: `rows` rows `stride` apart (planes of an image) into `cols`
-/// vectors of `rows` (pixels of a channel-blocked layout).
-pub fn masked_transpose_strided(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, stride: usize, dst: &mut [f32]) {
-    let at = |r: usize, c: usize| r * stride + c;
-    let one = |r: usize, c: usize| mask.map_or(src[at(r, c)], |m| keep_if_positive(src[at(r, c)], m[at(r, c)]));
-    // 8 × 8 blocks in registers where AVX2 is there (none done otherwise); the columns past the
-    // last whole block as one more block ending at the last column, overlapping the one before
-    // (its columns written twice, with the same values): rows of 14 (Model A's second layer)
-    // left 6 of 14 columns to the loop below.
-    #[cfg(target_arch = "x86_64")]
-    let (r8, c8) = if crate::ops::isa::avx2() && rows >= 8 && cols >= 8 {
-        let r8 = rows / 8 * 8;
-        assert!(src.len() >= at(rows - 1, cols) && mask.is_none_or(|m| m.len() >= at(rows - 1, cols)) && dst.len() >= cols * rows);
-        // SAFETY: AVX2 is present (checked above); the blocks read and written lie inside the
-        // slices (asserted above).
-        unsafe { strided_avx2(src, mask, r8, cols, stride, rows, dst) };
-        (r8, cols)
-    } else {
-        (0, 0)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let (r8, c8) = (0, 0);
-    // What the 8 × 8 blocks left: the last columns of every row, the last rows of the others.
-    for c in 0..cols {
-        let rows_left = if c < c8 { r8..rows } else { 0..rows };
-        for r in rows_left {
-            dst[c * rows + r] = one(r, c);
-        }
-    }
-}
-
-/// The 8 × 8 blocks of [`masked_transpose_strided`]: rows `..r8`, columns `..cols` (≥ 8) in
-/// blocks at 0, 8, … and, if 8 does not divide `cols`, at `cols − 8`.
-///
-/// # Safety
-/// AVX2; rows below r8 have `cols` readable floats at `r · stride` in src (and mask); dst
-/// holds cols · ld floats.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn strided_avx2(src: &[f32], mask: Option<&[f32]>, r8: usize, cols: usize, stride: usize, ld: usize, dst: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let last = (cols % 8 != 0).then_some(cols - 8);
-    for r0 in (0..r8).step_by(8) {
-        for c0 in (0..cols / 8 * 8).step_by(8).chain(last) {
-            // SAFETY: as the caller promises.
-            let t = unsafe { masked_block8(src, mask, r0 * stride + c0, stride) };
-            for (j, t) in t.iter().enumerate() {
-                // SAFETY: as the caller promises.
-                unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add((c0 + j) * ld + r0), *t) };
-            }
-        }
-    }
-}
-
 /// `dst[c · dst_ld + r] += src[r · ld + c]` for `r < rows`, `c < cols`: a row-major rows × cols
 /// matrix (leading dimension `ld`) added, transposed, to the first `rows` columns of a cols ×
 /// dst_ld one (`dst_ld ≥ rows`; `dst` starts at the first of those columns). In tasks of 8 rows
@@ -232,7 +177,11 @@ fn scalar(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, stride: u
     }
 }
 
-/// 8 × 8 blocks transposed in registers; the ragged edges element by element.
+/// 8 × 8 blocks transposed in registers; the ragged edges element by element. The columns past
+/// the last whole block, where there are 8 at least, as one more block ending at the last
+/// column, overlapping the one before (its columns written twice, with the same values): rows
+/// of 14 (Model A's second layer, padded into channel blocks) left 6 of 14 columns to the
+/// loops below.
 ///
 /// # Safety
 /// AVX2; as [`masked_transpose`] asserts.
@@ -240,9 +189,10 @@ fn scalar(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, stride: u
 #[target_feature(enable = "avx2")]
 unsafe fn avx2(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, stride: usize, dst: &mut [f32], ld: usize) {
     use std::arch::x86_64::*;
-    let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
+    let r8 = rows / 8 * 8;
+    let last = (cols % 8 != 0 && cols >= 8).then(|| cols - 8);
     for r0 in (0..r8).step_by(8) {
-        for c0 in (0..c8).step_by(8) {
+        for c0 in (0..cols / 8 * 8).step_by(8).chain(last) {
             // SAFETY: rows r0..r0+8 and columns c0..c0+8 are inside src (and mask).
             let t = unsafe { masked_block8(src, mask, r0 * stride + c0, stride) };
             for (j, t) in t.iter().enumerate() {
@@ -251,15 +201,16 @@ unsafe fn avx2(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, stri
             }
         }
     }
-    // Columns past the last whole block, for every row; then rows past the last whole block for
-    // the block columns; then the padding lanes.
-    for c in c8..cols {
+    // The columns no block reached (fewer than 8 in all), for every row; then the rows past the
+    // last whole block for the others; then the padding lanes.
+    let blocked = if cols >= 8 { cols } else { 0 };
+    for c in blocked..cols {
         for r in 0..rows {
             let v = src[r * stride + c];
             dst[c * ld + r] = mask.map_or(v, |m| keep_if_positive(v, m[r * stride + c]));
         }
     }
-    for c in 0..c8 {
+    for c in 0..blocked {
         for r in r8..rows {
             let v = src[r * stride + c];
             dst[c * ld + r] = mask.map_or(v, |m| keep_if_positive(v, m[r * stride + c]));
@@ -368,7 +319,7 @@ mod tests {
             let mask: Vec<f32> = (0..rows * stride).map(|i| if i % 3 == 0 { -1.0 } else { 2.0 }).collect();
             for m in [None, Some(&mask[..])] {
                 let mut dst = vec![f32::NAN; cols * rows + 1];
-                masked_transpose_strided(&src, m, rows, cols, stride, &mut dst[..cols * rows]);
+                masked_transpose(&src, m, rows, cols, stride, &mut dst[..cols * rows], rows);
                 for c in 0..cols {
                     for r in 0..rows {
                         let at = r * stride + c;

@@ -647,7 +647,7 @@ fn pad_block(op: &Conv2d, src: &[f32], mask: Option<&[f32]>, dst: &mut [f32]) {
     for y in 0..op.h_in {
         let at = ((y + ph) * pad.wp + pw) * CHANNEL_BLOCK;
         let mask = mask.map(|m| &m[y * op.w_in..]);
-        crate::ops::transpose::masked_transpose_strided(&src[y * op.w_in..], mask, CHANNEL_BLOCK, op.w_in, plane, &mut dst[at..at + op.w_in * CHANNEL_BLOCK]);
+        crate::ops::transpose::masked_transpose(&src[y * op.w_in..], mask, CHANNEL_BLOCK, op.w_in, plane, &mut dst[at..at + op.w_in * CHANNEL_BLOCK], CHANNEL_BLOCK);
     }
 }
 
