@@ -206,19 +206,10 @@ fn fma_peak() -> f64 {
             staticnet::Isa::Generic => return 0.0,
         };
         // Runs of some 35 ms, the fastest of those in half a second: the layers' figures are
-        // their fastest calls too ([`fastest`]), so that a slow spell lowers neither alone.
+        // their fastest calls too, so that a slow spell lowers neither alone. The count goes
+        // through black_box on every call, or LLVM computes the pure call once for all runs.
         let iters = 20_000_000u64;
-        let start = Instant::now();
-        let mut best = f64::MAX;
-        let mut runs = 0;
-        while runs < 5 || start.elapsed().as_secs_f64() < 0.5 {
-            let t = Instant::now();
-            // The count goes through black_box on every call, or LLVM computes the pure call
-            // once for all runs.
-            std::hint::black_box(run(std::hint::black_box(iters)));
-            best = best.min(t.elapsed().as_secs_f64());
-            runs += 1;
-        }
+        let best = fastest(&mut || _ = std::hint::black_box(run(std::hint::black_box(iters))), 0.5);
         return (iters * 12 * 2 * width) as f64 / best / 1e9;
     }
     #[allow(unreachable_code)]
@@ -250,9 +241,9 @@ fn layer_seconds(op: Conv2d, n: usize, threads: usize) -> [f64; 3] {
         // The weights laid out once, as a network keeps them between forwards.
         let mut packed = AlignedVec::new(ops::conv2d::cpu::packed_len(&op));
         ops::conv2d::cpu::pack(&op, &wb, &mut packed);
-        let fwd = fastest(&mut || ops::conv2d::cpu::forward(&op, n, &x, &wb, Some(&packed[..]).filter(|p| !p.is_empty()), &mut y, &mut scratch, false));
-        let data = fastest(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, &y, None, Some(&mut dx), None, &mut scratch));
-        let filter = fastest(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, &y, None, None, Some(&mut dwb), &mut scratch));
+        let fwd = fastest(&mut || ops::conv2d::cpu::forward(&op, n, &x, &wb, Some(&packed[..]).filter(|p| !p.is_empty()), &mut y, &mut scratch, false), LAYER_SECONDS);
+        let data = fastest(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, &y, None, Some(&mut dx), None, &mut scratch), LAYER_SECONDS);
+        let filter = fastest(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, &y, None, None, Some(&mut dwb), &mut scratch), LAYER_SECONDS);
         [fwd, data, filter]
     })
 }
@@ -272,20 +263,23 @@ fn pooled_backward_seconds(op: Conv2d, n: usize) -> f64 {
         ops::pool2d::cpu::max_forward(&max_pool, n, &relu_y, &mut pool_y);
         let pool_dy = ops::random_values(pool_y.len(), 4);
         let (mut dx, mut dwb) = (AlignedVec::new(n * op.x_len()), AlignedVec::new(op.param_len()));
-        fastest(&mut || ops::conv2d::cpu::relu_max_pool_backward(&op, n, &x, &wb, &relu_y, &pool_y, &pool_dy, Some(&mut dx), Some(&mut dwb), &mut scratch))
+        fastest(&mut || ops::conv2d::cpu::relu_max_pool_backward(&op, n, &x, &wb, &relu_y, &pool_y, &pool_dy, Some(&mut dx), Some(&mut dwb), &mut scratch), LAYER_SECONDS)
     })
 }
 
-/// Seconds of the fastest call of `f` in a quarter of a second (5 calls at least), after one
-/// to warm up. This VM's speed drifts by 5–15% from one second to the next (its neighbours):
-/// the fastest of 5 calls (35 ms of AlexNet's 384 → 256 data gradient) read 69–82% of the
-/// peak for the same binary from one run of the table to the next.
-fn fastest(f: &mut dyn FnMut()) -> f64 {
+/// Seconds a layer's pass is timed for ([`fastest`]).
+const LAYER_SECONDS: f64 = 0.25;
+
+/// Seconds of the fastest call of `f` in `seconds` (5 calls at least), after one to warm up.
+/// This VM's speed drifts by 5–15% from one second to the next (its neighbours): the fastest of
+/// 5 calls (35 ms of AlexNet's 384 → 256 data gradient) read 69–82% of the peak for the same
+/// binary from one run of the table to the next.
+fn fastest(f: &mut dyn FnMut(), seconds: f64) -> f64 {
     f();
     let start = Instant::now();
     let mut best = f64::MAX;
     let mut calls = 0;
-    while calls < 5 || start.elapsed().as_secs_f64() < 0.25 {
+    while calls < 5 || start.elapsed().as_secs_f64() < seconds {
         let t = Instant::now();
         f();
         best = best.min(t.elapsed().as_secs_f64());
