@@ -56,8 +56,8 @@ fn convolutions(c: &mut Criterion) {
         let (mut y, mut dx, mut dwb) = (vec![0.0; n * op.y_len()], vec![0.0; n * op.x_len()], vec![0.0; op.param_len()]);
         let mut scratch = vec![0.0; conv::scratch_len(&op, n)];
         group.bench_function("forward", |b| b.iter(|| conv::forward(&op, n, &x, &wb, None, &mut y, &mut scratch, true)));
-        group.bench_function("backward-data", |b| b.iter(|| conv::backward(&op, n, &x, &wb, &dy, None, Some(&mut dx), None, &mut scratch)));
-        group.bench_function("backward-filter", |b| b.iter(|| conv::backward(&op, n, &x, &wb, &dy, None, None, Some(&mut dwb), &mut scratch)));
+        group.bench_function("backward-data", |b| b.iter(|| conv::backward(&op, n, &x, &wb, None, &dy, None, Some(&mut dx), None, &mut scratch)));
+        group.bench_function("backward-filter", |b| b.iter(|| conv::backward(&op, n, &x, &wb, None, &dy, None, None, Some(&mut dwb), &mut scratch)));
         group.finish();
     }
 }

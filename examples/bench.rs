@@ -242,8 +242,8 @@ fn layer_seconds(op: Conv2d, n: usize, threads: usize) -> [f64; 3] {
         let mut packed = AlignedVec::new(ops::conv2d::cpu::packed_len(&op));
         ops::conv2d::cpu::pack(&op, &wb, &mut packed);
         let fwd = fastest(&mut || ops::conv2d::cpu::forward(&op, n, &x, &wb, Some(&packed[..]).filter(|p| !p.is_empty()), &mut y, &mut scratch, false), LAYER_SECONDS);
-        let data = fastest(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, &y, None, Some(&mut dx), None, &mut scratch), LAYER_SECONDS);
-        let filter = fastest(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, &y, None, None, Some(&mut dwb), &mut scratch), LAYER_SECONDS);
+        let data = fastest(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, Some(&packed[..]).filter(|p| !p.is_empty()), &y, None, Some(&mut dx), None, &mut scratch), LAYER_SECONDS);
+        let filter = fastest(&mut || ops::conv2d::cpu::backward(&op, n, &x, &wb, Some(&packed[..]).filter(|p| !p.is_empty()), &y, None, None, Some(&mut dwb), &mut scratch), LAYER_SECONDS);
         [fwd, data, filter]
     })
 }

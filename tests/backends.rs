@@ -67,7 +67,7 @@ fn conv<B: Backend>(dev: &B, op: Conv2d, n: usize, relu: bool, prep: fn(Vec<f32>
     dev.conv2d_forward(&op, n, xs, ws, None, B::dst(&mut y, 0..n * op.y_len()), B::dst(&mut scratch, 0..s), relu).unwrap();
     let relu_y = relu.then(|| B::src(&y, 0..n * op.y_len()));
     let (dxd, dwd) = (B::dst(&mut dx, 0..n * op.x_len()), B::dst(&mut dwb, 0..op.param_len()));
-    dev.conv2d_backward(&op, n, xs, ws, B::src(&dy, 0..n * op.y_len()), relu_y, Some(dxd), Some(dwd), B::dst(&mut scratch, 0..s)).unwrap();
+    dev.conv2d_backward(&op, n, xs, ws, None, B::src(&dy, 0..n * op.y_len()), relu_y, Some(dxd), Some(dwd), B::dst(&mut scratch, 0..s)).unwrap();
     vec![("y", read(dev, &y)), ("dx", read(dev, &dx)), ("dwb (accumulated onto 0.5)", read(dev, &dwb))]
 }
 

@@ -374,3 +374,47 @@ fn nll_loss_on_log_softmax_is_cross_entropy() {
     let err = scores.loss_backward(NLLLoss::new(), &labels).unwrap_err().to_string();
     assert!(err.contains("Scores") && err.contains("`fc`") && err.contains("LogSoftmax"), "{err}");
 }
+
+network! {
+    /// Two 3 × 3 convolutions of 32 channels: the second's input gradient is Winograd's, from
+    /// weights laid out at the forward. No ReLU after it, so that its input gradient depends
+    /// on its weights and on dY only, not on its forward.
+    pub struct TwoConvs {
+        input: [3, 6, 6],
+        conv1: Conv2d(3, 32, 3, padding = 1),
+        relu: ReLU,
+        conv2: Conv2d(32, 32, 3, padding = 1),
+        Flatten,
+        fc: Linear(32 * 6 * 6, 4),
+    }
+}
+
+/// A backward after the weights changed (a forward, then a write; as PyTorch would use the
+/// tensors as they are at the backward) reads the new weights, not those laid out for the
+/// forward: `conv1`'s gradient equals that of a network built with the new weights.
+#[test]
+fn backward_after_a_weight_change_reads_the_new_weights() {
+    let n = 4;
+    let x = Images::<3, 6, 6>::new(n, (0..n * 108).map(|i| ((i * 37) % 11) as f32 / 11.0 - 0.4).collect()).unwrap();
+    let dy = Vectors::<4>::from_vec(n, (0..n * 4).map(|i| (i % 5) as f32 - 2.0).collect()).unwrap();
+    let changed = TwoConvs::new(&Cpu, 1).unwrap().parameter("conv2.weight").unwrap();
+    let conv1_grad = |net: &mut TwoConvs, change: bool| {
+        net.forward(&x).unwrap();
+        if change {
+            net.set_parameter("conv2.weight", &changed).unwrap();
+        }
+        net.zero_grad().unwrap();
+        net.backward(&dy).unwrap();
+        net.grad("conv1.weight").unwrap().iter().copied().collect::<Vec<f32>>()
+    };
+    let mut net = TwoConvs::new(&Cpu, 0).unwrap();
+    let got = conv1_grad(&mut net, true);
+    let mut fresh = TwoConvs::new(&Cpu, 0).unwrap();
+    fresh.set_parameter("conv2.weight", &changed).unwrap();
+    let want = conv1_grad(&mut fresh, false);
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-4 * scale, "conv1.weight[{i}]: {g} against {w}");
+    }
+}

@@ -6,7 +6,8 @@
 //! if p.dw[3] || p.dx[3] {
 //!     let (dy, dx) = B::io(p.grad, G_RELU2.at(n), G_MAXPOOL1.at(n));
 //!     let dwb = if p.dw[3] { Some(B::dst(p.grads, P_CNN2)) } else { None };
-//!     p.dev.conv2d_backward(&CNN2, n, B::src(p.act, X_MAXPOOL1.at(n)), B::src(p.params, P_CNN2), dy,
+//!     let packed = network::packed_weights::<B>(p.packed, p.packed_at, 3);
+//!     p.dev.conv2d_backward(&CNN2, n, B::src(p.act, X_MAXPOOL1.at(n)), B::src(p.params, P_CNN2), packed, dy,
 //!         Some(B::src(p.act, X_RELU2.at(n))), if p.dx[3] { Some(dx) } else { None }, dwb, ...)?;
 //! }
 //! ```
@@ -74,7 +75,8 @@ fn step(plan: &Plan, step: &Step) -> TokenStream {
             let unfused = quote! {
                 #grads
                 #dwb
-                p.dev.conv2d_backward(&#op, n, B::src(p.act, #x.at(n)), B::src(p.params, #params), dy, #relu_y, #dx, dwb, B::dst(p.scratch, 0..p.scratch_len))?;
+                let packed = network::packed_weights::<B>(p.packed, p.packed_at, #layer);
+                p.dev.conv2d_backward(&#op, n, B::src(p.act, #x.at(n)), B::src(p.params, #params), packed, dy, #relu_y, #dx, dwb, B::dst(p.scratch, 0..p.scratch_len))?;
             };
             // With the MaxPool2d(2, 2) after its ReLU, the backend may start from the pooling's
             // output gradient (the pooling's backward then does nothing).

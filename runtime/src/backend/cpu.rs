@@ -165,13 +165,14 @@ impl Backend for Cpu {
         n: usize,
         x: &[f32],
         wb: &[f32],
+        packed: Option<&[f32]>,
         dy: &[f32],
         relu_y: Option<&[f32]>,
         dx: Option<&mut [f32]>,
         dwb: Option<&mut [f32]>,
         scratch: &mut [f32],
     ) -> Result<()> {
-        ops::conv2d::cpu::backward(op, n, x, wb, dy, relu_y, dx, dwb, scratch);
+        ops::conv2d::cpu::backward(op, n, x, wb, packed, dy, relu_y, dx, dwb, scratch);
         Ok(())
     }
 

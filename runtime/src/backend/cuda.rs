@@ -152,6 +152,7 @@ impl Backend for Cuda {
         n: usize,
         x: CudaSrc<'_, f32>,
         wb: CudaSrc<'_, f32>,
+        _packed: Option<CudaSrc<'_, f32>>,
         dy: CudaSrc<'_, f32>,
         relu_y: Option<CudaSrc<'_, f32>>,
         dx: Option<CudaDst<'_, f32>>,

@@ -92,8 +92,8 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         let _ = op;
         0
     }
-    /// Lays out `op`'s weights `wb` (weight then bias) for its forward kernel, into `packed`
-    /// (`packed_len` floats).
+    /// Lays out `op`'s weights `wb` (weight then bias) for its forward kernel (and, where a
+    /// backend keeps one, for its data gradient's), into `packed` (`packed_len` floats).
     fn pack(&self, op: &crate::ops::Op, wb: Self::Src<'_, f32>, packed: Self::Dst<'_, f32>) -> Result<()> {
         let _ = (op, wb, packed);
         Ok(())
@@ -149,12 +149,15 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     }
     /// dx written, dwb accumulated; either may be skipped. With `relu_y` (the output of a fused
     /// ReLU), dy is the gradient of the ReLU's output and is masked by `relu_y > 0` on the fly.
+    /// `packed`: the weights as [`Backend::pack`] laid them out from these `wb`, when kept.
+    #[allow(clippy::too_many_arguments)]
     fn conv2d_backward(
         &self,
         op: &Conv2d,
         n: usize,
         x: Self::Src<'_, f32>,
         wb: Self::Src<'_, f32>,
+        packed: Option<Self::Src<'_, f32>>,
         dy: Self::Src<'_, f32>,
         relu_y: Option<Self::Src<'_, f32>>,
         dx: Option<Self::Dst<'_, f32>>,

@@ -63,7 +63,7 @@ pub struct Pass<'a, B: Backend> {
     pub saved: &'a mut B::Buf<f32>,
     /// Temporary space for the kernels (im2col, partial sums).
     pub scratch: &'a mut B::Buf<f32>,
-    /// The weights laid out for the forward kernels (see [`Backend::pack`]), fresh for `params`.
+    /// The weights laid out for the kernels (see [`Backend::pack`]), fresh for `params`.
     pub packed: &'a B::Buf<f32>,
     /// Per layer: its range in `packed` (empty: the kernel reads PyTorch's layout).
     pub packed_at: &'a [Range<usize>],
@@ -692,7 +692,14 @@ impl<B: Backend> NetState<B> {
             }
             self.dev.upload(&mut self.ws.grad, slot.offset * last.n, dy)?;
         }
-        backward(self.pass(last.n, last.training, last.step))
+        // The weights laid out at the forward serve the backward's kernels too, unless the
+        // weights changed since (a load or an optimizer step between the two): then none are.
+        let fresh = self.packed_version == Some(self.params_version);
+        let mut pass = self.pass(last.n, last.training, last.step);
+        if !fresh {
+            pass.packed_at = &[];
+        }
+        backward(pass)
     }
 
     /// Sets every parameter gradient to zero (PyTorch's `zero_grad`).

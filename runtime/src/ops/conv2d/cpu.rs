@@ -257,12 +257,12 @@ fn winograd_for(op: &Conv2d, n: usize) -> bool {
     uses_winograd(op) && n > 1
 }
 
-/// Whether a data gradient of `n` samples of `op` has tiles enough for Winograd to pay: its
-/// transformed weights, flipped, are computed on every call, as long as a few hundred tiles'
-/// worth of its GEMMs. AlexNet's layers at batch 4 (196 and 784 tiles) made its train step
-/// 4–6% slower by Winograd's data gradients (a Xeon, AVX-512, 2 threads: 168 against 161–163
-/// ms, Winograd's forward alone; 174–177 with its data gradients); the CIFAR network's at batch
-/// 128 have 2048 and 8192. The unit tests' small batches take it from 2 tiles on, so that it
+/// Whether a data gradient of `n` samples of `op` has tiles enough for Winograd to pay where
+/// its transformed weights are not kept ([`data_packed`]): they are then computed on every
+/// call, as long as a few hundred tiles' worth of its GEMMs. Transformed on one thread, they
+/// made AlexNet's train step at batch 4 (196 and 784 tiles) 4–6% slower (a Xeon, AVX-512, 2
+/// threads: 168 against 161–163 ms, Winograd's forward alone; 174–177 with its data
+/// gradients); the CIFAR network's layers at batch 128 have 2048 and 8192. The unit tests' small batches take it from 2 tiles on, so that it
 /// is tested.
 fn enough_tiles(op: &Conv2d, n: usize) -> bool {
     let least = if cfg!(test) { 2 } else { 1024 };
@@ -287,17 +287,30 @@ fn uses_winograd_data(op: &Conv2d) -> bool {
     !winograd_off() && uses_full_conv(op) && winograd::applies(&full_conv(op))
 }
 
-/// Tap `tap` of filter (co, ci) of `op`'s weights in PyTorch's layout.
-fn tap_of(op: &Conv2d, w: &[f32]) -> impl Fn(usize, usize, usize) -> f32 + Sync {
+/// `op`'s filters in PyTorch's layout, for Winograd's transform: W[co, ci] at (co·c_in + ci)·k.
+fn filters_of<'a>(op: &Conv2d, w: &'a [f32]) -> winograd::Filters<'a> {
     let k = op.kernel[0] * op.kernel[1];
-    move |co, ci, tap| w[(co * op.c_in + ci) * k + tap]
+    winograd::Filters { w, co_stride: op.c_in * k, ci_stride: k, flipped: false }
 }
 
-/// Floats of the weights laid out for the forward (see [`pack`]): the direct path's groups of
-/// channels, or the indirect path's panels, after Winograd's transformed weights where it
-/// applies (for batches of more than one, `winograd_for`); a grouped convolution reads
-/// PyTorch's layout.
+/// The filters of the full convolution of dY whose forward is `op`'s data gradient (see
+/// [`full_conv`]): its filter (ci, co) is W[co, ci] turned by 180°.
+fn flipped_filters_of<'a>(op: &Conv2d, w: &'a [f32]) -> winograd::Filters<'a> {
+    let k = op.kernel[0] * op.kernel[1];
+    winograd::Filters { w, co_stride: k, ci_stride: op.c_in * k, flipped: true }
+}
+
+/// Floats of the weights laid out for the kernels (see [`pack`]): the forward's
+/// (`forward_packed_len`), then the data gradient's (`data_packed_len`); a grouped
+/// convolution reads PyTorch's layout.
 pub fn packed_len(op: &Conv2d) -> usize {
+    forward_packed_len(op) + data_packed_len(op)
+}
+
+/// Floats of the weights laid out for the forward: the direct path's groups of channels, or the
+/// indirect path's panels, after Winograd's transformed weights where it applies (for batches
+/// of more than one, `winograd_for`).
+fn forward_packed_len(op: &Conv2d) -> usize {
     if op.groups > 1 {
         0
     } else if direct::applies(op) {
@@ -309,19 +322,38 @@ pub fn packed_len(op: &Conv2d) -> usize {
     }
 }
 
-/// Lays out the weights of `wb` (weight then bias) for the forward, into [`packed_len`] floats:
-/// what the forward otherwise does in its scratch on every call.
+/// Floats of the weights laid out for the data gradient, after the forward's: Winograd's
+/// transformed weights of the full convolution where it takes the data gradient
+/// ([`uses_winograd_data`]). Transforming them on every call cost more than the GEMMs saved for
+/// small batches (see [`enough_tiles`]); laid out with the forward's, once per change of the
+/// weights, they are read by every data gradient until the next.
+pub(super) fn data_packed_len(op: &Conv2d) -> usize {
+    if op.groups == 1 && uses_winograd_data(op) { winograd::weights_len(&full_conv(op)) } else { 0 }
+}
+
+/// The data gradient's part of `packed`, if it has one.
+fn data_packed<'a>(op: &Conv2d, packed: Option<&'a [f32]>) -> Option<&'a [f32]> {
+    let len = data_packed_len(op);
+    packed.and_then(|p| p.get(forward_packed_len(op)..)).filter(|u| len > 0 && u.len() >= len)
+}
+
+/// Lays out the weights of `wb` (weight then bias) for the forward and the data gradient, into
+/// [`packed_len`] floats: what they otherwise do in their scratch on every call.
 pub fn pack(op: &Conv2d, wb: &[f32], packed: &mut [f32]) {
     let (w, k) = (&wb[..op.weight_len()], op.patch_len());
+    let (packed, data) = packed[..packed_len(op)].split_at_mut(forward_packed_len(op));
     if op.groups > 1 {
     } else if direct::applies(op) {
         direct::pack(op, |co, tap| w[co * k + tap], packed);
     } else if uses_winograd(op) {
         let (u, panels) = packed.split_at_mut(winograd::weights_len(op));
-        winograd::pack(op, tap_of(op, w), u);
+        winograd::pack(op, &filters_of(op, w), u);
         pack_panels(op, w, false, panels);
     } else {
         pack_panels(op, w, false, packed);
+    }
+    if !data.is_empty() {
+        winograd::pack(&full_conv(op), &flipped_filters_of(op, w), data);
     }
 }
 
@@ -337,7 +369,7 @@ pub fn forward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f3
     }
     let (w, b) = wb.split_at(op.weight_len());
     if winograd_for(op, n) {
-        return winograd::forward(op, n, x, None, tap_of(op, w), packed, op.bias.then_some(b), relu, false, y, scratch, threads());
+        return winograd::forward(op, n, x, None, &filters_of(op, w), packed, op.bias.then_some(b), relu, false, y, scratch, threads());
     }
     let epilogue = if relu { Epilogue::Relu } else { Epilogue::Plain };
     indirect_forward(op, n, x, None, w, false, indirect_packed(op, packed), op.bias.then_some(b), epilogue, y, scratch);
@@ -393,7 +425,7 @@ pub fn forward_relu_max_pool(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packe
     let (w, b) = wb.split_at(op.weight_len());
     if winograd_for(op, n) {
         // Pooled as its 2 × 2 output tiles are finished: each tile is one window.
-        return winograd::forward(op, n, x, None, tap_of(op, w), packed, op.bias.then_some(b), true, true, y, scratch, threads());
+        return winograd::forward(op, n, x, None, &filters_of(op, w), packed, op.bias.then_some(b), true, true, y, scratch, threads());
     }
     indirect_forward(op, n, x, None, w, false, indirect_packed(op, packed), op.bias.then_some(b), Epilogue::ReluMaxPool, y, scratch);
 }
@@ -477,9 +509,10 @@ fn pack_panels(op: &Conv2d, w: &[f32], flipped: bool, weights: &mut [f32]) {
 }
 
 /// dx = conv_backward_data(dy) (written), dwb += conv_backward_filter(x, dy) (accumulated).
-/// With `relu_y`, dy is the gradient of a fused ReLU's output `relu_y`.
+/// With `relu_y`, dy is the gradient of a fused ReLU's output `relu_y`. `packed`: the weights
+/// as [`pack`] laid them out from these `wb`, if kept.
 #[allow(clippy::too_many_arguments)]
-pub fn backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32], relu_y: Option<&[f32]>, dx: Option<&mut [f32]>, dwb: Option<&mut [f32]>, scratch: &mut [f32]) {
+pub fn backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], packed: Option<&[f32]>, dy: &[f32], relu_y: Option<&[f32]>, dx: Option<&mut [f32]>, dwb: Option<&mut [f32]>, scratch: &mut [f32]) {
     if op.groups > 1 {
         return depthwise::backward(op, n, x, wb, dy, relu_y, dx, dwb, scratch);
     }
@@ -488,12 +521,11 @@ pub fn backward(op: &Conv2d, n: usize, x: &[f32], wb: &[f32], dy: &[f32], relu_y
     }
     if let Some(dx) = dx {
         let w = &wb[..op.weight_len()];
-        if uses_winograd_data(op) && enough_tiles(op, n) {
-            // The full convolution of dY with W flipped and transposed: filter (ci, co) of it is
-            // W[co, ci] turned by 180°, tap t being W[co, ci]'s tap kh·kw − 1 − t.
-            let k = op.kernel[0] * op.kernel[1];
-            let flipped = |ci: usize, co: usize, tap: usize| w[(co * op.c_in + ci) * k + k - 1 - tap];
-            winograd::forward(&full_conv(op), n, dy, relu_y, flipped, None, None, false, false, dx, scratch, threads());
+        // Winograd's, with its weights kept, for more than one image (as its forward, see
+        // `winograd_for`); else only where the tiles are enough to pay for transforming them.
+        let u = data_packed(op, packed);
+        if uses_winograd_data(op) && if u.is_some() { n > 1 } else { enough_tiles(op, n) } {
+            winograd::forward(&full_conv(op), n, dy, relu_y, &flipped_filters_of(op, w), u, None, false, false, dx, scratch, threads());
         } else if uses_full_conv(op) {
             // W flipped and transposed: element (ci, (co, ky, kx)) = W[co, ci, kh−1−ky, kw−1−kx].
             indirect_forward(&full_conv(op), n, dy, relu_y, w, true, None, None, Epilogue::Plain, dx, scratch);

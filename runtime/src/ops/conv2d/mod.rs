@@ -269,7 +269,7 @@ mod tests {
         cpu::forward(&op, n, &x, &wb, None, &mut y, &mut scratch, false);
         assert_close(&y, &naive(&op, n, &to_f64(&x), &to_f64(&wb)), 1e-5, "forward");
         let mut dx = vec![f32::NAN; n * op.x_len()];
-        cpu::backward(&op, n, &x, &wb, &dy, None, Some(&mut dx), None, &mut scratch);
+        cpu::backward(&op, n, &x, &wb, None, &dy, None, Some(&mut dx), None, &mut scratch);
         let mut want = vec![0.0f64; dx.len()];
         let ([kh, kw], [ph, pw]) = (op.kernel, op.padding);
         for (b, co, oy, ox) in (0..n).flat_map(|b| (0..op.c_out).flat_map(move |co| (0..op.h_out).flat_map(move |oy| (0..op.w_out).map(move |ox| (b, co, oy, ox))))) {
@@ -307,7 +307,7 @@ mod tests {
                 let (mut y, mut pooled, mut dx) = (vec![f32::NAN; n * op.y_len()], vec![f32::NAN; pooled_len], vec![f32::NAN; n * op.x_len()]);
                 cpu::forward(&op, n, &x, &wb, None, &mut y, &mut scratch, false);
                 cpu::forward_relu_max_pool(&op, n, &x, &wb, None, &mut pooled, None, &mut scratch);
-                cpu::backward(&op, n, &x, &wb, &dy, None, Some(&mut dx), None, &mut scratch);
+                cpu::backward(&op, n, &x, &wb, None, &dy, None, Some(&mut dx), None, &mut scratch);
                 (y, pooled, dx)
             };
             let whole = run();
@@ -384,9 +384,9 @@ mod tests {
             assert_eq!(y_fused, relu, "forward of {op:?}");
             let masked: Vec<f32> = dy.iter().zip(&y).map(|(&g, &v)| if v > 0.0 { g } else { 0.0 }).collect();
             let (mut dx, mut dwb) = (vec![0.0; x.len()], vec![0.0; wb.len()]);
-            cpu::backward(&op, n, &x, &wb, &masked, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
+            cpu::backward(&op, n, &x, &wb, None, &masked, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
             let (mut dx_f, mut dwb_f) = (vec![0.0; x.len()], vec![0.0; wb.len()]);
-            cpu::backward(&op, n, &x, &wb, &dy, Some(&y_fused), Some(&mut dx_f), Some(&mut dwb_f), &mut scratch);
+            cpu::backward(&op, n, &x, &wb, None, &dy, Some(&y_fused), Some(&mut dx_f), Some(&mut dwb_f), &mut scratch);
             assert_eq!(dx_f, dx, "dx of {op:?}");
             assert_eq!(dwb_f, dwb, "dwb of {op:?}");
         }
@@ -435,7 +435,7 @@ mod tests {
             let [relu_y, pool_y, pool_dy, dy] = pooled(&op, n, 32);
             let mut scratch = vec![f32::NAN; cpu::scratch_len(&op, n)];
             let (mut want, mut got) = (random(op.param_len(), 34), random(op.param_len(), 34));
-            cpu::backward(&op, n, &x, &[], &dy, None, None, Some(&mut want), &mut scratch);
+            cpu::backward(&op, n, &x, &[], None, &dy, None, None, Some(&mut want), &mut scratch);
             scratch.fill(f32::NAN);
             cpu::relu_max_pool_backward(&op, n, &x, &[], &relu_y, &pool_y, &pool_dy, None, Some(&mut got), &mut scratch);
             assert_eq!(got, want, "{op:?}");
@@ -460,7 +460,7 @@ mod tests {
             let [relu_y, pool_y, pool_dy, dy] = pooled(&op, n, 43);
             let mut scratch = vec![0.0; cpu::scratch_len(&op, n)];
             let (mut dx, mut dwb) = (vec![0.0; x.len()], random(op.param_len(), 44));
-            cpu::backward(&op, n, &x, &wb, &dy, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
+            cpu::backward(&op, n, &x, &wb, None, &dy, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
             for (want_dx, want_dwb) in [(true, true), (true, false), (false, true)] {
                 scratch.fill(f32::NAN);
                 let (mut got_dx, mut got_dwb) = (vec![f32::NAN; x.len()], random(op.param_len(), 44));
@@ -488,6 +488,7 @@ mod tests {
 
     #[test]
     fn backward_matches_finite_differences() {
+        let mut kept = 0;
         // Model A's layers are too large for finite differences; the rest covers every path.
         for op in cases().into_iter().skip(2) {
             let n = 2;
@@ -496,11 +497,20 @@ mod tests {
             // Parameter gradients accumulate: start from 1 and expect 1 + the gradient.
             let mut dwb = vec![1.0; wb.len()];
             let mut scratch = vec![0.0; cpu::scratch_len(&op, n)];
-            cpu::backward(&op, n, &x, &wb, &dy, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
+            cpu::backward(&op, n, &x, &wb, None, &dy, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
             // Every coordinate of small tensors, 300 spread over large ones.
             let (at, want_dx) = numeric_grad_sampled(|x| naive(&op, n, x, &to_f64(&wb)), &x, &dy, 300);
             let got: Vec<f32> = at.iter().map(|&i| dx[i]).collect();
             assert_close(&got, &want_dx, 1e-4, &format!("dx of {op:?}"));
+            // With the weights laid out beforehand, as a network keeps them (Winograd's for the
+            // data gradient too, where it takes it), and a scratch of NaN: the same dx.
+            let mut packed = vec![f32::NAN; cpu::packed_len(&op)];
+            cpu::pack(&op, &wb, &mut packed);
+            kept += (cpu::data_packed_len(&op) > 0) as usize;
+            let mut dx_packed = vec![f32::NAN; x.len()];
+            scratch.fill(f32::NAN);
+            cpu::backward(&op, n, &x, &wb, Some(&packed), &dy, None, Some(&mut dx_packed), None, &mut scratch);
+            assert!(dx_packed == dx, "dx of {op:?} with packed weights");
             let (at, want_dwb) = numeric_grad_sampled(|wb| naive(&op, n, &to_f64(&x), wb), &wb, &dy, 300);
             let got: Vec<f32> = at.iter().map(|&i| dwb[i]).collect();
             let want: Vec<f64> = want_dwb.iter().map(|g| g + 1.0).collect();
@@ -512,6 +522,9 @@ mod tests {
                 assert_close(&dwb[op.weight_len()..], &want, 1e-4, &format!("db of {op:?}"));
             }
         }
+        // Winograd's data gradient takes 16 channels and more each side (32 with AVX-512).
+        let least = if crate::ops::isa::avx512() { 2 } else { 6 };
+        assert!(kept >= least, "only {kept} cases kept the data gradient's weights");
     }
 
     /// dW and db of the definition, in f64: Σ over the batch of dY (masked by `relu_y > 0`)
@@ -569,7 +582,7 @@ mod tests {
                     let mut dwb = vec![1.0; op.param_len()];
                     pool.install(|| {
                         let mut scratch = vec![f32::NAN; cpu::scratch_len(&op, n)];
-                        cpu::backward(&op, n, &x, &vec![0.0; op.param_len()], &dy, mask, None, Some(&mut dwb), &mut scratch);
+                        cpu::backward(&op, n, &x, &vec![0.0; op.param_len()], None, &dy, mask, None, Some(&mut dwb), &mut scratch);
                     });
                     assert_close(&dwb, &want, 1e-5, &format!("dwb of {op:?} on {threads} threads, masked {}", mask.is_some()));
                 }
@@ -660,7 +673,7 @@ mod tests {
                 // Parameter gradients accumulate: start from 1 and expect 1 + the gradient.
                 let mut dwb = vec![1.0; wb.len()];
                 let mut scratch = vec![f32::NAN; cpu::scratch_len(&op, n)];
-                cpu::backward(&op, n, &x, &wb, &dy, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
+                cpu::backward(&op, n, &x, &wb, None, &dy, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
                 let (at, want_dx) = numeric_grad_sampled(|x| naive(&op, n, x, &to_f64(&wb)), &x, &dy, 400);
                 let got: Vec<f32> = at.iter().map(|&i| dx[i]).collect();
                 assert_close(&got, &want_dx, 1e-4, &format!("dx of {op:?}"));
@@ -686,9 +699,9 @@ mod tests {
                 cpu::forward(&op, n, &x, &wb, None, &mut y, &mut scratch, true);
                 let masked: Vec<f32> = dy.iter().zip(&y).map(|(&g, &v)| if v > 0.0 { g } else { 0.0 }).collect();
                 let (mut dx, mut dwb) = (vec![0.0; x.len()], vec![0.0; wb.len()]);
-                cpu::backward(&op, n, &x, &wb, &masked, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
+                cpu::backward(&op, n, &x, &wb, None, &masked, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
                 let (mut dx_f, mut dwb_f) = (vec![0.0; x.len()], vec![0.0; wb.len()]);
-                cpu::backward(&op, n, &x, &wb, &dy, Some(&y), Some(&mut dx_f), Some(&mut dwb_f), &mut scratch);
+                cpu::backward(&op, n, &x, &wb, None, &dy, Some(&y), Some(&mut dx_f), Some(&mut dwb_f), &mut scratch);
                 assert_eq!(dx_f, dx, "dx of {op:?}");
                 assert_eq!(dwb_f, dwb, "dwb of {op:?}");
             }
@@ -735,7 +748,7 @@ mod tests {
             let mut scratch = vec![0.0; len];
             let (mut y, mut dx, mut dwb) = (vec![0.0; dy.len()], vec![0.0; x.len()], vec![0.0; wb.len()]);
             cpu::forward(&op, n, &x, &wb, None, &mut y, &mut scratch, false);
-            cpu::backward(&op, n, &x, &wb, &dy, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
+            cpu::backward(&op, n, &x, &wb, None, &dy, None, Some(&mut dx), Some(&mut dwb), &mut scratch);
             (y, dx, dwb)
         };
         let one = pool(1).install(|| run(small));

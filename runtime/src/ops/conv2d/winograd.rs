@@ -52,7 +52,7 @@ pub(super) fn applies(op: &Conv2d) -> bool {
 /// them (the tiles side by side).
 trait Minimal<const R: usize, const N: usize> {
     /// G·g: a row of R taps to N.
-    fn filter(g: [f32; R]) -> [f32; N];
+    fn filter<T: Lane>(g: [T; R]) -> [T; N];
     /// Bᵀ·d: a row of N inputs to N.
     fn input<T: Lane>(d: [T; N]) -> [T; N];
     /// Aᵀ·m: a row of N products to its 2 outputs.
@@ -65,8 +65,8 @@ struct F23;
 impl Minimal<3, 4> for F23 {
     /// G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
     #[inline(always)]
-    fn filter([g0, g1, g2]: [f32; 3]) -> [f32; 4] {
-        [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2]
+    fn filter<T: Lane>([g0, g1, g2]: [T; 3]) -> [T; 4] {
+        [g0, (g0 + g1 + g2) * 0.5, (g0 - g1 + g2) * 0.5, g2]
     }
 
     /// Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]].
@@ -90,10 +90,10 @@ impl Minimal<5, 6> for F25 {
     /// G = [[¼, 0, 0, 0, 0], ⅙·[1, 1, 1, 1, 1], ⅙·[1, −1, 1, −1, 1],
     /// [1/24, 1/12, ⅙, ⅓, ⅔], [1/24, −1/12, ⅙, −⅓, ⅔], [0, 0, 0, 0, 1]].
     #[inline(always)]
-    fn filter([g0, g1, g2, g3, g4]: [f32; 5]) -> [f32; 6] {
+    fn filter<T: Lane>([g0, g1, g2, g3, g4]: [T; 5]) -> [T; 6] {
         let (even, odd) = (g0 + g2 + g4, g1 + g3);
-        let (even2, odd2) = (g0 / 24.0 + g2 / 6.0 + g4 * (2.0 / 3.0), g1 / 12.0 + g3 / 3.0);
-        [g0 / 4.0, (even + odd) / 6.0, (even - odd) / 6.0, even2 + odd2, even2 - odd2, g4]
+        let (even2, odd2) = (g0 * (1.0 / 24.0) + g2 * (1.0 / 6.0) + g4 * (2.0 / 3.0), g1 * (1.0 / 12.0) + g3 * (1.0 / 3.0));
+        [g0 * 0.25, (even + odd) * (1.0 / 6.0), (even - odd) * (1.0 / 6.0), even2 + odd2, even2 - odd2, g4]
     }
 
     /// Bᵀ = [[4, 0, −5, 0, 1, 0], [0, 4, 4, −1, −1, 0], [0, −4, 4, 1, −1, 0],
@@ -245,67 +245,93 @@ pub(super) fn weights_len(op: &Conv2d) -> usize {
     positions(op) * rows_padded(op, &kernel::select()) * op.c_in
 }
 
-/// U[ξ] = G·g·Gᵀ for each filter g (r × r) of `op`, tap t of (co, ci) being `w(co, ci, t)`, at
-/// `ξ·rows·c_in + (co / MR)·MR·c_in + ci·MR + co % MR`.
-pub(super) fn pack(op: &Conv2d, w: impl Fn(usize, usize, usize) -> f32, u: &mut [f32]) {
+/// The filters (co, ci) of a convolution as a layer keeps them: the R² taps of filter (co, ci)
+/// at `w[co·co_stride + ci·ci_stride ..]`, in order, or turned by 180° with `flipped` (a data
+/// gradient's filters: the layer's W transposed and flipped, read in place).
+pub(super) struct Filters<'a> {
+    pub w: &'a [f32],
+    pub co_stride: usize,
+    pub ci_stride: usize,
+    pub flipped: bool,
+}
+
+/// U[ξ] = G·g·Gᵀ for each filter g (r × r) of `op`, at `ξ·rows·c_in + (co / MR)·MR·c_in +
+/// ci·MR + co % MR`.
+pub(super) fn pack(op: &Conv2d, f: &Filters, u: &mut [f32]) {
     match op.kernel[0] {
-        3 => pack_with::<3, 4, F23>(op, w, u),
-        _ => pack_with::<5, 6, F25>(op, w, u),
+        3 => pack_with::<3, 4, F23>(op, f, u),
+        _ => pack_with::<5, 6, F25>(op, f, u),
     }
 }
 
-fn pack_with<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2d, w: impl Fn(usize, usize, usize) -> f32, u: &mut [f32]) {
-    let (co_n, ci_n, mr) = (op.c_out, op.c_in, kernel::select().mr);
-    let plane = rows_padded(op, &kernel::select()) * ci_n;
-    // In the order U is laid out, a run of filters at a time into `runs`, then each ξ's run
-    // copied whole: the N² planes lie a multiple of 32 KB apart for most layers, so writing
-    // filter by filter to all of them at once thrashed one set of the caches (it took 43% of the
-    // data gradient of AlexNet's 192 → 384 layer at batch 4, one thread; now 17%). Loops, not `array::from_fn`,
-    // whose closures were not inlined here.
-    const RUN: usize = 64;
-    // A run of each of the N² (at most 36) positions.
-    let mut runs = [[0.0f32; RUN]; 36];
-    let (mut panel, mut ci, mut r) = (0, 0, 0);
-    for start in (0..plane).step_by(RUN) {
-        let len = RUN.min(plane - start);
-        for l in 0..len {
-            let co = panel * mr + r;
-            if co < co_n {
+/// [`pack`], an A panel (MR output channels) a task: a train step lays out its weights anew,
+/// and the layout took a thread 2–3 ms of AlexNet's 384 → 256 layer while the other waited.
+fn pack_with<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2d, f: &Filters, u: &mut [f32]) {
+    let plane = rows_padded(op, &kernel::select()) * op.c_in;
+    let out = Planes { ptr: u[..N * N * plane].as_mut_ptr(), len: plane, channels: 1 };
+    (0..op.c_out.div_ceil(kernel::select().mr)).into_par_iter().for_each(|panel| {
+        // SAFETY: each panel writes its own range of each of the N² planes.
+        pack_panel::<R, N, W>(op, f, panel, |xi, start| unsafe { &mut out.plane(xi, 0)[start..] });
+    });
+}
+
+/// Input channels a run of [`pack_panel`] takes.
+const RUN: usize = 8;
+
+/// U[ξ] of the filters of A panel `panel` (output channels MR·panel onwards), into
+/// `plane(ξ, start)` a run of input channels at a time: U's N² planes lie a multiple of
+/// 32 KB apart for most layers, and writing filter by filter to all of them at once thrashed
+/// one set of the caches (it took 43% of the data gradient of AlexNet's 192 → 384 layer at
+/// batch 4, one thread). A panel's filters of one input channel are transposed at once, lane
+/// r holding output channel MR·panel + r (zero past c_out), and transformed as vectors: filter
+/// by filter, gathering taps 13.8 KB apart and with scalar arithmetic, AlexNet's 384 → 256
+/// layer took 1 ms. Loops, not `array::from_fn`, whose closures were not inlined here.
+fn pack_panel<'a, const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2d, f: &Filters, panel: usize, plane: impl Fn(usize, usize) -> &'a mut [f32]) {
+    const LANES: usize = 16;
+    let (ci_n, mr) = (op.c_in, kernel::select().mr);
+    assert!(mr <= LANES && R * R <= 25, "winograd::pack: {mr} rows a panel");
+    let co0 = panel * mr;
+    let lanes = mr.min(op.c_out - co0);
+    // A run of each of the N² (at most 36) positions, LANES floats a channel.
+    let mut runs = [[0.0f32; RUN * LANES]; 36];
+    let mut taps = [0.0f32; 25 * LANES];
+    for ci0 in (0..ci_n).step_by(RUN) {
+        let run = RUN.min(ci_n - ci0);
+        for c in 0..run {
+            let src = &f.w[co0 * f.co_stride + (ci0 + c) * f.ci_stride..];
+            crate::ops::transpose::masked_transpose(src, None, lanes, R * R, f.co_stride, &mut taps, LANES);
+            for half in 0..mr.div_ceil(8) {
+                // Tap t of the eight filters of this half: row t of `taps` (its reverse flipped).
+                let tap = |t: usize| {
+                    let t = if f.flipped { R * R - 1 - t } else { t };
+                    Lanes(taps[t * LANES + 8 * half..][..8].try_into().expect("8 lanes"))
+                };
                 // G·g column by column (gg[kx][i] is its element (i, kx)), then (G·g)·Gᵀ row
                 // by row.
-                let mut gg = [[0.0; N]; R];
+                let mut gg = [[Lanes([0.0; 8]); N]; R];
                 for (kx, gg) in gg.iter_mut().enumerate() {
-                    let mut col = [0.0; R];
+                    let mut col = [Lanes([0.0; 8]); R];
                     for (ky, c) in col.iter_mut().enumerate() {
-                        *c = w(co, ci, ky * R + kx);
+                        *c = tap(ky * R + kx);
                     }
                     *gg = W::filter(col);
                 }
                 for i in 0..N {
-                    let mut row = [0.0; R];
+                    let mut row = [Lanes([0.0; 8]); R];
                     for (kx, v) in row.iter_mut().enumerate() {
                         *v = gg[kx][i];
                     }
                     for (j, v) in W::filter(row).into_iter().enumerate() {
-                        runs[i * N + j][l] = v;
+                        runs[i * N + j][c * LANES + 8 * half..][..8].copy_from_slice(&v.0);
                     }
-                }
-            } else {
-                for run in &mut runs[..N * N] {
-                    run[l] = 0.0;
-                }
-            }
-            // The next filter: position r of the panel, then the next input channel, then panel.
-            r += 1;
-            if r == mr {
-                (r, ci) = (0, ci + 1);
-                if ci == ci_n {
-                    (ci, panel) = (0, panel + 1);
                 }
             }
         }
-        for (xi, run) in runs[..N * N].iter().enumerate() {
-            u[xi * plane + start..][..len].copy_from_slice(&run[..len]);
+        for (xi, r) in runs[..N * N].iter().enumerate() {
+            let dst = plane(xi, (panel * ci_n + ci0) * mr);
+            for c in 0..run {
+                crate::ops::transpose::copy_row(&mut dst[c * mr..][..mr], &r[c * LANES..][..mr], None);
+            }
         }
     }
 }
@@ -396,7 +422,7 @@ pub(super) fn scratch_len(op: &Conv2d, threads: usize) -> usize {
 /// output of a fused ReLU, when x is its gradient). `u`: the weights as [`pack`] lays them out,
 /// or None to transform `w` into the scratch.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn forward(op: &Conv2d, n: usize, x: &[f32], mask: Option<&[f32]>, w: impl Fn(usize, usize, usize) -> f32, u: Option<&[f32]>, b: Option<&[f32]>, relu: bool, pool: bool, y: &mut [f32], scratch: &mut [f32], threads: usize) {
+pub(super) fn forward(op: &Conv2d, n: usize, x: &[f32], mask: Option<&[f32]>, w: &Filters, u: Option<&[f32]>, b: Option<&[f32]>, relu: bool, pool: bool, y: &mut [f32], scratch: &mut [f32], threads: usize) {
     let (u_own, scratch) = scratch.split_at_mut(weights_len(op));
     let u = match u {
         Some(u) => u,
