@@ -58,6 +58,18 @@ network! {
     }
 }
 
+network! {
+    /// A 3 × 3 convolution of 128 channels each side: Winograd's forward, data gradient (from
+    /// the weights laid out at the forward) and filter gradient.
+    pub struct Wide {
+        input: [1, 28, 28],
+        conv1: Conv2d(1, 128, 3, stride = 4, padding = 1), ReLU,
+        conv2: Conv2d(128, 128, 3, padding = 1), ReLU,
+        Flatten,
+        fc: Linear(128 * 7 * 7, 10),
+    }
+}
+
 fn count(f: impl FnOnce()) -> usize {
     let before = ALLOCATIONS.load(Ordering::SeqCst);
     f();
@@ -75,6 +87,7 @@ fn nothing_is_allocated_per_step_after_the_first() {
 fn a_train_step_after_the_first_allocates_nothing() {
     train_steps_allocate_nothing("Net", Net::new);
     train_steps_allocate_nothing("Depthwise", Depthwise::new);
+    train_steps_allocate_nothing("Wide", Wide::new);
 }
 
 fn train_steps_allocate_nothing<N: Network<Cpu, Input = Images<1, 28, 28>>>(net_name: &str, new: fn(&Cpu, u64) -> staticnet::Result<N>)

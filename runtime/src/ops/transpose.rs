@@ -189,9 +189,13 @@ fn scalar(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, stride: u
 #[target_feature(enable = "avx2")]
 unsafe fn avx2(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, stride: usize, dst: &mut [f32], ld: usize) {
     use std::arch::x86_64::*;
-    let r8 = rows / 8 * 8;
+    // Blocks of 8 × 8, the last row and column blocks overlapping the ones before where the
+    // rows or columns are not a multiple of 8 (they write the same values again): the rows past
+    // the last whole block had been moved one float at a time, a third of the transposes of a
+    // Winograd filter gradient's panels of 12 rows.
+    let last_row = (rows % 8 != 0 && rows >= 8).then(|| rows - 8);
     let last = (cols % 8 != 0 && cols >= 8).then(|| cols - 8);
-    for r0 in (0..r8).step_by(8) {
+    for r0 in (0..rows / 8 * 8).step_by(8).chain(last_row) {
         for c0 in (0..cols / 8 * 8).step_by(8).chain(last) {
             // SAFETY: rows r0..r0+8 and columns c0..c0+8 are inside src (and mask).
             let t = unsafe { masked_block8(src, mask, r0 * stride + c0, stride) };
@@ -201,19 +205,13 @@ unsafe fn avx2(src: &[f32], mask: Option<&[f32]>, rows: usize, cols: usize, stri
             }
         }
     }
-    // The columns no block reached (fewer than 8 in all), for every row; then the rows past the
-    // last whole block for the others; then the padding lanes.
-    let blocked = if cols >= 8 { cols } else { 0 };
-    for c in blocked..cols {
-        for r in 0..rows {
-            let v = src[r * stride + c];
-            dst[c * ld + r] = mask.map_or(v, |m| keep_if_positive(v, m[r * stride + c]));
-        }
-    }
-    for c in 0..blocked {
-        for r in r8..rows {
-            let v = src[r * stride + c];
-            dst[c * ld + r] = mask.map_or(v, |m| keep_if_positive(v, m[r * stride + c]));
+    // With fewer than 8 rows or columns, no block: one float at a time; then the padding lanes.
+    if rows < 8 || cols < 8 {
+        for c in 0..cols {
+            for r in 0..rows {
+                let v = src[r * stride + c];
+                dst[c * ld + r] = mask.map_or(v, |m| keep_if_positive(v, m[r * stride + c]));
+            }
         }
     }
     if rows < ld {
@@ -290,7 +288,7 @@ mod tests {
 
     #[test]
     fn transposes_and_masks_every_shape() {
-        for &(rows, cols, ld) in &[(16, 196, 16), (10, 17, 16), (5, 9, 8), (24, 64, 24), (3, 3, 8)] {
+        for &(rows, cols, ld) in &[(16, 196, 16), (10, 17, 16), (12, 196, 12), (5, 9, 8), (24, 64, 24), (3, 3, 8)] {
             let src: Vec<f32> = (0..rows * cols).map(|i| i as f32 + 1.0).collect();
             let mask: Vec<f32> = (0..rows * cols).map(|i| if i % 3 == 0 { -1.0 } else { 2.0 }).collect();
             for m in [None, Some(&mask[..])] {

@@ -565,9 +565,12 @@ mod tests {
         // Split by pixels (in the tests, groups of 16 KiB of images): one image a group, and up
         // to five; on three threads a thread's range starts and ends inside images. 40 channels
         // in two panels on one or two threads is split by channel panels instead. A 1 × 1
-        // convolution reads its input unpadded.
+        // convolution reads its input unpadded. Winograd's filter gradient (in the tests from 32
+        // channels on each side, and blocks of one image): 7 × 9 outputs, partial tiles on both
+        // edges.
         let ops = [
             Conv2d::new(16, 40, [6, 5], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
+            Conv2d::new(32, 40, [7, 9], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
             Conv2d::new(3, 5, [7, 6], [3, 3], [2, 2], [1, 1], [1, 1], 1, true),
             Conv2d::new(6, 7, [5, 4], [1, 1], [1, 1], [0, 0], [1, 1], 1, false),
         ];

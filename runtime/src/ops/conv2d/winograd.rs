@@ -57,6 +57,11 @@ trait Minimal<const R: usize, const N: usize> {
     fn input<T: Lane>(d: [T; N]) -> [T; N];
     /// Aᵀ·m: a row of N products to its 2 outputs.
     fn output<T: Lane>(m: [T; N]) -> [T; 2];
+    /// A·g, the transpose of [`Minimal::output`]: a row of 2 output gradients to N (the filter
+    /// gradient's transform of dY).
+    fn spread<T: Lane>(g: [T; 2]) -> [T; N];
+    /// Gᵀ·m, the transpose of [`Minimal::filter`]: a row of N sums back to R taps.
+    fn gather<T: Lane>(m: [T; N]) -> [T; R];
 }
 
 /// F(2, 3) on the points 0, 1, −1, ∞.
@@ -79,6 +84,17 @@ impl Minimal<3, 4> for F23 {
     #[inline(always)]
     fn output<T: Lane>([m0, m1, m2, m3]: [T; 4]) -> [T; 2] {
         [m0 + m1 + m2, m1 - m2 - m3]
+    }
+
+    #[inline(always)]
+    fn spread<T: Lane>([g0, g1]: [T; 2]) -> [T; 4] {
+        [g0, g0 + g1, g0 - g1, g1 * -1.0]
+    }
+
+    #[inline(always)]
+    fn gather<T: Lane>([m0, m1, m2, m3]: [T; 4]) -> [T; 3] {
+        let (sum, diff) = ((m1 + m2) * 0.5, (m1 - m2) * 0.5);
+        [m0 + sum, diff, sum + m3]
     }
 }
 
@@ -109,6 +125,23 @@ impl Minimal<5, 6> for F25 {
     #[inline(always)]
     fn output<T: Lane>([m0, m1, m2, m3, m4, m5]: [T; 6]) -> [T; 2] {
         [m0 + m1 + m2 + m3 + m4, (m3 - m4).mul_add(2.0, m1 - m2 + m5)]
+    }
+
+    #[inline(always)]
+    fn spread<T: Lane>([g0, g1]: [T; 2]) -> [T; 6] {
+        [g0, g0 + g1, g0 - g1, g1.mul_add(2.0, g0), g1.mul_add(-2.0, g0), g1]
+    }
+
+    #[inline(always)]
+    fn gather<T: Lane>([m0, m1, m2, m3, m4, m5]: [T; 6]) -> [T; 5] {
+        let (s1, d1, s3, d3) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
+        [
+            m0 * 0.25 + s1 * (1.0 / 6.0) + s3 * (1.0 / 24.0),
+            d1 * (1.0 / 6.0) + d3 * (1.0 / 12.0),
+            (s1 + s3) * (1.0 / 6.0),
+            d1 * (1.0 / 6.0) + d3 * (1.0 / 3.0),
+            s1 * (1.0 / 6.0) + s3 * (2.0 / 3.0) + m5,
+        ]
     }
 }
 
@@ -476,6 +509,25 @@ struct Planes {
 unsafe impl Sync for Planes {}
 
 impl Planes {
+    /// Where float `offset` of the output is, for a task that writes only its own part of a
+    /// plane.
+    ///
+    /// # Safety
+    /// `offset` lies inside the output.
+    unsafe fn at(&self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller's.
+        unsafe { self.ptr.add(offset) }
+    }
+
+    /// The plane of (`image`, `channel`) to read.
+    ///
+    /// # Safety
+    /// No task writes it meanwhile, and it lies inside the output.
+    unsafe fn read(&self, image: usize, channel: usize) -> &[f32] {
+        // SAFETY: the caller's.
+        unsafe { std::slice::from_raw_parts(self.ptr.add((image * self.channels + channel) * self.len), self.len) }
+    }
+
     /// # Safety
     /// Only one task takes the plane of (`image`, `channel`), which lies inside the output.
     #[allow(clippy::mut_from_ref)]
@@ -774,6 +826,350 @@ fn transform_input<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2d
             let lane = panels.at(ci, at + x) - first;
             let to = to.map(|t| t + lane);
             input_lanes::<R, N, W>(&q[x..], from, v, to, 8);
+        }
+    }
+}
+
+/// The filter gradient by the same transforms (Lavin and Gray's, as NNPACK has it): the
+/// forward's output tile is linear in the filter, Y = Aᵀ·[(G·g·Gᵀ) ⊙ (Bᵀ·d·B)]·A, so
+/// dg = Gᵀ·[(A·dY·Aᵀ) ⊙ (Bᵀ·d·B)]·G summed over the tiles. Per ξ, the sum over tiles is a GEMM
+/// M[ξ] (c_out × c_in) += D[ξ] (c_out × tiles) · V[ξ]ᵀ (tiles × c_in), with D = A·dY·Aᵀ and V
+/// the forward's input transform, 16 multiplies a tile for 3 × 3 where the direct sum takes 36.
+/// The transforms vectorise over tiles, as the forward's; their results are transposed into the
+/// microkernel's panels, channels as lanes. The tiles' sum is the GEMMs' k, so no thread
+/// shares a sum with another and the result does not depend on the threads.
+///
+/// Blocks of images bound V and D ([`Grad::of`]); M takes every block's sum (the first block
+/// overwrites it), then Gᵀ·M·G is added to dW. The bias gradient is summed from the same
+/// deinterleaved dY as D.
+struct Grad {
+    t: Tiling,
+    /// Images a block, tiles a block (images · tiles per image), output channels rounded up to
+    /// A panels and input channels to B panels.
+    images: usize,
+    tiles: usize,
+    co_pad: usize,
+    ci_pad: usize,
+}
+
+impl Grad {
+    fn of(op: &Conv2d, n: usize) -> Self {
+        let micro = kernel::select();
+        let t = Tiling::of(op);
+        let (co_pad, ci_pad) = (op.c_out.next_multiple_of(micro.mr), op.c_in.next_multiple_of(micro.nr));
+        // D and V of a block in 16 MB: all of AlexNet's batch of 4 at once (9 MB for its 384 →
+        // 256 layer), so that M (6 MB there) is written once. The unit tests' small layers
+        // take two images a block, so that M's sum over blocks is tested, and a last block of one.
+        let per_image = t.n * t.n * (co_pad + ci_pad) * t.per_image();
+        let images = if cfg!(test) { 2 } else { (4 * 1024 * 1024 / per_image).max(1) }.min(n.max(1));
+        let tiles = images * t.per_image();
+        Grad { t, images, tiles, co_pad, ci_pad }
+    }
+
+    fn xi(&self) -> usize {
+        self.t.n * self.t.n
+    }
+
+    /// A worker's floats: a B panel's input channels transformed (and the input transform's
+    /// own), an A panel's output gradients transformed (and dY deinterleaved), or one output
+    /// channel's dW, tap-major and then transposed.
+    fn worker_len(&self, op: &Conv2d) -> usize {
+        let micro = kernel::select();
+        let v = micro.nr * self.xi() * self.tiles + self.t.plane_len();
+        let d = micro.mr * self.xi() * self.tiles + 4 * self.tiles;
+        v.max(d).max(op.kernel[0] * op.kernel[0] * (self.ci_pad + op.c_in))
+    }
+
+    /// M, then D and V of a block in the microkernel's panels.
+    fn lens(&self) -> [usize; 3] {
+        [self.xi() * self.co_pad * self.ci_pad, self.xi() * self.co_pad * self.tiles, self.xi() * self.ci_pad * self.tiles]
+    }
+}
+
+/// Scratch floats of [`filter_grad`] for a batch of `n` on `threads` threads.
+pub(super) fn filter_scratch_len(op: &Conv2d, n: usize, threads: usize) -> usize {
+    let g = Grad::of(op, n);
+    g.lens().iter().sum::<usize>() + threads.max(1) * g.worker_len(op)
+}
+
+/// dW += the filter gradient of `op` over `n` images, db += Σ dY (when `db`), with dY taken
+/// only where `mask` is positive (the output of a fused ReLU) when given.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], mask: Option<&[f32]>, dw: &mut [f32], db: Option<&mut [f32]>, scratch: &mut [f32], threads: usize) {
+    match op.kernel[0] {
+        3 => filter_grad_with::<3, 4, F23>(op, n, x, dy, mask, dw, db, scratch, threads),
+        _ => filter_grad_with::<5, 6, F25>(op, n, x, dy, mask, dw, db, scratch, threads),
+    }
+}
+
+/// Runs `task(i, buf)` for i in 0..tasks on the workers the scratch `bufs` has room for (at most
+/// `threads`), each with its own `len` floats, taking the next task when done with one (a B
+/// panel's transform and an A panel's differ in cost).
+fn on_workers(bufs: &mut [f32], len: usize, threads: usize, tasks: usize, task: impl Fn(usize, &mut [f32]) + Sync) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let workers = threads.clamp(1, tasks.max(1)).min(bufs.len() / len);
+    assert!(workers > 0, "winograd: a scratch of {} floats holds no worker's {len}", bufs.len());
+    let next = AtomicUsize::new(0);
+    bufs.par_chunks_mut(len).take(workers).for_each(|buf| {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= tasks {
+                break;
+            }
+            task(i, buf);
+        }
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn filter_grad_with<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], mask: Option<&[f32]>, dw: &mut [f32], db: Option<&mut [f32]>, scratch: &mut [f32], threads: usize) {
+    let g = Grad::of(op, n);
+    let micro = kernel::select();
+    let [m_len, d_len, v_len] = g.lens();
+    let (m, rest) = scratch.split_at_mut(m_len);
+    let (d, rest) = rest.split_at_mut(d_len);
+    let (v, bufs) = rest.split_at_mut(v_len);
+    let (co_panels, ci_panels) = (g.co_pad / micro.mr, g.ci_pad / micro.nr);
+    let mut task = GradTask {
+        op,
+        g: &g,
+        micro,
+        x,
+        dy,
+        mask,
+        b0: 0,
+        images: 0,
+        m: Planes { ptr: m.as_mut_ptr(), len: g.ci_pad, channels: N * N },
+        da: Planes { ptr: d.as_mut_ptr(), len: 0, channels: co_panels },
+        vb: Planes { ptr: v.as_mut_ptr(), len: 0, channels: ci_panels },
+        dw: Planes { ptr: dw.as_mut_ptr(), len: op.c_in * R * R, channels: 1 },
+        db: db.map(|db| Planes { ptr: db.as_mut_ptr(), len: 1, channels: 1 }),
+    };
+    let worker_len = g.worker_len(op);
+    for b0 in (0..n).step_by(g.images) {
+        task.b0 = b0;
+        task.images = g.images.min(n - b0);
+        let k = task.k();
+        (task.da.len, task.vb.len) = (micro.mr * k, micro.nr * k);
+        let task = &task;
+        on_workers(bufs, worker_len, threads, ci_panels + co_panels, |i, buf| task.run::<R, N, W>(Phase::Transform, i, buf));
+        on_workers(bufs, worker_len, threads, N * N * ci_panels, |i, buf| task.run::<R, N, W>(Phase::Gemm, i, buf));
+    }
+    on_workers(bufs, worker_len, threads, op.c_out, |co, buf| task.run::<R, N, W>(Phase::Output, co, buf));
+}
+
+/// What a task of [`GradTask`] does.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// B panel i's V, or (past the B panels) A panel i − B panels' D, of a block.
+    Transform,
+    /// The GEMMs of ξ = i / B panels into the columns of B panel i % B panels, for a block.
+    Gemm,
+    /// dW of output channel i from M, after the last block.
+    Output,
+}
+
+/// The filter gradient's shared state: the inputs, the block of images, and where its tasks
+/// write (each task its own part, see the `Phase`s).
+struct GradTask<'a> {
+    op: &'a Conv2d,
+    g: &'a Grad,
+    micro: Micro,
+    x: &'a [f32],
+    dy: &'a [f32],
+    mask: Option<&'a [f32]>,
+    b0: usize,
+    images: usize,
+    /// M[co][ξ], input channels ci_pad a row: a task per output channel reads one run.
+    m: Planes,
+    /// D and V of the block in A and B panels of k steps, per ξ.
+    da: Planes,
+    vb: Planes,
+    /// A row of dW (c_in·R²) per output channel, and db.
+    dw: Planes,
+    db: Option<Planes>,
+}
+
+// SAFETY: tasks write disjoint parts of the planes (see `Phase`).
+unsafe impl Sync for GradTask<'_> {}
+
+impl GradTask<'_> {
+    /// The GEMMs' k: the block's tiles, without the lanes past each image's (AlexNet's 13 × 13
+    /// planes have 49 tiles in 56 lanes).
+    fn k(&self) -> usize {
+        self.images * self.g.t.rows * self.g.t.cols
+    }
+
+    /// [`GradTask::task`], compiled for AVX2 and FMA where the processor has them, as the
+    /// forward's transforms are.
+    fn run<const R: usize, const N: usize, W: Minimal<R, N>>(&self, phase: Phase, i: usize, buf: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::ops::isa::avx2() {
+            // SAFETY: the processor has AVX2 and FMA.
+            return unsafe { self.run_avx2::<R, N, W>(phase, i, buf) };
+        }
+        self.task::<R, N, W>(phase, i, buf)
+    }
+
+    /// # Safety
+    /// The processor has AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run_avx2<const R: usize, const N: usize, W: Minimal<R, N>>(&self, phase: Phase, i: usize, buf: &mut [f32]) {
+        self.task::<R, N, W>(phase, i, buf)
+    }
+
+    #[inline(always)]
+    fn task<const R: usize, const N: usize, W: Minimal<R, N>>(&self, phase: Phase, i: usize, buf: &mut [f32]) {
+        let ci_panels = self.vb.channels;
+        match phase {
+            Phase::Transform if i < ci_panels => self.transform_x::<R, N, W>(i, buf),
+            Phase::Transform => self.transform_dy::<R, N, W>(i - ci_panels, buf),
+            Phase::Gemm => self.gemm(i / ci_panels, i % ci_panels),
+            Phase::Output => self.output::<R, N, W>(i, buf),
+        }
+    }
+
+    /// Each image's tiles of a transformed ξ (`src`, channels `stride` apart, an image's tiles
+    /// from a multiple of 8) transposed into `dst`, lanes `ld` wide: a panel of k steps.
+    #[inline(always)]
+    fn to_panel(&self, src: &[f32], rows: usize, stride: usize, dst: &mut [f32], ld: usize) {
+        let (per_image, real) = (self.g.t.per_image(), self.g.t.rows * self.g.t.cols);
+        for img in 0..self.images {
+            crate::ops::transpose::masked_transpose(&src[img * per_image..], None, rows, real, stride, &mut dst[img * real * ld..], ld);
+        }
+    }
+
+    /// V of B panel q: each input channel's planes transformed, tiles as lanes, then the
+    /// panel's channels transposed into lanes.
+    #[inline(always)]
+    fn transform_x<const R: usize, const N: usize, W: Minimal<R, N>>(&self, q: usize, buf: &mut [f32]) {
+        let (op, t, nr, xi_n) = (self.op, &self.g.t, self.micro.nr, N * N);
+        let tiles = self.images * t.per_image();
+        let chans = q * nr..((q + 1) * nr).min(op.c_in);
+        let (vt, tmp) = buf.split_at_mut(nr * xi_n * tiles);
+        let tmp = &mut tmp[..t.plane_len()];
+        tmp[..t.padded_len()].fill(0.0);
+        let lanes = Panels { nr: 8, ci: 1, xi_len: tiles };
+        let plane = op.h_in * op.w_in;
+        for (c, ci) in chans.clone().enumerate() {
+            for img in 0..self.images {
+                let x = &self.x[((self.b0 + img) * op.c_in + ci) * plane..][..plane];
+                transform_input::<R, N, W>(op, t, x, None, &mut vt[c * xi_n * tiles..][..xi_n * tiles], &lanes, 0, img * t.per_image(), tmp);
+            }
+        }
+        for xi in 0..xi_n {
+            // SAFETY: this task alone writes B panel q of each ξ.
+            self.to_panel(&vt[xi * tiles..], chans.len(), xi_n * tiles, unsafe { self.vb.plane(xi, q) }, nr);
+        }
+    }
+
+    /// D of A panel p: each output channel's dY split into the even and odd columns of each
+    /// tile's two rows (zero past the plane; masked), A·dY·Aᵀ of eight tiles at a time, then
+    /// the panel's channels transposed into lanes. The bias gradient is summed on the way.
+    #[inline(always)]
+    fn transform_dy<const R: usize, const N: usize, W: Minimal<R, N>>(&self, p: usize, buf: &mut [f32]) {
+        let (op, t, mr, xi_n) = (self.op, &self.g.t, self.micro.mr, N * N);
+        let tiles = self.images * t.per_image();
+        let chans = p * mr..((p + 1) * mr).min(op.c_out);
+        let (dt, eo) = buf.split_at_mut(mr * xi_n * tiles);
+        let eo = &mut eo[..4 * tiles];
+        for (c, co) in chans.clone().enumerate() {
+            eo.fill(0.0);
+            let (e0, rest) = eo.split_at_mut(tiles);
+            let (o0, rest) = rest.split_at_mut(tiles);
+            let (e1, o1) = rest.split_at_mut(tiles);
+            for img in 0..self.images {
+                let at = ((self.b0 + img) * op.c_out + co) * op.out_pixels();
+                for ty in 0..t.rows {
+                    let first = img * t.per_image() + ty * t.cols;
+                    for (a, (e, o)) in [(&mut *e0, &mut *o0), (&mut *e1, &mut *o1)].into_iter().enumerate() {
+                        let oy = 2 * ty + a;
+                        if oy < op.h_out {
+                            let row = at + oy * op.w_out..at + (oy + 1) * op.w_out;
+                            deinterleave(&self.dy[row.clone()], self.mask.map(|m| &m[row]), &mut e[first..][..t.cols], &mut o[first..][..t.cols]);
+                        }
+                    }
+                }
+            }
+            if let Some(db) = &self.db {
+                // Eight sums side by side (one at a time, each add waited for the last).
+                let mut lanes = Lanes([0.0; 8]);
+                for v in eo.chunks_exact(8) {
+                    lanes = lanes + Lanes(v.try_into().expect("8 floats"));
+                }
+                let sum: f32 = lanes.0.iter().sum();
+                // SAFETY: this task alone takes channel co.
+                unsafe { db.plane(co, 0)[0] += sum };
+            }
+            let (e0, rest) = eo.split_at(tiles);
+            let (o0, rest) = rest.split_at(tiles);
+            let (e1, o1) = rest.split_at(tiles);
+            let lanes = |a: &[f32], at: usize| Lanes(a[at..at + 8].try_into().expect("8 lanes"));
+            let dc = &mut dt[c * xi_n * tiles..][..xi_n * tiles];
+            for at in (0..tiles).step_by(8) {
+                // Along each of the tile's two rows, then down each of the N columns.
+                let h0 = W::spread([lanes(e0, at), lanes(o0, at)]);
+                let h1 = W::spread([lanes(e1, at), lanes(o1, at)]);
+                for j in 0..N {
+                    for (i, v) in W::spread([h0[j], h1[j]]).into_iter().enumerate() {
+                        dc[(i * N + j) * tiles + at..][..8].copy_from_slice(&v.0);
+                    }
+                }
+            }
+        }
+        for xi in 0..xi_n {
+            // SAFETY: this task alone writes A panel p of each ξ.
+            self.to_panel(&dt[xi * tiles..], chans.len(), xi_n * tiles, unsafe { self.da.plane(xi, p) }, mr);
+        }
+    }
+
+    /// M[·][ξ], the columns of B panel q, += D[ξ]·Vᵀ[ξ] (overwritten by the first block): the B
+    /// panel stays in L1 while the A panels stream from L2.
+    #[inline(always)]
+    fn gemm(&self, xi: usize, q: usize) {
+        let (op, micro, g) = (self.op, &self.micro, self.g);
+        let (mr, nr, xi_n) = (micro.mr, micro.nr, self.m.channels);
+        let beta = if self.b0 == 0 { 0.0 } else { 1.0 };
+        // SAFETY (both): only read here, written by the transforms.
+        let b = unsafe { self.vb.read(xi, q) };
+        for p in 0..self.da.channels {
+            let a = unsafe { self.da.read(xi, p) };
+            let (rows, cols) = (mr.min(op.c_out - p * mr), nr.min(op.c_in - q * nr));
+            // SAFETY: A and B panels of k steps; the rows × cols tile of M at (p·MR, ξ, q·NR),
+            // rows ξ_n·ci_pad apart, is this task's alone and inside M.
+            unsafe { (micro.kernel)(self.k(), a.as_ptr(), b.as_ptr(), self.m.at((p * mr * xi_n + xi) * g.ci_pad + q * nr), xi_n * g.ci_pad, rows, cols, beta, std::ptr::null(), false) };
+        }
+    }
+
+    /// dW[co] += Gᵀ·M·G, eight input channels at a time, then transposed into PyTorch's
+    /// layout: `add_transposed` splits its rows between the threads, and called once per
+    /// output channel that cost more than it did.
+    #[inline(always)]
+    fn output<const R: usize, const N: usize, W: Minimal<R, N>>(&self, co: usize, buf: &mut [f32]) {
+        let (ci_n, ci_pad) = (self.op.c_in, self.g.ci_pad);
+        let (taps, rows) = buf.split_at_mut(R * R * ci_pad);
+        for ci0 in (0..ci_n).step_by(8) {
+            let mut mm = [[Lanes([0.0; 8]); N]; N];
+            for (i, mm) in mm.iter_mut().enumerate() {
+                for (j, mm) in mm.iter_mut().enumerate() {
+                    // SAFETY: M is only read after the GEMMs.
+                    mm.0.copy_from_slice(&unsafe { self.m.read(co, i * N + j) }[ci0..][..8]);
+                }
+            }
+            // Along each row i (its R taps), then down each tap column.
+            let rows: [[Lanes; R]; N] = from_fn(|i| W::gather(mm[i]));
+            for kx in 0..R {
+                for (ky, v) in W::gather(from_fn(|i| rows[i][kx])).into_iter().enumerate() {
+                    taps[(ky * R + kx) * ci_pad + ci0..][..8].copy_from_slice(&v.0);
+                }
+            }
+        }
+        let rows = &mut rows[..ci_n * R * R];
+        crate::ops::transpose::masked_transpose(taps, None, R * R, ci_n, ci_pad, rows, R * R);
+        // SAFETY: this task alone takes output channel co.
+        for (w, &g) in unsafe { self.dw.plane(co, 0) }.iter_mut().zip(&*rows) {
+            *w += g;
         }
     }
 }
