@@ -287,18 +287,23 @@ fn uses_winograd_data(op: &Conv2d) -> bool {
     !winograd_off() && uses_full_conv(op) && winograd::applies(&full_conv(op))
 }
 
-/// Whether the filter gradient of `op` is Winograd's (`winograd::filter_grad`): 3 × 3 layers
-/// that Winograd's forward takes, with at least 128 channels on each side, where its GEMMs
-/// outweigh its transforms. One thread of a Xeon (family 6 model 167, AVX-512), GFLOP/s of the
-/// direct sum against the indirect kernels': AlexNet's 192 → 384, 384 → 256 and 256 → 256
-/// at batch 4, 204 against 160; 128 → 128 on 16 × 16 at batch 16, 174 against 156; but 64 → 64
-/// on 32 × 32, 136 against 156, and the CIFAR network's 64 → 128 on 8 × 8 at batch 128 took two
-/// threads 6.0 ms against 3.9. Its 5 × 5 version (F(2 × 2, 5 × 5)) took AlexNet's 64 → 192
-/// 27 ms against 11. The unit tests take both from 32 channels on, so that both are tested.
+/// Whether the filter gradient of `op` is Winograd's (`winograd::filter_grad`): layers that
+/// Winograd's forward takes, with at least 128 channels on each side for 3 × 3 (64 for 5 × 5,
+/// whose F(2 × 2, 5 × 5) saves more), where its GEMMs outweigh its transforms. One thread of a
+/// Xeon (family 6 model 167, AVX-512), GFLOP/s of the direct sum against the indirect
+/// kernels' (two threads in brackets): AlexNet's 192 → 384, 384 → 256 and 256 → 256 at batch
+/// 4, 199–204 against 159–164 (341–358 against 317–320); its 64 → 192 (5 × 5), 225 against 170
+/// (398 against 334); 128 → 128 on 16 × 16 at batch 16, 179 against 158 (367 against 308); but
+/// 64 → 64 on 32 × 32 at batch 16, 116 against 157 (208 against 303), and the CIFAR network's
+/// 64 → 128 on 8 × 8 at batch 128, 123 against 161. The unit tests take it from 32 channels
+/// on, so that it is tested.
 fn uses_winograd_filter(op: &Conv2d) -> bool {
-    let (least, r5) = if cfg!(test) { (32, true) } else { (128, false) };
-    let kernel = op.kernel == [3, 3] || (r5 && op.kernel == [5, 5]);
-    !winograd_off() && !direct::applies(op) && winograd::applies(op) && kernel && op.c_in.min(op.c_out) >= least
+    let least = match op.kernel {
+        _ if cfg!(test) => 32,
+        [3, 3] => 128,
+        _ => 64,
+    };
+    !winograd_off() && !direct::applies(op) && winograd::applies(op) && op.c_in.min(op.c_out) >= least
 }
 
 /// `op`'s filters in PyTorch's layout, for Winograd's transform: W[co, ci] at (co·c_in + ci)·k.

@@ -903,14 +903,17 @@ pub(super) fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], mask: Op
 }
 
 /// Runs `task(i, buf)` for i in 0..tasks on the workers the scratch `bufs` has room for (at most
-/// `threads`), each with its own `len` floats, taking the next task when done with one (a B
-/// panel's transform and an A panel's differ in cost).
-fn on_workers(bufs: &mut [f32], len: usize, threads: usize, tasks: usize, task: impl Fn(usize, &mut [f32]) + Sync) {
+/// `threads`), each with its own `len` floats: a run of neighbouring tasks each if
+/// `contiguous`, else the next task when done with one.
+fn on_workers(bufs: &mut [f32], len: usize, threads: usize, tasks: usize, contiguous: bool, task: impl Fn(usize, &mut [f32]) + Sync) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let workers = threads.clamp(1, tasks.max(1)).min(bufs.len() / len);
     assert!(workers > 0, "winograd: a scratch of {} floats holds no worker's {len}", bufs.len());
     let next = AtomicUsize::new(0);
-    bufs.par_chunks_mut(len).take(workers).for_each(|buf| {
+    bufs.par_chunks_mut(len).take(workers).enumerate().for_each(|(w, buf)| {
+        if contiguous {
+            return (w * tasks / workers..(w + 1) * tasks / workers).for_each(|i| task(i, buf));
+        }
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             if i >= tasks {
@@ -952,10 +955,15 @@ fn filter_grad_with<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2
         let k = task.k();
         (task.da.len, task.vb.len) = (micro.mr * k, micro.nr * k);
         let task = &task;
-        on_workers(bufs, worker_len, threads, ci_panels + co_panels, |i, buf| task.run::<R, N, W>(Phase::Transform, i, buf));
-        on_workers(bufs, worker_len, threads, N * N * ci_panels, |i, buf| task.run::<R, N, W>(Phase::Gemm, i, buf));
+        // The transforms take the next task when done with one (a B panel's and an A panel's
+        // differ in cost); the GEMMs and the output, all alike, take runs of neighbours: a
+        // thread then reads an A panel of ξ for all its B panels, where taking the next task
+        // had both threads read all of them (two threads ran AlexNet's GEMMs 1.7 times as fast
+        // as one; 1.95 times now).
+        on_workers(bufs, worker_len, threads, ci_panels + co_panels, false, |i, buf| task.run::<R, N, W>(Phase::Transform, i, buf));
+        on_workers(bufs, worker_len, threads, N * N * ci_panels, true, |i, buf| task.run::<R, N, W>(Phase::Gemm, i, buf));
     }
-    on_workers(bufs, worker_len, threads, op.c_out, |co, buf| task.run::<R, N, W>(Phase::Output, co, buf));
+    on_workers(bufs, worker_len, threads, op.c_out, true, |co, buf| task.run::<R, N, W>(Phase::Output, co, buf));
 }
 
 /// What a task of [`GradTask`] does.
