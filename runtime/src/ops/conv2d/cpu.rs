@@ -262,8 +262,8 @@ fn winograd_for(op: &Conv2d, n: usize) -> bool {
 /// call, as long as a few hundred tiles' worth of its GEMMs. Transformed on one thread, they
 /// made AlexNet's train step at batch 4 (196 and 784 tiles) 4–6% slower (a Xeon, AVX-512, 2
 /// threads: 168 against 161–163 ms, Winograd's forward alone; 174–177 with its data
-/// gradients); the CIFAR network's layers at batch 128 have 2048 and 8192. The unit tests' small batches take it from 2 tiles on, so that it
-/// is tested.
+/// gradients); the CIFAR network's layers at batch 128 have 2048 and 8192. The unit tests'
+/// small batches take it from 2 tiles on, so that it is tested.
 fn enough_tiles(op: &Conv2d, n: usize) -> bool {
     let least = if cfg!(test) { 2 } else { 1024 };
     n * op.h_in.div_ceil(2) * op.w_in.div_ceil(2) >= least
