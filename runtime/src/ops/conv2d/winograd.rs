@@ -477,22 +477,16 @@ pub(super) fn forward(op: &Conv2d, n: usize, x: &[f32], mask: Option<&[f32]>, w:
     let tasks = blocks * parts;
     // As many workers as the scratch has room for (sized for the threads there were when it was
     // allocated), each taking its share of the tasks.
-    let room = scratch.len() / t.worker_len(op);
-    assert!(room > 0, "winograd: a scratch of {} floats holds no worker's {}", scratch.len(), t.worker_len(op));
-    let workers = threads.clamp(1, tasks.max(1)).min(room);
-    let per = tasks.div_ceil(workers);
-    scratch.par_chunks_mut(t.worker_len(op)).take(workers).enumerate().for_each(|(worker, buf)| {
-        for task in worker * per..((worker + 1) * per).min(tasks) {
-            let (blk, part) = (task / parts, task % parts);
-            let b0 = blk * t.images;
-            let images = t.images.min(n - b0);
-            let channels = (part * panels / parts * mr).min(op.c_out)..((part + 1) * panels / parts * mr).min(op.c_out);
-            let range = b0 * op.x_len()..(b0 + images) * op.x_len();
-            let block = Block { op, t: &t, x: &x[range.clone()], mask: mask.map(|m| &m[range]), images, u, bias: b, relu, pool, y: &out, b0, channels };
-            match op.kernel[0] {
-                3 => block.run::<3, 4, F23>(buf),
-                _ => block.run::<5, 6, F25>(buf),
-            }
+    on_workers(scratch, t.worker_len(op), threads, tasks, true, |task, buf| {
+        let (blk, part) = (task / parts, task % parts);
+        let b0 = blk * t.images;
+        let images = t.images.min(n - b0);
+        let channels = (part * panels / parts * mr).min(op.c_out)..((part + 1) * panels / parts * mr).min(op.c_out);
+        let range = b0 * op.x_len()..(b0 + images) * op.x_len();
+        let block = Block { op, t: &t, x: &x[range.clone()], mask: mask.map(|m| &m[range]), images, u, bias: b, relu, pool, y: &out, b0, channels };
+        match op.kernel[0] {
+            3 => block.run::<3, 4, F23>(buf),
+            _ => block.run::<5, 6, F25>(buf),
         }
     });
 }
