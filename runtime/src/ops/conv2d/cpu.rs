@@ -288,22 +288,24 @@ fn uses_winograd_data(op: &Conv2d) -> bool {
 }
 
 /// Whether the filter gradient of `op` is Winograd's (`winograd::filter_grad`): layers that
-/// Winograd's forward takes, with at least 128 channels on each side for 3 × 3 (64 for 5 × 5,
-/// whose F(2 × 2, 5 × 5) saves more), where its GEMMs outweigh its transforms. One thread of a
-/// Xeon (family 6 model 167, AVX-512), GFLOP/s of the direct sum against the indirect
-/// kernels' (two threads in brackets): AlexNet's 192 → 384, 384 → 256 and 256 → 256 at batch
-/// 4, 199–204 against 159–164 (341–358 against 317–320); its 64 → 192 (5 × 5), 225 against 170
-/// (398 against 334); 128 → 128 on 16 × 16 at batch 16, 179 against 158 (367 against 308); but
-/// 64 → 64 on 32 × 32 at batch 16, 116 against 157 (208 against 303), and the CIFAR network's
-/// 64 → 128 on 8 × 8 at batch 128, 123 against 161. The unit tests take it from 32 channels
-/// on, so that it is tested.
+/// Winograd's forward takes where its GEMMs, c_in·c_out multiplies a tile and ξ, outweigh its
+/// transforms, c_in + c_out a tile: for 3 × 3, a harmonic mean of the channels of 80 at least
+/// (2·c_in·c_out ≥ 80·(c_in + c_out)); for 5 × 5, whose F(2 × 2, 5 × 5) saves more, 64
+/// channels on each side. One thread of a Xeon (family 6 model 167, AVX-512), GFLOP/s of the
+/// direct sum, median of `prof_layer`-style loops, Winograd's against the indirect kernels':
+/// the CIFAR network's 64 → 128 on 8 × 8 at batch 128 (harmonic mean 85), 182–192 against
+/// 156–158; 128 → 128 on 16 × 16 at batch 16, 217–220 against 159; AlexNet's 3 × 3 layers at
+/// batch 4, 204–225 against 158–160, and its 64 → 192 (5 × 5) 198–204 against 164; but 64 → 64
+/// on 32 × 32 (64) 124 against 157, and the CIFAR network's 32 → 64 on 16 × 16 (43) 122–125
+/// against 144–149. The unit tests take it from 32 channels on, so that it is tested.
 fn uses_winograd_filter(op: &Conv2d) -> bool {
-    let least = match op.kernel {
-        _ if cfg!(test) => 32,
-        [3, 3] => 128,
-        _ => 64,
+    let (ci, co) = (op.c_in, op.c_out);
+    let enough = match op.kernel {
+        _ if cfg!(test) => ci.min(co) >= 32,
+        [3, 3] => 2 * ci * co >= 80 * (ci + co),
+        _ => ci.min(co) >= 64,
     };
-    !winograd_off() && !direct::applies(op) && winograd::applies(op) && op.c_in.min(op.c_out) >= least
+    !winograd_off() && !direct::applies(op) && winograd::applies(op) && enough
 }
 
 /// `op`'s filters in PyTorch's layout, for Winograd's transform: W[co, ci] at (co·c_in + ci)·k.

@@ -28,7 +28,7 @@ use std::ops::{Add, Mul, Range, Sub};
 use rayon::prelude::*;
 
 use super::Conv2d;
-use crate::ops::gemm::kernel::{self, Micro};
+use crate::ops::gemm::kernel::{self, MAX_MR, Micro};
 
 /// Outputs a row at most (96 tiles): wider planes are left to the indirect path, whose scratch
 /// does not grow with the plane.
@@ -161,6 +161,16 @@ impl Lane for f32 {
 /// Eight floats, one per tile: element-wise loops the compiler turns into one vector op each.
 #[derive(Clone, Copy)]
 struct Lanes([f32; 8]);
+
+impl Lanes {
+    /// The eight floats of `src` from `at`.
+    #[inline(always)]
+    fn at(src: &[f32], at: usize) -> Lanes {
+        let mut v = [0.0; 8];
+        v.copy_from_slice(&src[at..at + 8]);
+        Lanes(v)
+    }
+}
 
 impl Lane for Lanes {
     #[inline(always)]
@@ -412,6 +422,15 @@ impl Tiling {
     /// e[tx], o[tx], e[tx + 1], …, up to tx + N/2 − 1).
     fn stride(&self) -> usize {
         self.cols + self.n / 2 - 1
+    }
+
+    /// Rows and columns of the padded input the tiles read: 2·rows + N − 2 and 2·cols + N − 2.
+    fn padded_rows(&self) -> usize {
+        2 * self.rows + self.n - 2
+    }
+
+    fn padded_cols(&self) -> usize {
+        2 * self.cols + self.n - 2
     }
 
     fn split_len(&self) -> usize {
@@ -829,13 +848,14 @@ fn transform_input<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2d
 /// dg = Gᵀ·[(A·dY·Aᵀ) ⊙ (Bᵀ·d·B)]·G summed over the tiles. Per ξ, the sum over tiles is a GEMM
 /// M[ξ] (c_out × c_in) += D[ξ] (c_out × tiles) · V[ξ]ᵀ (tiles × c_in), with D = A·dY·Aᵀ and V
 /// the forward's input transform, 16 multiplies a tile for 3 × 3 where the direct sum takes 36.
-/// The transforms vectorise over tiles, as the forward's; their results are transposed into the
-/// microkernel's panels, channels as lanes. The tiles' sum is the GEMMs' k, so no thread
-/// shares a sum with another and the result does not depend on the threads.
+/// The transforms vectorise over channels: an image's x and dY are transposed into lanes first,
+/// then each tile's transform goes straight into the microkernel's panels, channels as lanes.
+/// The tiles' sum is the GEMMs' k, so no thread shares a sum with another and the result does
+/// not depend on the threads.
 ///
 /// Blocks of images bound V and D ([`Grad::of`]); M takes every block's sum (the first block
 /// overwrites it), then Gᵀ·M·G is added to dW. The bias gradient is summed from the same
-/// deinterleaved dY as D.
+/// transposed dY as D.
 struct Grad {
     t: Tiling,
     /// Images a block, tiles a block (images · tiles per image), output channels rounded up to
@@ -864,14 +884,15 @@ impl Grad {
         self.t.n * self.t.n
     }
 
-    /// A worker's floats: a B panel's input channels transformed (and the input transform's
-    /// own), an A panel's output gradients transformed (and dY deinterleaved), or one output
-    /// channel's dW, tap-major and then transposed.
+    /// A worker's floats: an image's input channels of a B panel, or its output gradients of an
+    /// A panel, padded and transposed into lanes; or one output channel's dW, tap-major and then
+    /// transposed.
     fn worker_len(&self, op: &Conv2d) -> usize {
         let micro = kernel::select();
-        let v = micro.nr * self.xi() * self.tiles + self.t.plane_len();
-        let d = micro.mr * self.xi() * self.tiles + 4 * self.tiles;
-        v.max(d).max(op.kernel[0] * op.kernel[0] * (self.ci_pad + op.c_in))
+        let t = &self.t;
+        let x = t.padded_rows() * t.padded_cols() * micro.nr.next_multiple_of(8);
+        let dy = 4 * t.rows * t.cols * micro.mr.next_multiple_of(8);
+        x.max(dy).max(op.kernel[0] * op.kernel[0] * (self.ci_pad + op.c_in))
     }
 
     /// M, then D and V of a block in the microkernel's panels.
@@ -960,6 +981,33 @@ fn filter_grad_with<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2
     on_workers(bufs, worker_len, threads, op.c_out, true, |co, buf| task.run::<R, N, W>(Phase::Output, co, buf));
 }
 
+/// Zeroes `lanes` of panel `panel` of each of the `xi` planes: a last panel's lanes past its
+/// channels (past their last group of eight), which the GEMMs read and no output keeps.
+#[inline(always)]
+fn zero_dead_lanes(panels: &Planes, panel: usize, xi: usize, lanes: Range<usize>) {
+    if lanes.is_empty() {
+        return;
+    }
+    for xi in 0..xi {
+        // SAFETY: the caller's task alone writes this panel.
+        let row = unsafe { panels.plane(xi, panel) };
+        row[lanes.clone()].fill(0.0);
+    }
+}
+
+/// The first lanes of `v` into `dst` (up to eight: a panel's last group of channels may be
+/// narrower, as the AVX-512 A panel's 12 = 8 + 4).
+#[inline(always)]
+fn store_lanes(dst: &mut [f32], v: Lanes) {
+    if dst.len() >= 8 {
+        return dst[..8].copy_from_slice(&v.0);
+    }
+    // Element by element: a copy of a length not known here is a call to memcpy.
+    for (d, v) in dst.iter_mut().zip(v.0) {
+        *d = v;
+    }
+}
+
 /// What a task of [`GradTask`] does.
 #[derive(Clone, Copy)]
 enum Phase {
@@ -1032,97 +1080,107 @@ impl GradTask<'_> {
         }
     }
 
-    /// Each image's tiles of a transformed ξ (`src`, channels `stride` apart, an image's tiles
-    /// from a multiple of 8) transposed into `dst`, lanes `ld` wide: a panel of k steps.
-    #[inline(always)]
-    fn to_panel(&self, src: &[f32], rows: usize, stride: usize, dst: &mut [f32], ld: usize) {
-        let (per_image, real) = (self.g.t.per_image(), self.g.t.rows * self.g.t.cols);
-        for img in 0..self.images {
-            crate::ops::transpose::masked_transpose(&src[img * per_image..], None, rows, real, stride, &mut dst[img * real * ld..], ld);
-        }
-    }
-
-    /// V of B panel q: each input channel's planes transformed, tiles as lanes, then the
-    /// panel's channels transposed into lanes.
+    /// V of B panel q: per image, the panel's input channels transposed into lanes (a padded
+    /// plane of NR-channel pixels), then each tile's N × N window transformed eight channels at
+    /// a time, straight into the panel's row of each ξ. Transforming tiles as lanes and then
+    /// transposing V, N²/4 floats a pixel, had both threads' time go to moving V through memory
+    /// (more than half of the CIFAR network's 64 → 128 filter gradient).
     #[inline(always)]
     fn transform_x<const R: usize, const N: usize, W: Minimal<R, N>>(&self, q: usize, buf: &mut [f32]) {
-        let (op, t, nr, xi_n) = (self.op, &self.g.t, self.micro.nr, N * N);
-        let tiles = self.images * t.per_image();
+        let (op, t, nr) = (self.op, &self.g.t, self.micro.nr);
         let chans = q * nr..((q + 1) * nr).min(op.c_in);
-        let (vt, tmp) = buf.split_at_mut(nr * xi_n * tiles);
-        let tmp = &mut tmp[..t.plane_len()];
-        tmp[..t.padded_len()].fill(0.0);
-        let lanes = Panels { nr: 8, ci: 1, xi_len: tiles };
+        let (hq, wq, ld) = (t.padded_rows(), t.padded_cols(), nr.next_multiple_of(8));
+        let xt = &mut buf[..hq * wq * ld];
         let plane = op.h_in * op.w_in;
-        for (c, ci) in chans.clone().enumerate() {
-            for img in 0..self.images {
-                let x = &self.x[((self.b0 + img) * op.c_in + ci) * plane..][..plane];
-                transform_input::<R, N, W>(op, t, x, None, &mut vt[c * xi_n * tiles..][..xi_n * tiles], &lanes, 0, img * t.per_image(), tmp);
+        let (ph, pw) = (op.padding[0], op.padding[1]);
+        // Input columns inside the tiles' reach (a last odd column of the plane may lie past it).
+        let cols = op.w_in.min(wq.saturating_sub(pw));
+        for img in 0..self.images {
+            xt.fill(0.0);
+            let x = &self.x[((self.b0 + img) * op.c_in + chans.start) * plane..];
+            for iy in 0..op.h_in.min(hq.saturating_sub(ph)) {
+                crate::ops::transpose::masked_transpose(&x[iy * op.w_in..], None, chans.len(), cols, plane, &mut xt[((iy + ph) * wq + pw) * ld..], ld);
             }
-        }
-        for xi in 0..xi_n {
-            // SAFETY: this task alone writes B panel q of each ξ.
-            self.to_panel(&vt[xi * tiles..], chans.len(), xi_n * tiles, unsafe { self.vb.plane(xi, q) }, nr);
-        }
-    }
-
-    /// D of A panel p: each output channel's dY split into the even and odd columns of each
-    /// tile's two rows (zero past the plane; masked), A·dY·Aᵀ of eight tiles at a time, then
-    /// the panel's channels transposed into lanes. The bias gradient is summed on the way.
-    #[inline(always)]
-    fn transform_dy<const R: usize, const N: usize, W: Minimal<R, N>>(&self, p: usize, buf: &mut [f32]) {
-        let (op, t, mr, xi_n) = (self.op, &self.g.t, self.micro.mr, N * N);
-        let tiles = self.images * t.per_image();
-        let chans = p * mr..((p + 1) * mr).min(op.c_out);
-        let (dt, eo) = buf.split_at_mut(mr * xi_n * tiles);
-        let eo = &mut eo[..4 * tiles];
-        for (c, co) in chans.clone().enumerate() {
-            eo.fill(0.0);
-            let (e0, rest) = eo.split_at_mut(tiles);
-            let (o0, rest) = rest.split_at_mut(tiles);
-            let (e1, o1) = rest.split_at_mut(tiles);
-            for img in 0..self.images {
-                let at = ((self.b0 + img) * op.c_out + co) * op.out_pixels();
-                for ty in 0..t.rows {
-                    let first = img * t.per_image() + ty * t.cols;
-                    for (a, (e, o)) in [(&mut *e0, &mut *o0), (&mut *e1, &mut *o1)].into_iter().enumerate() {
-                        let oy = 2 * ty + a;
-                        if oy < op.h_out {
-                            let row = at + oy * op.w_out..at + (oy + 1) * op.w_out;
-                            deinterleave(&self.dy[row.clone()], self.mask.map(|m| &m[row]), &mut e[first..][..t.cols], &mut o[first..][..t.cols]);
+            for (tile, (ty, tx)) in (0..t.rows).flat_map(|ty| (0..t.cols).map(move |tx| (ty, tx))).enumerate() {
+                let k = img * t.rows * t.cols + tile;
+                zero_dead_lanes(&self.vb, q, N * N, k * nr + chans.len().next_multiple_of(8)..(k + 1) * nr);
+                for lane in (0..chans.len()).step_by(8) {
+                    // d·B along the rows, then Bᵀ· down each column j. Loops, not `from_fn`:
+                    // its closures are not compiled for AVX2, so not inlined here.
+                    let mut rows = [[Lanes([0.0; 8]); N]; N];
+                    for (i, row) in rows.iter_mut().enumerate() {
+                        let mut d = [Lanes([0.0; 8]); N];
+                        for (j, d) in d.iter_mut().enumerate() {
+                            *d = Lanes::at(xt, ((2 * ty + i) * wq + 2 * tx + j) * ld + lane);
+                        }
+                        *row = W::input(d);
+                    }
+                    for j in 0..N {
+                        let mut column = [Lanes([0.0; 8]); N];
+                        for (c, row) in column.iter_mut().zip(&rows) {
+                            *c = row[j];
+                        }
+                        for (i, v) in W::input(column).into_iter().enumerate() {
+                            // SAFETY: this task alone writes B panel q of each ξ.
+                            let row = unsafe { self.vb.plane(i * N + j, q) };
+                            store_lanes(&mut row[k * nr + lane..(k + 1) * nr], v);
                         }
                     }
                 }
             }
-            if let Some(db) = &self.db {
-                // Eight sums side by side (one at a time, each add waited for the last).
-                let mut lanes = Lanes([0.0; 8]);
-                for v in eo.chunks_exact(8) {
-                    lanes = lanes + Lanes(v.try_into().expect("8 floats"));
-                }
-                let sum: f32 = lanes.0.iter().sum();
-                // SAFETY: this task alone takes channel co.
-                unsafe { db.plane(co, 0)[0] += sum };
+        }
+    }
+
+    /// D of A panel p: per image, the panel's output channels of dY transposed into lanes
+    /// (masked; zero past the plane), then each tile's 2 × 2 spread by A·dY·Aᵀ eight channels at
+    /// a time, straight into the panel's row of each ξ. The bias gradient is summed on the way.
+    #[inline(always)]
+    fn transform_dy<const R: usize, const N: usize, W: Minimal<R, N>>(&self, p: usize, buf: &mut [f32]) {
+        let (op, t, mr) = (self.op, &self.g.t, self.micro.mr);
+        let chans = p * mr..((p + 1) * mr).min(op.c_out);
+        let (hd, wd, ld) = (2 * t.rows, 2 * t.cols, mr.next_multiple_of(8));
+        let dyt = &mut buf[..hd * wd * ld];
+        let po = op.out_pixels();
+        let mut sums = [Lanes([0.0; 8]); MAX_MR.div_ceil(8)];
+        for img in 0..self.images {
+            if (hd, wd) != (op.h_out, op.w_out) {
+                dyt.fill(0.0);
             }
-            let (e0, rest) = eo.split_at(tiles);
-            let (o0, rest) = rest.split_at(tiles);
-            let (e1, o1) = rest.split_at(tiles);
-            let lanes = |a: &[f32], at: usize| Lanes(a[at..at + 8].try_into().expect("8 lanes"));
-            let dc = &mut dt[c * xi_n * tiles..][..xi_n * tiles];
-            for at in (0..tiles).step_by(8) {
-                // Along each of the tile's two rows, then down each of the N columns.
-                let h0 = W::spread([lanes(e0, at), lanes(o0, at)]);
-                let h1 = W::spread([lanes(e1, at), lanes(o1, at)]);
-                for j in 0..N {
-                    for (i, v) in W::spread([h0[j], h1[j]]).into_iter().enumerate() {
-                        dc[(i * N + j) * tiles + at..][..8].copy_from_slice(&v.0);
+            let at = ((self.b0 + img) * op.c_out + chans.start) * po;
+            for oy in 0..op.h_out {
+                let row = at + oy * op.w_out;
+                crate::ops::transpose::masked_transpose(&self.dy[row..], self.mask.map(|m| &m[row..]), chans.len(), op.w_out, po, &mut dyt[oy * wd * ld..], ld);
+            }
+            if self.db.is_some() {
+                for pixel in dyt.chunks_exact(ld) {
+                    for (s, v) in sums.iter_mut().zip(pixel.chunks_exact(8)) {
+                        *s = *s + Lanes::at(v, 0);
+                    }
+                }
+            }
+            for (tile, (ty, tx)) in (0..t.rows).flat_map(|ty| (0..t.cols).map(move |tx| (ty, tx))).enumerate() {
+                let k = img * t.rows * t.cols + tile;
+                zero_dead_lanes(&self.da, p, N * N, k * mr + chans.len().next_multiple_of(8)..(k + 1) * mr);
+                for lane in (0..chans.len()).step_by(8) {
+                    // Along each of the tile's two rows, then down each of the N columns.
+                    let at = |y: usize, x: usize| Lanes::at(dyt, (y * wd + x) * ld + lane);
+                    let h0 = W::spread([at(2 * ty, 2 * tx), at(2 * ty, 2 * tx + 1)]);
+                    let h1 = W::spread([at(2 * ty + 1, 2 * tx), at(2 * ty + 1, 2 * tx + 1)]);
+                    for j in 0..N {
+                        for (i, v) in W::spread([h0[j], h1[j]]).into_iter().enumerate() {
+                            // SAFETY: this task alone writes A panel p of each ξ.
+                            let row = unsafe { self.da.plane(i * N + j, p) };
+                            store_lanes(&mut row[k * mr + lane..(k + 1) * mr], v);
+                        }
                     }
                 }
             }
         }
-        for xi in 0..xi_n {
-            // SAFETY: this task alone writes A panel p of each ξ.
-            self.to_panel(&dt[xi * tiles..], chans.len(), xi_n * tiles, unsafe { self.da.plane(xi, p) }, mr);
+        if let Some(db) = &self.db {
+            for (c, co) in chans.enumerate() {
+                // SAFETY: this task alone takes channel co.
+                unsafe { db.plane(co, 0)[0] += sums[c / 8].0[c % 8] };
+            }
         }
     }
 
