@@ -289,20 +289,21 @@ fn uses_winograd_data(op: &Conv2d) -> bool {
 
 /// Whether the filter gradient of `op` is Winograd's (`winograd::filter_grad`): layers that
 /// Winograd's forward takes where its GEMMs, c_in·c_out multiplies a tile and ξ, outweigh its
-/// transforms, c_in + c_out a tile: for 3 × 3, a harmonic mean of the channels of 80 at least
-/// (2·c_in·c_out ≥ 80·(c_in + c_out)); for 5 × 5, whose F(2 × 2, 5 × 5) saves more, 64
+/// transforms, c_in + c_out a tile: for 3 × 3, a harmonic mean of the channels of 64 at least
+/// (c_in·c_out ≥ 32·(c_in + c_out)); for 5 × 5, whose F(2 × 2, 5 × 5) saves more, 64
 /// channels on each side. One thread of a Xeon (family 6 model 167, AVX-512), GFLOP/s of the
-/// direct sum, median of `prof_layer`-style loops, Winograd's against the indirect kernels':
-/// the CIFAR network's 64 → 128 on 8 × 8 at batch 128 (harmonic mean 85), 182–192 against
-/// 156–158; 128 → 128 on 16 × 16 at batch 16, 217–220 against 159; AlexNet's 3 × 3 layers at
-/// batch 4, 204–225 against 158–160, and its 64 → 192 (5 × 5) 198–204 against 164; but 64 → 64
-/// on 32 × 32 (64) 124 against 157, and the CIFAR network's 32 → 64 on 16 × 16 (43) 122–125
-/// against 144–149. The unit tests take it from 32 channels on, so that it is tested.
+/// direct sum, median of `prof_layer`-style loops, Winograd's against the indirect kernels'
+/// (two threads in brackets): the CIFAR network's 64 → 128 on 8 × 8 at batch 128 (harmonic
+/// mean 85), 212–235 against 159 (391–404 against 309); 64 → 64 on 32 × 32 at batch 16 (64),
+/// 173–180 against 159 (325–337 against 325); 128 → 128 on 16 × 16, 242–245 against 159;
+/// AlexNet's 3 × 3 layers at batch 4, 203–207 against 158–160, and its 64 → 192 (5 × 5)
+/// 256 against 164; but the CIFAR network's 32 → 64 on 16 × 16 (43), 147–151 against 148
+/// (258 against 294). The unit tests take it from 32 channels on, so that it is tested.
 fn uses_winograd_filter(op: &Conv2d) -> bool {
     let (ci, co) = (op.c_in, op.c_out);
     let enough = match op.kernel {
         _ if cfg!(test) => ci.min(co) >= 32,
-        [3, 3] => 2 * ci * co >= 80 * (ci + co),
+        [3, 3] => ci * co >= 32 * (ci + co),
         _ => ci.min(co) >= 64,
     };
     !winograd_off() && !direct::applies(op) && winograd::applies(op) && enough

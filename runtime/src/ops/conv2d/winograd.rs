@@ -28,7 +28,7 @@ use std::ops::{Add, Mul, Range, Sub};
 use rayon::prelude::*;
 
 use super::Conv2d;
-use crate::ops::gemm::kernel::{self, MAX_MR, Micro};
+use crate::ops::gemm::kernel::{self, Micro};
 
 /// Outputs a row at most (96 tiles): wider planes are left to the indirect path, whose scratch
 /// does not grow with the plane.
@@ -158,23 +158,24 @@ impl Lane for f32 {
     }
 }
 
-/// Eight floats, one per tile: element-wise loops the compiler turns into one vector op each.
+/// Eight floats (or `L`), one per tile or channel: element-wise loops the compiler turns into
+/// one vector op each (two for 12: 8 + 4).
 #[derive(Clone, Copy)]
-struct Lanes([f32; 8]);
+struct Lanes<const L: usize = 8>([f32; L]);
 
-impl Lanes {
-    /// The eight floats of `src` from `at`.
+impl<const L: usize> Lanes<L> {
+    /// The `L` floats of `src` from `at`.
     #[inline(always)]
-    fn at(src: &[f32], at: usize) -> Lanes {
-        let mut v = [0.0; 8];
-        v.copy_from_slice(&src[at..at + 8]);
+    fn at(src: &[f32], at: usize) -> Lanes<L> {
+        let mut v = [0.0; L];
+        v.copy_from_slice(&src[at..at + L]);
         Lanes(v)
     }
 }
 
-impl Lane for Lanes {
+impl<const L: usize> Lane for Lanes<L> {
     #[inline(always)]
-    fn mul_add(self, c: f32, b: Lanes) -> Lanes {
+    fn mul_add(self, c: f32, b: Lanes<L>) -> Lanes<L> {
         let mut r = self.0;
         for (r, b) in r.iter_mut().zip(b.0) {
             *r = r.mul_add(c, b);
@@ -183,10 +184,10 @@ impl Lane for Lanes {
     }
 }
 
-impl Add for Lanes {
-    type Output = Lanes;
+impl<const L: usize> Add for Lanes<L> {
+    type Output = Lanes<L>;
     #[inline(always)]
-    fn add(self, o: Lanes) -> Lanes {
+    fn add(self, o: Lanes<L>) -> Lanes<L> {
         let mut r = self.0;
         for (r, o) in r.iter_mut().zip(o.0) {
             *r += o;
@@ -195,10 +196,10 @@ impl Add for Lanes {
     }
 }
 
-impl Sub for Lanes {
-    type Output = Lanes;
+impl<const L: usize> Sub for Lanes<L> {
+    type Output = Lanes<L>;
     #[inline(always)]
-    fn sub(self, o: Lanes) -> Lanes {
+    fn sub(self, o: Lanes<L>) -> Lanes<L> {
         let mut r = self.0;
         for (r, o) in r.iter_mut().zip(o.0) {
             *r -= o;
@@ -207,10 +208,10 @@ impl Sub for Lanes {
     }
 }
 
-impl Mul<f32> for Lanes {
-    type Output = Lanes;
+impl<const L: usize> Mul<f32> for Lanes<L> {
+    type Output = Lanes<L>;
     #[inline(always)]
-    fn mul(self, c: f32) -> Lanes {
+    fn mul(self, c: f32) -> Lanes<L> {
         let mut r = self.0;
         for r in r.iter_mut() {
             *r *= c;
@@ -897,7 +898,10 @@ impl Grad {
 
     /// M, then D and V of a block in the microkernel's panels.
     fn lens(&self) -> [usize; 3] {
-        [self.xi() * self.co_pad * self.ci_pad, self.xi() * self.co_pad * self.tiles, self.xi() * self.ci_pad * self.tiles]
+        let micro = kernel::select();
+        let (a_panels, b_panels) = (self.co_pad / micro.mr, self.ci_pad / micro.nr);
+        let xi = self.xi();
+        [xi * self.co_pad * self.ci_pad, xi * (self.co_pad * self.tiles + a_panels * PANEL_SKEW), xi * (self.ci_pad * self.tiles + b_panels * PANEL_SKEW)]
     }
 }
 
@@ -968,7 +972,7 @@ fn filter_grad_with<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2
         task.b0 = b0;
         task.images = g.images.min(n - b0);
         let k = task.k();
-        (task.da.len, task.vb.len) = (micro.mr * k, micro.nr * k);
+        (task.da.len, task.vb.len) = (micro.mr * k + PANEL_SKEW, micro.nr * k + PANEL_SKEW);
         let task = &task;
         // The transforms take the next task when done with one (a B panel's and an A panel's
         // differ in cost); the GEMMs and the output, all alike, take runs of neighbours: a
@@ -995,18 +999,14 @@ fn zero_dead_lanes(panels: &Planes, panel: usize, xi: usize, lanes: Range<usize>
     }
 }
 
-/// The first lanes of `v` into `dst` (up to eight: a panel's last group of channels may be
-/// narrower, as the AVX-512 A panel's 12 = 8 + 4).
-#[inline(always)]
-fn store_lanes(dst: &mut [f32], v: Lanes) {
-    if dst.len() >= 8 {
-        return dst[..8].copy_from_slice(&v.0);
-    }
-    // Element by element: a copy of a length not known here is a call to memcpy.
-    for (d, v) in dst.iter_mut().zip(v.0) {
-        *d = v;
-    }
-}
+/// Floats between one panel of D or V and the next past its k steps. A transform task stores
+/// each tile into the N² panels of its channels, one per ξ, and panels a multiple of 4 KB apart
+/// put all N² streams into one set of a 12-way L1: a 32-wide B panel whenever k is a multiple
+/// of 32 tiles, as the CIFAR network's 32 → 64 layer's 2496 (16 MB blocks). A cache line more
+/// a panel spreads them over N² sets. One thread of the Xeon, GFLOP/s of the direct sum: that
+/// layer 131–135 → 147–153, its 64 → 128 189–201 → 212–235, and 64 → 64 on 32 × 32 at batch 16
+/// 124 → 173–180.
+const PANEL_SKEW: usize = 16;
 
 /// What a task of [`GradTask`] does.
 #[derive(Clone, Copy)]
@@ -1074,7 +1074,9 @@ impl GradTask<'_> {
         let ci_panels = self.vb.channels;
         match phase {
             Phase::Transform if i < ci_panels => self.transform_x::<R, N, W>(i, buf),
-            Phase::Transform => self.transform_dy::<R, N, W>(i - ci_panels, buf),
+            // The A panel's rows as one group of lanes: 12 with AVX-512, else 6 (`kernel::select`).
+            Phase::Transform if self.micro.mr == 12 => self.transform_dy::<R, N, W, 16, 12>(i - ci_panels, buf),
+            Phase::Transform => self.transform_dy::<R, N, W, 8, 6>(i - ci_panels, buf),
             Phase::Gemm => self.gemm(i / ci_panels, i % ci_panels),
             Phase::Output => self.output::<R, N, W>(i, buf),
         }
@@ -1123,7 +1125,8 @@ impl GradTask<'_> {
                         for (i, v) in W::input(column).into_iter().enumerate() {
                             // SAFETY: this task alone writes B panel q of each ξ.
                             let row = unsafe { self.vb.plane(i * N + j, q) };
-                            store_lanes(&mut row[k * nr + lane..(k + 1) * nr], v);
+                            // NR is a multiple of 8: the lanes lie inside the panel's row k.
+                            row[k * nr + lane..][..8].copy_from_slice(&v.0);
                         }
                     }
                 }
@@ -1132,16 +1135,19 @@ impl GradTask<'_> {
     }
 
     /// D of A panel p: per image, the panel's output channels of dY transposed into lanes
-    /// (masked; zero past the plane), then each tile's 2 × 2 spread by A·dY·Aᵀ eight channels at
-    /// a time, straight into the panel's row of each ξ. The bias gradient is summed on the way.
+    /// (masked; zero past the plane), then each tile's 2 × 2 spread by A·dY·Aᵀ, the panel's L
+    /// (= MR) channels as one [`Lanes`], straight into the panel's row of each ξ (in groups of
+    /// eight, the 12-wide AVX-512 panel took four one-float stores a ξ for its last four
+    /// channels). The bias gradient is summed on the way.
     #[inline(always)]
-    fn transform_dy<const R: usize, const N: usize, W: Minimal<R, N>>(&self, p: usize, buf: &mut [f32]) {
+    fn transform_dy<const R: usize, const N: usize, W: Minimal<R, N>, const L: usize, const MR: usize>(&self, p: usize, buf: &mut [f32]) {
         let (op, t, mr) = (self.op, &self.g.t, self.micro.mr);
+        assert_eq!(mr, MR, "winograd: an A panel of {mr} rows transformed as {MR}");
         let chans = p * mr..((p + 1) * mr).min(op.c_out);
-        let (hd, wd, ld) = (2 * t.rows, 2 * t.cols, mr.next_multiple_of(8));
-        let dyt = &mut buf[..hd * wd * ld];
+        let (hd, wd) = (2 * t.rows, 2 * t.cols);
+        let dyt = &mut buf[..hd * wd * L];
         let po = op.out_pixels();
-        let mut sums = [Lanes([0.0; 8]); MAX_MR.div_ceil(8)];
+        let mut sums = Lanes([0.0; L]);
         for img in 0..self.images {
             if (hd, wd) != (op.h_out, op.w_out) {
                 dyt.fill(0.0);
@@ -1149,29 +1155,28 @@ impl GradTask<'_> {
             let at = ((self.b0 + img) * op.c_out + chans.start) * po;
             for oy in 0..op.h_out {
                 let row = at + oy * op.w_out;
-                crate::ops::transpose::masked_transpose(&self.dy[row..], self.mask.map(|m| &m[row..]), chans.len(), op.w_out, po, &mut dyt[oy * wd * ld..], ld);
+                crate::ops::transpose::masked_transpose(&self.dy[row..], self.mask.map(|m| &m[row..]), chans.len(), op.w_out, po, &mut dyt[oy * wd * L..], L);
             }
             if self.db.is_some() {
-                for pixel in dyt.chunks_exact(ld) {
-                    for (s, v) in sums.iter_mut().zip(pixel.chunks_exact(8)) {
-                        *s = *s + Lanes::at(v, 0);
-                    }
+                // Pixels in pairs into two sums, so that an add need not wait for the last.
+                let mut odd = Lanes([0.0; L]);
+                for pixel in (0..hd * wd).step_by(2) {
+                    sums = sums + Lanes::at(dyt, pixel * L);
+                    odd = odd + Lanes::at(dyt, (pixel + 1) * L);
                 }
+                sums = sums + odd;
             }
+            let at = |y: usize, x: usize| Lanes::<L>::at(dyt, (y * wd + x) * L);
             for (tile, (ty, tx)) in (0..t.rows).flat_map(|ty| (0..t.cols).map(move |tx| (ty, tx))).enumerate() {
                 let k = img * t.rows * t.cols + tile;
-                zero_dead_lanes(&self.da, p, N * N, k * mr + chans.len().next_multiple_of(8)..(k + 1) * mr);
-                for lane in (0..chans.len()).step_by(8) {
-                    // Along each of the tile's two rows, then down each of the N columns.
-                    let at = |y: usize, x: usize| Lanes::at(dyt, (y * wd + x) * ld + lane);
-                    let h0 = W::spread([at(2 * ty, 2 * tx), at(2 * ty, 2 * tx + 1)]);
-                    let h1 = W::spread([at(2 * ty + 1, 2 * tx), at(2 * ty + 1, 2 * tx + 1)]);
-                    for j in 0..N {
-                        for (i, v) in W::spread([h0[j], h1[j]]).into_iter().enumerate() {
-                            // SAFETY: this task alone writes A panel p of each ξ.
-                            let row = unsafe { self.da.plane(i * N + j, p) };
-                            store_lanes(&mut row[k * mr + lane..(k + 1) * mr], v);
-                        }
+                // Along each of the tile's two rows, then down each of the N columns.
+                let h0 = W::spread([at(2 * ty, 2 * tx), at(2 * ty, 2 * tx + 1)]);
+                let h1 = W::spread([at(2 * ty + 1, 2 * tx), at(2 * ty + 1, 2 * tx + 1)]);
+                for j in 0..N {
+                    for (i, v) in W::spread([h0[j], h1[j]]).into_iter().enumerate() {
+                        // SAFETY: this task alone writes A panel p of each ξ.
+                        let row = unsafe { self.da.plane(i * N + j, p) };
+                        row[k * MR..(k + 1) * MR].copy_from_slice(&v.0[..MR]);
                     }
                 }
             }
@@ -1179,7 +1184,7 @@ impl GradTask<'_> {
         if let Some(db) = &self.db {
             for (c, co) in chans.enumerate() {
                 // SAFETY: this task alone takes channel co.
-                unsafe { db.plane(co, 0)[0] += sums[c / 8].0[c % 8] };
+                unsafe { db.plane(co, 0)[0] += sums.0[c] };
             }
         }
     }
