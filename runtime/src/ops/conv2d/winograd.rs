@@ -226,14 +226,22 @@ impl<const L: usize> Mul<f32> for Lanes<L> {
 /// of slices, and plain loops: `array::from_fn` and closures were not inlined here.
 #[inline(always)]
 fn input_lanes<const R: usize, const N: usize, W: Minimal<R, N>>(src: &[f32], from: [usize; N], dst: &mut [f32], to: [usize; N], n: usize) {
-    for x in (0..n).step_by(8) {
+    // The reach checked once, not at every load and store: the checks (and `step_by`) were 8–10%
+    // of the CIFAR network's 64 → 32 and 128 → 64 data gradients on one thread of the Xeon.
+    let end = n.next_multiple_of(8);
+    assert!(from.iter().all(|&f| f + end <= src.len()) && to.iter().all(|&t| t + end <= dst.len()), "input_lanes: past a slice");
+    let mut x = 0;
+    while x < end {
         let mut d = [Lanes([0.0; 8]); N];
         for (d, &f) in d.iter_mut().zip(&from) {
-            d.0.copy_from_slice(&src[f + x..f + x + 8]);
+            // SAFETY: f + x + 8 ≤ f + end ≤ src.len() (asserted).
+            *d = Lanes(unsafe { src.as_ptr().add(f + x).cast::<[f32; 8]>().read_unaligned() });
         }
         for (v, &t) in W::input(d).iter().zip(&to) {
-            dst[t + x..t + x + 8].copy_from_slice(&v.0);
+            // SAFETY: t + x + 8 ≤ t + end ≤ dst.len() (asserted).
+            unsafe { dst.as_mut_ptr().add(t + x).cast::<[f32; 8]>().write_unaligned(v.0) };
         }
+        x += 8;
     }
 }
 
