@@ -292,13 +292,13 @@ fn uses_winograd_data(op: &Conv2d) -> bool {
 /// transforms, c_in + c_out a tile: for 3 × 3, a harmonic mean of the channels of 64 at least
 /// (c_in·c_out ≥ 32·(c_in + c_out)); for 5 × 5, whose F(2 × 2, 5 × 5) saves more, 64
 /// channels on each side. One thread of a Xeon (family 6 model 167, AVX-512), GFLOP/s of the
-/// direct sum, median of `prof_layer`-style loops, Winograd's against the indirect kernels'
-/// (two threads in brackets): the CIFAR network's 64 → 128 on 8 × 8 at batch 128 (harmonic
-/// mean 85), 212–235 against 159 (391–404 against 309); 64 → 64 on 32 × 32 at batch 16 (64),
-/// 173–180 against 159 (325–337 against 325); 128 → 128 on 16 × 16, 242–245 against 159;
-/// AlexNet's 3 × 3 layers at batch 4, 203–207 against 158–160, and its 64 → 192 (5 × 5)
-/// 256 against 164; but the CIFAR network's 32 → 64 on 16 × 16 (43), 147–151 against 148
-/// (258 against 294). The unit tests take it from 32 channels on, so that it is tested.
+/// direct sum, median of `prof_layer`-style loops with dY the forward's output, Winograd's
+/// against the indirect kernels' (two threads in brackets): the CIFAR network's 64 → 128 on
+/// 8 × 8 at batch 128 (harmonic mean 85), 172 against 130 (335 against 255); 64 → 64 on
+/// 32 × 32 at batch 16 (64), 160 against 135 (288 against 276); 128 → 128 on 16 × 16, 215
+/// against 151; AlexNet's 3 × 3 layers at batch 4, 186–194 against 175–181, and its 64 → 192
+/// (5 × 5) 230 against 188; but the CIFAR network's 32 → 64 on 16 × 16 (43), 120 against 131
+/// (236 against 278). The unit tests take it from 32 channels on, so that it is tested.
 fn uses_winograd_filter(op: &Conv2d) -> bool {
     let (ci, co) = (op.c_in, op.c_out);
     let enough = match op.kernel {

@@ -226,8 +226,8 @@ impl<const L: usize> Mul<f32> for Lanes<L> {
 /// of slices, and plain loops: `array::from_fn` and closures were not inlined here.
 #[inline(always)]
 fn input_lanes<const R: usize, const N: usize, W: Minimal<R, N>>(src: &[f32], from: [usize; N], dst: &mut [f32], to: [usize; N], n: usize) {
-    // The reach checked once, not at every load and store: the checks (and `step_by`) were 8–10%
-    // of the CIFAR network's 64 → 32 and 128 → 64 data gradients on one thread of the Xeon.
+    // The reach checked once, not at every load and store: the checks (and `step_by`) were some
+    // 12% of the CIFAR network's 64 → 32 and 128 → 64 data gradients on one thread of the Xeon.
     let end = n.next_multiple_of(8);
     assert!(from.iter().all(|&f| f + end <= src.len()) && to.iter().all(|&t| t + end <= dst.len()), "input_lanes: past a slice");
     let mut x = 0;
@@ -1011,9 +1011,9 @@ fn zero_dead_lanes(panels: &Planes, panel: usize, xi: usize, lanes: Range<usize>
 /// each tile into the N² panels of its channels, one per ξ, and panels a multiple of 4 KB apart
 /// put all N² streams into one set of a 12-way L1: a 32-wide B panel whenever k is a multiple
 /// of 32 tiles, as the CIFAR network's 32 → 64 layer's 2496 (16 MB blocks). A cache line more
-/// a panel spreads them over N² sets. One thread of the Xeon, GFLOP/s of the direct sum: that
-/// layer 131–135 → 147–153, its 64 → 128 189–201 → 212–235, and 64 → 64 on 32 × 32 at batch 16
-/// 124 → 173–180.
+/// a panel spreads them over N² sets. One thread of the Xeon, median GFLOP/s of the direct sum
+/// without the skew and with it: that layer 107–110 → 115–121, 64 → 64 on 32 × 32 at batch 16
+/// 135–138 → 173–175, AlexNet's 64 → 192 (5 × 5) 207–209 → 240.
 const PANEL_SKEW: usize = 16;
 
 /// What a task of [`GradTask`] does.
