@@ -159,7 +159,7 @@ impl Lane for f32 {
 }
 
 /// Eight floats (or `L`), one per tile or channel: element-wise loops the compiler turns into
-/// one vector op each (two for 12: 8 + 4).
+/// one vector op each (per eight).
 #[derive(Clone, Copy)]
 struct Lanes<const L: usize = 8>([f32; L]);
 
@@ -443,7 +443,7 @@ impl Tiling {
     }
 
     fn split_len(&self) -> usize {
-        (2 * self.rows + self.n - 2) * self.stride()
+        self.padded_rows() * self.stride()
     }
 
     /// The row transform of one of the N columns of the tiles, its rows split into even and
@@ -831,7 +831,7 @@ fn transform_input<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2d
     // d·B along every padded row r: q[j] of its tiles, column k of tile tx being e (k even) or
     // o (k odd) at r·s + tx + k / 2.
     let (mut from, mut to) = ([0; N], [0; N]);
-    for r in 0..2 * rows + N - 2 {
+    for r in 0..t.padded_rows() {
         for k in 0..N {
             (from[k], to[k]) = ((k % 2) * len + r * s + k / 2, (2 * k + r % 2) * half + r / 2 * cols);
         }
@@ -1143,10 +1143,11 @@ impl GradTask<'_> {
     }
 
     /// D of A panel p: per image, the panel's output channels of dY transposed into lanes
-    /// (masked; zero past the plane), then each tile's 2 × 2 spread by A·dY·Aᵀ, the panel's L
-    /// (= MR) channels as one [`Lanes`], straight into the panel's row of each ξ (in groups of
-    /// eight, the 12-wide AVX-512 panel took four one-float stores a ξ for its last four
-    /// channels). The bias gradient is summed on the way.
+    /// (masked; zero past the plane and past the channels), then each tile's 2 × 2 spread by
+    /// A·dY·Aᵀ, the panel's MR channels as one [`Lanes`] of L (16 for AVX-512's 12), straight
+    /// into the panel's row of each ξ as MR floats (in groups of eight, the 12-wide panel took
+    /// four one-float stores a ξ for its last four channels). The bias gradient is summed on
+    /// the way.
     #[inline(always)]
     fn transform_dy<const R: usize, const N: usize, W: Minimal<R, N>, const L: usize, const MR: usize>(&self, p: usize, buf: &mut [f32]) {
         let (op, t, mr) = (self.op, &self.g.t, self.micro.mr);
