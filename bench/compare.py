@@ -236,12 +236,15 @@ def onnx_session(args, name):
     import tempfile
     make, shape, batch, _, _, _ = WORKLOADS[name]
     model = make().eval()
-    path = os.path.join(tempfile.gettempdir(), f"staticnet-{name}.onnx")
-    torch.onnx.export(model, (torch.rand(batch, *shape),), path, input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False)
     so = ort.SessionOptions()
     so.intra_op_num_threads = args.threads
     so.inter_op_num_threads = 1
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    # The session reads the file when it is made: the export need not outlive it (it had been
+    # left in the temporary directory, AlexNet's 233 MB among them).
+    with tempfile.TemporaryDirectory(prefix="staticnet-onnx-") as tmp:
+        path = os.path.join(tmp, f"{name}.onnx")
+        torch.onnx.export(model, (torch.rand(batch, *shape),), path, input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False)
+        return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
 def onnx_runtime(args, name, session):
