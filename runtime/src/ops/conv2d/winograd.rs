@@ -1105,8 +1105,9 @@ impl GradTask<'_> {
         let (ph, pw) = (op.padding[0], op.padding[1]);
         // Input columns inside the tiles' reach (a last odd column of the plane may lie past it).
         let cols = op.w_in.min(wq.saturating_sub(pw));
+        // The padding's zeros once: every image writes the same places of xt.
+        xt.fill(0.0);
         for img in 0..self.images {
-            xt.fill(0.0);
             let x = &self.x[((self.b0 + img) * op.c_in + chans.start) * plane..];
             for iy in 0..op.h_in.min(hq.saturating_sub(ph)) {
                 crate::ops::transpose::masked_transpose(&x[iy * op.w_in..], None, chans.len(), cols, plane, &mut xt[((iy + ph) * wq + pw) * ld..], ld);
@@ -1157,10 +1158,11 @@ impl GradTask<'_> {
         let dyt = &mut buf[..hd * wd * L];
         let po = op.out_pixels();
         let mut sums = Lanes([0.0; L]);
+        // Zero past the plane once: every image writes the same places of dyt.
+        if (hd, wd) != (op.h_out, op.w_out) {
+            dyt.fill(0.0);
+        }
         for img in 0..self.images {
-            if (hd, wd) != (op.h_out, op.w_out) {
-                dyt.fill(0.0);
-            }
             let at = ((self.b0 + img) * op.c_out + chans.start) * po;
             for oy in 0..op.h_out {
                 let row = at + oy * op.w_out;
