@@ -60,13 +60,15 @@ network! {
 
 network! {
     /// A 3 × 3 convolution of 128 channels each side: Winograd's forward, data gradient (from
-    /// the weights laid out at the forward) and filter gradient.
+    /// the weights laid out at the forward) and filter gradient, in blocks shared by the
+    /// threads; then 128 → 32, whose filter gradient takes blocks of each thread's own.
     pub struct Wide {
         input: [1, 28, 28],
         conv1: Conv2d(1, 128, 3, stride = 4, padding = 1), ReLU,
         conv2: Conv2d(128, 128, 3, padding = 1), ReLU,
+        conv3: Conv2d(128, 32, 3, padding = 1), ReLU,
         Flatten,
-        fc: Linear(128 * 7 * 7, 10),
+        fc: Linear(32 * 7 * 7, 10),
     }
 }
 

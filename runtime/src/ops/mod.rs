@@ -45,6 +45,7 @@ pub mod isa;
 pub mod linear;
 pub mod mse;
 pub mod pool2d;
+mod prefetch;
 pub mod sgd;
 pub mod transpose;
 pub mod softmax;

@@ -290,7 +290,7 @@ fn uses_winograd_data(op: &Conv2d) -> bool {
 /// Whether the filter gradient of `op` is Winograd's (`winograd::filter_grad`): layers that
 /// Winograd's forward takes where its GEMMs, c_in·c_out multiplies a tile and ξ, outweigh its
 /// transforms, c_in + c_out a tile: for 3 × 3, a harmonic mean of the channels of 64 at least
-/// (c_in·c_out ≥ 32·(c_in + c_out)); for 5 × 5, whose F(2 × 2, 5 × 5) saves more, 64
+/// (c_in·c_out ≥ 32·(c_in + c_out)), or an M small enough for blocks of each thread's own; for 5 × 5, whose F(2 × 2, 5 × 5) saves more, 64
 /// channels on each side. One thread of a Xeon (family 6 model 167, AVX-512), GFLOP/s of the
 /// direct sum, median of `prof_layer`-style loops with dY the forward's output, Winograd's
 /// against the indirect kernels' (two threads in brackets): the CIFAR network's 64 → 128 on
@@ -298,12 +298,17 @@ fn uses_winograd_data(op: &Conv2d) -> bool {
 /// 32 × 32 at batch 16 (64), 160 against 135 (288 against 276); 128 → 128 on 16 × 16, 215
 /// against 151; AlexNet's 3 × 3 layers at batch 4, 186–194 against 175–181, and its 64 → 192
 /// (5 × 5) 230 against 188; but the CIFAR network's 32 → 64 on 16 × 16 (43), 120 against 131
-/// (236 against 278). The unit tests take it from 32 channels on, so that it is tested.
+/// (236 against 278) with the blocks shared by the threads. In blocks of each thread's own
+/// (`winograd::filter_grad_per_worker_applies`: where M is small), it wins there too, so any
+/// 3 × 3 layer that takes those does: 157 against 133–138 (305 against 273–282); 64 → 32 on
+/// 16 × 16 at batch 64, 163 against 143 (301 against 276); 32 → 48 on 8 × 8, 159 against 104
+/// (296 against 187); 32 → 32, the same (139 against 135). The unit tests take it from 32
+/// channels on, so that it is tested.
 fn uses_winograd_filter(op: &Conv2d) -> bool {
     let (ci, co) = (op.c_in, op.c_out);
     let enough = match op.kernel {
         _ if cfg!(test) => ci.min(co) >= 32,
-        [3, 3] => ci * co >= 32 * (ci + co),
+        [3, 3] => ci * co >= 32 * (ci + co) || winograd::filter_grad_per_worker_applies(op),
         _ => ci.min(co) >= 64,
     };
     !winograd_off() && !direct::applies(op) && winograd::applies(op) && enough

@@ -566,15 +566,18 @@ mod tests {
         // to five; on three threads a thread's range starts and ends inside images. 40 channels
         // in two panels on one or two threads is split by channel panels instead. A 1 × 1
         // convolution reads its input unpadded. Winograd's filter gradient (in the tests from 32
-        // channels on each side, and blocks of one image): 7 × 9 outputs, partial tiles on both
-        // edges.
+        // channels on each side, and blocks of two images): 7 × 9 outputs, partial tiles on both
+        // edges; 32 → 40 in blocks shared by the threads, 32 → 32 in each thread's own (so on
+        // three threads, one of one image and two of two).
         let ops = [
             Conv2d::new(16, 40, [6, 5], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
             Conv2d::new(32, 40, [7, 9], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
+            Conv2d::new(32, 32, [7, 9], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
             Conv2d::new(3, 5, [7, 6], [3, 3], [2, 2], [1, 1], [1, 1], 1, true),
             Conv2d::new(6, 7, [5, 4], [1, 1], [1, 1], [0, 0], [1, 1], 1, false),
         ];
         let n = 5;
+        assert!(!winograd::filter_grad_per_worker_applies(&ops[1]) && winograd::filter_grad_per_worker_applies(&ops[2]), "the Winograd layers take the shared blocks, then each thread's own");
         for op in ops {
             let (x, dy, relu_y) = (random(n * op.x_len(), 61), random(n * op.y_len(), 62), random(n * op.y_len(), 63));
             for mask in [None, Some(&relu_y[..])] {

@@ -859,11 +859,14 @@ fn transform_input<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2d
 /// the forward's input transform, 16 multiplies a tile for 3 × 3 where the direct sum takes 36.
 /// The transforms vectorise over channels: an image's x and dY are transposed into lanes first,
 /// then each tile's transform goes straight into the microkernel's panels, channels as lanes.
-/// The tiles' sum is the GEMMs' k, so no thread shares a sum with another and the result does
-/// not depend on the threads.
+/// The tiles' sum is the GEMMs' k.
 ///
-/// Blocks of images bound V and D ([`Grad::of`]); M takes every block's sum (the first block
-/// overwrites it), then Gᵀ·M·G is added to dW. The bias gradient is summed from the same
+/// Blocks of images bound V and D; M takes every block's sum (the first block overwrites it),
+/// then Gᵀ·M·G is added to dW. Where M is large, the blocks are shared ([`Grad::of`]): every
+/// worker transforms a part of each and multiplies a part, so no thread shares a sum with
+/// another and the result does not depend on the threads. Where M is small, each worker takes
+/// blocks of its own images into its own M ([`Grad::private`], [`Grad::per_worker`]), and the
+/// Ms are added in the workers' order. The bias gradient is summed from the same
 /// transposed dY as D.
 struct Grad {
     t: Tiling,
@@ -876,17 +879,41 @@ struct Grad {
 }
 
 impl Grad {
+    /// Shared blocks: D and V of a block in 16 MB, all of AlexNet's batch of 4 at once (9 MB for
+    /// its 384 → 256 layer), so that M (6 MB there) is written once.
     fn of(op: &Conv2d, n: usize) -> Self {
+        Self::with_block(op, n, 16 << 20)
+    }
+
+    /// A worker's own blocks ([`Grad::per_worker`]): D and V of a block in 1 MB, to stay in L2
+    /// from the transforms to the GEMMs.
+    fn private(op: &Conv2d, n: usize) -> Self {
+        Self::with_block(op, n, 1 << 20)
+    }
+
+    /// Blocks of as many images as D and V of `bytes` hold (one at least). The unit tests'
+    /// small layers take two images a block, so that M's sum over blocks is tested, and a last
+    /// block of one.
+    fn with_block(op: &Conv2d, n: usize, bytes: usize) -> Self {
         let micro = kernel::select();
         let t = Tiling::of(op);
         let (co_pad, ci_pad) = (op.c_out.next_multiple_of(micro.mr), op.c_in.next_multiple_of(micro.nr));
-        // D and V of a block in 16 MB: all of AlexNet's batch of 4 at once (9 MB for its 384 →
-        // 256 layer), so that M (6 MB there) is written once. The unit tests' small layers
-        // take two images a block, so that M's sum over blocks is tested, and a last block of one.
-        let per_image = t.n * t.n * (co_pad + ci_pad) * t.per_image();
-        let images = if cfg!(test) { 2 } else { (4 * 1024 * 1024 / per_image).max(1) }.min(n.max(1));
+        let per_image = t.n * t.n * (co_pad + ci_pad) * t.per_image() * size_of::<f32>();
+        let images = if cfg!(test) { 2 } else { (bytes / per_image).max(1) }.min(n.max(1));
         let tiles = images * t.per_image();
         Grad { t, images, tiles, co_pad, ci_pad }
+    }
+
+    /// Whether each worker takes whole blocks of its own images, into its own M, the workers'
+    /// Ms summed in their order at the end ([`filter_grad_per_worker`]): where M is small
+    /// enough ([`PER_WORKER_M_BYTES`]) that a worker's M, D and V stay in its L2. Shared
+    /// blocks, transformed and multiplied by all the workers together, went through memory
+    /// from the transforms to the GEMMs (the CIFAR network's 32 → 64 at batch 128: D and V
+    /// are 54 MB, M 147 KB).
+    fn per_worker(op: &Conv2d) -> bool {
+        let micro = kernel::select();
+        let m = (op.kernel[0] + 1).pow(2) * op.c_out.next_multiple_of(micro.mr) * op.c_in.next_multiple_of(micro.nr);
+        m * size_of::<f32>() <= PER_WORKER_M_BYTES
     }
 
     fn xi(&self) -> usize {
@@ -913,10 +940,39 @@ impl Grad {
     }
 }
 
+/// The largest M that [`Grad::per_worker`] takes: one per worker, added up at the end. One
+/// thread of a Xeon (family 6 model 167, AVX-512), GFLOP/s of the direct sum, median of
+/// `prof_layer`-style loops with dY the forward's output, shared blocks against a worker's own
+/// (two threads in brackets): the CIFAR network's 32 → 64 on 16 × 16 at batch 128 (M 147 KB),
+/// 150 against 157 (249 against 305); 64 → 64 on 32 × 32 at batch 16 (295 KB), 173 against
+/// 181 (300 against 348); but 128 → 128 on 16 × 16 at batch 16 (1.1 MB, one image a block),
+/// 224 against 227 (453 against 415). The unit tests take it up to 80 KB: their 32 → 32 layer
+/// takes it, their 32 → 40 and 5 × 5 layers the shared blocks.
+#[cfg(not(test))]
+const PER_WORKER_M_BYTES: usize = 512 << 10;
+#[cfg(test)]
+const PER_WORKER_M_BYTES: usize = 80 << 10;
+
+/// Whether the filter gradient of `op` runs in blocks of each worker's own ([`Grad::per_worker`]).
+pub(super) fn filter_grad_per_worker_applies(op: &Conv2d) -> bool {
+    Grad::per_worker(op)
+}
+
 /// Scratch floats of [`filter_grad`] for a batch of `n` on `threads` threads.
 pub(super) fn filter_scratch_len(op: &Conv2d, n: usize, threads: usize) -> usize {
+    if Grad::per_worker(op) {
+        return threads.max(1) * private_len(op, n);
+    }
     let g = Grad::of(op, n);
     g.lens().iter().sum::<usize>() + threads.max(1) * g.worker_len(op)
+}
+
+/// A worker's floats in [`filter_grad_per_worker`]: its M, D and V, its own bias sums, and its
+/// transforms' buffer, rounded up to whole cache lines (so that every worker's panels start on
+/// one, as the first's do).
+fn private_len(op: &Conv2d, n: usize) -> usize {
+    let g = Grad::private(op, n);
+    (g.lens().iter().sum::<usize>() + op.c_out.next_multiple_of(16) + g.worker_len(op)).next_multiple_of(16)
 }
 
 /// dW += the filter gradient of `op` over `n` images, db += Σ dY (when `db`), with dY taken
@@ -953,6 +1009,9 @@ fn on_workers(bufs: &mut [f32], len: usize, threads: usize, tasks: usize, contig
 
 #[allow(clippy::too_many_arguments)]
 fn filter_grad_with<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], mask: Option<&[f32]>, dw: &mut [f32], db: Option<&mut [f32]>, scratch: &mut [f32], threads: usize) {
+    if Grad::per_worker(op) {
+        return filter_grad_per_worker::<R, N, W>(op, n, x, dy, mask, dw, db, scratch, threads);
+    }
     let g = Grad::of(op, n);
     let micro = kernel::select();
     let [m_len, d_len, v_len] = g.lens();
@@ -969,6 +1028,7 @@ fn filter_grad_with<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2
         mask,
         b0: 0,
         images: 0,
+        first: true,
         m: Planes { ptr: m.as_mut_ptr(), len: g.ci_pad, channels: N * N },
         da: Planes { ptr: d.as_mut_ptr(), len: 0, channels: co_panels },
         vb: Planes { ptr: v.as_mut_ptr(), len: 0, channels: ci_panels },
@@ -977,8 +1037,7 @@ fn filter_grad_with<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2
     };
     let worker_len = g.worker_len(op);
     for b0 in (0..n).step_by(g.images) {
-        task.b0 = b0;
-        task.images = g.images.min(n - b0);
+        (task.b0, task.images, task.first) = (b0, g.images.min(n - b0), b0 == 0);
         let k = task.k();
         (task.da.len, task.vb.len) = (micro.mr * k + PANEL_SKEW, micro.nr * k + PANEL_SKEW);
         let task = &task;
@@ -990,6 +1049,81 @@ fn filter_grad_with<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2
         on_workers(bufs, worker_len, threads, ci_panels + co_panels, false, |i, buf| task.run::<R, N, W>(Phase::Transform, i, buf));
         on_workers(bufs, worker_len, threads, N * N * ci_panels, true, |i, buf| task.run::<R, N, W>(Phase::Gemm, i, buf));
     }
+    on_workers(bufs, worker_len, threads, op.c_out, true, |co, buf| task.run::<R, N, W>(Phase::Output, co, buf));
+}
+
+/// [`filter_grad_with`] where each worker takes a run of the images, in blocks of its own
+/// ([`Grad::per_worker`]): it transforms a block and multiplies it into its own M (and sums
+/// its own db), then the workers' Ms are added in their order and the output transformed as
+/// there. The sums' order depends on the number of workers (as the indirect path's partials
+/// do), not on how the threads take the work.
+#[allow(clippy::too_many_arguments)]
+fn filter_grad_per_worker<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], mask: Option<&[f32]>, dw: &mut [f32], db: Option<&mut [f32]>, scratch: &mut [f32], threads: usize) {
+    let g = Grad::private(op, n);
+    let micro = kernel::select();
+    let [m_len, d_len, v_len] = g.lens();
+    let (co_panels, ci_panels) = (g.co_pad / micro.mr, g.ci_pad / micro.nr);
+    let (len, db_len, worker_len) = (private_len(op, n), op.c_out.next_multiple_of(16), g.worker_len(op));
+    let workers = threads.clamp(1, n.max(1)).min(scratch.len() / len);
+    assert!(workers > 0, "winograd: a scratch of {} floats holds no worker's {len}", scratch.len());
+    let task_for = |m: &mut [f32], d: &mut [f32], v: &mut [f32], db: Option<&mut [f32]>| GradTask {
+        op,
+        g: &g,
+        micro,
+        x,
+        dy,
+        mask,
+        b0: 0,
+        images: 0,
+        first: true,
+        m: Planes { ptr: m.as_mut_ptr(), len: g.ci_pad, channels: N * N },
+        da: Planes { ptr: d.as_mut_ptr(), len: 0, channels: co_panels },
+        vb: Planes { ptr: v.as_mut_ptr(), len: 0, channels: ci_panels },
+        dw: Planes { ptr: std::ptr::null_mut(), len: op.c_in * R * R, channels: 1 },
+        db: db.map(|db| Planes { ptr: db.as_mut_ptr(), len: 1, channels: 1 }),
+    };
+    let bias = db.is_some();
+    scratch[..workers * len].par_chunks_mut(len).enumerate().for_each(|(w, mine)| {
+        let (m, rest) = mine.split_at_mut(m_len);
+        let (d, rest) = rest.split_at_mut(d_len);
+        let (v, rest) = rest.split_at_mut(v_len);
+        let (sums, buf) = rest.split_at_mut(db_len);
+        sums.fill(0.0);
+        let images = w * n / workers..(w + 1) * n / workers;
+        if images.is_empty() {
+            m.fill(0.0);
+            return;
+        }
+        let mut task = task_for(m, d, v, bias.then_some(sums));
+        for b0 in images.clone().step_by(g.images) {
+            (task.b0, task.images, task.first) = (b0, g.images.min(images.end - b0), b0 == images.start);
+            let k = task.k();
+            (task.da.len, task.vb.len) = (micro.mr * k + PANEL_SKEW, micro.nr * k + PANEL_SKEW);
+            for i in 0..ci_panels + co_panels {
+                task.run::<R, N, W>(Phase::Transform, i, &mut buf[..worker_len]);
+            }
+            for i in 0..N * N * ci_panels {
+                task.run::<R, N, W>(Phase::Gemm, i, &mut buf[..worker_len]);
+            }
+        }
+    });
+    // The workers' Ms (and bias sums) added into the first's, in their order.
+    let (first, rest) = scratch[..workers * len].split_at_mut(len);
+    for other in rest.chunks_exact(len) {
+        first[..m_len].par_chunks_mut(1 << 12).zip(other[..m_len].par_chunks(1 << 12)).for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a += b));
+    }
+    if let Some(db) = db {
+        let sums = |w: usize| &scratch[w * len + m_len + d_len + v_len..][..op.c_out];
+        for (c, g) in db.iter_mut().enumerate() {
+            *g += (0..workers).map(|w| sums(w)[c]).sum::<f32>();
+        }
+    }
+    let (m, rest) = scratch.split_at_mut(m_len);
+    // The workers' regions past the first's M, free now, as the output's buffers.
+    let bufs = &mut rest[..workers * len - m_len];
+    let mut task = task_for(m, &mut [], &mut [], None);
+    task.dw.ptr = dw.as_mut_ptr();
+    let task = &task;
     on_workers(bufs, worker_len, threads, op.c_out, true, |co, buf| task.run::<R, N, W>(Phase::Output, co, buf));
 }
 
@@ -1038,6 +1172,8 @@ struct GradTask<'a> {
     mask: Option<&'a [f32]>,
     b0: usize,
     images: usize,
+    /// Whether the block is the first into M (which it overwrites).
+    first: bool,
     /// M[co][ξ], input channels ci_pad a row: a task per output channel reads one run.
     m: Planes,
     /// D and V of the block in A and B panels of k steps, per ξ.
@@ -1112,7 +1248,14 @@ impl GradTask<'_> {
             for iy in 0..op.h_in.min(hq.saturating_sub(ph)) {
                 crate::ops::transpose::masked_transpose(&x[iy * op.w_in..], None, chans.len(), cols, plane, &mut xt[((iy + ph) * wq + pw) * ld..], ld);
             }
+            // The next image's planes, prefetched into L2 a few lines a tile: read from memory
+            // by the transposes as they come, they were a quarter of the CIFAR network's
+            // 32 → 64 filter gradient, and half that prefetched.
+            let next_at = ((self.b0 + img + 1) * op.c_in + chans.start) * plane;
+            let next = if next_at < self.x.len() { &self.x[next_at..][..chans.len() * plane] } else { &[][..] };
+            let mut ahead = crate::ops::prefetch::Ahead::new([next], t.rows * t.cols);
             for (tile, (ty, tx)) in (0..t.rows).flat_map(|ty| (0..t.cols).map(move |tx| (ty, tx))).enumerate() {
+                ahead.step();
                 let k = img * t.rows * t.cols + tile;
                 zero_dead_lanes(&self.vb, q, N * N, k * nr + chans.len().next_multiple_of(8)..(k + 1) * nr);
                 for lane in (0..chans.len()).step_by(8) {
@@ -1178,7 +1321,16 @@ impl GradTask<'_> {
                 sums = sums + odd;
             }
             let at = |y: usize, x: usize| Lanes::<L>::at(dyt, (y * wd + x) * L);
+            // The next image's dY (and mask) prefetched, as x is in `transform_x`.
+            let next_at = ((self.b0 + img + 1) * op.c_out + chans.start) * po;
+            let (next, next_mask) = if next_at < self.dy.len() {
+                (&self.dy[next_at..][..chans.len() * po], self.mask.map_or(&[][..], |m| &m[next_at..][..chans.len() * po]))
+            } else {
+                (&[][..], &[][..])
+            };
+            let mut ahead = crate::ops::prefetch::Ahead::new([next, next_mask], t.rows * t.cols);
             for (tile, (ty, tx)) in (0..t.rows).flat_map(|ty| (0..t.cols).map(move |tx| (ty, tx))).enumerate() {
+                ahead.step();
                 let k = img * t.rows * t.cols + tile;
                 // Along each of the tile's two rows, then down each of the N columns.
                 let h0 = W::spread([at(2 * ty, 2 * tx), at(2 * ty, 2 * tx + 1)]);
@@ -1206,7 +1358,7 @@ impl GradTask<'_> {
     fn gemm(&self, xi: usize, q: usize) {
         let (op, micro, g) = (self.op, &self.micro, self.g);
         let (mr, nr, xi_n) = (micro.mr, micro.nr, self.m.channels);
-        let beta = if self.b0 == 0 { 0.0 } else { 1.0 };
+        let beta = if self.first { 0.0 } else { 1.0 };
         // SAFETY (both): only read here, written by the transforms.
         let b = unsafe { self.vb.read(xi, q) };
         for p in 0..self.da.channels {
