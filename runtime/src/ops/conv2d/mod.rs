@@ -227,9 +227,10 @@ mod tests {
             // in a batch of 5)
             Conv2d::new(16, 20, [11, 9], [5, 5], [1, 1], [0, 0], [1, 1], 1, false),
             Conv2d::new(20, 16, [7, 13], [5, 5], [1, 1], [1, 1], [1, 1], 1, true),
-            // Winograd with AVX-512 too (32 channels and more on both sides): 40 output channels
-            // in A panels of 12 (a partial last one), 3 × 3 and 5 × 5, odd sizes
-            Conv2d::new(32, 40, [9, 11], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
+            // Winograd with AVX-512 too (32 channels and more on both sides), 3 × 3 and 5 × 5, odd
+            // sizes: 44 output channels in A panels of 12 (a partial last one), 32 in panels of 8
+            // (AVX-512's 8 × 32 kernel: these forwards, and the data gradient of the first)
+            Conv2d::new(32, 44, [9, 11], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
             Conv2d::new(36, 32, [7, 6], [5, 5], [1, 1], [2, 2], [1, 1], 1, true),
         ]
     }

@@ -294,7 +294,13 @@ fn positions(op: &Conv2d) -> usize {
 /// Floats of the transformed weights U in the microkernel's A panels: per ξ, panels of MR output
 /// channels, each c_in steps of MR (rows past c_out zero).
 pub(super) fn weights_len(op: &Conv2d) -> usize {
-    positions(op) * rows_padded(op, &kernel::select()) * op.c_in
+    positions(op) * rows_padded(op, &micro_for(op)) * op.c_in
+}
+
+/// The forward's microkernel: its rows are the output channels, so that the 8-row one takes
+/// 32 or 64 of them (`kernel::select_for_rows`).
+fn micro_for(op: &Conv2d) -> Micro {
+    kernel::select_for_rows(op.c_out)
 }
 
 /// The filters (co, ci) of a convolution as a layer keeps them: the R² taps of filter (co, ci)
@@ -319,9 +325,9 @@ pub(super) fn pack(op: &Conv2d, f: &Filters, u: &mut [f32]) {
 /// [`pack`], an A panel (MR output channels) a task: a train step lays out its weights anew,
 /// and the layout took a thread 2–3 ms of AlexNet's 384 → 256 layer while the other waited.
 fn pack_with<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2d, f: &Filters, u: &mut [f32]) {
-    let plane = rows_padded(op, &kernel::select()) * op.c_in;
+    let plane = rows_padded(op, &micro_for(op)) * op.c_in;
     let out = Planes { ptr: u[..N * N * plane].as_mut_ptr(), len: plane, channels: 1 };
-    (0..op.c_out.div_ceil(kernel::select().mr)).into_par_iter().for_each(|panel| {
+    (0..op.c_out.div_ceil(micro_for(op).mr)).into_par_iter().for_each(|panel| {
         // SAFETY: each panel writes its own range of each of the N² planes.
         pack_panel::<R, N, W>(op, f, panel, |xi, start| unsafe { &mut out.plane(xi, 0)[start..] });
     });
@@ -340,7 +346,7 @@ const RUN: usize = 8;
 /// layer took 1 ms. Loops, not `array::from_fn`, whose closures were not inlined here.
 fn pack_panel<'a, const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2d, f: &Filters, panel: usize, plane: impl Fn(usize, usize) -> &'a mut [f32]) {
     const LANES: usize = 16;
-    let (ci_n, mr) = (op.c_in, kernel::select().mr);
+    let (ci_n, mr) = (op.c_in, micro_for(op).mr);
     assert!(mr <= LANES && R * R <= 25, "winograd::pack: {mr} rows a panel");
     let co0 = panel * mr;
     let lanes = mr.min(op.c_out - co0);
@@ -467,7 +473,7 @@ impl Tiling {
     /// A worker's floats: V (in B panels) and M of a block, and the transforms' own.
     fn worker_len(&self, op: &Conv2d) -> usize {
         let xi = self.n * self.n;
-        xi * (op.c_in * self.tiles_padded(&kernel::select()) + op.c_out * self.tiles()) + self.plane_len().max(4 * self.tiles())
+        xi * (op.c_in * self.tiles_padded(&micro_for(op)) + op.c_out * self.tiles()) + self.plane_len().max(4 * self.tiles())
     }
 }
 
@@ -499,7 +505,7 @@ pub(super) fn forward(op: &Conv2d, n: usize, x: &[f32], mask: Option<&[f32]>, w:
     // Blocks of images, and where they are fewer than the threads (a small batch) the output
     // channels split too, in whole A panels: each part transforms the block's input again.
     let blocks = n.div_ceil(t.images);
-    let mr = kernel::select().mr;
+    let mr = micro_for(op).mr;
     let panels = op.c_out.div_ceil(mr);
     let parts = if blocks >= threads { 1 } else { (threads / blocks.max(1)).clamp(1, panels) };
     let tasks = blocks * parts;
@@ -602,7 +608,7 @@ impl Block<'_> {
     #[inline(always)]
     fn compute<const R: usize, const N: usize, W: Minimal<R, N>>(&self, buf: &mut [f32]) {
         let (op, t) = (self.op, self.t);
-        let micro = kernel::select();
+        let micro = micro_for(op);
         let (ci_n, co_n, mr, nr, xi_n) = (op.c_in, op.c_out, micro.mr, micro.nr, N * N);
         let tiles = self.images * t.per_image();
         let tiles_padded = tiles.next_multiple_of(nr);

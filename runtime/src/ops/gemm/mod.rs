@@ -211,7 +211,14 @@ mod tests {
 
     /// Every microkernel this processor can run, with the instruction set's name.
     fn micros() -> Vec<(&'static str, kernel::Micro)> {
-        crate::ops::isa::Isa::supported().into_iter().map(|i| (i.name(), kernel::select_for(i))).collect()
+        let mut all: Vec<_> = crate::ops::isa::Isa::supported().into_iter().map(|i| (i.name(), kernel::select_for(i))).collect();
+        // And AVX-512's 8-row kernel, for products of 32 or 64 rows (Winograd's forwards).
+        if crate::ops::isa::avx512() {
+            let micro = kernel::select_for_rows(32);
+            assert_eq!((micro.mr, micro.nr), (8, 32), "32 rows: the 8 × 32 kernel");
+            all.push(("avx512 8 × 32", micro));
+        }
+        all
     }
 
     fn check(m: usize, n: usize, k: usize, ta: bool, tb: bool, beta: f32, par: Parallelism) {
