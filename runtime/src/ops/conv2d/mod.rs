@@ -172,7 +172,7 @@ mod tests {
         y
     }
 
-    fn cases() -> [Conv2d; 25] {
+    fn cases() -> [Conv2d; 28] {
         [
             // Model A's layers: whole register tiles of channels, k = 25 and k = 400 > KC
             Conv2d::new(1, 16, [28, 28], [5, 5], [1, 1], [2, 2], [1, 1], 1, true),
@@ -214,6 +214,14 @@ mod tests {
             // one, 3 and 6 channels: its pooled epilogue takes tiles of 1 and 2 pairs of rows
             Conv2d::new(3, 6, [6, 32], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
             Conv2d::new(2, 3, [10, 16], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
+            // The sliding-window kernels (AVX-512; 16 output channels or fewer, stride 1, rows
+            // of 14 or 16): 3 × 3 on rows of 16 from two blocks of input channels (its taps in
+            // two blocks of three runs); 3 × 3 on rows of 14, 16 channels each side (its data
+            // gradient too); 5 × 5 on rows of 16, 12 channels (a partial vector), in five blocks
+            // of two runs. Model A's second layer's data gradient takes the 14-wide 5 × 5 one.
+            Conv2d::new(32, 16, [6, 16], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
+            Conv2d::new(16, 16, [4, 14], [3, 3], [1, 1], [1, 1], [1, 1], 1, false),
+            Conv2d::new(32, 12, [5, 16], [5, 5], [1, 1], [2, 2], [1, 1], 1, true),
             // Winograd's F(2 × 2, 3 × 3) (the cases of 24 and 48 input channels above take it too,
             // with odd sizes): 30 tiles an image in 32 lanes (blocks of 8 images; a batch of 5 is
             // one partial block), and valid padding over odd sizes (partial tiles on both edges),

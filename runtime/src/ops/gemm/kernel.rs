@@ -296,20 +296,23 @@ pub struct Indirect {
     pub mr: usize,
     /// Columns of a tile.
     pub nr: usize,
+    /// Groups of taps a kernel call must take in whole runs of: a window's row for the
+    /// sliding kernels ([`select_sliding`]), else 1.
+    pub run: usize,
     /// The kernel.
     pub kernel: IndirectKernel,
 }
 
 /// The indirect microkernel written for `isa`: AVX-512 8 × 32 (16 accumulators; its 8 row
 /// pointers and the loop's own stay in the 16 general registers), AVX2 6 × 16, or the portable
-/// 6 × 16. At most 8 rows, for the transposing epilogue of the convolution.
+/// 6 × 16.
 pub fn select_indirect_for(isa: Isa) -> Indirect {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => Indirect { mr: 8, nr: 32, kernel: avx512_indirect_8x32 },
+        Isa::Avx512 => Indirect { mr: 8, nr: 32, run: 1, kernel: avx512_indirect_8x32 },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => Indirect { mr: 6, nr: 16, kernel: avx2_indirect_6x16 },
-        _ => Indirect { mr: 6, nr: 16, kernel: generic_indirect::<6, 16> },
+        Isa::Avx2 => Indirect { mr: 6, nr: 16, run: 1, kernel: avx2_indirect_6x16 },
+        _ => Indirect { mr: 6, nr: 16, run: 1, kernel: generic_indirect::<6, 16> },
     }
 }
 
@@ -319,7 +322,7 @@ pub fn select_indirect_for(isa: Isa) -> Indirect {
 pub fn select_indirect_for_channels(channels: usize) -> Indirect {
     match isa() {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if channels <= 16 => Indirect { mr: 8, nr: 16, kernel: avx512_indirect_8x16 },
+        Isa::Avx512 if channels <= 16 => Indirect { mr: 8, nr: 16, run: 1, kernel: avx512_indirect_8x16 },
         other => select_indirect_for(other),
     }
 }
@@ -336,8 +339,8 @@ pub fn select_indirect_for_windows(channels: usize) -> Indirect {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => select_indirect_for_channels(channels),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => Indirect { mr: 4, nr: 16, kernel: avx2_indirect_4x16 },
-        _ => Indirect { mr: 4, nr: 16, kernel: generic_indirect::<4, 16> },
+        Isa::Avx2 => Indirect { mr: 4, nr: 16, run: 1, kernel: avx2_indirect_4x16 },
+        _ => Indirect { mr: 4, nr: 16, run: 1, kernel: generic_indirect::<4, 16> },
     }
 }
 
@@ -354,9 +357,9 @@ pub fn select_indirect_for_windows(channels: usize) -> Indirect {
 pub fn select_blocked_for_channels(channels: usize) -> Option<Indirect> {
     match isa() {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if channels <= 16 => Some(Indirect { mr: 8, nr: 16, kernel: avx512_blocked_8x16 }),
+        Isa::Avx512 if channels <= 16 => Some(Indirect { mr: 8, nr: 16, run: 1, kernel: avx512_blocked_8x16 }),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => Some(Indirect { mr: 8, nr: 32, kernel: avx512_blocked_8x32 }),
+        Isa::Avx512 => Some(Indirect { mr: 8, nr: 32, run: 1, kernel: avx512_blocked_8x32 }),
         _ => None,
     }
 }
@@ -451,8 +454,99 @@ macro_rules! avx512_blocked {
 avx512_blocked!(avx512_blocked_8x32, 8, 2);
 avx512_blocked!(avx512_blocked_8x16, 8, 1);
 
-/// The tallest tile of any indirect kernel.
-pub const MAX_INDIRECT_MR: usize = 8;
+/// The channel-blocked kernel for 16 output channels (one vector), stride 1, where a tile is
+/// `ur` consecutive outputs of one row (the row's width a multiple of `ur`) and the groups come
+/// in runs of `kw`, a row of the window (see [`select_sliding`]), or `None`.
+///
+/// [`select_blocked_for_channels`]'s 8 × 16 tile takes a broadcast of the input per FMA, and
+/// one load of B per eight: more loads than the two a cycle, so it ran at 75% of the peak on
+/// its own. Here each input of the row, broadcast once, meets the `kw` weight vectors of its
+/// taps (held in registers for an input channel): a run of the window's row costs UR + KW − 1
+/// broadcasts and KW loads a channel for UR·KW FMAs.
+pub fn select_sliding(channels: usize, w_out: usize, kw: usize) -> Option<Indirect> {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if channels <= 16 && kw == 5 && w_out % 14 == 0 => Some(Indirect { mr: 14, nr: 16, run: 5, kernel: avx512_sliding_14x16_5 }),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if channels <= 16 && kw == 5 && w_out % 16 == 0 => Some(Indirect { mr: 16, nr: 16, run: 5, kernel: avx512_sliding_16x16_5 }),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if channels <= 16 && kw == 3 && w_out % 14 == 0 => Some(Indirect { mr: 14, nr: 16, run: 3, kernel: avx512_sliding_14x16_3 }),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if channels <= 16 && kw == 3 && w_out % 16 == 0 => Some(Indirect { mr: 16, nr: 16, run: 3, kernel: avx512_sliding_16x16_3 }),
+        _ => None,
+    }
+}
+
+/// One input channel `c` of a run in [`avx512_sliding`]: per input position `p` of the row
+/// (written out: LLVM keeps a loop otherwise, and the sums in memory), its value broadcast and
+/// multiplied into the sums of the outputs p − kx it reaches.
+macro_rules! sliding_positions {
+    ($acc:ident, $w:ident, $base:ident, $c:ident, $ur:expr, $kw:expr; $($p:literal)*) => {$(
+        if $p < $ur + $kw - 1 {
+            let v = _mm512_set1_ps(*$base.add($p * CHANNEL_BLOCK + $c));
+            for kx in 0..$kw {
+                if $p >= kx && $p - kx < $ur {
+                    $acc[$p - kx] = _mm512_fmadd_ps(v, $w[kx], $acc[$p - kx]);
+                }
+            }
+        }
+    )*};
+}
+
+/// An AVX-512 sliding-window kernel of `$ur` outputs of a row and 16 channels, for windows
+/// `$kw` wide (see [`select_sliding`]).
+macro_rules! avx512_sliding {
+    ($name:ident, $ur:literal, $kw:literal) => {
+        /// # Safety
+        /// As for [`IndirectKernel`] with `kc` groups of [`CHANNEL_BLOCK`] taps, in runs of
+        /// KW whose offsets are a group's apart (`cols[g + kx] = cols[g] + 16·kx`), and rows
+        /// of consecutive outputs (`rows[i] = rows[0] + 16·i`); and the processor must
+        /// support AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx512vl,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name(kc: usize, x: *const f32, rows: *const u32, cols: *const u32, b: *const f32, tile_in: *const f32, ld_in: usize, tile_out: *mut f32, ld_out: usize) {
+            use std::arch::x86_64::*;
+            const UR: usize = $ur;
+            const KW: usize = $kw;
+            const NR: usize = 16;
+            // SAFETY: as the caller promises.
+            unsafe {
+                debug_assert!(kc % KW == 0 && *rows.add(UR - 1) == *rows + (CHANNEL_BLOCK * (UR - 1)) as u32, "sliding kernel: rows or runs out of line");
+                let row0 = x.add(*rows as usize);
+                let mut acc = [_mm512_setzero_ps(); UR];
+                if !tile_in.is_null() {
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        *a = _mm512_loadu_ps(tile_in.add(i * ld_in));
+                    }
+                }
+                let mut b = b;
+                for run in 0..kc / KW {
+                    let base = row0.add(*cols.add(run * KW) as usize);
+                    for c in 0..CHANNEL_BLOCK {
+                        let mut w = [_mm512_setzero_ps(); KW];
+                        for (kx, w) in w.iter_mut().enumerate() {
+                            *w = _mm512_loadu_ps(b.add((kx * CHANNEL_BLOCK + c) * NR));
+                        }
+                        sliding_positions!(acc, w, base, c, UR, KW; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19);
+                    }
+                    b = b.add(KW * CHANNEL_BLOCK * NR);
+                }
+                for (i, a) in acc.iter().enumerate() {
+                    _mm512_storeu_ps(tile_out.add(i * ld_out), *a);
+                }
+            }
+        }
+    };
+}
+
+avx512_sliding!(avx512_sliding_14x16_5, 14, 5);
+avx512_sliding!(avx512_sliding_16x16_5, 16, 5);
+avx512_sliding!(avx512_sliding_14x16_3, 14, 3);
+avx512_sliding!(avx512_sliding_16x16_3, 16, 3);
+
+/// The tallest tile of any indirect kernel (a sliding one's row of 16).
+pub const MAX_INDIRECT_MR: usize = 16;
 /// The widest tile of any indirect kernel.
 pub const MAX_INDIRECT_NR: usize = 32;
 
