@@ -99,7 +99,7 @@ fn forward_block(k: usize) -> usize {
 /// (`select_sliding`), not when pooling (its tiles are a row's outputs, not windows). Model A's
 /// second layer's data gradient (32 → 16, 5 × 5, rows of 14), one thread of a Xeon (family 6
 /// model 167), the kernel alone 168–174 → 214 GFLOP/s.
-fn forward_kernel(op: &Conv2d, pool: bool) -> (Indirect, bool) {
+pub(super) fn forward_kernel(op: &Conv2d, pool: bool) -> (Indirect, bool) {
     let in_blocks = op.c_in % CHANNEL_BLOCK == 0 && op.kernel != [1, 1];
     let sliding = (in_blocks && !pool && op.stride == [1, 1] && op.dilation == [1, 1]).then(|| select_sliding(op.c_out, op.w_out, op.kernel[1])).flatten();
     let blocked = sliding.or_else(|| in_blocks.then(|| select_blocked_for_channels(op.c_out)).flatten());
@@ -223,7 +223,7 @@ fn stash_len(op: &Conv2d, co_pad: usize) -> usize {
 
 /// The convolution whose forward is the data gradient of `op` (stride 1): over dY, padded by
 /// dilation·(k − 1) − padding, from c_out channels to c_in.
-fn full_conv(op: &Conv2d) -> Conv2d {
+pub(super) fn full_conv(op: &Conv2d) -> Conv2d {
     let pad = |a: usize| op.dilation[a] * (op.kernel[a] - 1) - op.padding[a];
     Conv2d::new(op.c_out, op.c_in, [op.h_out, op.w_out], op.kernel, [1, 1], [pad(0), pad(1)], op.dilation, 1, false)
 }

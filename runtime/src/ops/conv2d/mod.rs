@@ -172,7 +172,7 @@ mod tests {
         y
     }
 
-    fn cases() -> [Conv2d; 28] {
+    fn cases() -> [Conv2d; 34] {
         [
             // Model A's layers: whole register tiles of channels, k = 25 and k = 400 > KC
             Conv2d::new(1, 16, [28, 28], [5, 5], [1, 1], [2, 2], [1, 1], 1, true),
@@ -214,14 +214,21 @@ mod tests {
             // one, 3 and 6 channels: its pooled epilogue takes tiles of 1 and 2 pairs of rows
             Conv2d::new(3, 6, [6, 32], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
             Conv2d::new(2, 3, [10, 16], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
-            // The sliding-window kernels (AVX-512; 16 output channels or fewer, stride 1, rows
-            // of 14 or 16): 3 × 3 on rows of 16 from two blocks of input channels (its taps in
-            // two blocks of three runs); 3 × 3 on rows of 14, 16 channels each side (its data
-            // gradient too); 5 × 5 on rows of 16, 12 channels (a partial vector), in five blocks
-            // of two runs. Model A's second layer's data gradient takes the 14-wide 5 × 5 one.
+            // The sliding-window kernels (AVX-512, stride 1, input channels in blocks of 16),
+            // every one of them (see `sliding_kernels_take_the_cases`): 16 output channels or
+            // fewer in rows of 16, 14, 12 or 8, 32 or fewer in rows of 8 or 7; 3 × 3 and
+            // 5 × 5. Two blocks of input channels (taps in blocks of runs), partial vectors
+            // (12 and 24 channels); some data gradients take them too. Model A's second layer
+            // takes the 7-wide 32-channel 5 × 5 one forward, the 14-wide 5 × 5 one back.
             Conv2d::new(32, 16, [6, 16], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
             Conv2d::new(16, 16, [4, 14], [3, 3], [1, 1], [1, 1], [1, 1], 1, false),
+            Conv2d::new(16, 16, [4, 12], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
+            Conv2d::new(32, 16, [3, 8], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
             Conv2d::new(32, 12, [5, 16], [5, 5], [1, 1], [2, 2], [1, 1], 1, true),
+            Conv2d::new(32, 16, [5, 12], [5, 5], [1, 1], [2, 2], [1, 1], 1, false),
+            Conv2d::new(32, 16, [6, 8], [5, 5], [1, 1], [2, 2], [1, 1], 1, true),
+            Conv2d::new(16, 32, [4, 7], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
+            Conv2d::new(16, 24, [6, 8], [5, 5], [1, 1], [2, 2], [1, 1], 1, true),
             // Winograd's F(2 × 2, 3 × 3) (the cases of 24 and 48 input channels above take it too,
             // with odd sizes): 30 tiles an image in 32 lanes (blocks of 8 images; a batch of 5 is
             // one partial block), and valid padding over odd sizes (partial tiles on both edges),
@@ -241,6 +248,27 @@ mod tests {
             Conv2d::new(32, 44, [9, 11], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
             Conv2d::new(36, 32, [7, 6], [5, 5], [1, 1], [2, 2], [1, 1], 1, true),
         ]
+    }
+
+    /// With AVX-512, the cases above take every sliding-window kernel, forward or in their
+    /// data gradient (the forward of [`cpu::full_conv`]): (rows, channels, window width).
+    #[test]
+    fn sliding_kernels_take_the_cases() {
+        if !crate::ops::isa::avx512() {
+            return eprintln!("sliding_kernels_take_the_cases: skipped, AVX-512 is not in use (the kernels are AVX-512's)");
+        }
+        let mut taken: Vec<(usize, usize, usize)> = Vec::new();
+        for op in cases() {
+            for op in [op, cpu::full_conv(&op)] {
+                let ind = cpu::forward_kernel(&op, false).0;
+                if ind.run > 1 {
+                    taken.push((ind.mr, ind.nr, ind.run));
+                }
+            }
+        }
+        for want in [16, 14, 12, 8].into_iter().map(|ur| (ur, 16)).chain([(8, 32), (7, 32)]).flat_map(|(ur, nr)| [(ur, nr, 3), (ur, nr, 5)]) {
+            assert!(taken.contains(&want), "no case takes the sliding kernel of {want:?} (rows, channels, window): {taken:?}");
+        }
     }
 
     #[test]

@@ -454,27 +454,40 @@ macro_rules! avx512_blocked {
 avx512_blocked!(avx512_blocked_8x32, 8, 2);
 avx512_blocked!(avx512_blocked_8x16, 8, 1);
 
-/// The channel-blocked kernel for 16 output channels (one vector), stride 1, where a tile is
-/// `ur` consecutive outputs of one row (the row's width a multiple of `ur`) and the groups come
-/// in runs of `kw`, a row of the window (see [`select_sliding`]), or `None`.
+/// The channel-blocked kernel for up to 32 output channels (one or two vectors), stride 1,
+/// where a tile is `ur` consecutive outputs of one row (the row's width a multiple of `ur`)
+/// and the groups come in runs of `kw`, a row of the window (see [`select_sliding`]), or
+/// `None`. AVX-512 only, windows 3 or 5 wide.
 ///
 /// [`select_blocked_for_channels`]'s 8 × 16 tile takes a broadcast of the input per FMA, and
 /// one load of B per eight: more loads than the two a cycle, so it ran at 75% of the peak on
 /// its own. Here each input of the row, broadcast once, meets the `kw` weight vectors of its
 /// taps (held in registers for an input channel): a run of the window's row costs UR + KW − 1
-/// broadcasts and KW loads a channel for UR·KW FMAs.
+/// broadcasts and KW·NV loads a channel for UR·KW·NV FMAs. The tile is the largest of 16, 14,
+/// 12 or 8 outputs (8 or 7 for 32 channels: 16 sums) that divides the row.
 pub fn select_sliding(channels: usize, w_out: usize, kw: usize) -> Option<Indirect> {
-    match isa() {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if channels <= 16 && kw == 5 && w_out % 14 == 0 => Some(Indirect { mr: 14, nr: 16, run: 5, kernel: avx512_sliding_14x16_5 }),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if channels <= 16 && kw == 5 && w_out % 16 == 0 => Some(Indirect { mr: 16, nr: 16, run: 5, kernel: avx512_sliding_16x16_5 }),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if channels <= 16 && kw == 3 && w_out % 14 == 0 => Some(Indirect { mr: 14, nr: 16, run: 3, kernel: avx512_sliding_14x16_3 }),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if channels <= 16 && kw == 3 && w_out % 16 == 0 => Some(Indirect { mr: 16, nr: 16, run: 3, kernel: avx512_sliding_16x16_3 }),
-        _ => None,
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512 && matches!(kw, 3 | 5) {
+        let fits = |ur: usize| w_out % ur == 0;
+        let (ur, nr, kernel): (usize, usize, IndirectKernel) = match (channels, kw) {
+            (0..=16, 3) if fits(16) => (16, 16, avx512_sliding_16x16_3),
+            (0..=16, 3) if fits(14) => (14, 16, avx512_sliding_14x16_3),
+            (0..=16, 3) if fits(12) => (12, 16, avx512_sliding_12x16_3),
+            (0..=16, 3) if fits(8) => (8, 16, avx512_sliding_8x16_3),
+            (0..=16, 5) if fits(16) => (16, 16, avx512_sliding_16x16_5),
+            (0..=16, 5) if fits(14) => (14, 16, avx512_sliding_14x16_5),
+            (0..=16, 5) if fits(12) => (12, 16, avx512_sliding_12x16_5),
+            (0..=16, 5) if fits(8) => (8, 16, avx512_sliding_8x16_5),
+            (17..=32, 3) if fits(8) => (8, 32, avx512_sliding_8x32_3),
+            (17..=32, 3) if fits(7) => (7, 32, avx512_sliding_7x32_3),
+            (17..=32, 5) if fits(8) => (8, 32, avx512_sliding_8x32_5),
+            (17..=32, 5) if fits(7) => (7, 32, avx512_sliding_7x32_5),
+            _ => return None,
+        };
+        return Some(Indirect { mr: ur, nr, run: kw, kernel });
     }
+    let _ = (channels, w_out, kw);
+    None
 }
 
 /// One input channel `c` of a run in [`avx512_sliding`]: per input position `p` of the row
@@ -486,17 +499,19 @@ macro_rules! sliding_positions {
             let v = _mm512_set1_ps(*$base.add($p * CHANNEL_BLOCK + $c));
             for kx in 0..$kw {
                 if $p >= kx && $p - kx < $ur {
-                    $acc[$p - kx] = _mm512_fmadd_ps(v, $w[kx], $acc[$p - kx]);
+                    for (a, w) in $acc[$p - kx].iter_mut().zip(&$w[kx]) {
+                        *a = _mm512_fmadd_ps(v, *w, *a);
+                    }
                 }
             }
         }
     )*};
 }
 
-/// An AVX-512 sliding-window kernel of `$ur` outputs of a row and 16 channels, for windows
-/// `$kw` wide (see [`select_sliding`]).
+/// An AVX-512 sliding-window kernel of `$ur` outputs of a row and `$nv` vectors of 16
+/// channels, for windows `$kw` wide (see [`select_sliding`]).
 macro_rules! avx512_sliding {
-    ($name:ident, $ur:literal, $kw:literal) => {
+    ($name:ident, $ur:literal, $nv:literal, $kw:literal) => {
         /// # Safety
         /// As for [`IndirectKernel`] with `kc` groups of [`CHANNEL_BLOCK`] taps, in runs of
         /// KW whose offsets are a group's apart (`cols[g + kx] = cols[g] + 16·kx`), and rows
@@ -508,42 +523,53 @@ macro_rules! avx512_sliding {
         unsafe fn $name(kc: usize, x: *const f32, rows: *const u32, cols: *const u32, b: *const f32, tile_in: *const f32, ld_in: usize, tile_out: *mut f32, ld_out: usize) {
             use std::arch::x86_64::*;
             const UR: usize = $ur;
+            const NV: usize = $nv;
             const KW: usize = $kw;
-            const NR: usize = 16;
+            const NR: usize = 16 * NV;
             // SAFETY: as the caller promises.
             unsafe {
                 debug_assert!(kc % KW == 0 && *rows.add(UR - 1) == *rows + (CHANNEL_BLOCK * (UR - 1)) as u32, "sliding kernel: rows or runs out of line");
                 let row0 = x.add(*rows as usize);
-                let mut acc = [_mm512_setzero_ps(); UR];
+                let mut acc = [[_mm512_setzero_ps(); NV]; UR];
                 if !tile_in.is_null() {
                     for (i, a) in acc.iter_mut().enumerate() {
-                        *a = _mm512_loadu_ps(tile_in.add(i * ld_in));
+                        for (v, a) in a.iter_mut().enumerate() {
+                            *a = _mm512_loadu_ps(tile_in.add(i * ld_in + 16 * v));
+                        }
                     }
                 }
                 let mut b = b;
                 for run in 0..kc / KW {
                     let base = row0.add(*cols.add(run * KW) as usize);
                     for c in 0..CHANNEL_BLOCK {
-                        let mut w = [_mm512_setzero_ps(); KW];
+                        let mut w = [[_mm512_setzero_ps(); NV]; KW];
                         for (kx, w) in w.iter_mut().enumerate() {
-                            *w = _mm512_loadu_ps(b.add((kx * CHANNEL_BLOCK + c) * NR));
+                            for (v, w) in w.iter_mut().enumerate() {
+                                *w = _mm512_loadu_ps(b.add((kx * CHANNEL_BLOCK + c) * NR + 16 * v));
+                            }
                         }
                         sliding_positions!(acc, w, base, c, UR, KW; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19);
                     }
                     b = b.add(KW * CHANNEL_BLOCK * NR);
                 }
-                for (i, a) in acc.iter().enumerate() {
-                    _mm512_storeu_ps(tile_out.add(i * ld_out), *a);
-                }
+                avx512_tile_out!(acc, tile_out, ld_out);
             }
         }
     };
 }
 
-avx512_sliding!(avx512_sliding_14x16_5, 14, 5);
-avx512_sliding!(avx512_sliding_16x16_5, 16, 5);
-avx512_sliding!(avx512_sliding_14x16_3, 14, 3);
-avx512_sliding!(avx512_sliding_16x16_3, 16, 3);
+avx512_sliding!(avx512_sliding_16x16_3, 16, 1, 3);
+avx512_sliding!(avx512_sliding_14x16_3, 14, 1, 3);
+avx512_sliding!(avx512_sliding_12x16_3, 12, 1, 3);
+avx512_sliding!(avx512_sliding_8x16_3, 8, 1, 3);
+avx512_sliding!(avx512_sliding_16x16_5, 16, 1, 5);
+avx512_sliding!(avx512_sliding_14x16_5, 14, 1, 5);
+avx512_sliding!(avx512_sliding_12x16_5, 12, 1, 5);
+avx512_sliding!(avx512_sliding_8x16_5, 8, 1, 5);
+avx512_sliding!(avx512_sliding_8x32_3, 8, 2, 3);
+avx512_sliding!(avx512_sliding_7x32_3, 7, 2, 3);
+avx512_sliding!(avx512_sliding_8x32_5, 8, 2, 5);
+avx512_sliding!(avx512_sliding_7x32_5, 7, 2, 5);
 
 /// The tallest tile of any indirect kernel (a sliding one's row of 16).
 pub const MAX_INDIRECT_MR: usize = 16;
