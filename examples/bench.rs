@@ -12,6 +12,10 @@
 //! GPU (built with `--features cuda`; the per-layer measurements are the CPU's only),
 //! `--precision bf16` to train and infer there in bf16 mixed precision (`Cuda::set_precision`),
 //! `--flush-denormal` to time them with `staticnet::set_flush_denormal(true)`.
+//!
+//! `--conv C_IN,C_OUT,SIZE,KERNEL,PADDING,BATCH` times one square convolution of stride 1
+//! instead (forward, data gradient, filter gradient, on one thread and on the pool's), as the
+//! layer table does: `--conv 32,64,16,3,1,128` is the CIFAR network's second layer.
 
 mod common;
 #[path = "common/course.rs"]
@@ -28,9 +32,11 @@ use course::{Airbench94, AlexNet, CifarCnn, MobileNetV2Cifar, ModelA, ModelC, Ne
 use staticnet::{Logits, Optimizer};
 
 const USAGE: &str = "usage: bench [--json] [--iters 20] [--only NAME] [--no-layers] [--device cpu|cuda] [--precision f32|bf16] [--flush-denormal]
+       bench --conv C_IN,C_OUT,SIZE,KERNEL,PADDING,BATCH
 
 Times a training step and an inference forward of each course network (the workloads of
-bench/compare.py), then the largest convolutions on one thread against the FMA peak.";
+bench/compare.py), then the largest convolutions on one thread against the FMA peak. With
+--conv, one square convolution of stride 1 only, on one thread and on the pool's.";
 
 /// One workload's result.
 struct Timing {
@@ -224,6 +230,28 @@ fn conv_layer(op: Conv2d, n: usize) -> [f64; 3] {
     layer_seconds(op, n, 1).map(|seconds| flops / seconds / 1e9)
 }
 
+/// `--conv C_IN,C_OUT,SIZE,KERNEL,PADDING,BATCH`: that convolution's passes on one thread and
+/// on the pool's, GFLOP/s of the direct sum (the fastest call, as in the layer table).
+fn one_conv(spec: &str) -> staticnet::Result<()> {
+    let bad = || staticnet::Error::BadInput(format!("--conv {spec}: expected C_IN,C_OUT,SIZE,KERNEL,PADDING,BATCH (six whole numbers, e.g. 32,64,16,3,1,128)"));
+    let v: Vec<usize> = spec.split(',').map(|f| f.trim().parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    let &[c_in, c_out, size, k, pad, n] = v.as_slice() else { return Err(bad()) };
+    if c_in == 0 || c_out == 0 || n == 0 || k == 0 || size + 2 * pad < k {
+        return Err(staticnet::Error::BadInput(format!("--conv {spec}: no output (channels and batch must be at least 1, and SIZE + 2·PADDING at least KERNEL)")));
+    }
+    let op = Conv2d::new(c_in, c_out, [size, size], [k, k], [1, 1], [pad, pad], [1, 1], 1, true);
+    let (peak, threads) = (fma_peak(), staticnet::num_threads());
+    let flops = op.flops() as f64 * n as f64;
+    println!("kernels: {}; its FMA peak, one thread: {peak:.1} GFLOP/s", staticnet::ops::isa::isa().name());
+    println!("conv {c_in} -> {c_out}, {size} x {size}, {k} x {k}, padding {pad}, batch {n} (GFLOP/s of the direct sum)");
+    for t in [1, threads] {
+        let g = layer_seconds(op, n, t).map(|s| flops / s / 1e9);
+        let share = |v: f64| format!("{v:7.1} ({:3.0}%)", 100.0 * v / (peak * t as f64));
+        println!("  {t} thread(s): forward {}   backward-data {}   backward-filter {}   (% of {t} x the peak)", share(g[0]), share(g[1]), share(g[2]));
+    }
+    Ok(())
+}
+
 /// Seconds ([`fastest`]) of the forward, data gradient and filter gradient of `op` on
 /// `threads` threads.
 fn layer_seconds(op: Conv2d, n: usize, threads: usize) -> [f64; 3] {
@@ -324,7 +352,10 @@ fn workloads<B: TrainTimer>(dev: &B, gpu: bool) -> Vec<(&'static str, Run)> {
 
 fn main() -> std::process::ExitCode {
     let args = common::Args::parse(USAGE);
-    args.check(&["json", "iters", "only", "no-layers", "device", "precision", "flush-denormal"]);
+    args.check(&["json", "iters", "only", "no-layers", "device", "precision", "flush-denormal", "conv"]);
+    if let Some(spec) = args.opt("conv") {
+        return common::run(|| one_conv(&spec));
+    }
     let (json, iters, only) = (args.flag("json"), args.get("iters", 20usize), args.opt("only").unwrap_or_default());
     let device = args.opt("device").unwrap_or_else(|| "cpu".into());
     common::run(|| {
