@@ -1025,22 +1025,7 @@ fn filter_grad_with<const R: usize, const N: usize, W: Minimal<R, N>>(op: &Conv2
     let (d, rest) = rest.split_at_mut(d_len);
     let (v, bufs) = rest.split_at_mut(v_len);
     let (co_panels, ci_panels) = (g.co_pad / micro.mr, g.ci_pad / micro.nr);
-    let mut task = GradTask {
-        op,
-        g: &g,
-        micro,
-        x,
-        dy,
-        mask,
-        b0: 0,
-        images: 0,
-        first: true,
-        m: Planes { ptr: m.as_mut_ptr(), len: g.ci_pad, channels: N * N },
-        da: Planes { ptr: d.as_mut_ptr(), len: 0, channels: co_panels },
-        vb: Planes { ptr: v.as_mut_ptr(), len: 0, channels: ci_panels },
-        dw: Planes { ptr: dw.as_mut_ptr(), len: op.c_in * R * R, channels: 1 },
-        db: db.map(|db| Planes { ptr: db.as_mut_ptr(), len: 1, channels: 1 }),
-    };
+    let mut task = GradTask::new(op, &g, (x, dy, mask), [m.as_mut_ptr(), d.as_mut_ptr(), v.as_mut_ptr(), dw.as_mut_ptr()], db.map(|db| db.as_mut_ptr()));
     let worker_len = g.worker_len(op);
     for b0 in (0..n).step_by(g.images) {
         (task.b0, task.images, task.first) = (b0, g.images.min(n - b0), b0 == 0);
@@ -1072,22 +1057,7 @@ fn filter_grad_per_worker<const R: usize, const N: usize, W: Minimal<R, N>>(op: 
     let (len, db_len, worker_len) = (private_len(op, n), op.c_out.next_multiple_of(16), g.worker_len(op));
     let workers = threads.clamp(1, n.max(1)).min(scratch.len() / len);
     assert!(workers > 0, "winograd: a scratch of {} floats holds no worker's {len}", scratch.len());
-    let task_for = |m: &mut [f32], d: &mut [f32], v: &mut [f32], db: Option<&mut [f32]>| GradTask {
-        op,
-        g: &g,
-        micro,
-        x,
-        dy,
-        mask,
-        b0: 0,
-        images: 0,
-        first: true,
-        m: Planes { ptr: m.as_mut_ptr(), len: g.ci_pad, channels: N * N },
-        da: Planes { ptr: d.as_mut_ptr(), len: 0, channels: co_panels },
-        vb: Planes { ptr: v.as_mut_ptr(), len: 0, channels: ci_panels },
-        dw: Planes { ptr: std::ptr::null_mut(), len: op.c_in * R * R, channels: 1 },
-        db: db.map(|db| Planes { ptr: db.as_mut_ptr(), len: 1, channels: 1 }),
-    };
+    let task_for = |m: &mut [f32], d: &mut [f32], v: &mut [f32], dw: *mut f32, db: Option<&mut [f32]>| GradTask::new(op, &g, (x, dy, mask), [m.as_mut_ptr(), d.as_mut_ptr(), v.as_mut_ptr(), dw], db.map(|db| db.as_mut_ptr()));
     let bias = db.is_some();
     scratch[..workers * len].par_chunks_mut(len).enumerate().for_each(|(w, mine)| {
         let (m, rest) = mine.split_at_mut(m_len);
@@ -1100,7 +1070,7 @@ fn filter_grad_per_worker<const R: usize, const N: usize, W: Minimal<R, N>>(op: 
             m.fill(0.0);
             return;
         }
-        let mut task = task_for(m, d, v, bias.then_some(sums));
+        let mut task = task_for(m, d, v, std::ptr::null_mut(), bias.then_some(sums));
         for b0 in images.clone().step_by(g.images) {
             (task.b0, task.images, task.first) = (b0, g.images.min(images.end - b0), b0 == images.start);
             let k = task.k();
@@ -1127,9 +1097,7 @@ fn filter_grad_per_worker<const R: usize, const N: usize, W: Minimal<R, N>>(op: 
     let (m, rest) = scratch.split_at_mut(m_len);
     // The workers' regions past the first's M, free now, as the output's buffers.
     let bufs = &mut rest[..workers * len - m_len];
-    let mut task = task_for(m, &mut [], &mut [], None);
-    task.dw.ptr = dw.as_mut_ptr();
-    let task = &task;
+    let task = &task_for(m, &mut [], &mut [], dw.as_mut_ptr(), None);
     on_workers(bufs, worker_len, threads, op.c_out, true, |co, buf| task.run::<R, N, W>(Phase::Output, co, buf));
 }
 
@@ -1193,7 +1161,31 @@ struct GradTask<'a> {
 // SAFETY: tasks write disjoint parts of the planes (see `Phase`).
 unsafe impl Sync for GradTask<'_> {}
 
-impl GradTask<'_> {
+impl<'a> GradTask<'a> {
+    /// The state of `op`'s filter gradient over `g`'s blocks of (x, dY, mask): M, D and V at the
+    /// first three pointers (D's and V's panel lengths set per block), dW at the fourth, db at
+    /// `db`.
+    fn new(op: &'a Conv2d, g: &'a Grad, (x, dy, mask): (&'a [f32], &'a [f32], Option<&'a [f32]>), [m, d, v, dw]: [*mut f32; 4], db: Option<*mut f32>) -> Self {
+        let micro = kernel::select();
+        let (taps, xi) = (op.kernel[0] * op.kernel[1], g.xi());
+        GradTask {
+            op,
+            g,
+            micro,
+            x,
+            dy,
+            mask,
+            b0: 0,
+            images: 0,
+            first: true,
+            m: Planes { ptr: m, len: g.ci_pad, channels: xi },
+            da: Planes { ptr: d, len: 0, channels: g.co_pad / micro.mr },
+            vb: Planes { ptr: v, len: 0, channels: g.ci_pad / micro.nr },
+            dw: Planes { ptr: dw, len: op.c_in * taps, channels: 1 },
+            db: db.map(|db| Planes { ptr: db, len: 1, channels: 1 }),
+        }
+    }
+
     /// The GEMMs' k: the block's tiles, without the lanes past each image's (AlexNet's 13 × 13
     /// planes have 49 tiles in 56 lanes).
     fn k(&self) -> usize {
