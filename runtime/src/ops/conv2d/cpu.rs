@@ -31,7 +31,7 @@
 use rayon::prelude::*;
 
 use super::{Conv2d, depthwise, direct, routed, winograd};
-use crate::ops::gemm::kernel::{CHANNEL_BLOCK, Indirect, MAX_INDIRECT_MR, MAX_INDIRECT_NR, select_blocked_for_channels, select_indirect_for_channels, select_indirect_for_windows, select_sliding};
+use crate::ops::gemm::kernel::{CHANNEL_BLOCK, Indirect, MAX_INDIRECT_MR, MAX_INDIRECT_NR, select_blocked_for_channels, select_indirect_for_channels, select_indirect_for_windows, select_sliding, select_sliding_filter};
 use crate::ops::gemm::{MatMut, MatRef, Parallelism, gemm};
 use crate::ops::transpose::{copy_row, zero_row};
 
@@ -1266,7 +1266,8 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
     cols.par_iter_mut().enumerate().for_each(|(j, c)| *c = pixel_base(op, pad, j));
     let taps = &*taps;
     let part_len = line(k_pad * co_pad);
-    let block = filter_block();
+    // Blocks of pixels in whole runs (output rows, for the sliding kernel).
+    let block = (filter_block() / ind.run).max(1) * ind.run;
     let (dw, db) = dwb.split_at_mut(op.weight_len());
     // The tiles of dWᵀ rows `chunk` and channel panels `qs` over pixels `js` of `from` (`from.cols`
     // offsets its first pixel), into `part` (rows `ld` apart, the chunk's first tile at its start),
@@ -1335,7 +1336,7 @@ fn filter_grad(op: &Conv2d, n: usize, x: &[f32], dy: &[f32], relu_y: Option<&[f3
     let (group, slot_len) = (filter_group(op, n), filter_slot_len(op, n));
     let (xp_len, dyt_len) = (filter_group_xp_len(op, group), line(co_pad * group * p));
     let t_count = threads().min(j_total.div_ceil(block)).min(partials.len() / slot_len).max(1);
-    let per = j_total.div_ceil(t_count);
+    let per = j_total.div_ceil(t_count).next_multiple_of(ind.run);
     let cols = &*cols;
     partials[..t_count * slot_len].par_chunks_mut(slot_len).enumerate().for_each(|(t, slot)| {
         let js = (t * per).min(j_total)..((t + 1) * per).min(j_total);
@@ -1422,10 +1423,21 @@ fn filter_by_channels(op: &Conv2d, n: usize, len: usize) -> bool {
     panels >= threads().max(2) && k_pad * co_pad * size_of::<f32>() > FILTER_CHUNK_BYTES && len >= filter_layout_by_channels(op, n).total()
 }
 
+/// The kernel [`filter_grad`] runs `op`'s filter gradient with: `None` where the direct path
+/// or Winograd's takes it.
+pub(super) fn filter_grad_kernel(op: &Conv2d) -> Option<Indirect> {
+    (!direct::applies(op) && !uses_winograd_filter(op)).then(|| filter_kernel(op).0)
+}
+
 /// The filter gradient's kernel, and the output channels and taps rounded up to its whole
 /// panels (NR) and tiles (MR).
+///
+/// With AVX-512, 32 output channels or fewer and rows of 8 to 16 (stride 1), the sliding-window
+/// kernel (`select_sliding_filter`): its tile is a window's row of taps, and its k whole output
+/// rows.
 fn filter_kernel(op: &Conv2d) -> (Indirect, usize, usize) {
-    let ind = select_indirect_for_channels(op.c_out);
+    let sliding = (op.stride == [1, 1] && op.dilation == [1, 1]).then(|| select_sliding_filter(op.c_out, op.w_out, op.kernel[1])).flatten();
+    let ind = sliding.unwrap_or_else(|| select_indirect_for_channels(op.c_out));
     (ind, op.c_out.div_ceil(ind.nr) * ind.nr, op.patch_len().div_ceil(ind.mr) * ind.mr)
 }
 

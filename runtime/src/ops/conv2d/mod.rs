@@ -597,6 +597,36 @@ mod tests {
         dwb
     }
 
+    /// Filter gradients that take the sliding-window kernels (AVX-512; stride 1, rows of 16,
+    /// 14, 12 or 8, 32 output channels or fewer) beyond those of [`cases`]: taps past the direct
+    /// path's (K > 192).
+    fn sliding_filter_cases() -> [Conv2d; 9] {
+        [
+            Conv2d::new(24, 16, [3, 14], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
+            Conv2d::new(24, 12, [4, 12], [3, 3], [1, 1], [1, 1], [1, 1], 1, false),
+            Conv2d::new(24, 32, [3, 16], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
+            Conv2d::new(24, 20, [3, 14], [3, 3], [1, 1], [1, 1], [1, 1], 1, false),
+            Conv2d::new(24, 32, [4, 12], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
+            Conv2d::new(24, 32, [5, 8], [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
+            Conv2d::new(8, 32, [3, 16], [5, 5], [1, 1], [2, 2], [1, 1], 1, true),
+            Conv2d::new(8, 32, [4, 12], [5, 5], [1, 1], [2, 2], [1, 1], 1, false),
+            Conv2d::new(8, 16, [3, 14], [5, 5], [1, 1], [2, 2], [1, 1], 1, true),
+        ]
+    }
+
+    /// With AVX-512, the filter gradients of [`cases`] and [`sliding_filter_cases`] take every
+    /// sliding-window filter kernel: (rows, channels, window width).
+    #[test]
+    fn sliding_filter_kernels_take_the_cases() {
+        if !crate::ops::isa::avx512() {
+            return eprintln!("sliding_filter_kernels_take_the_cases: skipped, AVX-512 is not in use (the kernels are AVX-512's)");
+        }
+        let taken: Vec<(usize, usize, usize)> = cases().into_iter().chain(sliding_filter_cases()).filter_map(|op| cpu::filter_grad_kernel(&op)).filter(|k| k.run > 1).map(|k| (k.run, k.nr, k.mr)).collect();
+        for want in [16, 14, 12, 8].into_iter().flat_map(|ur| [(ur, 16), (ur, 32)]).flat_map(|(ur, nr)| [(ur, nr, 3), (ur, nr, 5)]) {
+            assert!(taken.contains(&want), "no case's filter gradient takes the sliding kernel of {want:?} (rows, channels, window): {taken:?}");
+        }
+    }
+
     #[test]
     fn filter_gradient_on_any_threads_matches_definition() {
         // Split by pixels (in the tests, groups of 16 KiB of images): one image a group, and up
@@ -615,7 +645,8 @@ mod tests {
         ];
         let n = 5;
         assert!(!winograd::filter_grad_per_worker_applies(&ops[1]) && winograd::filter_grad_per_worker_applies(&ops[2]), "the Winograd layers take the shared blocks, then each thread's own");
-        for op in ops {
+        // And the sliding-window kernels' (AVX-512): on three threads, ranges of whole rows.
+        for op in ops.into_iter().chain(sliding_filter_cases()) {
             let (x, dy, relu_y) = (random(n * op.x_len(), 61), random(n * op.y_len(), 62), random(n * op.y_len(), 63));
             for mask in [None, Some(&relu_y[..])] {
                 // Parameter gradients accumulate: start from 1 and expect 1 + the gradient.

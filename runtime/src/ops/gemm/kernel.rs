@@ -296,8 +296,9 @@ pub struct Indirect {
     pub mr: usize,
     /// Columns of a tile.
     pub nr: usize,
-    /// Groups of taps a kernel call must take in whole runs of: a window's row for the
-    /// sliding kernels ([`select_sliding`]), else 1.
+    /// k steps a kernel call must take in whole runs of: groups of taps, a window's row, for
+    /// the sliding kernels ([`select_sliding`]); pixels, an output row, for the sliding filter
+    /// gradient's ([`select_sliding_filter`]); else 1.
     pub run: usize,
     /// The kernel.
     pub kernel: IndirectKernel,
@@ -570,6 +571,124 @@ avx512_sliding!(avx512_sliding_8x32_3, 8, 2, 3);
 avx512_sliding!(avx512_sliding_7x32_3, 7, 2, 3);
 avx512_sliding!(avx512_sliding_8x32_5, 8, 2, 5);
 avx512_sliding!(avx512_sliding_7x32_5, 7, 2, 5);
+
+/// The filter gradient's sliding-window kernel for up to 32 output channels, stride 1, rows of
+/// 8, 12, 14 or 16 outputs (the row whole), windows 3 or 5 wide, or `None`; AVX-512 only.
+///
+/// The filter gradient's indirect tile (rows: taps, columns: output channels, k: pixels)
+/// broadcasts an input per tap and pixel. Here a tile is one row of the window (kw taps of an
+/// input channel and a window row), k runs over whole output rows (`run` pixels each), and
+/// each input of the row, broadcast once, meets the kw dY vectors of the outputs it reaches,
+/// held in registers: a row costs UR + KW − 1 broadcasts and UR·NV loads for UR·KW·NV FMAs.
+pub fn select_sliding_filter(channels: usize, w_out: usize, kw: usize) -> Option<Indirect> {
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512 {
+        let (nr, kernel): (usize, IndirectKernel) = match (channels, w_out, kw) {
+            (0..=16, 16, 3) => (16, avx512_sliding_filter_16x16_3),
+            (0..=16, 14, 3) => (16, avx512_sliding_filter_14x16_3),
+            (0..=16, 12, 3) => (16, avx512_sliding_filter_12x16_3),
+            (0..=16, 8, 3) => (16, avx512_sliding_filter_8x16_3),
+            (0..=16, 16, 5) => (16, avx512_sliding_filter_16x16_5),
+            (0..=16, 14, 5) => (16, avx512_sliding_filter_14x16_5),
+            (0..=16, 12, 5) => (16, avx512_sliding_filter_12x16_5),
+            (0..=16, 8, 5) => (16, avx512_sliding_filter_8x16_5),
+            (17..=32, 16, 3) => (32, avx512_sliding_filter_16x32_3),
+            (17..=32, 14, 3) => (32, avx512_sliding_filter_14x32_3),
+            (17..=32, 12, 3) => (32, avx512_sliding_filter_12x32_3),
+            (17..=32, 8, 3) => (32, avx512_sliding_filter_8x32_3),
+            (17..=32, 16, 5) => (32, avx512_sliding_filter_16x32_5),
+            (17..=32, 14, 5) => (32, avx512_sliding_filter_14x32_5),
+            (17..=32, 12, 5) => (32, avx512_sliding_filter_12x32_5),
+            (17..=32, 8, 5) => (32, avx512_sliding_filter_8x32_5),
+            _ => return None,
+        };
+        return Some(Indirect { mr: kw, nr, run: w_out, kernel });
+    }
+    let _ = (channels, w_out, kw);
+    None
+}
+
+/// One output row in [`avx512_sliding_filter`]: per input position `p` of the row (written
+/// out, so that the sums and dY vectors stay in registers), dY of output p loaded (while
+/// p < UR), the input broadcast, and multiplied with the dY vectors of the outputs p − kx it
+/// reaches into tap kx's sums.
+macro_rules! sliding_filter_positions {
+    ($acc:ident, $dv:ident, $xrow:ident, $d:ident, $ur:expr, $kw:expr, $nv:expr, $nr:expr; $($p:literal)*) => {$(
+        if $p < $ur + $kw - 1 {
+            if $p < $ur {
+                for (v, dv) in $dv[$p].iter_mut().enumerate() {
+                    *dv = _mm512_loadu_ps($d.add($p * $nr + 16 * v));
+                }
+            }
+            let x = _mm512_set1_ps(*$xrow.add($p));
+            for kx in 0..$kw {
+                if $p >= kx && $p - kx < $ur {
+                    for (a, d) in $acc[kx].iter_mut().zip(&$dv[$p - kx]) {
+                        *a = _mm512_fmadd_ps(x, *d, *a);
+                    }
+                }
+            }
+        }
+    )*};
+}
+
+/// An AVX-512 sliding-window filter-gradient kernel for rows of `$ur` outputs, `$nv` vectors
+/// of 16 output channels and windows `$kw` wide (see [`select_sliding_filter`]).
+macro_rules! avx512_sliding_filter {
+    ($name:ident, $ur:literal, $nv:literal, $kw:literal) => {
+        /// # Safety
+        /// As for [`IndirectKernel`] with `rows` KW consecutive taps (`rows[kx] = rows[0] +
+        /// kx`) and `kc` pixels in whole rows of UR, consecutive within a row (`cols[r·UR + i] =
+        /// cols[r·UR] + i`); and the processor must support AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx512vl,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name(kc: usize, x: *const f32, rows: *const u32, cols: *const u32, b: *const f32, tile_in: *const f32, ld_in: usize, tile_out: *mut f32, ld_out: usize) {
+            use std::arch::x86_64::*;
+            const UR: usize = $ur;
+            const NV: usize = $nv;
+            const KW: usize = $kw;
+            const NR: usize = 16 * NV;
+            // SAFETY: as the caller promises.
+            unsafe {
+                debug_assert!(kc % UR == 0 && *rows.add(KW - 1) == *rows + (KW - 1) as u32 && (kc == 0 || *cols.add(UR - 1) == *cols + (UR - 1) as u32), "sliding filter kernel: taps or pixels out of line");
+                let tap0 = x.add(*rows as usize);
+                let mut acc = [[_mm512_setzero_ps(); NV]; KW];
+                if !tile_in.is_null() {
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        for (v, a) in a.iter_mut().enumerate() {
+                            *a = _mm512_loadu_ps(tile_in.add(i * ld_in + 16 * v));
+                        }
+                    }
+                }
+                let mut dv = [[_mm512_setzero_ps(); NV]; UR];
+                for r in 0..kc / UR {
+                    let xrow = tap0.add(*cols.add(r * UR) as usize);
+                    let d = b.add(r * UR * NR);
+                    sliding_filter_positions!(acc, dv, xrow, d, UR, KW, NV, NR; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19);
+                }
+                avx512_tile_out!(acc, tile_out, ld_out);
+            }
+        }
+    };
+}
+
+avx512_sliding_filter!(avx512_sliding_filter_16x16_3, 16, 1, 3);
+avx512_sliding_filter!(avx512_sliding_filter_14x16_3, 14, 1, 3);
+avx512_sliding_filter!(avx512_sliding_filter_12x16_3, 12, 1, 3);
+avx512_sliding_filter!(avx512_sliding_filter_8x16_3, 8, 1, 3);
+avx512_sliding_filter!(avx512_sliding_filter_16x16_5, 16, 1, 5);
+avx512_sliding_filter!(avx512_sliding_filter_14x16_5, 14, 1, 5);
+avx512_sliding_filter!(avx512_sliding_filter_12x16_5, 12, 1, 5);
+avx512_sliding_filter!(avx512_sliding_filter_8x16_5, 8, 1, 5);
+avx512_sliding_filter!(avx512_sliding_filter_16x32_3, 16, 2, 3);
+avx512_sliding_filter!(avx512_sliding_filter_14x32_3, 14, 2, 3);
+avx512_sliding_filter!(avx512_sliding_filter_12x32_3, 12, 2, 3);
+avx512_sliding_filter!(avx512_sliding_filter_8x32_3, 8, 2, 3);
+avx512_sliding_filter!(avx512_sliding_filter_16x32_5, 16, 2, 5);
+avx512_sliding_filter!(avx512_sliding_filter_14x32_5, 14, 2, 5);
+avx512_sliding_filter!(avx512_sliding_filter_12x32_5, 12, 2, 5);
+avx512_sliding_filter!(avx512_sliding_filter_8x32_5, 8, 2, 5);
 
 /// The tallest tile of any indirect kernel (a sliding one's row of 16).
 pub const MAX_INDIRECT_MR: usize = 16;
