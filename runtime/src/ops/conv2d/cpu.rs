@@ -1424,7 +1424,8 @@ fn filter_by_channels(op: &Conv2d, n: usize, len: usize) -> bool {
 }
 
 /// The kernel [`filter_grad`] runs `op`'s filter gradient with: `None` where the direct path
-/// or Winograd's takes it.
+/// or Winograd's takes it (for the tests' account of which kernels they reach).
+#[cfg(test)]
 pub(super) fn filter_grad_kernel(op: &Conv2d) -> Option<Indirect> {
     (!direct::applies(op) && !uses_winograd_filter(op)).then(|| filter_kernel(op).0)
 }
