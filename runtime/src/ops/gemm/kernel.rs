@@ -377,6 +377,14 @@ macro_rules! avx512_tile_in {
         for (i, r) in row.iter_mut().enumerate() {
             *r = $x.add(*$rows.add(i) as usize);
         }
+        (row, avx512_sums_in!($mr, $nv, $tile_in, $ld_in))
+    }};
+}
+
+/// The MR × NV accumulators of an AVX-512 indirect kernel, from `tile_in` (row stride `ld_in`)
+/// or zero.
+macro_rules! avx512_sums_in {
+    ($mr:expr, $nv:expr, $tile_in:ident, $ld_in:ident) => {{
         let mut acc = [[_mm512_setzero_ps(); $nv]; $mr];
         if !$tile_in.is_null() {
             for (i, a) in acc.iter_mut().enumerate() {
@@ -385,7 +393,7 @@ macro_rules! avx512_tile_in {
                 }
             }
         }
-        (row, acc)
+        acc
     }};
 }
 
@@ -531,14 +539,7 @@ macro_rules! avx512_sliding {
             unsafe {
                 debug_assert!(kc % KW == 0 && *rows.add(UR - 1) == *rows + (CHANNEL_BLOCK * (UR - 1)) as u32, "sliding kernel: rows or runs out of line");
                 let row0 = x.add(*rows as usize);
-                let mut acc = [[_mm512_setzero_ps(); NV]; UR];
-                if !tile_in.is_null() {
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        for (v, a) in a.iter_mut().enumerate() {
-                            *a = _mm512_loadu_ps(tile_in.add(i * ld_in + 16 * v));
-                        }
-                    }
-                }
+                let mut acc = avx512_sums_in!(UR, NV, tile_in, ld_in);
                 let mut b = b;
                 for run in 0..kc / KW {
                     let base = row0.add(*cols.add(run * KW) as usize);
@@ -653,14 +654,7 @@ macro_rules! avx512_sliding_filter {
             unsafe {
                 debug_assert!(kc % UR == 0 && *rows.add(KW - 1) == *rows + (KW - 1) as u32 && (kc == 0 || *cols.add(UR - 1) == *cols + (UR - 1) as u32), "sliding filter kernel: taps or pixels out of line");
                 let tap0 = x.add(*rows as usize);
-                let mut acc = [[_mm512_setzero_ps(); NV]; KW];
-                if !tile_in.is_null() {
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        for (v, a) in a.iter_mut().enumerate() {
-                            *a = _mm512_loadu_ps(tile_in.add(i * ld_in + 16 * v));
-                        }
-                    }
-                }
+                let mut acc = avx512_sums_in!(KW, NV, tile_in, ld_in);
                 let mut dv = [[_mm512_setzero_ps(); NV]; UR];
                 for r in 0..kc / UR {
                     let xrow = tap0.add(*cols.add(r * UR) as usize);
