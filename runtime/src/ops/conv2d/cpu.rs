@@ -309,8 +309,8 @@ fn uses_winograd_data(op: &Conv2d) -> bool {
 /// Whether the filter gradient of `op` is Winograd's (`winograd::filter_grad`): layers that
 /// Winograd's forward takes where its GEMMs, c_in·c_out multiplies a tile and ξ, outweigh its
 /// transforms, c_in + c_out a tile: for 3 × 3, a harmonic mean of the channels of 64 at least
-/// (c_in·c_out ≥ 32·(c_in + c_out)), or an M small enough for blocks of each thread's own; for 5 × 5, whose F(2 × 2, 5 × 5) saves more, 64
-/// channels on each side. One thread of a Xeon (family 6 model 167, AVX-512), GFLOP/s of the
+/// (c_in·c_out ≥ 32·(c_in + c_out)), or an M small enough for blocks of each thread's own; for
+/// 5 × 5, whose F(2 × 2, 5 × 5) saves more, 64 channels on each side. One thread of a Xeon (family 6 model 167, AVX-512), GFLOP/s of the
 /// direct sum, median of `prof_layer`-style loops with dY the forward's output, Winograd's
 /// against the indirect kernels' (two threads in brackets): the CIFAR network's 64 → 128 on
 /// 8 × 8 at batch 128 (harmonic mean 85), 172 against 130 (335 against 255); 64 → 64 on
