@@ -95,10 +95,10 @@ fn forward_block(k: usize) -> usize {
 /// With `pool` (the epilogue pools 2 × 2), a kernel whose tiles are whole windows, four rows each
 /// (`select_indirect_for_windows`); the same columns, so the same weight panels.
 ///
-/// For 16 output channels of stride 1 whose rows are whole tiles, the sliding-window kernel
-/// (`select_sliding`), not when pooling (its tiles are a row's outputs, not windows). Model A's
-/// second layer's data gradient (32 → 16, 5 × 5, rows of 14), one thread of a Xeon (family 6
-/// model 167), the kernel alone 168–174 → 214 GFLOP/s.
+/// For up to 32 output channels, stride 1, rows whose width a tile divides, the
+/// sliding-window kernel (`select_sliding`), not when pooling (its tiles are a row's outputs,
+/// not windows). Model A's second layer's data gradient (32 → 16, 5 × 5, rows of 14), one
+/// thread of a Xeon (family 6 model 167), the kernel alone 168–174 → 214 GFLOP/s.
 pub(super) fn forward_kernel(op: &Conv2d, pool: bool) -> (Indirect, bool) {
     let in_blocks = op.c_in % CHANNEL_BLOCK == 0 && op.kernel != [1, 1];
     let sliding = (in_blocks && !pool && op.stride == [1, 1] && op.dilation == [1, 1]).then(|| select_sliding(op.c_out, op.w_out, op.kernel[1])).flatten();

@@ -918,7 +918,7 @@ impl Grad {
     /// are 54 MB, M 147 KB).
     fn per_worker(op: &Conv2d) -> bool {
         let micro = kernel::select();
-        let m = (op.kernel[0] + 1).pow(2) * op.c_out.next_multiple_of(micro.mr) * op.c_in.next_multiple_of(micro.nr);
+        let m = positions(op) * op.c_out.next_multiple_of(micro.mr) * op.c_in.next_multiple_of(micro.nr);
         m * size_of::<f32>() <= PER_WORKER_M_BYTES
     }
 
